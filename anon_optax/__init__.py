@@ -1,0 +1,17 @@
+"""anon_optax: Anon and HVAdam as composable Optax transformations."""
+
+from anon_optax._anon import anon
+from anon_optax._anon import scale_by_anon
+from anon_optax._anon import ScaleByAnonState
+from anon_optax._idu import scale_by_idu
+from anon_optax._idu import ScaleByIDUState
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "anon",
+    "scale_by_anon",
+    "ScaleByAnonState",
+    "scale_by_idu",
+    "ScaleByIDUState",
+)

@@ -1,0 +1,65 @@
+"""The three weight-decay modes of the authors' code, as Optax chains.
+
+Shared by `anon` and `hvadam`: each wraps its scaling transformation (the part
+that turns gradients into a unit-learning-rate step) with weight decay and the
+learning rate.
+"""
+
+import optax
+
+from anon_optax import _validation
+
+
+def chain_with_weight_decay(
+    scale_by: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: optax.ScalarOrSchedule,
+    weight_decay_mode: str,
+    mask=None,
+) -> optax.GradientTransformation:
+  r"""Returns `scale_by` chained with weight decay and the learning rate.
+
+  With :math:`\eta_t` the learning rate, :math:`\lambda` the weight decay and
+  :math:`u_t` the output of `scale_by`:
+
+  - ``"l2"``: :math:`g_t \leftarrow g_t + \lambda \theta_t` before `scale_by`
+    (the authors' default; the decay passes through the moments);
+  - ``"decoupled"``: :math:`\theta_{t+1} = \theta_t - \eta_t (u_t + \lambda
+    \theta_t)` (AdamW style, scaled by the learning rate);
+  - ``"fixed"``: :math:`\theta_{t+1} = (1 - \lambda) \theta_t - \eta_t u_t`
+    (not scaled by the learning rate).
+
+  Args:
+    scale_by: the scaling transformation.
+    learning_rate: a float or an Optax schedule.
+    weight_decay: a non-negative float (or a traced value).
+    weight_decay_mode: one of ``"l2"``, ``"decoupled"``, ``"fixed"``.
+    mask: as in :func:`optax.add_decayed_weights`: which leaves are decayed.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+  """
+  _validation.check_weight_decay_mode(weight_decay_mode)
+  if weight_decay_mode == "l2":
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay, mask),
+        scale_by,
+        optax.scale_by_learning_rate(learning_rate),
+    )
+  if weight_decay_mode == "decoupled":
+    return optax.chain(
+        scale_by,
+        optax.add_decayed_weights(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+  # "fixed": the decay is added after the (negated) learning rate is applied,
+  # so its sign is flipped here to shrink the parameters by (1 - weight_decay).
+  if callable(weight_decay):
+    negated_decay = lambda count: -weight_decay(count)
+  else:
+    negated_decay = -weight_decay
+  return optax.chain(
+      scale_by,
+      optax.scale_by_learning_rate(learning_rate),
+      optax.add_decayed_weights(negated_decay, mask),
+  )
