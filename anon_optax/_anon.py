@@ -1,0 +1,249 @@
+r"""Anon: adaptivity extrapolated beyond SGD and Adam.
+
+Zhang et al., "Anon: Extrapolating Adaptivity Beyond SGD and Adam",
+arXiv 2605.02317 (https://arxiv.org/abs/2605.02317).
+
+Anon is momentum scaled by a preconditioner :math:`v \approx \sigma^{-\gamma/2}`,
+with a real exponent :math:`\gamma` (0: SGD with momentum, 1: Adam-like,
+beyond: more or less adaptive than both), refreshed only at the log-spaced
+steps 1, 2, 4, 8, ... by the incremental delay update (IDU) of
+:mod:`anon_optax._idu`.
+"""
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from anon_optax import _idu
+from anon_optax import _validation
+from anon_optax import _weight_decay
+
+
+class ScaleByAnonState(NamedTuple):
+  """State for :func:`scale_by_anon`.
+
+  Attributes:
+    count: number of steps taken so far.
+    next_refresh: the step at which the preconditioner is next refreshed; 0
+      once the next refresh step would not fit in int32 (no refresh ever again).
+    num_refreshes: number of preconditioner refreshes so far.
+    mu: first moment :math:`m` (dtype ``mu_dtype``, else the parameters').
+    nu: second-moment accumulator :math:`s`, reset to zero after every refresh
+      (at least float32).
+    precond: the preconditioner :math:`v` from the latest refresh (at least
+      float32; ones before the first step).
+  """
+
+  count: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
+  next_refresh: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
+  num_refreshes: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
+  mu: optax.Updates
+  nu: optax.Updates
+  precond: optax.Updates
+
+
+def scale_by_anon(
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-16,
+    gamma: optax.ScalarOrSchedule = 1.0,
+    *,
+    beta3: jax.typing.ArrayLike = 0.5,
+    refresh_base: int = 2,
+    mu_dtype: Optional[jax.typing.DTypeLike] = None,
+) -> optax.GradientTransformation:
+  r"""Rescale updates according to the Anon algorithm.
+
+  For gradient :math:`g_t` at step :math:`t = 1, 2, \dots`:
+
+  .. math::
+    m_t &= b_1 m_{t-1} + (1 - b_1) g_t \\
+    s_t &= b_2 s_{t-1} + (1 - b_2) |g_t|^2 \\
+    \text{at } t = a_k:\quad \sigma &= s_t / (1 - b_2^{n}) + \epsilon,
+      \quad n = a_k - a_{k-1},\ s_t \leftarrow 0 \\
+    v &= \sigma^{-\gamma/2} \ (k = 0), \qquad
+    v = \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma^{\gamma}\right)^{-1/2}
+      \ (k > 0) \\
+    \text{update}_t &= v \odot m_t / (1 - b_1^t)
+
+  where the refresh steps are :math:`a_k = \mathrm{refresh\_base}^k`
+  (1, 2, 4, 8, ... by default) and :math:`v` is the preconditioner of the latest
+  refresh. Like :func:`optax.scale_by_adam`, the output carries no learning
+  rate and no sign; see :func:`anon` for the full optimizer.
+
+  Args:
+    b1: decay rate of the first moment, in [0, 1).
+    b2: decay rate of the second-moment accumulator, in [0, 1).
+    eps: added to the bias-corrected second moment, >= 0.
+    gamma: the adaptivity exponent, any real number or a schedule of the step
+      count (evaluated at refresh steps): 0 is SGD with momentum
+      (:math:`v = 1`), 1 Adam-like, > 1 more adaptive, < 0 less.
+    beta3: weight of the previous preconditioner in the IDU refresh, in
+      [0, 1); 0.5 is the authors' harmonic mean.
+    refresh_base: integer >= 2; the preconditioner is refreshed at steps
+      ``refresh_base**k``.
+    mu_dtype: optional dtype of the first moment; if `None` it is the
+      parameters' dtype. The second moment and the preconditioner are kept in
+      at least float32 whatever the parameters' dtype.
+
+  Returns:
+    A :class:`optax.GradientTransformation` with state
+    :class:`ScaleByAnonState`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import anon_optax
+    >>> tx = anon_optax.scale_by_anon(gamma=1.0)
+    >>> params = jnp.array([1.0, -2.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.array([0.5, -4.0]), state)
+    >>> print(jnp.round(updates, 4))  # The first step is sign-like at gamma = 1.
+    [ 1. -1.]
+
+  References:
+    Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
+    <https://arxiv.org/abs/2605.02317>`_, 2026
+  """
+  _validation.check_interval("b1", b1, 0.0, 1.0)
+  _idu.check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base)
+  canonical_mu_dtype = (
+      None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
+  )
+
+  def init_fn(params):
+    nu, precond = _idu.init_preconditioner(params)
+    return ScaleByAnonState(
+        count=jnp.zeros([], jnp.int32),
+        next_refresh=jnp.ones([], jnp.int32),
+        num_refreshes=jnp.zeros([], jnp.int32),
+        mu=optax.tree.zeros_like(params, dtype=canonical_mu_dtype),
+        nu=nu,
+        precond=precond,
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    _idu.check_updates_match(updates, state.nu)
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    count, next_refresh, num_refreshes, nu, precond = (
+        _idu.update_preconditioner(
+            updates, state.count, state.next_refresh, state.num_refreshes,
+            state.nu, state.precond,
+            b2=b2, eps=eps, gamma=_idu.resolve_gamma(gamma, state.count),
+            beta3=beta3, refresh_base=refresh_base,
+        )
+    )
+    mu_hat = optax.tree.bias_correction(mu, b1, count)
+    updates = jax.tree.map(
+        lambda v, m, g: (v * m).astype(g.dtype), precond, mu_hat, updates
+    )
+    mu = optax.tree.cast(mu, canonical_mu_dtype)
+    return updates, ScaleByAnonState(
+        count=count, next_refresh=next_refresh, num_refreshes=num_refreshes,
+        mu=mu, nu=nu, precond=precond,
+    )
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def anon(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-16,
+    gamma: optax.ScalarOrSchedule = 1.0,
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    *,
+    weight_decay_mode: str = "l2",
+    mask: Optional[optax.MaskOrFn] = None,
+    beta3: jax.typing.ArrayLike = 0.5,
+    refresh_base: int = 2,
+    mu_dtype: Optional[jax.typing.DTypeLike] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""The Anon optimizer.
+
+  Anon raises the second moment to a tunable real power :math:`\gamma`: 0 is
+  SGD with momentum, 1 is Adam-like, and values above 1 or below 0 extrapolate
+  beyond both. Its preconditioner is refreshed only at steps 1, 2, 4, 8, ...
+  through a harmonic-mean incremental delay update (IDU) that keeps the step
+  stable for every :math:`\gamma`. With :math:`\eta_t` the learning rate:
+
+  .. math::
+    m_t &= b_1 m_{t-1} + (1 - b_1) g_t, \qquad
+    s_t = b_2 s_{t-1} + (1 - b_2) g_t^2 \\
+    \text{at } t = a_k:\quad \sigma &= s_t / (1 - b_2^{n}) + \epsilon,\quad
+      v = \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma^{\gamma}\right)^{-1/2},
+      \quad s_t \leftarrow 0 \\
+    \theta_{t+1} &= \theta_t - \eta_t\, v \odot m_t / (1 - b_1^t)
+
+  with :math:`a_k = \mathrm{refresh\_base}^k`, :math:`n = a_k - a_{k-1}` and
+  :math:`v = \sigma^{-\gamma/2}` at the first refresh (see
+  :func:`scale_by_anon`). It is the chain of weight decay (by
+  ``weight_decay_mode``), :func:`scale_by_anon` and
+  :func:`optax.scale_by_learning_rate`.
+
+  Args:
+    learning_rate: a float or an Optax schedule of the step count.
+    b1: decay rate of the first moment, in [0, 1).
+    b2: decay rate of the second-moment accumulator, in [0, 1).
+    eps: added to the bias-corrected second moment, >= 0.
+    gamma: the adaptivity exponent, any real number or a schedule (evaluated at
+      refresh steps). The paper's language models used 1.0 to 1.15.
+    weight_decay: weight-decay strength, >= 0.
+    weight_decay_mode: ``"l2"`` (the authors' default: ``g += wd * theta``
+      before the moments), ``"decoupled"`` (AdamW style:
+      ``theta *= 1 - lr * wd``) or ``"fixed"`` (``theta *= 1 - wd``, not scaled
+      by the learning rate).
+    mask: a tree with the structure of (or a prefix of) the parameters, or a
+      callable returning one, with `True` for the leaves to decay; as in
+      :func:`optax.adamw`.
+    beta3: weight of the previous preconditioner in the IDU refresh, in
+      [0, 1); 0.5 is the authors' harmonic mean.
+    refresh_base: integer >= 2; refreshes happen at steps ``refresh_base**k``.
+    mu_dtype: optional dtype of the first moment (for example
+      ``jnp.bfloat16`` to halve its memory); `None` keeps the parameters'.
+
+  Returns:
+    The corresponding :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> import anon_optax
+    >>> def f(x): return jnp.sum(x ** 2)  # simple quadratic function
+    >>> solver = anon_optax.anon(learning_rate=0.1, gamma=1.1)
+    >>> params = jnp.array([1., 2., 3.])
+    >>> print('Objective function: ', f(params))
+    Objective function:  14.0
+    >>> opt_state = solver.init(params)
+    >>> for _ in range(5):
+    ...  grad = jax.grad(f)(params)
+    ...  updates, opt_state = solver.update(grad, opt_state, params)
+    ...  params = optax.apply_updates(params, updates)
+    ...  print('Objective function: {:.2E}'.format(f(params)))
+    Objective function: 1.30E+01
+    Objective function: 1.20E+01
+    Objective function: 1.11E+01
+    Objective function: 1.02E+01
+    Objective function: 9.44E+00
+
+  References:
+    Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
+    <https://arxiv.org/abs/2605.02317>`_, 2026
+  """
+  if not callable(learning_rate):
+    _validation.check_finite("learning_rate", learning_rate)
+  _validation.check_interval("weight_decay", weight_decay, 0.0)
+  return _weight_decay.chain_with_weight_decay(
+      scale_by_anon(
+          b1=b1, b2=b2, eps=eps, gamma=gamma, beta3=beta3,
+          refresh_base=refresh_base, mu_dtype=mu_dtype,
+      ),
+      learning_rate,
+      weight_decay,
+      weight_decay_mode,
+      mask,
+  )

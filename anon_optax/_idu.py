@@ -1,0 +1,397 @@
+r"""The gamma-preconditioner and its incremental delay update (IDU).
+
+Anon (Zhang et al., "Anon: Extrapolating Adaptivity Beyond SGD and Adam",
+arXiv 2605.02317) scales its momentum by a preconditioner
+:math:`v \approx \sigma^{-\gamma/2}` built from the second moment
+:math:`\sigma` of the gradients. The preconditioner is refreshed only at the
+log-spaced steps :math:`t = a_k = \mathrm{base}^k` (1, 2, 4, 8, ... for base 2),
+each time as a weighted harmonic mean of the previous preconditioner and the
+new :math:`\sigma^\gamma`; between refreshes the second moment keeps
+accumulating and is reset after each refresh.
+
+This module holds the pure building blocks (the refresh schedule, the
+accumulated-step bias correction, the first and the harmonic-mean refresh) and
+:func:`scale_by_idu`, the preconditioner alone as an Optax transformation.
+:func:`anon_optax.scale_by_anon` is built from the same blocks.
+
+Numerics: the refresh is computed in log space, so that neither
+:math:`\sigma^\gamma` nor :math:`v^{-2}` is ever formed. Formed directly, both
+underflow in float32 for large :math:`|\gamma|` (with ``eps = 1e-16``,
+:math:`\sigma^\gamma < 10^{-45}` already for :math:`\gamma \geq 3`), which
+turns a tiny or zero gradient into an infinite preconditioner and a NaN step.
+In float64 the log-space form agrees with the direct formula to round-off.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from anon_optax import _validation
+
+_MAX_INT32 = jnp.iinfo(jnp.int32).max
+
+
+class ScaleByIDUState(NamedTuple):
+  """State for :func:`scale_by_idu`.
+
+  Attributes:
+    count: number of steps taken so far.
+    next_refresh: the step at which the preconditioner is next refreshed; 0
+      once the next refresh step would not fit in int32 (no refresh ever again).
+    num_refreshes: number of preconditioner refreshes so far.
+    nu: second-moment accumulator :math:`s` of the incoming updates, reset to
+      zero after every refresh (at least float32).
+    precond: the preconditioner :math:`v` from the latest refresh (at least
+      float32; ones before the first step).
+  """
+
+  count: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
+  next_refresh: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
+  num_refreshes: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
+  nu: optax.Updates
+  precond: optax.Updates
+
+
+# ----------------------------------------------------------------------------
+# Pure building blocks.
+# ----------------------------------------------------------------------------
+
+
+def next_refresh_step(refresh_step: jax.Array, refresh_base: Any) -> jax.Array:
+  """Returns the refresh step after ``refresh_step``: ``refresh_step * base``.
+
+  Overflow-safe: when the product would not fit in int32 it returns 0, a step
+  that is never reached (steps start at 1), so a saturated step counter never
+  triggers a spurious refresh.
+
+  Args:
+    refresh_step: the current refresh step :math:`a_k` (int32 scalar).
+    refresh_base: the integer base of the refresh sequence (maybe traced).
+
+  Returns:
+    :math:`a_{k+1}` as an int32 scalar, or 0 if it exceeds int32.
+  """
+  base = jnp.asarray(refresh_base).astype(jnp.int32)
+  fits = refresh_step <= _MAX_INT32 // base
+  return jnp.where(fits, refresh_step * base, 0).astype(jnp.int32)
+
+
+def accumulated_steps(refresh_step: jax.Array, refresh_base: Any) -> jax.Array:
+  r"""Number of steps accumulated in the second moment at a refresh step.
+
+  The accumulator restarts after every refresh, so at :math:`t = a_k` it holds
+  :math:`n = a_k - a_{k-1} = t - t / \mathrm{base}` steps. At the first refresh,
+  :math:`t = a_0 = 1`, integer division gives :math:`n = 1 - 0 = 1` as well.
+
+  Args:
+    refresh_step: the refresh step :math:`t = a_k` (int32 scalar).
+    refresh_base: the integer base of the refresh sequence (maybe traced).
+
+  Returns:
+    :math:`n` as an int32 scalar.
+  """
+  base = jnp.asarray(refresh_base).astype(jnp.int32)
+  return refresh_step - refresh_step // base
+
+
+def log_bias_corrected_sigma(
+    nu: jax.Array, b2: Any, num_accumulated: jax.Array, eps: Any
+) -> jax.Array:
+  r"""Returns :math:`\log \sigma` with :math:`\sigma = s / (1 - b_2^n) + \epsilon`.
+
+  Args:
+    nu: the second-moment accumulator :math:`s` after ``num_accumulated`` steps.
+    b2: its decay rate.
+    num_accumulated: :math:`n`, the steps accumulated since the last refresh.
+    eps: added after the bias correction.
+
+  Returns:
+    :math:`\log \sigma`, in the dtype of ``nu``.
+  """
+  dtype = nu.dtype
+  # 1 - b2**n as -expm1(n * log1p(-(1 - b2))), with (1 - b2) formed exactly as
+  # the accumulator forms it: rounding b2 to float32 first and subtracting
+  # then would cancel three digits and skew sigma by ~1e-5 at b2 = 0.999.
+  one_minus_b2 = jnp.asarray(1 - b2, dtype)
+  correction = -jnp.expm1(
+      num_accumulated.astype(dtype) * jnp.log1p(-one_minus_b2)
+  )
+  return jnp.log(nu / correction + jnp.asarray(eps, dtype))
+
+
+def harmonic_refresh(
+    precond: jax.Array, log_sigma: jax.Array, gamma: Any, beta3: Any
+) -> jax.Array:
+  r"""The IDU refresh: a weighted harmonic mean of :math:`v^2` and :math:`\sigma^{-\gamma}`.
+
+  .. math::
+    v_{new} = \left(\beta_3 v^{-2} + (1 - \beta_3) \sigma^{\gamma}\right)^{-1/2}
+
+  computed as :math:`\exp(-\tfrac12 \mathrm{logaddexp}(\log\beta_3 - 2\log v,
+  \log(1-\beta_3) + \gamma \log\sigma))`, which never forms the terms that
+  underflow. With :math:`\beta_3 = 0.5` this is the authors' harmonic mean
+  :math:`v_{new} = \sqrt{2 / (v^{-2} + \sigma^\gamma)}`.
+
+  Args:
+    precond: the previous preconditioner :math:`v` (positive).
+    log_sigma: :math:`\log \sigma` (see :func:`log_bias_corrected_sigma`).
+    gamma: the adaptivity exponent.
+    beta3: the weight of the previous preconditioner, in [0, 1).
+
+  Returns:
+    The refreshed preconditioner, in the dtype of ``precond``.
+  """
+  dtype = precond.dtype
+  gamma = jnp.asarray(gamma, dtype)
+  beta3 = jnp.asarray(beta3, dtype)
+  log_previous = jnp.log(beta3) - 2 * jnp.log(precond)
+  log_new = jnp.log1p(-beta3) + gamma * log_sigma
+  return jnp.exp(-0.5 * jnp.logaddexp(log_previous, log_new)).astype(dtype)
+
+
+def refresh_preconditioner(
+    nu: jax.Array,
+    precond: jax.Array,
+    *,
+    refresh_step: jax.Array,
+    b2: Any,
+    eps: Any,
+    gamma: Any,
+    beta3: Any,
+    refresh_base: Any,
+) -> jax.Array:
+  r"""Returns the preconditioner refreshed at ``refresh_step`` from ``nu``.
+
+  The first refresh (step 1) sets :math:`v = \sigma^{-\gamma/2}`; every later
+  one is :func:`harmonic_refresh`. The first is the harmonic refresh with
+  :math:`\beta_3 = 0` (the previous preconditioner gets no weight), and in log
+  space that is exact: ``logaddexp(-inf, x) == x``.
+  """
+  num_accumulated = accumulated_steps(refresh_step, refresh_base)
+  log_sigma = log_bias_corrected_sigma(nu, b2, num_accumulated, eps)
+  effective_beta3 = jnp.where(refresh_step == 1, 0, beta3)
+  return harmonic_refresh(precond, log_sigma, gamma, effective_beta3)
+
+
+def preconditioner_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
+  """The dtype of the second moment and preconditioner for a parameter dtype.
+
+  Real (``|g|**2`` for complex parameters) and at least float32, whatever the
+  parameter dtype: bfloat16 parameters get float32 statistics.
+  """
+  real = jnp.finfo(dtype).dtype  # The real counterpart of a complex dtype.
+  return jnp.promote_types(real, jnp.float32)
+
+
+# ----------------------------------------------------------------------------
+# The preconditioner state machine shared by `scale_by_idu` and `scale_by_anon`.
+# ----------------------------------------------------------------------------
+
+
+def _squared_magnitude(update: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  """Returns ``|update|**2`` in ``dtype``, squaring after the upcast."""
+  update = update.astype(jnp.promote_types(update.dtype, dtype))
+  return jnp.real(update * jnp.conj(update)).astype(dtype)
+
+
+def check_params(params: optax.Params) -> None:
+  """Raises `TypeError` for parameter leaves that are not floating or complex."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    dtype = jnp.asarray(leaf).dtype if not hasattr(leaf, "dtype") else leaf.dtype
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      raise TypeError(
+          "anon_optax optimizers need floating-point or complex parameters; "
+          f"the leaf at {jax.tree_util.keystr(path)} has dtype {dtype}."
+      )
+
+
+def check_updates_match(updates: optax.Updates, nu: optax.Updates) -> None:
+  """Raises `ValueError` if the updates do not have the state's tree and shapes."""
+  updates_tree = jax.tree.structure(updates)
+  state_tree = jax.tree.structure(nu)
+  if updates_tree != state_tree:
+    raise ValueError(
+        "The updates (gradients) do not have the structure of the parameters "
+        f"the optimizer was initialised with: got {updates_tree}, expected "
+        f"{state_tree}."
+    )
+  for path, update, moment in zip(
+      jax.tree_util.tree_leaves_with_path(updates),
+      jax.tree.leaves(updates),
+      jax.tree.leaves(nu),
+  ):
+    if update.shape != moment.shape:
+      raise ValueError(
+          f"The update at {jax.tree_util.keystr(path[0])} has shape "
+          f"{update.shape}, but the parameter it updates has shape "
+          f"{moment.shape}."
+      )
+
+
+def init_preconditioner(params: optax.Params):
+  """Returns ``(nu, precond)`` for ``params``: zeros and ones, at least float32."""
+  check_params(params)
+  nu = jax.tree.map(
+      lambda p: jnp.zeros(jnp.shape(p), preconditioner_dtype(p.dtype)), params
+  )
+  precond = jax.tree.map(jnp.ones_like, nu)
+  return nu, precond
+
+
+def update_preconditioner(
+    updates: optax.Updates,
+    count: jax.Array,
+    next_refresh: jax.Array,
+    num_refreshes: jax.Array,
+    nu: optax.Updates,
+    precond: optax.Updates,
+    *,
+    b2: Any,
+    eps: Any,
+    gamma: Any,
+    beta3: Any,
+    refresh_base: Any,
+):
+  """Advances the preconditioner by one step of ``updates``.
+
+  Accumulates :math:`|u|^2` into ``nu``; if this step is a refresh step,
+  refreshes ``precond`` from ``nu`` and resets ``nu``. The choice is one
+  `jax.lax.cond` for the whole tree, so a normal step does no refresh work.
+
+  Returns:
+    ``(count, next_refresh, num_refreshes, nu, precond)`` after this step.
+  """
+  nu = optax.tree.update_moment(
+      jax.tree.map(
+          lambda u, s: _squared_magnitude(u, s.dtype), updates, nu,
+      ),
+      nu, b2, 1,
+  )
+  step = optax.safe_increment(count)
+  is_refresh = step == next_refresh
+
+  def refresh(nu, precond):
+    new_precond = jax.tree.map(
+        lambda s, v: refresh_preconditioner(
+            s, v, refresh_step=step, b2=b2, eps=eps, gamma=gamma,
+            beta3=beta3, refresh_base=refresh_base,
+        ),
+        nu, precond,
+    )
+    return optax.tree.zeros_like(nu), new_precond
+
+  def keep(nu, precond):
+    return nu, precond
+
+  nu, precond = jax.lax.cond(is_refresh, refresh, keep, nu, precond)
+  next_refresh = jnp.where(
+      is_refresh, next_refresh_step(next_refresh, refresh_base), next_refresh
+  )
+  num_refreshes = jnp.where(
+      is_refresh, optax.safe_increment(num_refreshes), num_refreshes
+  )
+  return step, next_refresh, num_refreshes, nu, precond
+
+
+def check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base):
+  """Eagerly validates the hyperparameters shared by the preconditioners."""
+  _validation.check_interval("b2", b2, 0.0, 1.0)
+  _validation.check_interval("eps", eps, 0.0)
+  if not callable(gamma):
+    _validation.check_finite("gamma", gamma)
+  _validation.check_interval("beta3", beta3, 0.0, 1.0)
+  _validation.check_integer_at_least("refresh_base", refresh_base, 2)
+  _validation.check_interval(
+      "refresh_base", refresh_base, 2, int(_MAX_INT32), high_inclusive=True
+  )
+
+
+def resolve_gamma(gamma: Any, count: jax.Array) -> Any:
+  """Returns gamma's value at step ``count`` (0-based) if it is a schedule."""
+  return gamma(count) if callable(gamma) else gamma
+
+
+def scale_by_idu(
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-16,
+    gamma: optax.ScalarOrSchedule = 1.0,
+    *,
+    beta3: jax.typing.ArrayLike = 0.5,
+    refresh_base: int = 2,
+) -> optax.GradientTransformation:
+  r"""Scale updates by the gamma-preconditioner refreshed by IDU.
+
+  The preconditioner of Anon alone, applied to whatever updates :math:`u_t`
+  reach it, so it composes after clipping, :func:`optax.trace`, etc.:
+
+  .. math::
+    s_t &= b_2 s_{t-1} + (1 - b_2) |u_t|^2 \\
+    \text{at } t = a_k:\quad \sigma &= s_t / (1 - b_2^{n}) + \epsilon,
+      \quad n = a_k - a_{k-1},\ s_t \leftarrow 0 \\
+    v &= \sigma^{-\gamma/2} \ (k = 0), \qquad
+    v = \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma^{\gamma}\right)^{-1/2}
+      \ (k > 0) \\
+    \text{output}_t &= v \odot u_t
+
+  with refresh steps :math:`a_k = \mathrm{refresh\_base}^k` (1, 2, 4, 8, ...).
+
+  Args:
+    b2: decay rate of the second-moment accumulator, in [0, 1).
+    eps: added to the bias-corrected second moment, >= 0.
+    gamma: the adaptivity exponent (any real number, or a schedule of the step
+      count, evaluated at refresh steps): 0 gives :math:`v = 1`, 1 an
+      Adam-like :math:`v \approx 1/\sqrt{\sigma}`.
+    beta3: weight of the previous preconditioner in the refresh, in [0, 1).
+    refresh_base: integer >= 2; refreshes happen at steps ``refresh_base**k``.
+
+  Returns:
+    A :class:`optax.GradientTransformation` with state
+    :class:`ScaleByIDUState`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> import anon_optax
+    >>> tx = optax.chain(optax.trace(decay=0.9), anon_optax.scale_by_idu(gamma=1.0))
+    >>> params = jnp.array([1.0, -2.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.array([0.5, -4.0]), state)
+    >>> print(jnp.round(updates, 4))
+    [ 1. -1.]
+
+  References:
+    Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
+    <https://arxiv.org/abs/2605.02317>`_, 2026
+  """
+  check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base)
+
+  def init_fn(params):
+    nu, precond = init_preconditioner(params)
+    return ScaleByIDUState(
+        count=jnp.zeros([], jnp.int32),
+        next_refresh=jnp.ones([], jnp.int32),
+        num_refreshes=jnp.zeros([], jnp.int32),
+        nu=nu,
+        precond=precond,
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    check_updates_match(updates, state.nu)
+    count, next_refresh, num_refreshes, nu, precond = update_preconditioner(
+        updates, state.count, state.next_refresh, state.num_refreshes,
+        state.nu, state.precond,
+        b2=b2, eps=eps, gamma=resolve_gamma(gamma, state.count), beta3=beta3,
+        refresh_base=refresh_base,
+    )
+    updates = jax.tree.map(
+        lambda v, u: (v * u).astype(u.dtype), precond, updates
+    )
+    return updates, ScaleByIDUState(
+        count=count, next_refresh=next_refresh, num_refreshes=num_refreshes,
+        nu=nu, precond=precond,
+    )
+
+  return optax.GradientTransformation(init_fn, update_fn)
