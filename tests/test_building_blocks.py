@@ -1,0 +1,249 @@
+"""Unit tests of the pure building blocks in `anon_optax._idu`."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import anon_optax
+from anon_optax import _idu
+
+_MAX_INT32 = int(np.iinfo(np.int32).max)
+
+
+def _refresh_steps_seen(refresh_base, num_steps):
+  """Runs the scale_by_idu state machine and lists the steps that refreshed."""
+  tx = anon_optax.scale_by_idu(refresh_base=refresh_base)
+  state = tx.init(jnp.zeros(3))
+  update = jax.jit(tx.update)
+  seen = []
+  for _ in range(num_steps):
+    before = int(state.num_refreshes)
+    _, state = update(jnp.ones(3), state)
+    if int(state.num_refreshes) != before:
+      seen.append(int(state.count))
+  return seen
+
+
+@pytest.mark.parametrize(
+    "refresh_base, expected",
+    [(2, [1, 2, 4, 8, 16, 32, 64]), (3, [1, 3, 9, 27, 81]), (4, [1, 4, 16, 64])],
+)
+def test_refresh_steps_are_powers_of_the_base(refresh_base, expected):
+  assert _refresh_steps_seen(refresh_base, 100) == expected
+
+
+@pytest.mark.parametrize("refresh_base", [2, 3, 7])
+def test_next_refresh_step_multiplies_until_int32_overflow(refresh_base):
+  step, steps = 1, []
+  while step:
+    steps.append(step)
+    step = int(_idu.next_refresh_step(jnp.int32(step), refresh_base))
+  expected, power = [], 1
+  while power <= _MAX_INT32:
+    expected.append(power)
+    power *= refresh_base
+  assert steps == expected  # Ends with 0 instead of a wrapped-around product.
+
+
+def test_traced_refresh_base_gives_the_same_schedule():
+  steps = jax.jit(_idu.next_refresh_step)(jnp.int32(9), jnp.int32(3))
+  assert int(steps) == 27
+
+
+@pytest.mark.parametrize(
+    "refresh_step, refresh_base, expected",
+    [(1, 2, 1), (2, 2, 1), (8, 2, 4), (1024, 2, 512), (1, 3, 1), (3, 3, 2),
+     (27, 3, 18), (16, 4, 12)],
+)
+def test_accumulated_steps(refresh_step, refresh_base, expected):
+  # n = a_k - a_{k-1}, and n = 1 at the first refresh (a_0 = 1).
+  assert int(_idu.accumulated_steps(jnp.int32(refresh_step), refresh_base)) == (
+      expected)
+
+
+@pytest.mark.parametrize("num_accumulated", [1, 2, 7, 512])
+@pytest.mark.parametrize("b2", [0.0, 0.9, 0.999])
+def test_bias_corrected_sigma(num_accumulated, b2):
+  # n equal gradients g accumulated from zero give s = (1 - b2**n) g**2, so the
+  # bias-corrected sigma is exactly g**2 + eps.
+  with jax.enable_x64(True):
+    grad, eps = 0.3, 1e-8
+    nu = jnp.float64(0.0)
+    for _ in range(num_accumulated):
+      nu = b2 * nu + (1 - b2) * grad**2
+    log_sigma = _idu.log_bias_corrected_sigma(
+        nu, b2, jnp.int32(num_accumulated), eps)
+    np.testing.assert_allclose(np.exp(log_sigma), grad**2 + eps, rtol=1e-13)
+
+
+def test_bias_correction_float32_matches_accumulator_at_first_step():
+  # At n = 1 the correction must cancel the accumulator's (1 - b2) exactly,
+  # also in float32 where 1 - float32(0.999) differs from float32(0.001).
+  nu = jnp.float32(1 - 0.999) * jnp.float32(4.0)
+  log_sigma = _idu.log_bias_corrected_sigma(nu, 0.999, jnp.int32(1), 0.0)
+  # A few float32 ulps; rounding b2 before subtracting would be off by 1.3e-5.
+  np.testing.assert_allclose(np.exp(log_sigma), 4.0, rtol=5e-7)
+
+
+@pytest.mark.parametrize("gamma", [-2.0, -0.25, 0.0, 0.5, 1.0, 1.15, 3.0])
+def test_first_refresh_is_sigma_to_the_minus_gamma_over_two(gamma):
+  with jax.enable_x64(True):
+    nu = jnp.array([0.0, 1e-3, 2.0, 50.0])
+    b2, eps = 0.999, 1e-16
+    precond = _idu.refresh_preconditioner(
+        nu * (1 - b2), jnp.full(4, 123.0), refresh_step=jnp.int32(1), b2=b2,
+        eps=eps, gamma=gamma, beta3=0.5, refresh_base=2,
+    )
+    # The previous preconditioner (123) must carry no weight at step 1.
+    np.testing.assert_allclose(
+        precond, (np.asarray(nu) + eps) ** (-gamma / 2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("beta3", [0.0, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize("gamma", [-1.0, 0.5, 1.0, 2.0])
+def test_harmonic_refresh_matches_direct_formula(beta3, gamma):
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    precond = rng.uniform(0.1, 10.0, size=16)
+    sigma = rng.uniform(1e-6, 4.0, size=16)
+    got = _idu.harmonic_refresh(
+        jnp.asarray(precond), jnp.log(sigma), gamma, beta3)
+    want = (beta3 * precond**-2 + (1 - beta3) * sigma**gamma) ** -0.5
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_harmonic_refresh_at_half_is_the_authors_harmonic_mean():
+  precond, sigma, gamma = 2.0, 0.25, 1.0
+  got = _idu.harmonic_refresh(jnp.float32(precond), jnp.log(sigma), gamma, 0.5)
+  want = np.sqrt(2 / (precond**-2 + sigma**gamma))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [-4.0, 3.0, 4.0])
+def test_harmonic_refresh_does_not_underflow_in_float32(gamma):
+  # sigma**gamma and v**-2 are far below float32's range here; the direct
+  # formula would give inf, the log-space form the finite float64 answer.
+  sigma = np.float64(1e-16) if gamma > 0 else np.float64(1e16)
+  precond = sigma ** (-gamma / 2)
+  want = (0.5 * precond**-2 + 0.5 * sigma**gamma) ** -0.5
+  got = _idu.harmonic_refresh(
+      jnp.float32(precond), jnp.log(jnp.float32(sigma)), gamma, 0.5)
+  assert np.isfinite(got)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_gamma_zero_keeps_preconditioner_at_one():
+  tx = anon_optax.scale_by_anon(gamma=0.0)
+  params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+  state = tx.init(params)
+  grads = jax.tree.map(lambda p: 5.0 * p, params)
+  for _ in range(20):
+    _, state = tx.update(grads, state)
+  chex.assert_trees_all_close(
+      state.precond, jax.tree.map(jnp.ones_like, state.precond), rtol=1e-6)
+
+
+def test_preconditioner_dtype_is_at_least_float32():
+  assert _idu.preconditioner_dtype(jnp.bfloat16) == jnp.float32
+  assert _idu.preconditioner_dtype(jnp.float16) == jnp.float32
+  assert _idu.preconditioner_dtype(jnp.float32) == jnp.float32
+  assert _idu.preconditioner_dtype(jnp.complex64) == jnp.float32
+  with jax.enable_x64(True):
+    assert _idu.preconditioner_dtype(jnp.float64) == jnp.float64
+
+
+def _primitive_names(jaxpr):
+  names = []
+  for eqn in jaxpr.eqns:
+    names.append(eqn.primitive.name)
+  return names
+
+
+def test_refresh_is_one_cond_for_the_whole_tree():
+  tx = anon_optax.anon(1e-3, gamma=1.1)
+  params = {"a": jnp.ones((4, 3)), "b": [jnp.ones(5), jnp.ones(())], "c": jnp.ones(2)}
+  state = tx.init(params)
+  jaxpr = jax.make_jaxpr(tx.update)(params, state, params).jaxpr
+  top_level = _primitive_names(jaxpr)
+  assert top_level.count("cond") == 1
+  # The refresh math (logs, exps) lives only inside the cond's refresh branch:
+  # a normal step computes none of it.
+  assert "log" not in top_level and "exp" not in top_level
+  (cond_eqn,) = [e for e in jaxpr.eqns if e.primitive.name == "cond"]
+  branch_ops = [_primitive_names(b.jaxpr) for b in cond_eqn.params["branches"]]
+  assert any("log" in ops for ops in branch_ops)
+  assert any("log" not in ops and "exp" not in ops for ops in branch_ops)
+
+
+def test_saturated_step_counter_never_refreshes():
+  tx = anon_optax.scale_by_anon(gamma=1.0)
+  params = jnp.ones(3)
+  state = tx.init(params)
+  _, state = tx.update(jnp.ones(3), state)
+  # 2**30 is the last power of two in int32; its refresh is the last one.
+  state = state._replace(
+      count=jnp.int32(2**30 - 2), next_refresh=jnp.int32(2**30))
+  update = jax.jit(tx.update)
+  _, state = update(jnp.ones(3), state)
+  _, state = update(jnp.ones(3), state)
+  assert int(state.num_refreshes) == 2 and int(state.next_refresh) == 0
+  state = state._replace(count=jnp.int32(_MAX_INT32 - 3))
+  precond = state.precond
+  for _ in range(8):  # Runs into and stays at the int32 maximum.
+    updates, state = update(jnp.ones(3), state)
+  assert int(state.count) == _MAX_INT32
+  assert int(state.num_refreshes) == 2
+  np.testing.assert_array_equal(state.precond, precond)
+  assert np.all(np.isfinite(updates))
+
+
+def test_second_update_does_not_recompile():
+  tx = anon_optax.anon(1e-3, gamma=1.1)
+  params = {"a": jnp.ones((4, 3)), "b": jnp.ones(5, jnp.bfloat16)}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for _ in range(3):
+    updates, new_state = update(params, state, params)
+    chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
+    state = new_state
+  assert update._cache_size() == 1
+  chex.assert_trees_all_equal_dtypes(updates, params)
+
+
+def test_mu_dtype_sets_first_moment_dtype_only():
+  tx = anon_optax.scale_by_anon(mu_dtype=jnp.bfloat16)
+  state = tx.init({"w": jnp.ones(3)})
+  assert state.mu["w"].dtype == jnp.bfloat16
+  assert state.nu["w"].dtype == jnp.float32
+  assert state.precond["w"].dtype == jnp.float32
+  updates, state = tx.update({"w": jnp.ones(3)}, state)
+  assert state.mu["w"].dtype == jnp.bfloat16
+  assert updates["w"].dtype == jnp.float32
+
+
+def test_complex_parameters_use_squared_magnitude():
+  tx = anon_optax.scale_by_anon(gamma=1.0, eps=0.0)
+  params = jnp.zeros(2, jnp.complex64)
+  state = tx.init(params)
+  grad = jnp.array([3 + 4j, -1j], jnp.complex64)
+  updates, state = tx.update(grad, state)
+  assert updates.dtype == jnp.complex64
+  assert state.nu.dtype == jnp.float32
+  # First step: v = 1 / |g|, so the update is g / |g|.
+  np.testing.assert_allclose(updates, grad / np.abs(grad), rtol=1e-6)
+
+
+def test_scale_by_idu_composes_after_trace():
+  # scale_by_idu precondition whatever reaches it: here momentum from trace.
+  tx = optax.chain(optax.trace(decay=0.5), anon_optax.scale_by_idu(gamma=0.0))
+  reference = optax.trace(decay=0.5)
+  params = jnp.ones(4)
+  state, ref_state = tx.init(params), reference.init(params)
+  for i in range(10):
+    grads = jnp.arange(4.0) + i
+    updates, state = tx.update(grads, state)
+    ref_updates, ref_state = reference.update(grads, ref_state)
+    chex.assert_trees_all_close(updates, ref_updates, rtol=1e-6)

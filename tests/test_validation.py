@@ -1,0 +1,123 @@
+"""Hyperparameter validation: early, clear errors for bad Python numbers only."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import anon_optax
+
+_BAD_SCALE_BY_ANON = [
+    ("b1", -0.1), ("b1", 1.0), ("b1", math.nan),
+    ("b2", -1e-3), ("b2", 1.0), ("b2", 1.5),
+    ("eps", -1e-16), ("eps", math.inf),
+    ("gamma", math.nan), ("gamma", -math.inf),
+    ("beta3", -0.1), ("beta3", 1.0),
+    ("refresh_base", 1), ("refresh_base", 0), ("refresh_base", 2.5),
+    ("refresh_base", True), ("refresh_base", 2**31),
+]
+
+
+@pytest.mark.parametrize("name, value", _BAD_SCALE_BY_ANON)
+@pytest.mark.parametrize(
+    "factory", [anon_optax.scale_by_anon, lambda **kw: anon_optax.anon(1e-3, **kw)],
+    ids=["scale_by_anon", "anon"],
+)
+def test_invalid_hyperparameter_raises_value_error(factory, name, value):
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    factory(**{name: value})
+
+
+@pytest.mark.parametrize("name, value", [
+    (n, v) for n, v in _BAD_SCALE_BY_ANON if n != "b1"])
+def test_scale_by_idu_validates_its_hyperparameters(name, value):
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    anon_optax.scale_by_idu(**{name: value})
+
+
+@pytest.mark.parametrize("name, value", [
+    ("weight_decay", -1e-4), ("weight_decay", math.nan),
+    ("learning_rate", math.nan), ("learning_rate", math.inf),
+])
+def test_invalid_optimizer_argument_raises_value_error(name, value):
+  kwargs = {"learning_rate": 1e-3, name: value}
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    anon_optax.anon(**kwargs)
+
+
+@pytest.mark.parametrize("mode", ["L2", "adamw", None, ""])
+def test_unknown_weight_decay_mode_raises(mode):
+  with pytest.raises(ValueError, match="`weight_decay_mode`.*'l2'"):
+    anon_optax.anon(1e-3, weight_decay_mode=mode)
+
+
+def test_error_message_states_the_allowed_range():
+  with pytest.raises(ValueError, match=r"`b2` must lie in \[0, 1\), got 1.5"):
+    anon_optax.anon(1e-3, b2=1.5)
+  with pytest.raises(ValueError, match=r"`refresh_base` must be an integer >= 2"):
+    anon_optax.anon(1e-3, refresh_base=1)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("b1", 0.0), ("b2", 0.0), ("eps", 0.0), ("beta3", 0.0), ("gamma", -4.0),
+    ("gamma", 7.5), ("refresh_base", 2), ("refresh_base", 3.0),
+    ("refresh_base", 2**31 - 1), ("weight_decay", 0.0),
+])
+def test_boundary_values_are_accepted(name, value):
+  anon_optax.anon(1e-3, **{name: value})
+
+
+def test_integer_parameters_are_rejected_at_init():
+  tx = anon_optax.anon(1e-3)
+  with pytest.raises(TypeError, match=r"\['step'\].*int32"):
+    tx.init({"w": jnp.ones(3), "step": jnp.zeros((), jnp.int32)})
+
+
+def test_mismatched_gradient_tree_is_a_clear_error():
+  tx = anon_optax.anon(1e-3)
+  params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+  state = tx.init(params)
+  with pytest.raises(ValueError, match="structure of the parameters"):
+    tx.update({"w": jnp.ones(3)}, state, params)
+  with pytest.raises(ValueError, match=r"\['b'\] has shape \(3,\)"):
+    tx.update({"w": jnp.ones(3), "b": jnp.ones(3)}, state, params)
+
+
+def test_traced_hyperparameters_are_not_validated_in_python():
+  # Inside jit/vmap the values are tracers: construction must not branch on
+  # them (no ConcretizationTypeError), and the program must run.
+  def run(gamma, b2, beta3, refresh_base):
+    tx = anon_optax.anon(1e-2, gamma=gamma, b2=b2, beta3=beta3,
+                         refresh_base=refresh_base)
+    params = jnp.ones(3)
+    state = tx.init(params)
+    updates, _ = tx.update(params, state, params)
+    return updates
+
+  out = jax.jit(jax.vmap(run))(
+      jnp.array([0.0, 1.0]), jnp.array([0.99, 0.999]), jnp.array([0.3, 0.5]),
+      jnp.array([2, 3]))
+  assert out.shape == (2, 3)
+  assert bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_inject_hyperparams_jits_and_runs():
+  tx = optax.inject_hyperparams(anon_optax.anon)(
+      learning_rate=optax.linear_schedule(1e-2, 1e-3, 50), b1=0.9, b2=0.99,
+      eps=1e-12, gamma=1.1, weight_decay=1e-4, beta3=0.3, refresh_base=3,
+      weight_decay_mode="decoupled",
+  )
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  for _ in range(30):
+    grads = jax.tree.map(lambda p: p - 0.5, params)
+    updates, state = step(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  anon_state = state.inner_state[0]  # Decoupled: scale_by_anon comes first.
+  assert isinstance(anon_state, anon_optax.ScaleByAnonState)
+  assert int(anon_state.num_refreshes) == 4  # Steps 1, 3, 9, 27.
+  assert step._cache_size() == 1
+  assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
