@@ -8,6 +8,7 @@ from anon_optax._hvadam import scale_by_hvadam
 from anon_optax._hvadam import ScaleByHVAdamState
 from anon_optax._idu import scale_by_idu
 from anon_optax._idu import ScaleByIDUState
+from anon_optax._stats import preconditioner_stats
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,5 @@ __all__ = (
     "ScaleByHVAdamState",
     "scale_by_idu",
     "ScaleByIDUState",
+    "preconditioner_stats",
 )
