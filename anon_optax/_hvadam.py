@@ -263,7 +263,8 @@ def scale_by_hvadam(
     hidden_scale = jnp.where(extra_step, 10.0 ** (6 * exp_delta - 3), 0)
 
     updates = jax.tree.map(
-        lambda a, h, g: (a + hidden_scale.astype(a.dtype) * h).astype(g.dtype),
+        lambda a, h, g: (a + hidden_scale.astype(a.dtype) * h).astype(
+            jax.dtypes.canonicalize_dtype(jnp.result_type(g))),
         adam_step, hidden, updates)
     return updates, ScaleByHVAdamState(
         count=count,

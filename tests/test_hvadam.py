@@ -1,0 +1,414 @@
+"""`anon_optax.hvadam` equals the NumPy reference of SPEC section 3.
+
+The reference (`hvadam_reference.py`) is written from SPEC alone, without JAX.
+The gradients are precomputed and independent of the parameters (except for
+the `l2` decay, which adds `wd * theta`), so the hidden-vector state evolves
+the same way on both sides and whole trajectories stay comparable at a tight
+tolerance over `NUM_STEPS` steps (SPEC warns that HVAdam is chaotic in a smooth
+valley, where the gradients feed back on the parameters).
+
+The gradient sequence walks through every branch of the hidden vector:
+
+- steps 1-2: zero gradients. Step 1 restarts the hidden vector (`h = mh = 0`),
+  step 2 has `mh = 0`, an undefined agreement: skip;
+- step 3: `h = 0` is collinear with any `mh` (the authors' 0/0 = NaN): our
+  `delta = 0`, a switch-off; step 4 restarts;
+- steps 4-20: gradients growing along one direction plus a little noise, so
+  `mh - h` is parallel to `mh`, `delta` is small, and switch-offs and restarts
+  alternate;
+- steps 21-48: noise of the same size, so `mh - h` is nearly orthogonal to
+  `mh`, `delta` is near 1 and the hidden vector takes extra steps.
+
+The tests assert from the reference's branch log that each branch was taken.
+"""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import anon_optax
+import hvadam_reference as ref
+
+NUM_STEPS = 48
+LR = 0.1
+GROWTH_END = 20
+
+# float64: the same formulas in the same precision; what is left is round-off
+# from differently ordered reductions (tree-wide inner products, `pow`), a few
+# ulps per step. Measured worst case about 1e-13 relative.
+F64_RTOL = 1e-10
+F64_ATOL = 1e-12
+
+GAMMAS = (0.0, 0.5, 2.0)
+# (mode, weight_decay): "fixed" is not scaled by the learning rate.
+DECAYS = (("l2", 0.1), ("decoupled", 0.1), ("fixed", 0.01))
+
+SHAPES = {"a": [(3,), (2, 2)], "b": {"c": (4,), "s": ()}}
+MASK = {"a": [True, False], "b": {"c": True, "s": False}}
+
+
+def _leaves_shapes():
+  return jax.tree.leaves(SHAPES, is_leaf=lambda x: isinstance(x, tuple))
+
+
+def _to_tree(leaves):
+  treedef = jax.tree.structure(SHAPES, is_leaf=lambda x: isinstance(x, tuple))
+  return jax.tree.unflatten(treedef, list(leaves))
+
+
+def _gradients(seed=0, num_steps=NUM_STEPS, growth=1.3, noise=0.01):
+  """One list of leaves per step (see the module docstring)."""
+  rng = np.random.default_rng(seed)
+  shapes = _leaves_shapes()
+  direction = [rng.normal(size=s) for s in shapes]
+  grads = []
+  for t in range(1, num_steps + 1):
+    if t <= 2:
+      grads.append([np.zeros(s) for s in shapes])
+    elif t <= GROWTH_END:
+      grads.append([growth ** (t - 2) * d + noise * rng.normal(size=d.shape)
+                    for d in direction])
+    else:
+      size = growth ** (GROWTH_END - 2)
+      grads.append([size * rng.normal(size=s) for s in shapes])
+  return grads
+
+
+def _initial_params():
+  # Zeros, so that the `l2` decay leaves the first two gradients at zero.
+  return [np.zeros(s) for s in _leaves_shapes()]
+
+
+def _hvadam_state(state):
+  """The ScaleByHVAdamState inside a chain's state."""
+  found = [s for s in jax.tree.leaves(
+      state, is_leaf=lambda x: isinstance(x, anon_optax.ScaleByHVAdamState))
+           if isinstance(s, anon_optax.ScaleByHVAdamState)]
+  assert len(found) == 1
+  return found[0]
+
+
+def _branch(before, after):
+  """Which branch the transformation took, read from its scalar state."""
+  if int(before.flag) == -1:
+    return "restart"
+  if int(after.step2) == int(before.step2):
+    return "skip"
+  return "switch_off" if int(after.flag) == -1 else "extra_step"
+
+
+def _run(tx, params, grads, *, update=None, state=None):
+  """Runs `tx`; returns per-step params, hidden vectors, exp_delta, branches.
+
+  `update` defaults to `jax.jit(tx.update)`; `state` to `tx.init(params)`.
+  """
+  state = tx.init(params) if state is None else state
+  update = jax.jit(tx.update) if update is None else update
+  out = {"params": [], "hidden": [], "exp_delta": [], "branches": []}
+  for step_grads in grads:
+    before = _hvadam_state(state)
+    updates, state = update(_to_tree(step_grads), state, params)
+    params = optax.apply_updates(params, updates)
+    after = _hvadam_state(state)
+    out["params"].append(jax.tree.leaves(params))
+    out["hidden"].append(jax.tree.leaves(after.hidden))
+    out["exp_delta"].append(float(after.exp_delta))
+    out["branches"].append(_branch(before, after))
+  return out
+
+
+def _assert_matches(out, trace, rtol=F64_RTOL, atol=F64_ATOL):
+  assert out["branches"] == trace.branches
+  chex.assert_trees_all_close(out["params"], trace.params, rtol=rtol,
+                              atol=atol)
+  chex.assert_trees_all_close(out["hidden"], trace.hidden, rtol=rtol,
+                              atol=atol)
+  np.testing.assert_allclose(out["exp_delta"], trace.exp_delta,
+                             rtol=rtol, atol=atol)
+
+
+def _assert_all_branches(trace):
+  taken = set(trace.branches)
+  assert taken == set(ref.BRANCHES), taken
+  # A restart after the first step, i.e. one that follows a switch-off.
+  assert "restart" in trace.branches[1:]
+
+
+@pytest.fixture(name="x64")
+def _x64_fixture():
+  with jax.enable_x64(True):
+    yield
+
+
+# --------------------------------------------------------------------------
+# Equivalence with the reference, float64.
+
+
+@functools.cache
+def _update_with_traced_gamma(mode, weight_decay):
+  """One compiled `hvadam(...).update` per decay mode, gamma an argument.
+
+  Building the optimizer inside `jit` with a traced gamma also checks that no
+  Python branch looks at gamma's value; and the three gammas share one
+  compilation, which keeps this file fast.
+  """
+  def update(gamma, grads, state, params):
+    tx = anon_optax.hvadam(LR, gamma=gamma, weight_decay=weight_decay,
+                           weight_decay_mode=mode, mask=MASK)
+    return tx.update(grads, state, params)
+  return jax.jit(update)
+
+
+@pytest.mark.parametrize("mode,weight_decay", DECAYS)
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_matches_reference(x64, gamma, mode, weight_decay):
+  del x64
+  grads = _gradients()
+  trace = ref.hvadam_reference(
+      _initial_params(), grads, learning_rate=LR, gamma=gamma,
+      weight_decay=weight_decay, weight_decay_mode=mode,
+      mask=jax.tree.leaves(MASK))
+  _assert_all_branches(trace)
+  tx = anon_optax.hvadam(LR, gamma=gamma, weight_decay=weight_decay,
+                         weight_decay_mode=mode, mask=MASK)
+  update = functools.partial(_update_with_traced_gamma(mode, weight_decay),
+                             jnp.asarray(gamma))
+  out = _run(tx, _to_tree(jnp.asarray(p) for p in _initial_params()), grads,
+             update=update)
+  _assert_matches(out, trace)
+
+
+def test_matches_reference_without_jit(x64):
+  del x64
+  # Eager dispatch is slow: a short run on a small tree (restart, skip,
+  # switch-off, restart, ...).
+  params = {"w": jnp.zeros(3), "b": [jnp.zeros(())]}
+  rng = np.random.default_rng(1)
+  grads = [[np.zeros(()), np.zeros(3)]] * 2 + [
+      [1.3**t * np.array(0.5) + 0.01 * rng.normal(),
+       1.3**t * np.array([1.0, -2.0, 0.5]) + 0.01 * rng.normal(size=3)]
+      for t in range(6)]
+  trace = ref.hvadam_reference([np.zeros(()), np.zeros(3)], grads,
+                               learning_rate=LR, gamma=0.5)
+  assert {"restart", "skip", "switch_off"} <= set(trace.branches)
+  tx = anon_optax.hvadam(LR, gamma=0.5)
+  state = tx.init(params)
+  for step_grads, expected in zip(grads, trace.params):
+    updates, state = tx.update(
+        {"b": [jnp.asarray(step_grads[0])], "w": jnp.asarray(step_grads[1])},
+        state, params)
+    params = optax.apply_updates(params, updates)
+    chex.assert_trees_all_close(jax.tree.leaves(params), expected,
+                                rtol=F64_RTOL, atol=F64_ATOL)
+
+
+def test_schedules_match_reference(x64):
+  del x64
+  grads = _gradients(seed=2)
+  # Schedules computed in float64 (Optax's own schedules compute in float32,
+  # whose eager and compiled evaluations may differ by an ulp).
+  learning_rate = lambda count: 0.2 / (1.0 + 0.05 * count)
+  gamma = lambda count: 2.0 / (1.0 + count)
+  trace = ref.hvadam_reference(
+      _initial_params(), grads, b1=0.8, b2=0.99, eps=1e-12,
+      learning_rate=learning_rate, gamma=gamma,
+      weight_decay=0.05, weight_decay_mode="decoupled")
+  tx = anon_optax.hvadam(learning_rate, b1=0.8, b2=0.99, eps=1e-12,
+                         gamma=gamma, weight_decay=0.05,
+                         weight_decay_mode="decoupled")
+  out = _run(tx, _to_tree(jnp.asarray(p) for p in _initial_params()), grads)
+  _assert_matches(out, trace)
+
+
+def test_complex_params_match_reference(x64):
+  del x64
+  rng = np.random.default_rng(3)
+  real = _gradients(seed=3)
+  grads = [[g + 1j * rng.normal(size=g.shape) * np.max(np.abs(g)) * 0.01
+            for g in step] for step in real]
+  params = [np.zeros(s, np.complex128) for s in _leaves_shapes()]
+  trace = ref.hvadam_reference(params, grads, learning_rate=LR, gamma=0.5,
+                               weight_decay=0.1, weight_decay_mode="l2")
+  tx = anon_optax.hvadam(LR, gamma=0.5, weight_decay=0.1)
+  out = _run(tx, _to_tree(jnp.asarray(p) for p in params), grads)
+  _assert_matches(out, trace)
+
+
+def test_float32_close_to_reference():
+  grads = _gradients(seed=4)
+  trace = ref.hvadam_reference(_initial_params(), grads, learning_rate=LR,
+                               gamma=0.5)
+  tx = anon_optax.hvadam(LR, gamma=0.5)
+  grads32 = [[g.astype(np.float32) for g in step] for step in grads]
+  params = _to_tree(jnp.zeros(s, jnp.float32) for s in _leaves_shapes())
+  out = _run(tx, params, grads32)
+  assert out["branches"] == trace.branches
+  chex.assert_trees_all_close(out["params"][-1], trace.params[-1],
+                              rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------
+# The authors' division by zero: collinear h and mh.
+
+
+def _alternating_grads(num_steps=6):
+  g = [np.linspace(-1.0, 1.0, int(np.prod(s))).reshape(s) + 0.25
+       for s in _leaves_shapes()]
+  return [[(-1) ** t * x for x in g] for t in range(num_steps)]
+
+
+@pytest.mark.parametrize("case", ["zero_hidden", "opposite_hidden"])
+def test_collinear_hidden_vector_stays_finite(case):
+  if case == "zero_hidden":  # h = 0 after a restart on zero gradients.
+    grads, b1 = _gradients(num_steps=6), 0.9
+  else:  # b1 = 0 and alternating signs: mh = -h exactly.
+    grads, b1 = _alternating_grads(), 0.0
+  literal = ref.hvadam_reference(_initial_params(), grads, learning_rate=LR,
+                                 b1=b1, literal_division=True)
+  assert not np.all(np.isfinite(literal.params[-1][0]))  # The authors' NaN.
+  trace = ref.hvadam_reference(_initial_params(), grads, learning_rate=LR,
+                               b1=b1)
+  assert "switch_off" in trace.branches  # Our delta = 0 there.
+  tx = anon_optax.hvadam(LR, b1=b1)
+  params = _to_tree(jnp.zeros(s, jnp.float32) for s in _leaves_shapes())
+  out = _run(tx, params, grads)
+  assert out["branches"] == trace.branches
+  chex.assert_tree_all_finite(out["params"][-1])
+  chex.assert_trees_all_close(out["params"][-1], trace.params[-1], rtol=1e-5,
+                              atol=1e-6)
+
+
+def test_zero_eps_and_zero_gradients_stay_finite():
+  tx = anon_optax.scale_by_hvadam(eps=0.0, gamma=0.0)
+  params = {"w": jnp.zeros(3)}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for g in ([0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]):
+    updates, state = update({"w": jnp.array(g)}, state)
+    chex.assert_tree_all_finite((updates, state))
+
+
+# --------------------------------------------------------------------------
+# Optax behaviour: dtypes, traced hyperparameters, validation.
+
+
+def _state_signature(state):
+  return jax.tree.map(lambda x: (jnp.shape(x), jnp.asarray(x).dtype), state)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.complex64])
+def test_dtypes_are_kept(dtype):
+  tx = anon_optax.hvadam(1e-2, gamma=0.5, weight_decay=1e-3,
+                         weight_decay_mode="decoupled")
+  params = {"w": jnp.ones((3, 2), dtype), "b": [jnp.zeros((2,), dtype)]}
+  state = tx.init(params)
+  signature = _state_signature(state)
+  hv_state = _hvadam_state(state)
+  assert hv_state.mu["w"].dtype == jnp.promote_types(dtype, jnp.float32)
+  assert hv_state.var["w"].dtype == jnp.float32
+  assert hv_state.exp_delta.dtype == jnp.float32
+  update = jax.jit(tx.update)
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    grads = jax.tree.map(
+        lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    jax.tree.map(lambda u, p: (u.dtype == p.dtype) or pytest.fail(u.dtype),
+                 updates, params)
+    assert _state_signature(state) == signature
+    chex.assert_tree_all_finite(params)
+  assert update._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_inject_hyperparams_matches_plain():
+  grads = [[g.astype(np.float32) for g in step]
+           for step in _gradients(seed=5, num_steps=24)]
+  params = _to_tree(jnp.zeros(s, jnp.float32) for s in _leaves_shapes())
+  kwargs = dict(b1=0.85, b2=0.995, eps=1e-12, weight_decay=0.05,
+                weight_decay_mode="fixed")
+  plain = _run(anon_optax.hvadam(LR, gamma=2.0, **kwargs), params, grads)
+  injected_tx = optax.inject_hyperparams(anon_optax.hvadam)(
+      learning_rate=LR, gamma=2.0, **kwargs)
+  update = jax.jit(injected_tx.update)
+  injected = _run(injected_tx, params, grads, update=update)
+  assert injected["branches"] == plain["branches"]
+  chex.assert_trees_all_close(injected["params"], plain["params"], rtol=1e-5,
+                              atol=1e-6)
+  # A hyperparameter changed in the state takes effect, without recompiling.
+  state = injected_tx.init(params)
+  state.hyperparams["gamma"] = jnp.full_like(state.hyperparams["gamma"], 0.5)
+  changed = _run(injected_tx, params, grads, update=update, state=state)
+  assert update._cache_size() == 1  # pylint: disable=protected-access
+  expected = _run(anon_optax.hvadam(LR, gamma=0.5, **kwargs), params, grads)
+  chex.assert_trees_all_close(changed["params"], expected["params"],
+                              rtol=1e-5, atol=1e-6)
+  assert not np.allclose(changed["params"][-1][0], plain["params"][-1][0])
+
+
+def test_vmap_over_gamma():
+  steps = [[g.astype(np.float32) for g in step]
+           for step in _gradients(seed=6, num_steps=24)]
+  grads = _to_tree(np.stack([step[i] for step in steps])
+                   for i in range(len(_leaves_shapes())))
+  params = _to_tree(jnp.zeros(s, jnp.float32) for s in _leaves_shapes())
+
+  def final_params(gamma):
+    tx = anon_optax.hvadam(LR, gamma=gamma)
+
+    def step(carry, step_grads):
+      p, state = carry
+      updates, state = tx.update(step_grads, state, p)
+      return (optax.apply_updates(p, updates), state), None
+
+    (p, _), _ = jax.lax.scan(step, (params, tx.init(params)), grads)
+    return p
+
+  swept = jax.jit(jax.vmap(final_params))(jnp.array(GAMMAS))
+  for i, gamma in enumerate(GAMMAS):
+    trace = ref.hvadam_reference(_initial_params(), steps, learning_rate=LR,
+                                 gamma=gamma)
+    chex.assert_trees_all_close(
+        jax.tree.leaves(jax.tree.map(lambda x, i=i: x[i], swept)),
+        trace.params[-1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"b1": 1.0}, "b1"),
+    ({"b1": -0.1}, "b1"),
+    ({"b2": 1.0}, "b2"),
+    ({"b2": float("nan")}, "b2"),
+    ({"eps": -1e-8}, "eps"),
+    ({"gamma": float("inf")}, "gamma"),
+    ({"gamma": float("nan")}, "gamma"),
+    ({"weight_decay": -0.1}, "weight_decay"),
+    ({"weight_decay_mode": "l1"}, "weight_decay_mode"),
+    ({"learning_rate": float("nan")}, "learning_rate"),
+])
+def test_invalid_hyperparameters_raise(kwargs, name):
+  kwargs = {"learning_rate": 1e-3, **kwargs}
+  with pytest.raises(ValueError, match=name):
+    anon_optax.hvadam(**kwargs)
+  scale_kwargs = {k: v for k, v in kwargs.items()
+                  if k in ("b1", "b2", "eps", "gamma")}
+  if scale_kwargs:
+    with pytest.raises(ValueError, match=name):
+      anon_optax.scale_by_hvadam(**scale_kwargs)
+
+
+def test_first_state_restarts_hidden_vector():
+  tx = anon_optax.scale_by_hvadam()
+  state = tx.init({"w": jnp.zeros(2)})
+  assert int(state.flag) == -1
+  grads = {"w": jnp.array([1.0, -2.0])}
+  updates, state = jax.jit(tx.update)(grads, state)
+  assert int(state.flag) == 0 and int(state.step2) == 0
+  chex.assert_trees_all_close(state.hidden, grads, rtol=1e-6)  # h = mh.
+  # The first step: 0.9 sign(g) at gamma = 0 (r = g^2, q = 0.81 g^2).
+  chex.assert_trees_all_close(updates, {"w": jnp.array([0.9, -0.9])},
+                              rtol=1e-5)
