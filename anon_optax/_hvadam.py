@@ -244,7 +244,8 @@ def scale_by_hvadam(
     restart = state.flag == -1
     accept = jnp.logical_and(~restart, jnp.abs(delta) <= 1)
     step2 = jnp.where(
-        restart, 0, jnp.where(accept, state.step2 + 1, state.step2)
+        restart, 0,
+        jnp.where(accept, optax.safe_increment(state.step2), state.step2),
     ).astype(jnp.int32)
     exp_delta = jnp.where(
         restart, 0,
