@@ -1,0 +1,294 @@
+"""Shared timing harness for the anon_optax benchmarks.
+
+Everything the benchmark scripts need that is not specific to one of them:
+
+* :func:`leaf_sizes` / :func:`make_tree`: pytrees of ``N`` float32 parameters
+  in ``L`` leaves with a transformer-like spread of leaf sizes (a few large
+  matrices, many mid-size ones, and small bias / norm vectors).
+* :func:`interleaved`: times contenders round-robin over several rounds (the
+  order rotates every round, so no contender always runs first or last after
+  another one has flushed the caches), and returns per-round samples.
+* :func:`summarise`: medians and ratios against named baselines, computed from
+  the samples of the same process.
+* :func:`write_json` / :func:`print_table`: results with machine info,
+  library versions and the date, as ``benchmarks/results/<name>.json``.
+
+The machine this was written on has 2 CPU cores shared with other jobs, so
+single timings are noisy; ratios from interleaved rounds in one process are
+what the tables report.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+
+
+# ----------------------------------------------------------------------------
+# Parameter trees.
+# ----------------------------------------------------------------------------
+
+
+def leaf_sizes(num_params: int, num_leaves: int, seed: int = 0) -> list[tuple[int, ...]]:
+  """Returns ``num_leaves`` shapes whose sizes add up to about ``num_params``.
+
+  A third of the leaves are vectors (biases, norm scales) of a model width
+  ``d``; the rest are 2-D matrices ``(rows, d)`` whose sizes are log-normally
+  spread (the largest a few times the median, like embeddings and MLP weights
+  next to attention projections). The total is within one row of
+  ``num_params``; :func:`tree_size` gives the exact count.
+  """
+  if num_leaves < 3:
+    raise ValueError(f"num_leaves must be >= 3, got {num_leaves}.")
+  rng = np.random.default_rng(seed)
+  num_vectors = num_leaves // 3
+  num_matrices = num_leaves - num_vectors
+  # Model width: a matrix of median size is about (4d, d) -> 4 d^2 elements.
+  width = int(max(8, np.sqrt(num_params / num_matrices / 4)))
+  width = max(8, (width // 8) * 8)
+  vector_total = num_vectors * width
+  weights = rng.lognormal(mean=0.0, sigma=0.8, size=num_matrices)
+  weights = weights / weights.sum() * (num_params - vector_total)
+  shapes: list[tuple[int, ...]] = []
+  for w in weights:
+    rows = max(1, int(round(w / width)))
+    shapes.append((rows, width))
+  shapes.extend((width,) for _ in range(num_vectors))
+  # Interleave vectors among matrices the way a layer stack would.
+  order = rng.permutation(len(shapes))
+  shapes = [shapes[i] for i in order]
+  # Correct the total on the largest matrix so the count is as asked.
+  total = sum(int(np.prod(s)) for s in shapes)
+  big = max(range(len(shapes)), key=lambda i: np.prod(shapes[i]))
+  rows, cols = shapes[big]
+  rows += int(round((num_params - total) / cols))
+  shapes[big] = (max(1, rows), cols)
+  return shapes
+
+
+def make_tree(shapes: Sequence[tuple[int, ...]], seed: int = 0, scale: float = 1.0):
+  """Returns a dict pytree of float32 numpy arrays with the given shapes."""
+  rng = np.random.default_rng(seed)
+  return {
+      f"layer_{i:03d}": (scale * rng.standard_normal(s)).astype(np.float32)
+      for i, s in enumerate(shapes)
+  }
+
+
+def tree_size(tree) -> int:
+  """Total number of elements in a pytree of arrays."""
+  import jax
+  return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
+
+
+def parse_sizes(text: str) -> list[int]:
+  """Parses ``"1M,4M,16M"`` (K/M/G suffixes) into integers."""
+  units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+  out = []
+  for part in text.split(","):
+    part = part.strip().upper()
+    if not part:
+      continue
+    if part[-1] in units:
+      out.append(int(float(part[:-1]) * units[part[-1]]))
+    else:
+      out.append(int(part))
+  return out
+
+
+def size_label(n: int) -> str:
+  for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+    if n >= div and n % div == 0:
+      return f"{n // div}{unit}"
+  return str(n)
+
+
+# ----------------------------------------------------------------------------
+# Timing.
+# ----------------------------------------------------------------------------
+
+
+def interleaved(
+    contenders: Mapping[str, Callable[[], float]],
+    rounds: int,
+    *,
+    warmup_rounds: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, list[float]]:
+  """Runs ``contenders`` round-robin and returns their samples.
+
+  Each contender is a callable that runs its own timed window and returns
+  the seconds it measured (so a contender can exclude its own set-up, and
+  block on its own results). The order rotates every round. ``warmup_rounds``
+  are run first and discarded.
+  """
+  names = list(contenders)
+  samples: dict[str, list[float]] = {n: [] for n in names}
+  for r in range(warmup_rounds + rounds):
+    shift = r % len(names)
+    order = names[shift:] + names[:shift]
+    for name in order:
+      seconds = contenders[name]()
+      if r >= warmup_rounds:
+        samples[name].append(seconds)
+    if log is not None and r >= warmup_rounds:
+      log(f"  round {r - warmup_rounds + 1}/{rounds}: " + ", ".join(
+          f"{n}={samples[n][-1] * 1e3:.2f}ms" for n in names))
+  return samples
+
+
+def summarise(
+    samples: Mapping[str, Sequence[float]],
+    baselines: Sequence[str] = (),
+    *,
+    per: float = 1.0,
+) -> dict[str, Any]:
+  """Medians (divided by ``per``) and ratios of medians against baselines.
+
+  Ratios are also given as the median of the per-round ratios, which cancels
+  a slow round (another job on the shared machine) that hit all contenders.
+  """
+  out: dict[str, Any] = {}
+  for name, values in samples.items():
+    values = [v / per for v in values]
+    entry: dict[str, Any] = {
+        "median_s": statistics.median(values),
+        "min_s": min(values),
+        "max_s": max(values),
+        "samples_s": values,
+        "ratio_vs": {},
+        "paired_ratio_vs": {},
+    }
+    for base in baselines:
+      if base not in samples or base == name:
+        continue
+      base_values = [v / per for v in samples[base]]
+      entry["ratio_vs"][base] = entry["median_s"] / statistics.median(base_values)
+      paired = [a / b for a, b in zip(values, base_values)]
+      entry["paired_ratio_vs"][base] = statistics.median(paired)
+    out[name] = entry
+  return out
+
+
+def timer() -> float:
+  return time.perf_counter()
+
+
+# ----------------------------------------------------------------------------
+# Results.
+# ----------------------------------------------------------------------------
+
+
+def _git_commit() -> str | None:
+  try:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        cwd=pathlib.Path(__file__).resolve().parent, check=True,
+    ).stdout.strip()
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _cpu_model() -> str:
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+  """Machine, library versions and date, for every results file."""
+  import jax
+  import optax
+  info: dict[str, Any] = {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "platform": platform.platform(),
+      "python": sys.version.split()[0],
+      "cpu": _cpu_model(),
+      "cpu_count": os.cpu_count(),
+      "jax": jax.__version__,
+      "jaxlib": getattr(__import__("jaxlib"), "__version__", None),
+      "optax": optax.__version__,
+      "numpy": np.__version__,
+      "jax_backend": jax.default_backend(),
+      "jax_devices": [str(d) for d in jax.devices()],
+      "git_commit": _git_commit(),
+      "note": "CPU timings on a machine shared with other jobs; compare ratios "
+              "from the same file, not absolute times across files.",
+  }
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+    info["torch"] = torch.__version__
+    info["torch_threads"] = torch.get_num_threads()
+  except ImportError:
+    info["torch"] = None
+  try:
+    import anon_optax  # pylint: disable=import-outside-toplevel
+    info["anon_optax"] = getattr(anon_optax, "__version__", None)
+  except ImportError:
+    info["anon_optax"] = None
+  return info
+
+
+def write_json(name: str, payload: Mapping[str, Any], out_dir: str | os.PathLike | None = None) -> pathlib.Path:
+  """Writes ``{"machine": ..., **payload}`` to ``<out_dir>/<name>.json``."""
+  directory = pathlib.Path(out_dir) if out_dir else RESULTS_DIR
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / f"{name}.json"
+  data = {"benchmark": name, "machine": machine_info(), **payload}
+  path.write_text(json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
+  return path
+
+
+def _json_default(obj):
+  if isinstance(obj, (np.floating, np.integer)):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  return str(obj)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
+  """Prints (and returns) a GitHub-markdown table."""
+  def fmt(x):
+    if isinstance(x, float):
+      if x == 0 or 1e-2 <= abs(x) < 1e5:
+        return f"{x:.3f}"
+      return f"{x:.3g}"
+    return str(x)
+  cells = [[fmt(c) for c in row] for row in rows]
+  widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+            for i, h in enumerate(headers)]
+  lines = []
+  if title:
+    lines.append(f"\n{title}\n")
+  lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+  lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+  for r in cells:
+    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+  text = "\n".join(lines)
+  print(text, flush=True)
+  return text
+
+
+def jax_num_threads() -> int:
+  """Threads XLA:CPU uses for intra-op parallelism (one per visible core)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1

@@ -1,0 +1,439 @@
+"""Optimizer step time (update + apply, jitted, buffers donated), CPU or GPU.
+
+One command::
+
+    python benchmarks/step_time.py                 # 1M, 4M, 16M, 64M
+    python benchmarks/step_time.py --sizes 4M      # the target configuration
+
+For every size, every contender holds its own copy of the parameters and its
+own optimizer state, all fed the same fixed gradient tree. The state is
+brought to steady state by a few real steps and then jumped forward: the step
+counters (``count``, ``next_refresh``, ``num_refreshes``) are set so that the
+next step is step ``--start-step`` + 1 (default 1001). Each sample is a window
+of ``--window`` consecutive steps, so refresh steps (powers of 2) fall in the
+windows exactly where they fall in training: past step 1000 that is one
+refresh per 1024..2048 steps, i.e. almost never inside a window; the JSON lists
+the refresh steps each contender actually went through. The refresh step's
+own cost is measured separately (``refresh`` table): the state is set so that
+the next step is a refresh (t = 1024) and that single step is timed against a
+single normal step (t = 1001), interleaved.
+
+Contenders (interleaved round-robin, order rotated every round):
+
+* ``anon``: ``anon_optax.anon(1e-3, gamma=1.0)`` with ``optax.apply_updates``.
+* ``adam``, ``adamw``, ``sgd_momentum`` (0.9), ``lion``: the optax aliases.
+* ``floor``: one fused pass doing only ``m``, ``s`` and ``theta`` updates with
+  a fixed ``v`` (reads g, m, s, v, theta; writes m, s, theta), donated.
+* ``hvadam``: ``anon_optax.hvadam`` if the package has it.
+* ``torch``: the authors' update written from SPEC as a PyTorch per-tensor
+  in-place loop (``torch.no_grad``, ``mul_``/``add_``/``addcmul_``, refresh at
+  powers of 2), ``torch.set_num_threads`` = the cores XLA uses.
+* ``torch_1thread``: the same loop on one thread. On a machine shared with
+  other jobs, two OpenMP threads that spin-wait on each other can be much
+  slower than one; this row keeps the PyTorch comparison honest there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import common  # pylint: disable=wrong-import-position
+
+import jax  # pylint: disable=wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+import optax  # pylint: disable=wrong-import-position
+
+LR = 1e-3
+B1, B2, EPS, GAMMA, BETA3 = 0.9, 0.999, 1e-16, 1.0, 0.5
+
+ALL_CONTENDERS = ("anon", "floor", "adam", "adamw", "sgd_momentum", "lion",
+                  "hvadam", "torch", "torch_1thread")
+QUICK_CONTENDERS = ("anon", "floor", "adam", "torch")
+
+DEFAULT_LEAVES = {1 << 20: 40, 4 << 20: 40, 16 << 20: 100, 64 << 20: 200}
+
+
+# ----------------------------------------------------------------------------
+# Jumping an optax state forward.
+# ----------------------------------------------------------------------------
+
+
+def _refreshes_up_to(step: int, base: int = 2) -> tuple[int, int]:
+  """(number of refresh steps <= step, the next refresh step > step)."""
+  k, a = 0, 1
+  while a <= step:
+    k += 1
+    a *= base
+  return k, a
+
+
+def jump_state(state: Any, step: int) -> Any:
+  """Returns ``state`` with its step counters set as after ``step`` steps.
+
+  Walks the (nested) NamedTuple states of an optax chain and replaces the
+  scalar fields ``count``, ``next_refresh`` and ``num_refreshes`` (the anon and
+  optax counters); every array field is passed through untouched (no copy).
+  """
+  num_refreshes, next_refresh = _refreshes_up_to(step)
+  values = {"count": step, "next_refresh": next_refresh,
+            "num_refreshes": num_refreshes}
+
+  def visit(node):
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+      fields = {}
+      for name in node._fields:
+        child = getattr(node, name)
+        if name in values and hasattr(child, "shape") and child.shape == ():
+          fields[name] = jnp.asarray(values[name], child.dtype)
+        else:
+          fields[name] = visit(child)
+      return type(node)(**fields)
+    if isinstance(node, (tuple, list)):
+      return type(node)(visit(c) for c in node)
+    if isinstance(node, dict):
+      return {k: visit(v) for k, v in node.items()}
+    return node
+
+  return visit(state)
+
+
+def refresh_steps_between(first: int, last: int) -> list[int]:
+  """Refresh steps (powers of 2) in [first, last]."""
+  out, a = [], 1
+  while a <= last:
+    if a >= first:
+      out.append(a)
+    a *= 2
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Contenders. Each is an object with .run(num_steps) -> seconds, .step (the
+# next step number), and .close().
+# ----------------------------------------------------------------------------
+
+
+class OptaxContender:
+  """An optax GradientTransformation stepped by a donated jitted function."""
+
+  def __init__(self, tx, params_np, grads, start_step: int, warm_steps: int = 3):
+    self.params = jax.tree.map(jnp.array, params_np)
+    self.grads = grads
+    self.state = tx.init(self.params)
+
+    def step(params, state, grads):
+      updates, state = tx.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    self._step = jax.jit(step, donate_argnums=(0, 1))
+    for _ in range(warm_steps):  # Populate the moments with real values.
+      self.params, self.state = self._step(self.params, self.state, grads)
+    self.set_step(start_step)
+    jax.block_until_ready((self.params, self.state))
+
+  def set_step(self, step: int):
+    """The next step run will be ``step + 1``."""
+    self.state = jump_state(self.state, step)
+    self.step = step + 1
+
+  def run(self, num_steps: int) -> float:
+    params, state, grads, fn = self.params, self.state, self.grads, self._step
+    jax.block_until_ready((params, state))
+    t0 = common.timer()
+    for _ in range(num_steps):
+      params, state = fn(params, state, grads)
+    jax.block_until_ready((params, state))
+    t1 = common.timer()
+    self.params, self.state = params, state
+    self.step += num_steps
+    return t1 - t0
+
+
+class FloorContender:
+  """The one-pass floor: m, s, theta updated with a fixed v, all donated."""
+
+  def __init__(self, params_np, grads, start_step: int):
+    self.params = jax.tree.map(jnp.array, params_np)
+    self.grads = grads
+    self.mu = jax.tree.map(lambda g: (1 - B1) * g, grads)
+    self.nu = jax.tree.map(lambda g: (1 - B2) * g * g, grads)
+    self.v = jax.tree.map(lambda g: jax.lax.rsqrt(g * g + 1e-8), grads)
+    self.t = jnp.asarray(start_step, jnp.int32)
+    self.step = start_step + 1
+
+    def floor(theta, m, s, t, g, v):
+      t = t + 1
+      scale = -LR / (1 - B1 ** t.astype(jnp.float32))
+      m = jax.tree.map(lambda m, g: B1 * m + (1 - B1) * g, m, g)
+      s = jax.tree.map(lambda s, g: B2 * s + (1 - B2) * g * g, s, g)
+      theta = jax.tree.map(lambda p, v, m: p + scale * v * m, theta, v, m)
+      return theta, m, s, t
+
+    self._fn = jax.jit(floor, donate_argnums=(0, 1, 2, 3))
+    self.run(2)
+    self.step = start_step + 1
+
+  def run(self, num_steps: int) -> float:
+    p, m, s, t = self.params, self.mu, self.nu, self.t
+    jax.block_until_ready((p, m, s, t))
+    t0 = common.timer()
+    for _ in range(num_steps):
+      p, m, s, t = self._fn(p, m, s, t, self.grads, self.v)
+    jax.block_until_ready((p, m, s, t))
+    t1 = common.timer()
+    self.params, self.mu, self.nu, self.t = p, m, s, t
+    self.step += num_steps
+    return t1 - t0
+
+
+class TorchAnonReference:
+  """The authors' Anon update from SPEC, a PyTorch per-tensor in-place loop.
+
+  Written the way a ``torch.optim.Optimizer.step`` would be: under
+  ``torch.no_grad``, one tensor at a time, ``mul_``/``add_``/``addcmul_`` in
+  place, and the IDU refresh of ``v`` at steps 1, 2, 4, 8, ...
+  """
+
+  def __init__(self, params_np, grads_np, start_step: int, warm_steps: int = 3,
+               num_threads: int = 1):
+    import torch  # pylint: disable=import-outside-toplevel
+    self.torch = torch
+    self.num_threads = num_threads
+    torch.set_num_threads(num_threads)
+    self.params = [torch.tensor(np.array(p)) for p in params_np.values()]
+    self.grads = [torch.tensor(np.array(g)) for g in grads_np.values()]
+    self.exp_avg = [torch.zeros_like(p) for p in self.params]
+    self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+    self.v = [torch.ones_like(p) for p in self.params]
+    self.t = 0
+    self.last_refresh = 1  # a_{k-1}; a_0 = 1.
+    self.num_refreshes = 0
+    for _ in range(warm_steps):
+      self._one_step()
+    self.set_step(start_step)
+
+  def set_step(self, step: int):
+    self.t = step
+    self.num_refreshes, nxt = _refreshes_up_to(step)
+    self.last_refresh = nxt // 2
+    self.step = step + 1
+
+  def _one_step(self):
+    torch = self.torch
+    with torch.no_grad():
+      self.t += 1
+      t = self.t
+      refresh = (t & (t - 1)) == 0  # t is a power of 2.
+      if refresh:
+        n = 1 if t == 1 else t - self.last_refresh
+        bias_correction2 = 1 - B2 ** n
+        first = self.num_refreshes == 0
+      bias_correction1 = 1 - B1 ** t
+      step_size = LR / bias_correction1
+      for p, g, m, s, v in zip(self.params, self.grads, self.exp_avg,
+                               self.exp_avg_sq, self.v):
+        m.mul_(B1).add_(g, alpha=1 - B1)
+        s.mul_(B2).addcmul_(g, g, value=1 - B2)
+        if refresh:
+          sigma = s.div(bias_correction2).add_(EPS)
+          if first:
+            v.copy_(sigma.pow_(-GAMMA / 2))
+          else:
+            v.pow_(-2).mul_(BETA3).add_(sigma.pow_(GAMMA), alpha=1 - BETA3)
+            v.pow_(-0.5)
+          s.zero_()
+        p.addcmul_(v, m, value=-step_size)
+      if refresh:
+        self.last_refresh = t
+        self.num_refreshes += 1
+
+  def run(self, num_steps: int) -> float:
+    self.torch.set_num_threads(self.num_threads)
+    t0 = common.timer()
+    for _ in range(num_steps):
+      self._one_step()
+    t1 = common.timer()
+    self.step += num_steps
+    return t1 - t0
+
+
+# ----------------------------------------------------------------------------
+# Benchmark.
+# ----------------------------------------------------------------------------
+
+
+def build_contenders(params_np, grads, grads_np, start_step, names, log):
+  import anon_optax  # pylint: disable=import-outside-toplevel
+  factories: dict[str, Callable[[], Any]] = {
+      "anon": lambda: OptaxContender(anon_optax.anon(LR, B1, B2, EPS, GAMMA), params_np, grads, start_step),
+      "floor": lambda: FloorContender(params_np, grads, start_step),
+      "adam": lambda: OptaxContender(optax.adam(LR), params_np, grads, start_step),
+      "adamw": lambda: OptaxContender(optax.adamw(LR), params_np, grads, start_step),
+      "sgd_momentum": lambda: OptaxContender(optax.sgd(LR, momentum=0.9), params_np, grads, start_step),
+      "lion": lambda: OptaxContender(optax.lion(LR * 0.1), params_np, grads, start_step),
+  }
+  if hasattr(anon_optax, "hvadam"):
+    factories["hvadam"] = lambda: OptaxContender(anon_optax.hvadam(LR), params_np, grads, start_step)
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+    del torch
+    threads = common.jax_num_threads()
+    factories["torch"] = lambda: TorchAnonReference(
+        params_np, grads_np, start_step, num_threads=threads)
+    if threads > 1:
+      factories["torch_1thread"] = lambda: TorchAnonReference(
+          params_np, grads_np, start_step, num_threads=1)
+  except ImportError:
+    log("torch not installed: skipping the PyTorch reference (pip install -e '.[bench]')")
+  contenders = {}
+  for name in names:
+    if name not in factories:
+      continue
+    t0 = common.timer()
+    contenders[name] = factories[name]()
+    log(f"  built {name} ({common.timer() - t0:.1f}s incl. compile)")
+  return contenders
+
+
+def refresh_spike(contender: OptaxContender, rounds: int, reps: int, log) -> dict[str, Any]:
+  """Times a single refresh step (t = 1024) against a single normal step."""
+  def single(step_before):
+    def go():
+      total = 0.0
+      for _ in range(reps):
+        contender.set_step(step_before)
+        total += contender.run(1)
+      return total / reps
+    return go
+
+  samples = common.interleaved(
+      {"normal_step_t1001": single(1000), "refresh_step_t1024": single(1023)},
+      rounds, warmup_rounds=1, log=log)
+  return common.summarise(samples, baselines=("normal_step_t1001",))
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", default="1M,4M,16M,64M",
+                      help="comma-separated parameter counts (K/M suffix).")
+  parser.add_argument("--leaves", default="",
+                      help="comma-separated leaf counts, one per size "
+                           "(default 40 for 1M and 4M, 100 for 16M, 200 for 64M).")
+  parser.add_argument("--rounds", type=int, default=0,
+                      help="timed rounds per size (default: 9 up to 4M, 5 at 16M, 3 above).")
+  parser.add_argument("--window", type=int, default=0,
+                      help="consecutive steps per sample (default: 64 up to 4M, 32 at 16M, 8 above).")
+  parser.add_argument("--start-step", type=int, default=1000)
+  parser.add_argument("--contenders", default="",
+                      help="comma-separated subset of: " + ",".join(ALL_CONTENDERS))
+  parser.add_argument("--refresh-rounds", type=int, default=0,
+                      help="rounds of the refresh-spike test (default: 9 up to 4M, 5 above).")
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny smoke configuration (64K params in 12 leaves, 2 rounds of 4 steps).")
+  parser.add_argument("--out-dir", default=None)
+  parser.add_argument("--name", default="step_time")
+  parser.add_argument("--quiet", action="store_true")
+  args = parser.parse_args(argv)
+
+  log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+  if args.quick:
+    sizes, leaves = [1 << 16], [12]
+  else:
+    sizes = common.parse_sizes(args.sizes)
+    leaves = ([int(x) for x in args.leaves.split(",")] if args.leaves
+              else [DEFAULT_LEAVES.get(n, 40) for n in sizes])
+  names = ([n.strip() for n in args.contenders.split(",") if n.strip()] or
+           (QUICK_CONTENDERS if args.quick else ALL_CONTENDERS))
+
+  results = []
+  for num_params, num_leaves in zip(sizes, leaves):
+    small = num_params <= (4 << 20)
+    rounds = 2 if args.quick else (args.rounds or (9 if small else 5 if num_params <= (16 << 20) else 3))
+    window = 4 if args.quick else (args.window or (64 if small else 32 if num_params <= (16 << 20) else 8))
+    refresh_rounds = 2 if args.quick else (args.refresh_rounds or (9 if small else 5))
+    shapes = common.leaf_sizes(num_params, num_leaves)
+    params_np = common.make_tree(shapes, seed=0)
+    grads_np = common.make_tree(shapes, seed=1, scale=1e-2)
+    grads = jax.tree.map(jnp.asarray, grads_np)
+    exact = common.tree_size(params_np)
+    log(f"\n== {common.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
+        f"{rounds} rounds x {window} steps ==")
+    contenders = build_contenders(params_np, grads, grads_np, args.start_step, names, log)
+    first_step = {n: c.step for n, c in contenders.items()}
+    # The first window of each contender is the discarded warm-up round.
+    samples = common.interleaved(
+        {n: (lambda c=c: c.run(window)) for n, c in contenders.items()},
+        rounds, warmup_rounds=1, log=log)
+    summary = common.summarise(
+        samples, baselines=("floor", "adam", "torch", "torch_1thread"), per=window)
+    timed_first = args.start_step + 1 + window
+    timed_last = args.start_step + window * (rounds + 1)
+    refresh_in_windows = refresh_steps_between(timed_first, timed_last)
+    spike = None
+    if "anon" in contenders:
+      log("  refresh step alone vs a normal step (anon):")
+      spike = refresh_spike(contenders["anon"], refresh_rounds, reps=3, log=log)
+    results.append({
+        "num_params": exact,
+        "num_params_label": common.size_label(num_params),
+        "num_leaves": len(shapes),
+        "leaf_sizes": sorted(int(np.prod(s)) for s in shapes),
+        "rounds": rounds,
+        "window_steps": window,
+        "timed_steps": [timed_first, timed_last],
+        "refresh_steps_in_timed_windows": refresh_in_windows,
+        "first_step": first_step,
+        "per_step": summary,
+        "refresh_spike": spike,
+    })
+    _print_size_table(results[-1])
+    del contenders
+
+  payload = {
+      "config": {"lr": LR, "b1": B1, "b2": B2, "eps": EPS, "gamma": GAMMA,
+                 "beta3": BETA3, "start_step": args.start_step, "quick": args.quick,
+                 "jax_threads": common.jax_num_threads()},
+      "results": results,
+  }
+  path = common.write_json(args.name, payload, args.out_dir)
+  log(f"\nwrote {path}")
+  return payload
+
+
+def _print_size_table(res):
+  def ratio(entry, name, base):
+    if name == base:
+      return 1.0
+    return entry["ratio_vs"].get(base, float("nan"))
+  rows = []
+  for name, e in res["per_step"].items():
+    rows.append([
+        name, e["median_s"] * 1e3, ratio(e, name, "floor"), ratio(e, name, "adam"),
+        ratio(e, name, "torch"), ratio(e, name, "torch_1thread"),
+        e["paired_ratio_vs"].get("floor", 1.0 if name == "floor" else float("nan")),
+    ])
+  common.print_table(
+      ["contender", "ms/step (median)", "x floor", "x adam", "x torch",
+       "x torch_1thread", "x floor (paired)"],
+      rows, title=f"{res['num_params_label']} params / {res['num_leaves']} leaves "
+                  f"(steps {res['timed_steps'][0]}..{res['timed_steps'][1]}, "
+                  f"refreshes in window: {res['refresh_steps_in_timed_windows']})")
+  if res["refresh_spike"]:
+    s = res["refresh_spike"]
+    common.print_table(
+        ["step", "ms (median)", "x normal step"],
+        [[n, e["median_s"] * 1e3, e["ratio_vs"].get("normal_step_t1001", 1.0)]
+         for n, e in s.items()],
+        title="anon refresh step alone")
+
+
+if __name__ == "__main__":
+  main()
