@@ -211,7 +211,8 @@ def ema_sgd_reference(params: Sequence[np.ndarray],
   for t, g_t in enumerate(grads, start=1):
     for i in range(len(theta)):
       m[i] = b1 * m[i] + (1 - b1) * np.asarray(g_t[i], dtype=np.float64)
-      theta[i] = theta[i] - learning_rate * m[i] / (1 - b1**t)
+      m_hat = m[i] / (1 - b1**t)
+      theta[i] = theta[i] - learning_rate * m_hat
     snapshots.append([p.copy() for p in theta])
   return snapshots
 

@@ -1,0 +1,508 @@
+"""`anon_optax.anon` equals the NumPy reference of SPEC section 1.
+
+The reference (`anon_reference.py`) is written from SPEC alone, without JAX.
+Every comparison here checks the whole parameter trajectory, step by step, over
+`NUM_STEPS` steps (9 preconditioner refreshes with the default base 2), in
+float64 at a tight tolerance and in float32 at a documented one. Negative
+controls prove that the comparison fails for slightly wrong variants of the rule.
+"""
+
+import contextlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import anon_optax
+import anon_reference as ref
+
+NUM_STEPS = 300  # base 2 refreshes at 1, 2, 4, ..., 256: 9 refreshes.
+LR = 1e-2
+
+# float64: both sides compute the same formula in the same precision; what is
+# left is round-off from differently ordered operations (e.g. `pow` vs
+# exp/log, `lr * (v * m_hat)` vs other groupings), a few ulps per step.
+# Measured worst case over every float64 case here: 5.6e-15 (the tolerance
+# criterion |a - e| <= tol * (1 + |e|), see `_max_error`). 1e-12 leaves room
+# for other XLA backends' transcendental functions and still catches a 1e-8
+# deviation at a single step (see the negative controls).
+F64_RTOL = 1e-12
+F64_ATOL = 1e-12
+
+# float32: the JAX side runs in float32 (parameters, gradients, m, s, v) and is
+# compared to the float64 reference started from the same float32 values. The
+# error is float32 round-off (6e-8 relative per operation) accumulated over 300
+# steps: in the parameters (300 additions of O(1e-2) steps), and in `s`, which
+# sums up to 128 squared gradients between refreshes before its bias
+# correction, and then enters `v` with power gamma. Measured worst case over
+# every float32 case here (same criterion): 4.3e-6 (least squares, gamma = 2,
+# where gradients feed back), 1.9e-6 with fixed gradient sequences. The
+# tolerance is ~3.5x the worst case.
+F32_RTOL = 1.5e-5
+F32_ATOL = 1.5e-5
+
+GAMMAS = (-1.0, -0.25, 0.0, 0.5, 1.0, 1.15, 2.0)
+DTYPES = (np.float64, np.float32)
+
+
+def _enable_x64():
+  """A context manager enabling float64 in JAX for one test only."""
+  if callable(getattr(jax, "enable_x64", None)):
+    return jax.enable_x64(True)
+  from jax.experimental import enable_x64  # older JAX
+  return enable_x64()
+
+
+def _precision(dtype):
+  """float64 enabled inside the context iff `dtype` is float64."""
+  if dtype == np.float64:
+    return _enable_x64()
+  return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------
+# Problems: a nested dict/list pytree with several leaf shapes (two scalars),
+# and well-scaled gradients (|g| in [0.2, 2.3], sign per element, a mean that
+# drifts slowly so the preconditioner changes between refreshes).
+
+
+def _params(seed, dtype):
+  rng = np.random.default_rng(seed)
+  return {
+      "dense": {"kernel": rng.normal(size=(3, 4)).astype(dtype),
+                "bias": rng.normal(size=(4,)).astype(dtype)},
+      "blocks": [rng.normal(size=(2, 3, 2)).astype(dtype),
+                 np.asarray(rng.normal(), dtype=dtype)],
+      "scale": np.asarray(0.5, dtype=dtype),
+  }
+
+
+MASK = {"dense": {"kernel": True, "bias": False},
+        "blocks": [True, False], "scale": False}
+
+
+def _grad_stack(seed, params, num_steps=NUM_STEPS):
+  """A fixed gradient sequence: a tree of arrays with a leading step axis."""
+  rng = np.random.default_rng(seed + 1000)
+  t = np.arange(1, num_steps + 1)
+
+  def one(p):
+    p = np.asarray(p)
+    shape = p.shape
+    mean = rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.5, 1.5, shape)
+    drift = 1.0 + 0.5 * np.sin(t / 40.0 + rng.uniform(0, 6.3))
+    drift = drift.reshape((-1,) + (1,) * len(shape))
+    noise = 0.3 * np.clip(rng.normal(size=(num_steps,) + shape), -1, 1)
+    return (mean * drift + noise).astype(p.dtype)
+
+  return jax.tree.map(one, params)
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+# --------------------------------------------------------------------------
+# The two sides.
+
+
+def _reference(params, grads, num_steps=NUM_STEPS, **kwargs):
+  """Runs the reference in float64; returns a tree with a leading step axis."""
+  leaves, treedef = jax.tree.flatten(params)
+  leaves = [np.asarray(x, np.float64) for x in leaves]
+  if callable(grads):
+    grad_fn = grads
+  else:
+    stacks = [np.asarray(g, np.float64) for g in jax.tree.leaves(grads)]
+    grad_fn = lambda t, _: [g[t - 1] for g in stacks]
+  if isinstance(kwargs.get("mask"), dict):
+    kwargs["mask"] = [bool(b) for b in jax.tree.leaves(kwargs["mask"])]
+  snapshots = ref.anon_reference(leaves, grad_fn, num_steps=num_steps,
+                                 **kwargs)
+  stacked = [np.stack([snap[i] for snap in snapshots])
+             for i in range(len(leaves))]
+  return jax.tree.unflatten(treedef, stacked)
+
+
+def _scan_trajectory(tx, params, grads):
+  """Jitted `lax.scan` of `tx.update` + `apply_updates` over fixed gradients."""
+
+  def step(carry, g):
+    p, state = carry
+    updates, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, updates)
+    return (p, state), p
+
+  @jax.jit
+  def run(p, gs):
+    _, trajectory = jax.lax.scan(step, (p, tx.init(p)), gs)
+    return trajectory
+
+  return jax.device_get(run(params, grads))
+
+
+def _loop_trajectory(tx, params, grad_fn, num_steps, jit):
+  """A plain Python loop of `tx.update` + `optax.apply_updates`."""
+  update = jax.jit(tx.update) if jit else tx.update
+  apply = jax.jit(optax.apply_updates) if jit else optax.apply_updates
+  params = jax.tree.map(jnp.asarray, params)
+  state = tx.init(params)
+  snapshots = []
+  for t in range(1, num_steps + 1):
+    updates, state = update(grad_fn(t, params), state, params)
+    params = apply(params, updates)
+    snapshots.append(jax.device_get(params))
+  return jax.tree.map(lambda *xs: np.stack(xs), *snapshots)
+
+
+def _max_error(actual, expected):
+  """Largest |a - e| / (1 + |e|) over the trajectory (for diagnostics)."""
+  errs = [np.max(np.abs(np.asarray(a, np.float64) - e) / (1 + np.abs(e)))
+          for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected))]
+  return float(max(errs))
+
+
+def _assert_matches(actual, expected, dtype):
+  """The trajectory agrees at every step (leading axis) and every element."""
+  chex.assert_trees_all_equal_shapes(actual, expected)
+  actual = jax.tree.map(lambda a: np.asarray(a, np.float64), actual)
+  if dtype == np.float64:
+    chex.assert_trees_all_close(actual, expected, rtol=F64_RTOL, atol=F64_ATOL)
+  else:
+    chex.assert_trees_all_close(actual, expected, rtol=F32_RTOL, atol=F32_ATOL)
+
+
+def _compare_fixed_grads(dtype, seed=0, *, jax_kwargs=None, ref_kwargs=None,
+                         num_steps=NUM_STEPS):
+  """Builds `anon(**jax_kwargs)`, scans it, compares with the reference."""
+  jax_kwargs = dict(jax_kwargs or {})
+  ref_kwargs = dict(ref_kwargs or jax_kwargs)
+  with _precision(dtype):
+    params = _params(seed, dtype)
+    grads = _grad_stack(seed, params, num_steps)
+    tx = anon_optax.anon(**jax_kwargs)
+    actual = _scan_trajectory(tx, params, grads)
+    for leaf, p in zip(jax.tree.leaves(actual), jax.tree.leaves(params)):
+      assert leaf.dtype == p.dtype
+  expected = _reference(params, grads, num_steps, **ref_kwargs)
+  _assert_matches(actual, expected, dtype)
+  return actual, expected
+
+
+# --------------------------------------------------------------------------
+# Equivalence over the hyperparameter grid.
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_matches_reference_over_gamma(gamma, dtype):
+  _compare_fixed_grads(dtype, seed=1,
+                       jax_kwargs=dict(learning_rate=LR, gamma=gamma))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("masked", [False, True], ids=["all", "mask"])
+@pytest.mark.parametrize("mode", ["l2", "decoupled", "fixed"])
+def test_matches_reference_weight_decay(mode, masked, dtype):
+  # wd chosen so each mode moves the parameters visibly over 300 steps:
+  # `fixed` is not scaled by the learning rate, so it gets a smaller wd.
+  wd = {"l2": 0.1, "decoupled": 0.5, "fixed": 5e-3}[mode]
+  kwargs = dict(learning_rate=LR, gamma=1.1, weight_decay=wd,
+                weight_decay_mode=mode, mask=MASK if masked else None)
+  _compare_fixed_grads(dtype, seed=2, jax_kwargs=kwargs)
+
+
+@pytest.mark.parametrize("refresh_base", [2, 3, 4])
+@pytest.mark.parametrize("beta3", [0.3, 0.9])
+def test_matches_reference_idu_ablation(beta3, refresh_base):
+  kwargs = dict(learning_rate=LR, gamma=1.15, beta3=beta3,
+                refresh_base=refresh_base, b2=0.99)
+  _compare_fixed_grads(np.float64, seed=3, jax_kwargs=kwargs)
+
+
+def _linear_schedule(init_value, end_value, transition_steps):
+  """`optax.linear_schedule` in the enabled float precision.
+
+  `optax.linear_schedule` divides two integers, which JAX does in float32 even
+  under x64, so its values are off by ~1e-8 from the exact line; that alone
+  moves float64 trajectories by ~5e-9, far above F64_ATOL.
+  """
+  def schedule(count):
+    frac = jnp.minimum(jnp.asarray(count, float), transition_steps)
+    return init_value + (end_value - init_value) * frac / transition_steps
+  return schedule
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_matches_reference_with_schedules(dtype):
+  """A learning-rate schedule (read at count t - 1 every step) and a gamma
+  schedule (read at count t - 1 at refresh steps)."""
+  jax_kwargs = dict(
+      learning_rate=optax.cosine_decay_schedule(LR, NUM_STEPS, alpha=0.1),
+      gamma=_linear_schedule(0.25, 1.5, 200),
+      weight_decay=0.3, weight_decay_mode="decoupled")
+  ref_kwargs = dict(jax_kwargs,
+                    learning_rate=ref.cosine_decay(LR, NUM_STEPS, alpha=0.1),
+                    gamma=ref.linear(0.25, 1.5, 200))
+  actual, _ = _compare_fixed_grads(dtype, seed=4, jax_kwargs=jax_kwargs,
+                                   ref_kwargs=ref_kwargs)
+  # Reading either schedule one step late (count t instead of t - 1) is caught.
+  params = _params(4, dtype)
+  grads = _grad_stack(4, params)
+  for name, schedule in (("learning_rate", ref.cosine_decay(LR, NUM_STEPS,
+                                                            alpha=0.1)),
+                         ("gamma", ref.linear(0.25, 1.5, 200))):
+    late = dict(ref_kwargs, **{name: lambda c, f=schedule: f(c + 1)})
+    with pytest.raises(AssertionError):
+      _assert_matches(actual, _reference(params, grads, **late), dtype)
+
+
+# Un-jitted `tx.update` costs ~0.7 s per call on CPU here (against ~1 ms for
+# `optax.adam`): each eager `lax.cond` call is traced and compiled again. So the
+# eager loop runs 9 steps (refreshes at 1, 2, 4, 8); the jitted loop, 300.
+EAGER_STEPS = 9
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+def test_python_loop_matches_reference(jit):
+  """`tx.update` and `apply_updates` called step by step, jitted or not."""
+  num_steps = NUM_STEPS if jit else EAGER_STEPS
+  kwargs = dict(learning_rate=LR, gamma=1.15, weight_decay=0.05,
+                weight_decay_mode="l2", mask=MASK, beta3=0.3)
+  with _enable_x64():
+    params = _params(5, np.float64)
+    grads = _grad_stack(5, params, num_steps)
+    stacks = jax.tree.leaves(grads)
+    treedef = jax.tree.structure(params)
+    grad_fn = lambda t, _: jax.tree.unflatten(treedef,
+                                              [g[t - 1] for g in stacks])
+    actual = _loop_trajectory(anon_optax.anon(**kwargs), params, grad_fn,
+                              num_steps, jit)
+  _assert_matches(actual, _reference(params, grads, num_steps, **kwargs),
+                  np.float64)
+
+
+# --------------------------------------------------------------------------
+# True gradients of a loss: gradients depend on the parameters, so any
+# deviation feeds back. A least-squares problem coupling every leaf, with a
+# fresh minibatch each step (so gradients never vanish and v stays bounded).
+
+_LSQ_BATCH = 8
+
+
+def _lsq_data(params, num_steps=NUM_STEPS, seed=6):
+  size = sum(np.size(x) for x in jax.tree.leaves(params))
+  rng = np.random.default_rng(seed)
+  z_star = rng.normal(size=size)
+  a = rng.normal(size=(num_steps, _LSQ_BATCH, size)) / np.sqrt(size)
+  y = a @ z_star + 0.1 * rng.normal(size=(num_steps, _LSQ_BATCH))
+  return a, y
+
+
+def _lsq_numpy_grads(a, y, params):
+  """NumPy gradient of 0.5 * ||A_t z - y_t||^2 with z the flattened leaves."""
+  shapes = [np.shape(x) for x in jax.tree.leaves(params)]
+
+  def grad_fn(t, leaves):
+    z = np.concatenate([np.ravel(x) for x in leaves])
+    gz = a[t - 1].T @ (a[t - 1] @ z - y[t - 1])
+    out, start = [], 0
+    for shape in shapes:
+      size = int(np.prod(shape))
+      out.append(gz[start:start + size].reshape(shape))
+      start += size
+    return out
+
+  return grad_fn
+
+
+def _lsq_jax_trajectory(tx, params, a, y):
+  def loss(p, a_t, y_t):
+    z = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(p)])
+    return 0.5 * jnp.sum((a_t @ z - y_t) ** 2)
+
+  def step(carry, data):
+    p, state = carry
+    g = jax.grad(loss)(p, *data)
+    updates, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, updates)
+    return (p, state), p
+
+  @jax.jit
+  def run(p, a, y):
+    _, trajectory = jax.lax.scan(step, (p, tx.init(p)), (a, y))
+    return trajectory
+
+  return jax.device_get(run(params, a, y))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_matches_reference_on_least_squares(gamma, dtype):
+  kwargs = dict(learning_rate=3e-2, gamma=gamma, weight_decay=1e-2,
+                weight_decay_mode="l2", refresh_base=3)
+  with _precision(dtype):
+    params = _params(6, dtype)
+    a, y = _lsq_data(params)
+    actual = _lsq_jax_trajectory(anon_optax.anon(**kwargs), params,
+                                 a.astype(dtype), y.astype(dtype))
+  grad_fn = _lsq_numpy_grads(a.astype(dtype), y.astype(dtype), params)
+  expected = _reference(params, grad_fn, **kwargs)
+  _assert_matches(actual, expected, dtype)
+  # The problem is really being optimised, not sitting still.
+  z0 = np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)])
+  z_end = np.concatenate([np.ravel(x[-1]) for x in jax.tree.leaves(actual)])
+  assert np.linalg.norm(z_end - z0) > 0.5
+
+
+# --------------------------------------------------------------------------
+# gamma = 0 is bias-corrected EMA-momentum SGD, exactly.
+
+
+@pytest.mark.parametrize("beta3", [0.5, 0.3])
+def test_gamma_zero_equals_ema_momentum_sgd(beta3):
+  with _enable_x64():
+    params = _params(7, np.float64)
+    grads = _grad_stack(7, params)
+    anon = _scan_trajectory(
+        anon_optax.anon(LR, gamma=0.0, beta3=beta3), params, grads)
+    ema_sgd = _scan_trajectory(
+        optax.chain(optax.ema(0.9, debias=True),
+                    optax.scale_by_learning_rate(LR)), params, grads)
+  # float64 round-off only: a few ulps per step on O(1) parameters.
+  chex.assert_trees_all_close(anon, ema_sgd, rtol=1e-13, atol=1e-13)
+
+
+# --------------------------------------------------------------------------
+# Negative controls: the same comparison rejects slightly wrong rules.
+
+
+@pytest.mark.parametrize("mutation", ref.MUTATIONS)
+def test_comparison_detects_wrong_reference(mutation):
+  kwargs = dict(learning_rate=LR, gamma=1.0)
+  actual, expected = _compare_fixed_grads(np.float64, seed=8,
+                                          jax_kwargs=kwargs)
+  params = _params(8, np.float64)
+  wrong = _reference(params, _grad_stack(8, params), mutation=mutation,
+                     **kwargs)
+  with pytest.raises(AssertionError):
+    _assert_matches(actual, wrong, np.float64)
+  with pytest.raises(AssertionError):  # not even at the float32 tolerance
+    _assert_matches(actual, wrong, np.float32)
+
+
+def test_comparison_detects_a_one_step_error():
+  """Every step is compared: a deviation at one step only is caught."""
+  kwargs = dict(learning_rate=LR, gamma=1.0)
+  actual, expected = _compare_fixed_grads(np.float64, seed=8,
+                                          jax_kwargs=kwargs)
+  corrupted = jax.tree.map(np.copy, expected)
+  corrupted["dense"]["bias"][150, 2] += 1e-8  # 1e-8 at step 151 only
+  with pytest.raises(AssertionError):
+    _assert_matches(actual, corrupted, np.float64)
+
+
+# --------------------------------------------------------------------------
+# Sanity of the reference itself (no package code involved).
+
+
+def test_reference_refresh_steps():
+  assert ref.refresh_steps(2, 300) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+  assert ref.refresh_steps(3, 300) == [1, 3, 9, 27, 81, 243]
+  assert ref.refresh_steps(4, 256) == [1, 4, 16, 64, 256]
+  assert ref.refresh_steps(2, 0) == []
+  # n = t / 2 for base 2 (1 at t = 1); n = t - t / base in general.
+  assert ref.accumulated_counts(2, 300) == {
+      1: 1, 2: 1, 4: 2, 8: 4, 16: 8, 32: 16, 64: 32, 128: 64, 256: 128}
+  assert ref.accumulated_counts(3, 100) == {1: 1, 3: 2, 9: 6, 27: 18, 81: 54}
+
+
+def test_reference_refresh_scalar():
+  b2, eps = 0.9, 0.0
+  # First refresh: sigma ** (-gamma / 2) with sigma = s / (1 - b2).
+  s = (1 - b2) * 4.0
+  np.testing.assert_allclose(
+      ref.refresh_scalar(s, None, 1, b2=b2, eps=eps, gamma=1.0, beta3=0.5),
+      0.5, rtol=1e-15)
+  np.testing.assert_allclose(
+      ref.refresh_scalar(s, None, 1, b2=b2, eps=eps, gamma=2.0, beta3=0.9),
+      0.25, rtol=1e-15)
+  # beta3 = 0.5: the authors' harmonic mean sqrt(2 / (v**-2 + sigma**gamma)).
+  s = (1 - b2**3) * 9.0  # n = 3 accumulated steps of g**2 = 9 -> sigma = 9
+  got = ref.refresh_scalar(s, 0.5, 3, b2=b2, eps=eps, gamma=1.0, beta3=0.5)
+  np.testing.assert_allclose(got, np.sqrt(2 / (0.5**-2 + 9.0)), rtol=1e-15)
+  got = ref.refresh_scalar(s, 0.5, 3, b2=b2, eps=eps, gamma=1.0, beta3=0.3)
+  np.testing.assert_allclose(got, (0.3 * 4 + 0.7 * 9) ** -0.5, rtol=1e-15)
+  # gamma = 0: v == 1 exactly, whatever sigma.
+  assert ref.refresh_scalar(s, 1.0, 3, b2=b2, eps=eps, gamma=0.0,
+                            beta3=0.3) == 1.0
+
+
+def test_reference_gamma_zero_is_ema_sgd():
+  params = _leaves(_params(9, np.float64))
+  grads = [[g[t] for g in _leaves(_grad_stack(9, _params(9, np.float64)))]
+           for t in range(NUM_STEPS)]
+  expected = ref.ema_sgd_reference(params, grads, learning_rate=LR, b1=0.9)
+  for beta3 in (0.5, 0.3):
+    got = ref.anon_reference(params, grads, num_steps=NUM_STEPS,
+                             learning_rate=LR, gamma=0.0, beta3=beta3)
+    for step_got, step_expected in zip(got, expected):
+      for a, b in zip(step_got, step_expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reference_constant_gradient_is_sign_descent():
+  """gamma = 1, constant g: every refresh gives v = 1 / |g| exactly (the
+  accumulated-step bias correction undoes the restart of s), so the step is
+  -lr * sign(g). The b2**t correction would not."""
+  g = np.array([[0.5, -2.0], [3.0, -0.25]])
+  theta0 = np.zeros_like(g)
+  num_steps = 70
+  for base in (2, 3):
+    for beta3 in (0.5, 0.9):
+      got = ref.anon_reference([theta0], lambda t, p: [g], num_steps=num_steps,
+                               learning_rate=LR, gamma=1.0, eps=0.0,
+                               beta3=beta3, refresh_base=base)
+      for t, (theta,) in enumerate(got, start=1):
+        np.testing.assert_allclose(theta, -LR * t * np.sign(g), rtol=1e-12)
+  wrong = ref.anon_reference([theta0], lambda t, p: [g], num_steps=num_steps,
+                             learning_rate=LR, gamma=1.0, eps=0.0,
+                             mutation="b2_pow_t")
+  assert not np.allclose(wrong[-1][0], -LR * num_steps * np.sign(g),
+                         rtol=1e-3)
+
+
+def test_reference_beta3_irrelevant_before_second_refresh():
+  params = _leaves(_params(10, np.float64))
+  grads = [[g[t] for g in _leaves(_grad_stack(10, _params(10, np.float64)))]
+           for t in range(20)]
+  run = lambda beta3: ref.anon_reference(
+      params, grads, num_steps=20, learning_rate=LR, gamma=1.0, beta3=beta3,
+      refresh_base=4)
+  low, high = run(0.1), run(0.9)
+  for t in range(3):  # steps 1, 2, 3 use the first-refresh v only
+    for a, b in zip(low[t], high[t]):
+      np.testing.assert_array_equal(a, b)
+  assert not np.allclose(low[3][0], high[3][0], rtol=1e-6)  # step 4 refreshes
+
+
+def test_reference_weight_decay_modes():
+  """With zero gradients (gamma = 0 so v = 1), only weight decay moves theta."""
+  theta0 = [np.array([1.0, -2.0]), np.array(3.0)]
+  zeros = lambda t, p: [np.zeros_like(x) for x in p]
+  run = lambda mode, mask=None: ref.anon_reference(
+      theta0, zeros, num_steps=3, learning_rate=0.1, gamma=0.0,
+      weight_decay=0.2, weight_decay_mode=mode, mask=mask)
+  # fixed: theta_t = (1 - wd)**t theta_0; decoupled: (1 - lr wd)**t theta_0.
+  np.testing.assert_allclose(run("fixed")[-1][0], 0.8**3 * theta0[0])
+  np.testing.assert_allclose(run("decoupled")[-1][0], 0.98**3 * theta0[0])
+  # l2, step 1: g = wd theta, m_hat = g, theta_1 = theta_0 (1 - lr wd).
+  np.testing.assert_allclose(run("l2")[0][0], 0.98 * theta0[0])
+  # A masked-out leaf does not decay.
+  for mode in ref.WEIGHT_DECAY_MODES:
+    out = run(mode, mask=[True, False])
+    np.testing.assert_array_equal(out[-1][1], theta0[1])
+    assert not np.allclose(out[-1][0], theta0[0])
