@@ -48,6 +48,7 @@ MUTATIONS = (
     "b2_pow_t",  # sigma = s / (1 - b2**t) instead of (1 - b2**n)
     "b2_in_first_moment",  # m_hat = m / (1 - b2**t), as in the seed text
     "no_accumulator_reset",  # s is not restarted after a refresh
+    "eps_before_bias_correction",  # sigma = (s + eps) / (1 - b2**n)
 )
 
 
@@ -73,7 +74,8 @@ def accumulated_counts(base: int, up_to: int) -> dict[int, int]:
 
 def refresh_scalar(s: float, v_prev: float | None, n: int, *, b2: float,
                    eps: float, gamma: float, beta3: float,
-                   b2_power: int | None = None) -> float:
+                   b2_power: int | None = None,
+                   eps_inside: bool = False) -> float:
   """The preconditioner refresh for one element (SPEC section 1).
 
   Args:
@@ -83,12 +85,16 @@ def refresh_scalar(s: float, v_prev: float | None, n: int, *, b2: float,
     b2, eps, gamma, beta3: the hyperparameters.
     b2_power: exponent of ``b2`` in the bias correction; ``n`` unless a
       negative-control mutation overrides it.
+    eps_inside: negative control only: add ``eps`` before the correction.
 
   Returns:
     The new preconditioner ``v`` for this element.
   """
   power = n if b2_power is None else b2_power
-  sigma = s / (1.0 - b2**power) + eps
+  if eps_inside:
+    sigma = (s + eps) / (1.0 - b2**power)
+  else:
+    sigma = s / (1.0 - b2**power) + eps
   if v_prev is None:
     return sigma ** (-gamma / 2.0)
   return (beta3 * v_prev**-2.0 + (1.0 - beta3) * sigma**gamma) ** -0.5
@@ -183,7 +189,8 @@ def anon_reference(
           prev = None if v[i] is None else v[i][idx]
           new_v[idx] = refresh_scalar(
               s[i][idx], prev, n, b2=b2, eps=eps, gamma=gamma_t,
-              beta3=beta3, b2_power=b2_power)
+              beta3=beta3, b2_power=b2_power,
+              eps_inside=mutation == "eps_before_bias_correction")
         v[i] = new_v
         if mutation != "no_accumulator_reset":
           s[i] = np.zeros_like(s[i])

@@ -8,6 +8,7 @@ controls prove that the comparison fails for slightly wrong variants of the rule
 """
 
 import contextlib
+import functools
 
 import chex
 import jax
@@ -203,6 +204,14 @@ def test_matches_reference_over_gamma(gamma, dtype):
                        jax_kwargs=dict(learning_rate=LR, gamma=gamma))
 
 
+@pytest.mark.parametrize("gamma", [-1.0, 1.0, 2.0])
+def test_matches_reference_with_large_eps(gamma):
+  """eps comparable to sigma (the default 1e-16 is invisible next to |g|**2 ~
+  1), and non-default b1, b2, so where each enters the rule shows."""
+  kwargs = dict(learning_rate=LR, gamma=gamma, eps=0.3, b1=0.8, b2=0.95)
+  _compare_fixed_grads(np.float64, seed=11, jax_kwargs=kwargs)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("masked", [False, True], ids=["all", "mask"])
 @pytest.mark.parametrize("mode", ["l2", "decoupled", "fixed"])
@@ -380,14 +389,21 @@ def test_gamma_zero_equals_ema_momentum_sgd(beta3):
 # Negative controls: the same comparison rejects slightly wrong rules.
 
 
+_CONTROL_KWARGS = dict(learning_rate=LR, gamma=1.0, eps=0.1)
+
+
+@functools.lru_cache(maxsize=None)
+def _control_run():
+  """One passing float64 comparison, shared by the negative controls."""
+  return _compare_fixed_grads(np.float64, seed=8, jax_kwargs=_CONTROL_KWARGS)
+
+
 @pytest.mark.parametrize("mutation", ref.MUTATIONS)
 def test_comparison_detects_wrong_reference(mutation):
-  kwargs = dict(learning_rate=LR, gamma=1.0)
-  actual, expected = _compare_fixed_grads(np.float64, seed=8,
-                                          jax_kwargs=kwargs)
+  actual, _ = _control_run()
   params = _params(8, np.float64)
   wrong = _reference(params, _grad_stack(8, params), mutation=mutation,
-                     **kwargs)
+                     **_CONTROL_KWARGS)
   with pytest.raises(AssertionError):
     _assert_matches(actual, wrong, np.float64)
   with pytest.raises(AssertionError):  # not even at the float32 tolerance
@@ -396,9 +412,7 @@ def test_comparison_detects_wrong_reference(mutation):
 
 def test_comparison_detects_a_one_step_error():
   """Every step is compared: a deviation at one step only is caught."""
-  kwargs = dict(learning_rate=LR, gamma=1.0)
-  actual, expected = _compare_fixed_grads(np.float64, seed=8,
-                                          jax_kwargs=kwargs)
+  actual, expected = _control_run()
   corrupted = jax.tree.map(np.copy, expected)
   corrupted["dense"]["bias"][150, 2] += 1e-8  # 1e-8 at step 151 only
   with pytest.raises(AssertionError):
