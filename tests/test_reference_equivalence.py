@@ -113,16 +113,18 @@ def _leaves(tree):
 def _reference(params, grads, num_steps=NUM_STEPS, **kwargs):
   """Runs the reference in float64; returns a tree with a leading step axis."""
   leaves, treedef = jax.tree.flatten(params)
-  leaves = [np.asarray(x, np.float64) for x in leaves]
+  is_complex = any(np.iscomplexobj(x) for x in leaves)
+  dtype = np.complex128 if is_complex else np.float64
+  leaves = [np.asarray(x, dtype) for x in leaves]
   if callable(grads):
     grad_fn = grads
   else:
-    stacks = [np.asarray(g, np.float64) for g in jax.tree.leaves(grads)]
+    stacks = [np.asarray(g, dtype) for g in jax.tree.leaves(grads)]
     grad_fn = lambda t, _: [g[t - 1] for g in stacks]
   if isinstance(kwargs.get("mask"), dict):
     kwargs["mask"] = [bool(b) for b in jax.tree.leaves(kwargs["mask"])]
   snapshots = ref.anon_reference(leaves, grad_fn, num_steps=num_steps,
-                                 **kwargs)
+                                 dtype=dtype, **kwargs)
   stacked = [np.stack([snap[i] for snap in snapshots])
              for i in range(len(leaves))]
   return jax.tree.unflatten(treedef, stacked)
@@ -169,7 +171,8 @@ def _max_error(actual, expected):
 def _assert_matches(actual, expected, dtype):
   """The trajectory agrees at every step (leading axis) and every element."""
   chex.assert_trees_all_equal_shapes(actual, expected)
-  actual = jax.tree.map(lambda a: np.asarray(a, np.float64), actual)
+  actual = jax.tree.map(lambda a: np.asarray(a, np.result_type(a, 1.0)),
+                        actual)
   if dtype == np.float64:
     chex.assert_trees_all_close(actual, expected, rtol=F64_RTOL, atol=F64_ATOL)
   else:
@@ -243,6 +246,21 @@ def _linear_schedule(init_value, end_value, transition_steps):
     frac = jnp.minimum(jnp.asarray(count, float), transition_steps)
     return init_value + (end_value - init_value) * frac / transition_steps
   return schedule
+
+
+def test_matches_reference_complex():
+  """Complex parameters: the second moment accumulates |g|**2."""
+  kwargs = dict(learning_rate=LR, gamma=1.15, weight_decay=0.1,
+                weight_decay_mode="l2")
+  with _enable_x64():
+    real, imag = _params(12, np.float64), _params(13, np.float64)
+    params = jax.tree.map(lambda a, b: a + 1j * b, real, imag)
+    grads = jax.tree.map(lambda a, b: a + 1j * b, _grad_stack(12, real),
+                         _grad_stack(13, imag))
+    actual = _scan_trajectory(anon_optax.anon(**kwargs), params, grads)
+  for leaf in jax.tree.leaves(actual):
+    assert leaf.dtype == np.complex128
+  _assert_matches(actual, _reference(params, grads, **kwargs), np.float64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
