@@ -97,13 +97,16 @@ def accumulated_steps(refresh_step: jax.Array, refresh_base: Any) -> jax.Array:
 
 
 def log_bias_corrected_sigma(
-    nu: jax.Array, b2: Any, num_accumulated: jax.Array, eps: Any
+    nu: jax.Array, one_minus_b2: Any, num_accumulated: jax.Array, eps: Any
 ) -> jax.Array:
   r"""Returns :math:`\log \sigma` with :math:`\sigma = s / (1 - b_2^n) + \epsilon`.
 
   Args:
     nu: the second-moment accumulator :math:`s` after ``num_accumulated`` steps.
-    b2: its decay rate.
+    one_minus_b2: :math:`1 - b_2`, formed exactly as the accumulator forms it
+      (in Python for a Python ``b2``). Rounding ``b2`` to float32 first and
+      subtracting then would cancel three digits at ``b2 = 0.999`` and skew
+      :math:`\sigma` by about 1e-5.
     num_accumulated: :math:`n`, the steps accumulated since the last refresh.
     eps: added after the bias correction.
 
@@ -111,10 +114,8 @@ def log_bias_corrected_sigma(
     :math:`\log \sigma`, in the dtype of ``nu``.
   """
   dtype = nu.dtype
-  # 1 - b2**n as -expm1(n * log1p(-(1 - b2))), with (1 - b2) formed exactly as
-  # the accumulator forms it: rounding b2 to float32 first and subtracting
-  # then would cancel three digits and skew sigma by ~1e-5 at b2 = 0.999.
-  one_minus_b2 = jnp.asarray(1 - b2, dtype)
+  one_minus_b2 = jnp.asarray(one_minus_b2, dtype)
+  # 1 - b2**n as -expm1(n * log(b2)), with log(b2) = log1p(-(1 - b2)).
   correction = -jnp.expm1(
       num_accumulated.astype(dtype) * jnp.log1p(-one_minus_b2)
   )
@@ -156,7 +157,7 @@ def refresh_preconditioner(
     precond: jax.Array,
     *,
     refresh_step: jax.Array,
-    b2: Any,
+    one_minus_b2: Any,
     eps: Any,
     gamma: Any,
     beta3: Any,
@@ -170,7 +171,7 @@ def refresh_preconditioner(
   space that is exact: ``logaddexp(-inf, x) == x``.
   """
   num_accumulated = accumulated_steps(refresh_step, refresh_base)
-  log_sigma = log_bias_corrected_sigma(nu, b2, num_accumulated, eps)
+  log_sigma = log_bias_corrected_sigma(nu, one_minus_b2, num_accumulated, eps)
   effective_beta3 = jnp.where(refresh_step == 1, 0, beta3)
   return harmonic_refresh(precond, log_sigma, gamma, effective_beta3)
 
@@ -271,21 +272,13 @@ def update_preconditioner(
   )
   step = optax.safe_increment(count)
   is_refresh = step == next_refresh
-
-  def refresh(nu, precond):
-    new_precond = jax.tree.map(
-        lambda s, v: refresh_preconditioner(
-            s, v, refresh_step=step, b2=b2, eps=eps, gamma=gamma,
-            beta3=beta3, refresh_base=refresh_base,
-        ),
-        nu, precond,
-    )
-    return optax.tree.zeros_like(nu), new_precond
-
-  def keep(nu, precond):
-    return nu, precond
-
-  nu, precond = jax.lax.cond(is_refresh, refresh, keep, nu, precond)
+  hyperparams = dict(
+      one_minus_b2=1 - b2, eps=eps, gamma=gamma, beta3=beta3,
+      refresh_base=refresh_base,
+  )
+  nu, precond = jax.lax.cond(
+      is_refresh, _refresh_branch, _keep_branch, nu, precond, step, hyperparams
+  )
   next_refresh = jnp.where(
       is_refresh, next_refresh_step(next_refresh, refresh_base), next_refresh
   )

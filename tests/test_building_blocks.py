@@ -75,7 +75,7 @@ def test_bias_corrected_sigma(num_accumulated, b2):
     for _ in range(num_accumulated):
       nu = b2 * nu + (1 - b2) * grad**2
     log_sigma = _idu.log_bias_corrected_sigma(
-        nu, b2, jnp.int32(num_accumulated), eps)
+        nu, 1 - b2, jnp.int32(num_accumulated), eps)
     np.testing.assert_allclose(np.exp(log_sigma), grad**2 + eps, rtol=1e-13)
 
 
@@ -83,7 +83,7 @@ def test_bias_correction_float32_matches_accumulator_at_first_step():
   # At n = 1 the correction must cancel the accumulator's (1 - b2) exactly,
   # also in float32 where 1 - float32(0.999) differs from float32(0.001).
   nu = jnp.float32(1 - 0.999) * jnp.float32(4.0)
-  log_sigma = _idu.log_bias_corrected_sigma(nu, 0.999, jnp.int32(1), 0.0)
+  log_sigma = _idu.log_bias_corrected_sigma(nu, 1 - 0.999, jnp.int32(1), 0.0)
   # A few float32 ulps; rounding b2 before subtracting would be off by 1.3e-5.
   np.testing.assert_allclose(np.exp(log_sigma), 4.0, rtol=5e-7)
 
@@ -94,7 +94,8 @@ def test_first_refresh_is_sigma_to_the_minus_gamma_over_two(gamma):
     nu = jnp.array([0.0, 1e-3, 2.0, 50.0])
     b2, eps = 0.999, 1e-16
     precond = _idu.refresh_preconditioner(
-        nu * (1 - b2), jnp.full(4, 123.0), refresh_step=jnp.int32(1), b2=b2,
+        nu * (1 - b2), jnp.full(4, 123.0), refresh_step=jnp.int32(1),
+        one_minus_b2=1 - b2,
         eps=eps, gamma=gamma, beta3=0.5, refresh_base=2,
     )
     # The previous preconditioner (123) must carry no weight at step 1.
