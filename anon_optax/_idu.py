@@ -232,10 +232,14 @@ def check_updates_match(updates: optax.Updates, nu: optax.Updates) -> None:
 
 
 def init_preconditioner(params: optax.Params):
-  """Returns ``(nu, precond)`` for ``params``: zeros and ones, at least float32."""
+  """Returns ``(nu, precond)`` for ``params``: zeros and ones, at least float32.
+
+  Built with ``zeros_like`` / ``ones_like`` of the parameters, so that (as for
+  ``mu`` and as in :func:`optax.adam`) they get the parameters' sharding.
+  """
   check_params(params)
   nu = jax.tree.map(
-      lambda p: jnp.zeros(jnp.shape(p), preconditioner_dtype(p.dtype)), params
+      lambda p: jnp.zeros_like(p, dtype=preconditioner_dtype(p.dtype)), params
   )
   precond = jax.tree.map(jnp.ones_like, nu)
   return nu, precond
