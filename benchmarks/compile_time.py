@@ -1,0 +1,126 @@
+"""Compile time of a jitted train step (forward, grad, optimizer update) with
+``anon_optax.anon`` against ``optax.adam``.
+
+One command::
+
+    python benchmarks/compile_time.py
+
+Every sample builds a fresh train-step function (a new closure, so neither
+`jax.jit`'s trace cache nor XLA's in-memory executable cache can answer it)
+and times ``jax.jit(step).lower(...)`` (trace + lowering to StableHLO) and
+``.compile()`` (XLA) separately. Optimizers and models are interleaved
+round-robin over several rounds; medians and same-round ratios are reported.
+Two models: an MLP and a small CNN (the digits CNN of ``gamma_sweep.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import common  # pylint: disable=wrong-import-position
+
+import jax  # pylint: disable=wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
+import optax  # pylint: disable=wrong-import-position
+
+import models  # pylint: disable=wrong-import-position
+
+
+def make_optimizers():
+  import anon_optax  # pylint: disable=import-outside-toplevel
+  return {"anon": lambda: anon_optax.anon(1e-3, gamma=1.0),
+          "adam": lambda: optax.adam(1e-3)}
+
+
+def sample(model: str, make_tx, quick: bool):
+  """Builds a fresh train step and returns (trace+lower s, compile s)."""
+  if model == "mlp":
+    widths = (64, 128, 10) if quick else (784, 1024, 1024, 1024, 10)
+    params = models.mlp_init(jax.random.key(0), widths)
+    x = jnp.zeros((32, widths[0]), jnp.float32)
+    apply = models.mlp_apply
+  else:
+    params = models.cnn_init(jax.random.key(0), quick=quick)
+    x = jnp.zeros((32, 8, 8, 1), jnp.float32)
+    apply = models.cnn_apply
+  y = jnp.zeros((32,), jnp.int32)
+  tx = make_tx()
+  opt_state = tx.init(params)
+
+  def loss_fn(p, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
+
+  def train_step(p, s, x, y):  # A new function object every sample.
+    loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
+    updates, s = tx.update(grads, s, p)
+    return optax.apply_updates(p, updates), s, loss
+
+  t0 = common.timer()
+  lowered = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state, x, y)
+  t1 = common.timer()
+  lowered.compile()
+  t2 = common.timer()
+  return t1 - t0, t2 - t1
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--rounds", type=int, default=7)
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny MLP only, 1 round, no warm-up round.")
+  parser.add_argument("--out-dir", default=None)
+  parser.add_argument("--name", default="compile_time")
+  args = parser.parse_args(argv)
+  rounds = 1 if args.quick else args.rounds
+  warmup = 0 if args.quick else 1
+  model_names = ("mlp",) if args.quick else ("mlp", "cnn")
+  if jax.config.jax_compilation_cache_dir:
+    print("warning: a persistent compilation cache is configured; disabling it.")
+    jax.config.update("jax_compilation_cache_dir", None)
+
+  optimizers = make_optimizers()
+  results = {}
+  for model in model_names:
+    split: dict[str, dict[str, list[float]]] = {n: {"lower": [], "compile": []}
+                                                for n in optimizers}
+
+    def contender(name, model=model, split=split):
+      def go():
+        lower_s, compile_s = sample(model, optimizers[name], args.quick)
+        split[name]["lower"].append(lower_s)
+        split[name]["compile"].append(compile_s)
+        return lower_s + compile_s
+      return go
+
+    samples = common.interleaved({n: contender(n) for n in optimizers}, rounds,
+                                 warmup_rounds=warmup)
+    for n in optimizers:  # Drop the warm-up round's split too.
+      split[n]["lower"] = split[n]["lower"][warmup:]
+      split[n]["compile"] = split[n]["compile"][warmup:]
+    summary = common.summarise(samples, baselines=("adam",))
+    for n in optimizers:
+      summary[n]["lower"] = common.summarise({n: split[n]["lower"]})[n]["median_s"]
+      summary[n]["compile"] = common.summarise({n: split[n]["compile"]})[n]["median_s"]
+    results[model] = summary
+
+  rows = []
+  for model, summary in results.items():
+    for n, e in summary.items():
+      rows.append([model, n, e["lower"] * 1e3, e["compile"] * 1e3, e["median_s"] * 1e3,
+                   e["paired_ratio_vs"].get("adam", 1.0)])
+  common.print_table(["model", "optimizer", "trace+lower ms", "XLA compile ms",
+                      "total ms (median)", "x adam (paired)"], rows,
+                     title=f"compile time of a jitted train step ({rounds} fresh compiles each)")
+  path = common.write_json(args.name, {"config": {"rounds": rounds, "warmup_rounds": warmup,
+                                                  "quick": args.quick},
+                                       "results": results}, args.out_dir)
+  print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+  main()
