@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="train on this UTF-8 file instead of the stdlib subset")
   parser.add_argument("--optimizers", default="anon,adamw,lion,muon",
                       help="comma-separated subset of anon,adamw,lion,muon")
-  parser.add_argument("--gammas", default="1.0,1.1,1.15", help="Anon's gammas")
+  parser.add_argument("--gammas", default=None, help="Anon's gammas (default 1.0,1.1,1.15; "
+                      "--quick: 1.0)")
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--context", type=int, default=64)
@@ -346,7 +347,8 @@ def main(argv: list[str] | None = None) -> None:
   for o in names:
     if o not in TUNED_LEARNING_RATES:
       parser.error(f"unknown optimizer {o!r}")
-  gammas = [float(g) for g in args.gammas.split(",") if g.strip()]
+  gammas_text = args.gammas or ("1.0" if args.quick else "1.0,1.1,1.15")
+  gammas = [float(g) for g in gammas_text.split(",") if g.strip()]
   contenders = [(o, g) for o in names for g in (gammas if o == "anon" else [None])]
 
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}; "
