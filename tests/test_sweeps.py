@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import anon_optax
 
@@ -57,6 +58,7 @@ def test_vmap_over_gamma_equals_separate_runs():
   assert len({round(float(l), 6) for l in losses[:, -1]}) == len(gammas)
 
 
+@pytest.mark.slow
 def test_vmap_over_learning_rate_and_gamma_grid():
   learning_rates = jnp.asarray([1e-3, 1e-2, 1e-1])
   gammas = jnp.asarray([0.5, 1.1])
