@@ -148,7 +148,10 @@ def harmonic_refresh(
   gamma = jnp.asarray(gamma, dtype)
   beta3 = jnp.asarray(beta3, dtype)
   log_previous = jnp.log(beta3) - 2 * jnp.log(precond)
-  log_new = jnp.log1p(-beta3) + gamma * log_sigma
+  # sigma**0 is 1 even where sigma overflowed to inf (as in NumPy), so gamma = 0
+  # stays SGD instead of producing 0 * inf = NaN.
+  log_sigma_to_gamma = jnp.where(gamma == 0, 0, gamma * log_sigma)
+  log_new = jnp.log1p(-beta3) + log_sigma_to_gamma
   return jnp.exp(-0.5 * jnp.logaddexp(log_previous, log_new)).astype(dtype)
 
 
