@@ -1,0 +1,164 @@
+"""The language-model table: the char-level GPT of ``examples/char_gpt.py``, vmapped.
+
+Every optimizer gets the same model, the same step budget, the same warmup-cosine schedule shape
+and the same batches for a given seed. For one optimizer all ``(learning rate, gamma) x seeds``
+runs are lanes of ONE ``jax.vmap``-ped, ``jax.jit``-ted program (Anon's three gammas included): the
+model is ``char_gpt.GPT`` split once with ``nnx.split`` and merged inside the loss, and the steps
+run in ``jax.lax.scan``. Lane (lr, seed) is the run ``char_gpt.train`` would do with that seed.
+
+``char_gpt.make_optimizer`` builds its schedule with a Python branch on the peak learning rate, so
+it cannot take a traced one; :func:`make_optimizer` below is the same optimizer with a traced peak
+(the schedule is linear in its peak), and ``tests/test_paper_quick.py`` checks that both give the
+same updates at a concrete learning rate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+from benchmarks.paper import _paths  # noqa: F401  (sys.path for anon_optax and the examples)
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import anon_optax
+import char_gpt
+
+# Three peak learning rates per optimizer, a factor-2 grid centred on the rate that
+# examples/char_gpt.py tuned once for its default model: the same grid size for everyone.
+LR_GRIDS = {name: (lr / 2, lr, 2 * lr) for name, lr in char_gpt.TUNED_LEARNING_RATES.items()}
+CONTENDERS = (("anon", 1.0), ("anon", 1.1), ("anon", 1.15), ("adamw", None), ("lion", None),
+              ("muon", None))
+
+
+def unit_schedule(steps: int) -> optax.Schedule:
+  """char_gpt's schedule shape at peak 1: 5% linear warmup, cosine decay to 10%."""
+  return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=max(1, steps // 20),
+                                            decay_steps=steps, end_value=0.1)
+
+
+def make_optimizer(name: str, learning_rate, steps: int, gamma=1.0) -> optax.GradientTransformation:
+  """``char_gpt.make_optimizer`` with a peak learning rate that may be traced (vmapped)."""
+  unit = unit_schedule(steps)
+  schedule = lambda count: learning_rate * unit(count)
+  wd = char_gpt.WEIGHT_DECAY
+  if name == "anon":
+    return anon_optax.anon(schedule, gamma=gamma, weight_decay=wd, weight_decay_mode="decoupled")
+  if name == "adamw":
+    return optax.adamw(schedule, weight_decay=wd)
+  if name == "lion":
+    return optax.lion(schedule, weight_decay=wd)
+  if name == "muon":
+    adam_lr = char_gpt.TUNED_LEARNING_RATES["adamw"]
+    return optax.contrib.muon(schedule, weight_decay=wd, adam_weight_decay=wd,
+                              adam_learning_rate=lambda count: adam_lr * unit(count),
+                              muon_weight_dimension_numbers=char_gpt._muon_dims)
+  raise ValueError(f"unknown optimizer {name!r}")
+
+
+def train_lanes(corpus: char_gpt.Corpus, name: str, learning_rates: Sequence[float],
+                gammas: Sequence[float], seeds: Sequence[int], *, steps: int,
+                batch_size: int, context: int, width: int, layers: int, heads: int,
+                evals: int = 4, eval_batches: int = 8) -> dict[str, np.ndarray]:
+  """Trains ``len(seeds) x len(learning_rates)`` GPTs in one vmapped program.
+
+  ``learning_rates`` and ``gammas`` are paired lanes (gamma is ignored by all but Anon).
+  Returns arrays with leading axes (seed, lane): "val_loss" (final), "val_curve" (..., evals),
+  "train_curve" (..., evals: mean batch loss over each eval interval) and "eval_steps" (evals,).
+  """
+  if steps % evals:
+    raise ValueError(f"steps {steps} must be a multiple of evals {evals}")
+  graphdef, inits, train_b, val_b = None, [], [], []
+  for seed in seeds:
+    model = char_gpt.GPT(len(corpus.chars), context=context, width=width, layers=layers,
+                         heads=heads, rngs=nnx.Rngs(seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    inits.append(params)
+    train_b.append(char_gpt.sample_batches(corpus.train, steps, batch_size, context, seed)
+                   .reshape(evals, steps // evals, batch_size, context + 1))
+    val_b.append(char_gpt.sample_batches(corpus.val, eval_batches, batch_size, context, seed + 1))
+  params0 = jax.tree.map(lambda *p: jnp.stack(p), *inits)
+  train_b, val_b = jnp.asarray(np.stack(train_b)), jnp.asarray(np.stack(val_b))
+
+  def loss_fn(params, batch):
+    logits = nnx.merge(graphdef, params)(batch[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean()
+
+  def one_run(params, batches, val_batches, lr, gamma):
+    tx = make_optimizer(name, lr, steps, gamma=gamma)
+
+    def step(carry, batch):
+      params, opt_state = carry
+      loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), loss
+
+    def interval(carry, chunk):
+      carry, losses = jax.lax.scan(step, carry, chunk)
+      val = jax.lax.map(lambda b: loss_fn(carry[0], b), val_batches).mean()
+      return carry, (losses.mean(), val)
+
+    _, (train_curve, val_curve) = jax.lax.scan(interval, (params, tx.init(params)), batches)
+    return {"val_loss": val_curve[-1], "val_curve": val_curve, "train_curve": train_curve}
+
+  over_lane = jax.vmap(one_run, in_axes=(None, None, None, 0, 0))
+  over_seed = jax.vmap(over_lane, in_axes=(0, 0, 0, None, None))
+  out = jax.jit(over_seed)(params0, train_b, val_b, jnp.asarray(learning_rates, jnp.float32),
+                           jnp.asarray(gammas, jnp.float32))
+  out = {k: np.asarray(v) for k, v in out.items()}
+  out["eval_steps"] = np.arange(1, evals + 1) * (steps // evals)
+  return out
+
+
+def label(name: str, gamma: float | None) -> str:
+  return name if gamma is None else f"{name} (gamma={gamma:g})"
+
+
+def run(config: dict[str, Any], seeds: Sequence[int], log: Callable[[str], None] = print,
+        contenders=CONTENDERS) -> dict[str, Any]:
+  """The whole LM table: every contender over its LR grid and the seeds. JSON-ready.
+
+  One vmapped program per optimizer: Anon's gammas are lanes of the same program as its LRs.
+  """
+  corpus = char_gpt.load_corpus(max_chars=config.get("max_chars"))
+  model_kw = {k: config[k] for k in ("steps", "batch_size", "context", "width", "layers", "heads",
+                                     "evals")}
+  groups: dict[str, list] = {}
+  for name, gamma in contenders:
+    groups.setdefault(name, []).append(gamma)
+  rows = []
+  for name, gammas in groups.items():
+    lrs = LR_GRIDS[name]
+    lanes = [(lr, g) for g in gammas for lr in lrs]
+    start = time.perf_counter()
+    out = train_lanes(corpus, name, [lr for lr, _ in lanes],
+                      [1.0 if g is None else g for _, g in lanes], seeds, **model_kw)
+    seconds = time.perf_counter() - start
+    log(f"  LM {name}: {len(seeds) * len(lanes)} runs in one vmapped program, {seconds:.0f}s")
+    for k, gamma in enumerate(gammas):
+      sl = slice(k * len(lrs), (k + 1) * len(lrs))
+      val = out["val_loss"][:, sl]  # (seeds, lrs)
+      mean = np.where(np.isfinite(val).all(0), val.mean(0), np.inf)
+      best = int(np.argmin(mean))
+      rows.append({
+          "optimizer": name, "gamma": gamma, "label": label(name, gamma),
+          "learning_rates": list(lrs), "best_learning_rate": lrs[best],
+          "val_loss_mean": float(val[:, best].mean()), "val_loss_std": float(val[:, best].std()),
+          "val_loss_per_seed": val[:, best].tolist(),
+          "grid_val_loss_mean": val.mean(0).tolist(), "grid_val_loss_std": val.std(0).tolist(),
+          "val_curve_mean": out["val_curve"][:, sl][:, best].mean(0).tolist(),
+          "train_curve_mean": out["train_curve"][:, sl][:, best].mean(0).tolist(),
+          "eval_steps": out["eval_steps"].tolist(),
+          "seconds_for_optimizer": round(seconds, 1),
+      })
+      log(f"    {label(name, gamma):>18s}: best lr {lrs[best]:g}  val loss "
+          f"{rows[-1]['val_loss_mean']:.4f} +- {rows[-1]['val_loss_std']:.4f}  "
+          f"(grid means {', '.join(f'{m:.4f}' for m in val.mean(0))})")
+  return {"config": dict(config, seeds=list(seeds), corpus=corpus.source,
+                         vocab=len(corpus.chars), train_chars=int(len(corpus.train)),
+                         val_chars=int(len(corpus.val))),
+          "rows": rows}

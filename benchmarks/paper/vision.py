@@ -1,0 +1,178 @@
+"""The vision tables on the digits CNN of ``examples/digits_cnn.py``.
+
+* Anon vs Adam vs SGD with momentum: each over a 3-value learning-rate grid, 3 seeds.
+* The IDU ablation: beta3 in {0.1, ..., 0.9} x refresh_base in {2, 3, 4}, 3 seeds.
+* The adaptivity curve: ``gamma_sweep.sweep`` (one vmapped program over gamma, lr and seed, on
+  that example's MLP).
+
+Model, data, init and batch order are the examples' own (``digits_cnn.CNN``,
+``digits_cnn.load_digits``; lane ``seed`` inits ``CNN(rngs=nnx.Rngs(seed))`` and shuffles with
+``np.random.default_rng(seed)`` exactly like ``digits_cnn.train``). For the first two tables every
+hyperparameter the optimizer takes (lr, gamma, beta3) is an *argument* of one jitted training
+program (a ``jax.lax.scan`` over all steps), so one compilation per (optimizer, refresh_base)
+serves every (lr, beta3, seed) lane. We measured ``jax.vmap`` over those lanes on this 2-core CPU:
+vmapping a conv over per-lane weights becomes a grouped convolution that ran no faster per lane
+than the loop and took ~5x longer to compile, so the lanes are looped over one compiled program
+here (examples/gamma_sweep.py switched to an MLP for its vmapped sweep for the same reason).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+from benchmarks.paper import _paths  # noqa: F401  (sys.path for anon_optax and the examples)
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import anon_optax
+import digits_cnn
+import gamma_sweep
+
+# Learning-rate grids, 3 values each: the rate examples/digits_cnn.py tuned once, /3 and x3.
+LR_GRIDS = {name: tuple(float(f"{lr * f:.2g}") for f in (1 / 3, 1, 3))
+            for name, lr in digits_cnn.TUNED_LEARNING_RATES.items() if name in ("anon", "adam", "sgd")}
+BETA3S = (0.1, 0.3, 0.5, 0.7, 0.9)
+REFRESH_BASES = (2, 3, 4)
+
+
+class DigitsRunner:
+  """One compiled training program per (optimizer, refresh_base); lanes are calls to it."""
+
+  def __init__(self, *, width: int, hidden: int, epochs: int, batch_size: int = 64,
+               data: digits_cnn.Dataset | None = None):
+    self.data = data or digits_cnn.load_digits()
+    self.width, self.hidden, self.epochs, self.batch_size = width, hidden, epochs, batch_size
+    self.x_train, self.y_train = jnp.asarray(self.data.x_train), jnp.asarray(self.data.y_train)
+    self.x_test, self.y_test = jnp.asarray(self.data.x_test), jnp.asarray(self.data.y_test)
+    self.steps_per_epoch = len(self.data.x_train) // batch_size
+    self._programs: dict[tuple[str, int], Callable] = {}
+    self.graphdef = None
+
+  def init(self, seed: int):
+    """digits_cnn.train's init and batch order for this seed."""
+    model = digits_cnn.CNN(self.data.x_train.shape[1:], width=self.width, hidden=self.hidden,
+                           rngs=nnx.Rngs(seed))
+    self.graphdef, params = nnx.split(model, nnx.Param)
+    rng = np.random.default_rng(seed)
+    n = self.steps_per_epoch * self.batch_size
+    order = np.stack([rng.permutation(len(self.data.x_train))[:n] for _ in range(self.epochs)])
+    return params, jnp.asarray(order.reshape(-1, self.batch_size))
+
+  def _loss(self, params, x, y):
+    logits = nnx.merge(self.graphdef, params)(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+  def _program(self, name: str, refresh_base: int):
+    key = (name, refresh_base)
+    if key not in self._programs:
+
+      def make_tx(hp):
+        if name == "anon":  # digits_cnn.make_optimizer("anon"), with beta3/refresh_base exposed.
+          return anon_optax.anon(hp["lr"], gamma=hp["gamma"], beta3=hp["beta3"],
+                                 refresh_base=refresh_base)
+        return digits_cnn.make_optimizer(name, hp["lr"])
+
+      def train(params, order, hp):
+        tx = make_tx(hp)
+
+        def step(carry, idx):
+          params, opt_state = carry
+          (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
+              params, self.x_train[idx], self.y_train[idx])
+          updates, opt_state = tx.update(grads, opt_state, params)
+          return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), order)
+        train_loss, _ = self._loss(params, self.x_train, self.y_train)
+        _, logits = self._loss(params, self.x_test, self.y_test)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == self.y_test)
+        return {"test_accuracy": accuracy, "train_loss": train_loss, "loss_curve": losses}
+
+      self._programs[key] = jax.jit(train)
+    return self._programs[key]
+
+  def run(self, name: str, seed: int, *, lr: float, gamma: float = 1.0, beta3: float = 0.5,
+          refresh_base: int = 2) -> dict[str, Any]:
+    params, order = self.init(seed)
+    hp = {"lr": jnp.float32(lr), "gamma": jnp.float32(gamma), "beta3": jnp.float32(beta3)}
+    out = self._program(name, refresh_base if name == "anon" else 0)(params, order, hp)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _stats(accs, losses) -> dict[str, Any]:
+  accs, losses = np.asarray(accs, float), np.asarray(losses, float)
+  return {"test_accuracy_mean": float(accs.mean()), "test_accuracy_std": float(accs.std()),
+          "test_accuracy_per_seed": accs.tolist(), "train_loss_mean": float(losses.mean()),
+          "train_loss_std": float(losses.std())}
+
+
+def compare(runner: DigitsRunner, seeds: Sequence[int], log=print,
+            optimizers=("anon", "adam", "sgd")) -> dict[str, Any]:
+  """Anon (gamma 1) vs Adam vs SGD+momentum, each over its LR grid; best LR by mean accuracy."""
+  rows = []
+  for name in optimizers:
+    start = time.perf_counter()
+    grid = []
+    for lr in LR_GRIDS[name]:
+      outs = [runner.run(name, s, lr=lr) for s in seeds]
+      grid.append(dict(_stats([o["test_accuracy"] for o in outs], [o["train_loss"] for o in outs]),
+                       learning_rate=lr,
+                       loss_curve_mean=np.mean([o["loss_curve"] for o in outs], 0).tolist()))
+    score = [g["test_accuracy_mean"] if np.isfinite(g["train_loss_mean"]) else -1 for g in grid]
+    best = grid[int(np.argmax(score))]
+    seconds = time.perf_counter() - start
+    rows.append({"optimizer": name, "learning_rates": list(LR_GRIDS[name]),
+                 "best_learning_rate": best["learning_rate"],
+                 **{k: v for k, v in best.items() if k != "learning_rate"},
+                 "grid": [{k: v for k, v in g.items() if k != "loss_curve_mean"} for g in grid],
+                 "seconds": round(seconds, 1)})
+    log(f"  vision {name:>5s}: best lr {best['learning_rate']:g}  test acc "
+        f"{100 * best['test_accuracy_mean']:.2f} +- {100 * best['test_accuracy_std']:.2f}  "
+        f"train loss {best['train_loss_mean']:.4f}  {seconds:.0f}s")
+  return {"rows": rows, "steps_per_epoch": runner.steps_per_epoch}
+
+
+def idu_ablation(runner: DigitsRunner, seeds: Sequence[int], lr: float, log=print,
+                 beta3s=BETA3S, refresh_bases=REFRESH_BASES) -> dict[str, Any]:
+  """Anon (gamma 1) at one learning rate over beta3 x refresh_base x seeds."""
+  cells = []
+  for base in refresh_bases:
+    start = time.perf_counter()
+    for b3 in beta3s:
+      outs = [runner.run("anon", s, lr=lr, beta3=b3, refresh_base=base) for s in seeds]
+      cells.append(dict(refresh_base=base, beta3=b3,
+                        **_stats([o["test_accuracy"] for o in outs],
+                                 [o["train_loss"] for o in outs])))
+    row = [c for c in cells if c["refresh_base"] == base]
+    log(f"  IDU a_n={base}^(n-1): " + " / ".join(f"{100 * c['test_accuracy_mean']:.2f}"
+                                                   for c in row)
+        + f"  ({time.perf_counter() - start:.0f}s)")
+  return {"learning_rate": lr, "beta3s": list(beta3s), "refresh_bases": list(refresh_bases),
+          "cells": cells}
+
+
+def adaptivity(seeds: Sequence[int], gammas: Sequence[float], lrs: Sequence[float], *,
+               hidden: int, epochs: int, batch_size: int = 64, log=print) -> dict[str, Any]:
+  """examples/gamma_sweep.py's vmapped program (its MLP): every (seed, lr, gamma) is one lane."""
+  start = time.perf_counter()
+  out = gamma_sweep.sweep(list(gammas), tuple(lrs), tuple(seeds), epochs=epochs,
+                          batch_size=batch_size, hidden=hidden)
+  seconds = time.perf_counter() - start
+  rows = gamma_sweep.best_per_gamma(out, gammas, lrs)
+  for r, j in zip(rows, range(len(gammas))):
+    i = list(lrs).index(r["learning_rate"])
+    r["train_loss_std"] = float(out["train_loss"][:, i, j].std())
+    r["test_accuracy_per_seed"] = out["test_accuracy"][:, i, j].tolist()
+  log(f"  gamma sweep ({len(seeds) * len(lrs) * len(gammas)} lanes, one vmap): "
+      + ", ".join(f"{r['gamma']:g}:{100 * r['test_accuracy']:.1f}" for r in rows)
+      + f"  ({seconds:.0f}s)")
+  return {"gammas": list(gammas), "learning_rates": list(lrs), "rows": rows, "hidden": hidden,
+          "epochs": epochs, "batch_size": batch_size,
+          "grid_test_accuracy_mean": out["test_accuracy"].mean(0).tolist(),  # (lrs, gammas)
+          "grid_train_loss_mean": out["train_loss"].mean(0).tolist(),
+          "seconds": round(seconds, 1)}
