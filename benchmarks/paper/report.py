@@ -39,6 +39,17 @@ def _pm(mean, std, scale=1.0, digits=4) -> str:
   return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
+def _edge_note(rows, label) -> list[str]:
+  """A note naming the rows whose selected learning rate sits at an end of their grid."""
+  edge = [f"{label(r)} ({'top' if r['best_learning_rate'] == max(r['learning_rates']) else 'bottom'})"
+          for r in rows if r["best_learning_rate"] in (min(r["learning_rates"]),
+                                                       max(r["learning_rates"]))]
+  if not edge:
+    return ["- Every selected learning rate is inside its grid (not at an end)."]
+  return ["- Selected learning rate at an end of its grid, so a wider search might improve it: "
+          + ", ".join(edge) + "."]
+
+
 def _fmt_time(seconds: float) -> str:
   return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
@@ -62,7 +73,7 @@ def _save(fig, path: pathlib.Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _lm_section(res: dict, fig_dir: pathlib.Path) -> list[str]:
+def _lm_section(res: dict, fig_dir: pathlib.Path, summary: list[str]) -> list[str]:
   rows, cfg = res["rows"], res["config"]
   ours = np.array([r["val_loss_mean"] if np.isfinite(r["val_loss_mean"]) else np.inf
                    for r in rows])
@@ -121,6 +132,13 @@ def _lm_section(res: dict, fig_dir: pathlib.Path) -> list[str]:
   order = [r["gamma"] for r in sorted(anon_rows, key=lambda r: r["val_loss_mean"])]
   notes.append("- Anon's gammas, best first: " + ", ".join(f"{g:g}" for g in order)
                + " (paper: 1.1, 1.15, 1.0).")
+  notes += _edge_note(rows, lambda r: r["label"])
+  lm_verdict = ("the same order as the paper" if rho > 0.99 else
+                "an order close to the paper's" if rho >= 0.6 else
+                "an order only loosely like the paper's" if rho > 0 else
+                "an order unlike the paper's")
+  summary.append(f"**Language model** (char GPT): {lm_verdict} (rank correlation {rho:+.2f}). "
+                 + notes[1][2:].split(". The paper")[0] + ".")
   out += ["", *notes, "", "![LM validation loss](figures/paper_lm.png)", ""]
 
   plt = _plt()
@@ -138,7 +156,8 @@ def _lm_section(res: dict, fig_dir: pathlib.Path) -> list[str]:
   return out
 
 
-def _vision_section(res: dict, cfg: dict, seeds: int, fig_dir: pathlib.Path) -> list[str]:
+def _vision_section(res: dict, cfg: dict, seeds: int, fig_dir: pathlib.Path,
+                    summary: list[str]) -> list[str]:
   rows = res["rows"]
   steps = cfg["epochs"] * res["steps_per_epoch"]
   names = {"anon": "Anon (gamma=1)", "adam": "Adam", "sgd": "SGD + momentum 0.9"}
@@ -177,6 +196,9 @@ def _vision_section(res: dict, cfg: dict, seeds: int, fig_dir: pathlib.Path) -> 
                          "behind by more than the seed spread"))
         notes.append(f"- Anon minus {names[other]}: {d:+.2f} points of test accuracy (seed spread "
                      f"of the difference ≈ {noise:.2f}): {verdict}.")
+  if notes:
+    summary.append("**Vision** (digits CNN): " + " ".join(n[2:] for n in notes))
+  notes += _edge_note(rows, lambda r: names[r["optimizer"]])
   out += ["", *notes, "", "![digits training curves](figures/paper_vision.png)", ""]
 
   plt = _plt()
@@ -194,7 +216,7 @@ def _vision_section(res: dict, cfg: dict, seeds: int, fig_dir: pathlib.Path) -> 
   return out
 
 
-def _idu_section(res: dict, seeds: int, fig_dir: pathlib.Path) -> list[str]:
+def _idu_section(res: dict, seeds: int, fig_dir: pathlib.Path, summary: list[str]) -> list[str]:
   b3s, bases, cells = res["beta3s"], res["refresh_bases"], res["cells"]
   cell = {(c["refresh_base"], c["beta3"]): c for c in cells}
   out = [
@@ -238,6 +260,12 @@ def _idu_section(res: dict, seeds: int, fig_dir: pathlib.Path) -> list[str]:
   base_means = {b: np.mean([100 * cell[(b, x)]["test_accuracy_mean"] for x in b3s]) for b in bases}
   notes.append("- Mean over beta3 per refresh sequence: "
                + ", ".join(f"{b}^(n-1): {m:.2f}" for b, m in base_means.items()) + ".")
+  robust = all_means.max() - all_means.min() <= 2 * seed_std
+  summary.append(f"**IDU ablation**: {'robust' if robust else 'not robust'} across beta3 x a_n "
+                 f"here (span {all_means.max() - all_means.min():.2f} points vs seed std "
+                 f"{seed_std:.2f}); the paper reports robustness too (span "
+                 f"{max(PAPER_IDU.values()) - min(PAPER_IDU.values()):.2f} points on CIFAR-10). "
+                 + (notes[1][2:].split(";")[0] + "." if len(notes) > 2 else ""))
   out += ["", *notes, "", "![IDU ablation](figures/paper_idu.png)", ""]
 
   plt = _plt()
@@ -257,7 +285,7 @@ def _idu_section(res: dict, seeds: int, fig_dir: pathlib.Path) -> list[str]:
   return out
 
 
-def _gamma_section(res: dict, cfg: dict, seeds: int, fig_dir: pathlib.Path) -> list[str]:
+def _gamma_section(res: dict, seeds: int, fig_dir: pathlib.Path, summary: list[str]) -> list[str]:
   rows, gammas, lrs = res["rows"], res["gammas"], res["learning_rates"]
   loss_grid = np.asarray(res["grid_train_loss_mean"])  # (lrs, gammas)
   acc_grid = np.asarray(res["grid_test_accuracy_mean"])
@@ -285,7 +313,8 @@ def _gamma_section(res: dict, cfg: dict, seeds: int, fig_dir: pathlib.Path) -> l
     min_loss.append(col[i])
     out.append(f"| {r['gamma']:g} | {r['learning_rate']:g} | "
                f"{_pm(r['test_accuracy'], r['test_accuracy_std'], 100, 2)} | "
-               f"{r['train_loss']:.4f} | {col[i]:.4f} ({lrs[i]:g}) |")
+               f"{r['train_loss']:.4f} | {col[i]:.4f} ({lrs[i]:g}) |"
+               .replace("nan", "diverged").replace("inf", "diverged"))
   accs = [100 * r["test_accuracy"] for r in rows]
   rho_loss = _spearman(gammas, min_loss)
   rho_acc = _spearman(gammas, accs)
@@ -297,6 +326,11 @@ def _gamma_section(res: dict, cfg: dict, seeds: int, fig_dir: pathlib.Path) -> l
       f"{gammas[int(np.argmax(accs))]:g}; spread across gammas {max(accs) - min(accs):.2f} points "
       f"vs a mean seed std of {np.mean([100 * r['test_accuracy_std'] for r in rows]):.2f}.",
   ]
+  agree = lambda r: "agrees" if r < 0 else "disagrees"
+  summary.append(f"**Adaptivity (gamma)**: faster convergence with larger gamma "
+                 f"{agree(rho_loss)} with the paper (rank correlation {rho_loss:+.2f}); better "
+                 f"generalization with smaller gamma {agree(rho_acc)} (rank correlation "
+                 f"{rho_acc:+.2f}; best accuracy at gamma={gammas[int(np.argmax(accs))]:g}).")
   out += ["", *notes, "", "![gamma sweep](figures/paper_gamma.png)", ""]
 
   plt = _plt()
@@ -343,14 +377,18 @@ def write(results: dict[str, Any], docs_dir: pathlib.Path, json_path: pathlib.Pa
       "- No GPU was lent to this task, so there are no GPU tables.",
       "",
   ]
+  summary: list[str] = []
+  body: list[str] = []
   if "lm" in results:
-    lines += _lm_section(results["lm"], fig_dir)
+    body += _lm_section(results["lm"], fig_dir, summary)
   if "vision" in results:
-    lines += _vision_section(results["vision"], cfg["vision"], seeds, fig_dir)
+    body += _vision_section(results["vision"], cfg["vision"], seeds, fig_dir, summary)
   if "idu" in results:
-    lines += _idu_section(results["idu"], seeds, fig_dir)
+    body += _idu_section(results["idu"], seeds, fig_dir, summary)
   if "gamma" in results:
-    lines += _gamma_section(results["gamma"], cfg["vision"], seeds, fig_dir)
+    body += _gamma_section(results["gamma"], seeds, fig_dir, summary)
+  lines += ["## Summary: where we agree with the paper and where we do not", "",
+            *[f"- {x}" for x in summary], "", *body]
   lines += [
       "## Caveats",
       "",
