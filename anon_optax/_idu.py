@@ -248,6 +248,37 @@ def init_preconditioner(params: optax.Params):
   return nu, precond
 
 
+def _accumulate(updates, nu, b2, one_minus_b2):
+  """The second-moment accumulation ``(1 - b2) * |u|**2 + b2 * s``.
+
+  As `optax.tree.update_moment` computes it, but with ``1 - b2`` given, so
+  that the refresh branch (where ``b2`` is an operand) and the normal pass
+  round it the same way.
+  """
+  return jax.tree.map(
+      lambda u, s: one_minus_b2 * _squared_magnitude(u, s.dtype) + b2 * s,
+      updates, nu,
+  )
+
+
+# The two branches of the refresh `lax.cond` are module-level functions that get
+# every input as an operand: un-jitted (eager) calls then hit JAX's cache instead
+# of tracing and compiling a new conditional at every step.
+def _refresh_branch(updates, nu, precond, b2, refresh_step, hyperparams):
+  nu = _accumulate(updates, nu, b2, hyperparams["one_minus_b2"])
+  new_precond = jax.tree.map(
+      lambda s, v: refresh_preconditioner(
+          s, v, refresh_step=refresh_step, **hyperparams),
+      nu, precond,
+  )
+  return new_precond, jnp.asarray(True)
+
+
+def _keep_branch(updates, nu, precond, b2, refresh_step, hyperparams):
+  del updates, nu, b2, refresh_step, hyperparams
+  return precond, jnp.asarray(False)
+
+
 def update_preconditioner(
     updates: optax.Updates,
     count: jax.Array,
@@ -268,23 +299,31 @@ def update_preconditioner(
   refreshes ``precond`` from ``nu`` and resets ``nu``. The choice is one
   `jax.lax.cond` for the whole tree, so a normal step does no refresh work.
 
+  Speed (see benchmarks/README.md): the cond returns only the preconditioner
+  and a "reset" flag; the accumulation and the reset are one elementwise pass
+  after it, ``where(reset, 0, b2 * s + (1 - b2) |u|^2)``, written in place into
+  the (donated) ``nu``. The refresh branch recomputes the accumulation itself
+  from the old ``nu``; the flag makes that pass wait for the cond, so XLA can
+  update ``nu`` in place. Passing the accumulated ``nu`` through the cond
+  instead makes XLA copy all of ``nu`` on every normal step.
+
   Returns:
     ``(count, next_refresh, num_refreshes, nu, precond)`` after this step.
   """
-  nu = optax.tree.update_moment(
-      jax.tree.map(
-          lambda u, s: _squared_magnitude(u, s.dtype), updates, nu,
-      ),
-      nu, b2, 1,
-  )
   step = optax.safe_increment(count)
   is_refresh = step == next_refresh
+  one_minus_b2 = 1 - b2
   hyperparams = dict(
-      one_minus_b2=1 - b2, eps=eps, gamma=gamma, beta3=beta3,
+      one_minus_b2=one_minus_b2, eps=eps, gamma=gamma, beta3=beta3,
       refresh_base=refresh_base,
   )
-  nu, precond = jax.lax.cond(
-      is_refresh, _refresh_branch, _keep_branch, nu, precond, step, hyperparams
+  precond, reset = jax.lax.cond(
+      is_refresh, _refresh_branch, _keep_branch,
+      updates, nu, precond, b2, step, hyperparams,
+  )
+  nu = jax.tree.map(
+      lambda s: jnp.where(reset, jnp.zeros_like(s), s),
+      _accumulate(updates, nu, b2, one_minus_b2),
   )
   next_refresh = jnp.where(
       is_refresh, next_refresh_step(next_refresh, refresh_base), next_refresh
