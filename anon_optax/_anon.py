@@ -135,9 +135,12 @@ def scale_by_anon(
             beta3=beta3, refresh_base=refresh_base,
         )
     )
-    mu_hat = optax.tree.bias_correction(mu, b1, count)
+    # The bias correction as one scalar reciprocal times the moment: dividing
+    # every element (optax.tree.bias_correction) costs ~15% of a CPU step.
+    inverse_bias_correction = 1 / (1 - b1**count)
     updates = jax.tree.map(
-        lambda v, m, g: (v * m).astype(g.dtype), precond, mu_hat, updates
+        lambda v, m, g: (v * (m * inverse_bias_correction)).astype(g.dtype),
+        precond, mu, updates,
     )
     mu = optax.tree.cast(mu, canonical_mu_dtype)
     return updates, ScaleByAnonState(
@@ -183,6 +186,11 @@ def anon(
   :func:`scale_by_anon`). It is the chain of weight decay (by
   ``weight_decay_mode``), :func:`scale_by_anon` and
   :func:`optax.scale_by_learning_rate`.
+
+  The preconditioner is held between refreshes: a parameter whose gradient is
+  exactly zero at a refresh (a dead ReLU unit) gets :math:`v =
+  \epsilon^{-\gamma/2}` (1e8 at the default ``eps`` and ``gamma = 1``) until
+  the next one. With such parameters, prefer a larger ``eps`` or clip.
 
   Args:
     learning_rate: a float or an Optax schedule of the step count.
