@@ -63,8 +63,8 @@ def test_quick_mode_writes_every_table(tmp_path):
                     "muon"]
   assert all(len(r["learning_rates"]) == 3 for r in results["lm"]["rows"])
   assert [r["optimizer"] for r in results["vision"]["rows"]] == ["anon", "adam", "sgd"]
-  idu = results["idu"]
-  assert len(idu["cells"]) == len(idu["beta3s"]) * len(idu["refresh_bases"])
+  for idu in results["idu"]["ablations"]:
+    assert len(idu["cells"]) == len(idu["beta3s"]) * len(idu["refresh_bases"])
   assert [r["gamma"] for r in results["gamma"]["rows"]] == results["gamma"]["gammas"]
   for part in ("lm", "vision", "idu", "gamma", "total"):
     assert results["seconds"][part] > 0

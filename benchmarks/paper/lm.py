@@ -53,7 +53,7 @@ def make_optimizer(name: str, learning_rate, steps: int, gamma=1.0) -> optax.Gra
   if name == "lion":
     return optax.lion(schedule, weight_decay=wd)
   if name == "muon":
-    adam_lr = char_gpt.TUNED_LEARNING_RATES["adamw"]
+    adam_lr = char_gpt.MUON_ADAM_LEARNING_RATE  # Fixed, as in the example (not searched).
     return optax.contrib.muon(schedule, weight_decay=wd, adam_weight_decay=wd,
                               adam_learning_rate=lambda count: adam_lr * unit(count),
                               muon_weight_dimension_numbers=char_gpt._muon_dims)

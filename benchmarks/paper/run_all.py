@@ -28,6 +28,7 @@ from benchmarks.paper import lm  # noqa: E402
 from benchmarks.paper import report  # noqa: E402
 from benchmarks.paper import vision  # noqa: E402
 
+import gamma_sweep  # noqa: E402  (examples/, on sys.path via _paths)
 import jax  # noqa: E402
 
 PARTS = ("lm", "vision", "idu", "gamma")
@@ -38,16 +39,17 @@ CONFIGS = {
         "lm": {"steps": 300, "batch_size": 16, "context": 64, "width": 64, "layers": 2,
                "heads": 4, "evals": 4, "max_chars": None},
         "vision": {"width": 8, "hidden": 32, "epochs": 10, "batch_size": 64},
-        "idu": {"beta3s": (0.1, 0.3, 0.5, 0.7, 0.9), "refresh_bases": (2, 3, 4)},
-        "gamma": {"gammas": (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
-                  "lrs": (1e-4, 1e-3, 1e-2, 1e-1, 1.0), "hidden": 128, "epochs": 20},
+        "idu": {"beta3s": (0.1, 0.3, 0.5, 0.7, 0.9), "refresh_bases": (2, 3, 4),
+                "lr_factors": (1, 1 / 3)},
+        "gamma": {"gammas": gamma_sweep.DEFAULT_GAMMAS, "lrs": gamma_sweep.DEFAULT_LRS,
+                  "hidden": 128, "epochs": 20},
     },
     "quick": {
         "seeds": 2,
         "lm": {"steps": 16, "batch_size": 4, "context": 16, "width": 16, "layers": 1,
                "heads": 2, "evals": 2, "max_chars": 100_000},
         "vision": {"width": 4, "hidden": 16, "epochs": 1, "batch_size": 64},
-        "idu": {"beta3s": (0.1, 0.5, 0.9), "refresh_bases": (2, 3, 4)},
+        "idu": {"beta3s": (0.1, 0.5, 0.9), "refresh_bases": (2, 3, 4), "lr_factors": (1,)},
         "gamma": {"gammas": (-0.5, 0.5, 1.5), "lrs": (1e-2, 1e-1), "hidden": 16, "epochs": 1},
     },
 }
@@ -125,12 +127,17 @@ def main(argv=None) -> dict:
     results["seconds"]["vision"] = round(time.perf_counter() - t, 1)
   if "idu" in parts:
     lr = vision.LR_GRIDS["anon"][1]
-    if "vision" in results:  # The ablation runs at Anon's selected learning rate.
+    if "vision" in results:  # The ablation runs at Anon's selected learning rate, and a third.
       lr = next(r for r in results["vision"]["rows"] if r["optimizer"] == "anon")[
           "best_learning_rate"]
-    log(f"IDU ablation at lr={lr:g}")
     t = time.perf_counter()
-    results["idu"] = vision.idu_ablation(runner, seeds, lr, log=log, **cfg["idu"])
+    ablations = []
+    for f in cfg["idu"]["lr_factors"]:
+      log(f"IDU ablation at lr={lr * f:g}")
+      ablations.append(vision.idu_ablation(runner, seeds, float(f"{lr * f:.2g}"), log=log,
+                                           beta3s=cfg["idu"]["beta3s"],
+                                           refresh_bases=cfg["idu"]["refresh_bases"]))
+    results["idu"] = {"ablations": ablations}
     results["seconds"]["idu"] = round(time.perf_counter() - t, 1)
   if "gamma" in parts:
     log("adaptivity curve (vmapped gamma sweep)")
