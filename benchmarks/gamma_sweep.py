@@ -14,6 +14,9 @@ same batch order for every gamma. Two ways of driving training, both timed:
   training loop); vmapped: one call per step advances all 8 models.
 * ``scan``: the whole run as one jitted `jax.lax.scan`; vmapped: one call.
 
+The vmapped program batches the parameters and the moments over the gammas
+and shares the optimizer's scalar step counters (see `batch_axes`).
+
 For each, the time of the runs alone and the time including the compile
 (a fresh function each round, so nothing is cached) are reported. The vmapped
 and sequential final parameters are compared (they must agree to round-off),
@@ -55,19 +58,28 @@ def load_data():
   return (x[:1500], y[:1500]), (x[1500:], y[1500:])
 
 
-def make_programs(train, num_steps, quick):
+MODELS = {
+    "cnn": (lambda key: models.cnn_init(key), models.cnn_apply),
+    # The diagnostic model: 8x8 images flattened into an MLP (64-256-256-10).
+    "mlp": (lambda key: models.mlp_init(key, (64, 256, 256, 10)),
+            lambda p, x: models.mlp_apply(p, x.reshape(x.shape[0], -1))),
+}
+
+
+def make_programs(train, num_steps, quick, model="cnn"):
   """Returns the pieces shared by all modes (fresh closures on every call)."""
   import anon_optax  # pylint: disable=import-outside-toplevel
   x_train, y_train = (jnp.asarray(a) for a in train)
   rng = np.random.default_rng(1)
   batches = jnp.asarray(np.stack([rng.choice(len(x_train), BATCH, replace=False)
                                   for _ in range(num_steps)]).astype(np.int32))
-  del quick  # The CNN is the same in quick mode; only the step count shrinks.
-  params0 = models.cnn_init(jax.random.key(0))
+  del quick  # The model is the same in quick mode; only the step count shrinks.
+  init, apply = MODELS[model]
+  params0 = init(jax.random.key(0))
   opt_state0 = anon_optax.anon(LR).init(params0)
 
   def loss_fn(p, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(models.cnn_apply(p, x), y).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
 
   def train_step(params, opt_state, idx, gamma):
     tx = anon_optax.anon(LR, gamma=gamma)
@@ -88,23 +100,41 @@ def make_programs(train, num_steps, quick):
 
 
 def stack(tree, n):
-  return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), tree)
+  """Stacks ``n`` copies of the array leaves; scalar leaves stay shared."""
+  return jax.tree.map(
+      lambda x: x if jnp.ndim(x) == 0 else jnp.broadcast_to(x, (n,) + x.shape), tree)
 
 
-def time_mode(mode, vmapped, train, num_steps, quick):
+def batch_axes(tree):
+  """vmap axes: 0 for array leaves, None for scalars (the step counters).
+
+  The 8 runs take their steps together, so the optimizer's step counters are
+  shared, not batched. That keeps the refresh `lax.cond` a real branch: with a
+  batched counter, vmap turns the cond into a select and every step would pay
+  for the refresh of all 8 models.
+  """
+  return jax.tree.map(lambda x: None if jnp.ndim(x) == 0 else 0, tree)
+
+
+def time_mode(mode, vmapped, train, num_steps, quick, model="cnn"):
   """Fresh compile + one full sweep of 8 gammas; returns timings and params."""
-  params0, state0, batches, train_step, run = make_programs(train, num_steps, quick)
+  params0, state0, batches, train_step, run = make_programs(
+      train, num_steps, quick, model)
   gammas = jnp.asarray(GAMMAS, jnp.float32)
   n = len(GAMMAS)
   if mode == "loop":
-    fn = jax.vmap(train_step, in_axes=(0, 0, None, 0)) if vmapped else train_step
+    axes = batch_axes(state0)
+    fn = (jax.vmap(train_step, in_axes=(0, axes, None, 0), out_axes=(0, axes, 0))
+          if vmapped else train_step)
     jitted = jax.jit(fn, donate_argnums=(0, 1))
     if vmapped:
       args = (stack(params0, n), stack(state0, n), batches[0], gammas)
     else:
       args = (params0, state0, batches[0], gammas[0])
   else:
-    fn = jax.vmap(run, in_axes=(0, 0, 0)) if vmapped else run
+    axes = batch_axes(state0)
+    fn = (jax.vmap(run, in_axes=(0, axes, 0), out_axes=(0, axes, 0))
+          if vmapped else run)
     jitted = jax.jit(fn, donate_argnums=(0, 1))
     args = ((stack(params0, n), stack(state0, n), gammas) if vmapped
             else (params0, state0, gammas[0]))
@@ -140,9 +170,9 @@ def time_mode(mode, vmapped, train, num_steps, quick):
   return {"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s}, final
 
 
-def accuracy(params, test):
+def accuracy(params, test, model="cnn"):
   x, y = (jnp.asarray(a) for a in test)
-  logits = jax.vmap(models.cnn_apply, in_axes=(0, None))(params, x)
+  logits = jax.vmap(MODELS[model][1], in_axes=(0, None))(params, x)
   return np.asarray((logits.argmax(-1) == y[None]).mean(-1))
 
 
@@ -151,6 +181,8 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--modes", default="loop,scan")
+  parser.add_argument("--model", default="cnn", choices=sorted(MODELS),
+                      help="cnn (the issue's digits CNN) or mlp (a diagnostic).")
   parser.add_argument("--quick", action="store_true",
                       help="10 steps, 1 round, scan mode only.")
   parser.add_argument("--out-dir", default=None)
@@ -168,7 +200,8 @@ def main(argv=None):
 
     def contender(kind, mode=mode, splits=splits, finals=finals):
       def go():
-        t, final = time_mode(mode, kind == "vmapped", train, steps, args.quick)
+        t, final = time_mode(mode, kind == "vmapped", train, steps, args.quick,
+                             args.model)
         splits[kind].append(t)
         finals[kind] = final
         return t["run_s"]
@@ -191,7 +224,7 @@ def main(argv=None):
         finals["vmapped"], finals["sequential"]))
     entry["max_rel_param_diff_vmapped_vs_sequential"] = max(diffs)
     entry["test_accuracy"] = dict(zip(map(str, GAMMAS),
-                                      accuracy(finals["vmapped"], test).tolist()))
+                                      accuracy(finals["vmapped"], test, args.model).tolist()))
     del samples
     results[mode] = entry
 
@@ -202,14 +235,14 @@ def main(argv=None):
     rows.append([mode, "vmapped / sequential", e["paired_ratio_run_s"], "",
                  e["paired_ratio_total_s"]])
   common.print_table(["mode", "program", "run s (median)", "compile s", "run + compile s"],
-                     rows, title=f"8-gamma sweep, digits CNN, {steps} steps x batch {BATCH}, "
+                     rows, title=f"8-gamma sweep, digits {args.model}, {steps} steps x batch {BATCH}, "
                                  f"{rounds} rounds")
   for mode, e in results.items():
     print(f"{mode}: max |vmapped - sequential| / max |sequential| over final param leaves = "
           f"{e['max_rel_param_diff_vmapped_vs_sequential']:.2e}; test accuracy per gamma: "
           + ", ".join(f"{g}: {a:.3f}" for g, a in e["test_accuracy"].items()))
   path = common.write_json(args.name, {
-      "config": {"gammas": GAMMAS, "lr": LR, "batch": BATCH, "steps": steps,
+      "config": {"model": args.model, "gammas": GAMMAS, "lr": LR, "batch": BATCH, "steps": steps,
                  "rounds": rounds, "quick": args.quick},
       "results": results}, args.out_dir)
   print(f"\nwrote {path}")

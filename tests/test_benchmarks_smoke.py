@@ -1,0 +1,69 @@
+"""Smoke test of benchmarks/: each script runs its tiny --quick configuration
+and writes a well-formed JSON file. No timing is asserted (CI machines are
+noisy); only that the scripts run end to end and record what they claim.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(script, out_dir, *extra):
+  cmd = [sys.executable, str(BENCHMARKS / script), "--quick", "--out-dir", str(out_dir),
+         *extra]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+  name = script.removesuffix(".py")
+  data = json.loads((out_dir / f"{name}.json").read_text())
+  assert data["benchmark"] == name
+  for key in ("date", "jax", "optax", "cpu_count", "jax_backend"):
+    assert key in data["machine"]
+  assert data["config"]["quick"] is True
+  return data
+
+
+@pytest.mark.slow
+def test_step_time_quick(tmp_path):
+  data = _run("step_time.py", tmp_path, "--contenders", "anon,floor,adam")
+  (res,) = data["results"]
+  assert set(res["per_step"]) == {"anon", "floor", "adam"}
+  for entry in res["per_step"].values():
+    assert entry["median_s"] > 0
+    assert len(entry["samples_s"]) == res["rounds"]
+  assert res["per_step"]["anon"]["ratio_vs"].keys() == {"floor", "adam"}
+  assert res["refresh_spike"]["refresh_step_t1024"]["median_s"] > 0
+  assert res["timed_steps"][0] > 1000
+
+
+@pytest.mark.slow
+def test_memory_quick(tmp_path):
+  data = _run("memory.py", tmp_path)
+  ratios = {(r["optimizer"], r["param_dtype"]): r["state_bytes_per_param_byte"]
+            for r in data["results"]}
+  # Exact byte counts: adam keeps 2 float32 moments; anon m, s and v.
+  assert ratios[("optax.adam", "float32")] == pytest.approx(2.0, abs=1e-3)
+  assert ratios[("anon", "float32")] == pytest.approx(3.0, abs=1e-3)
+  assert ratios[("anon (mu_dtype=bfloat16)", "float32")] == pytest.approx(2.5, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_compile_time_quick(tmp_path):
+  data = _run("compile_time.py", tmp_path)
+  for name in ("anon", "adam"):
+    entry = data["results"]["mlp"][name]
+    assert entry["compile"] > 0 and entry["lower"] > 0
+
+
+@pytest.mark.slow
+def test_gamma_sweep_quick(tmp_path):
+  data = _run("gamma_sweep.py", tmp_path)
+  entry = data["results"]["scan"]
+  assert entry["vmapped"]["run_s"] > 0 and entry["sequential"]["run_s"] > 0
+  assert len(entry["test_accuracy"]) == 8
+  # The vmapped sweep computes the same runs as the sequential one.
+  assert entry["max_rel_param_diff_vmapped_vs_sequential"] < 1e-3
