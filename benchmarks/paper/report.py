@@ -264,9 +264,10 @@ def _idu_section(res: dict, seeds: int, fig_dir: pathlib.Path, summary: list[str
             f"{seed_std:.2f}). Spread across beta3 per a_n: "
             + ", ".join(f"{b}^(n-1): {v:.2f}" for b, v in base_spread.items()) + ". "
             + ("Robust: no setting is outside about twice the seed noise." if robust else
-               ("Not robust: " + (f"{len(failed)} setting(s) collapse or diverge: "
-                                  + ", ".join(failed) + "." if failed else
-                                  "the spread exceeds twice the seed noise."))))
+               (f"Not robust: {len(failed)} setting(s) collapse or diverge: "
+                + ", ".join(failed) + "." if failed else
+                "Mildly sensitive: no setting collapses, but the spread exceeds twice the seed "
+                "noise.")))
     notes.append(text)
     if first_summary is None:
       first_summary = text[2:]
@@ -356,6 +357,11 @@ def _gamma_section(res: dict, seeds: int, fig_dir: pathlib.Path, summary: list[s
       f"{gammas[int(np.argmax(accs))]:g}; spread across gammas {max(accs) - min(accs):.2f} points "
       f"vs a mean seed std of {np.mean([100 * r['test_accuracy_std'] for r in rows]):.2f}.",
   ]
+  edge = [f"{g:g} ({'top' if r['learning_rate'] == max(lrs) else 'bottom'})"
+          for g, r in zip(gammas, rows) if r["learning_rate"] in (min(lrs), max(lrs))]
+  if edge:
+    notes.append("- Best lr at an end of the shared grid for gamma " + ", ".join(edge)
+                 + ": those points are limited by the grid, which colours both correlations.")
   agree = lambda r: "agrees" if r < 0 else "disagrees"
   summary.append(f"**Adaptivity (gamma)**: faster convergence with larger gamma "
                  f"{agree(rho_loss)} with the paper (rank correlation {rho_loss:+.2f}); better "
