@@ -10,7 +10,8 @@ new :math:`\sigma^\gamma`; between refreshes the second moment keeps
 accumulating and is reset after each refresh.
 
 This module holds the pure building blocks (the refresh schedule, the
-accumulated-step bias correction, the first and the harmonic-mean refresh) and
+accumulated-step bias correction, the harmonic-mean refresh, whose
+:math:`\beta_3 = 0` case is the first refresh :math:`v = \sigma^{-\gamma/2}`) and
 :func:`scale_by_idu`, the preconditioner alone as an Optax transformation.
 :func:`anon_optax.scale_by_anon` is built from the same blocks.
 
@@ -221,14 +222,12 @@ def check_updates_match(updates: optax.Updates, nu: optax.Updates) -> None:
         f"the optimizer was initialised with: got {updates_tree}, expected "
         f"{state_tree}."
     )
-  for path, update, moment in zip(
-      jax.tree_util.tree_leaves_with_path(updates),
-      jax.tree.leaves(updates),
-      jax.tree.leaves(nu),
+  for (path, update), moment in zip(
+      jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(nu)
   ):
     if update.shape != moment.shape:
       raise ValueError(
-          f"The update at {jax.tree_util.keystr(path[0])} has shape "
+          f"The update at {jax.tree_util.keystr(path)} has shape "
           f"{update.shape}, but the parameter it updates has shape "
           f"{moment.shape}."
       )
