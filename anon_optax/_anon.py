@@ -242,9 +242,6 @@ def anon(
     Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
-  if not callable(learning_rate):
-    _validation.check_finite("learning_rate", learning_rate)
-  _validation.check_interval("weight_decay", weight_decay, 0.0)
   return _weight_decay.chain_with_weight_decay(
       scale_by_anon(
           b1=b1, b2=b2, eps=eps, gamma=gamma, beta3=beta3,

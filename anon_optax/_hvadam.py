@@ -358,9 +358,6 @@ def hvadam(
     Zhang et al., `HVAdam: A Full-Dimension Adaptive Optimizer
     <https://arxiv.org/abs/2511.20277>`_, 2025
   """
-  if not callable(learning_rate):
-    _validation.check_finite("learning_rate", learning_rate)
-  _validation.check_interval("weight_decay", weight_decay, 0.0)
   return _weight_decay.chain_with_weight_decay(
       scale_by_hvadam(b1=b1, b2=b2, eps=eps, gamma=gamma),
       learning_rate,
