@@ -131,9 +131,14 @@ def harmonic_refresh(
   .. math::
     v_{new} = \left(\beta_3 v^{-2} + (1 - \beta_3) \sigma^{\gamma}\right)^{-1/2}
 
-  computed as :math:`\exp(-\tfrac12 \mathrm{logaddexp}(\log\beta_3 - 2\log v,
-  \log(1-\beta_3) + \gamma \log\sigma))`, which never forms the terms that
-  underflow. With :math:`\beta_3 = 0.5` this is the authors' harmonic mean
+  With :math:`p = v / \sqrt{\beta_3}` and :math:`q = ((1 - \beta_3)
+  \sigma^\gamma)^{-1/2} = \exp(-\tfrac12(\log(1-\beta_3) + \gamma\log\sigma))`
+  this is :math:`v_{new}^{-2} = p^{-2} + q^{-2}`, computed like ``hypot`` as
+  :math:`\min(p, q) / \sqrt{1 + (\min(p,q) / \max(p,q))^2}`. No square of
+  :math:`v` and no power of :math:`\sigma` is formed, so nothing overflows or
+  underflows in float32 for large :math:`|\gamma|` unless the result itself
+  does, and the cost is one ``exp`` per element besides the ``log`` of
+  :math:`\sigma`. With :math:`\beta_3 = 0.5` this is the authors' harmonic mean
   :math:`v_{new} = \sqrt{2 / (v^{-2} + \sigma^\gamma)}`.
 
   Args:
@@ -148,12 +153,21 @@ def harmonic_refresh(
   dtype = precond.dtype
   gamma = jnp.asarray(gamma, dtype)
   beta3 = jnp.asarray(beta3, dtype)
-  log_previous = jnp.log(beta3) - 2 * jnp.log(precond)
   # sigma**0 is 1 even where sigma overflowed to inf (as in NumPy), so gamma = 0
   # stays SGD instead of producing 0 * inf = NaN.
   log_sigma_to_gamma = jnp.where(gamma == 0, 0, gamma * log_sigma)
-  log_new = jnp.log1p(-beta3) + log_sigma_to_gamma
-  return jnp.exp(-0.5 * jnp.logaddexp(log_previous, log_new)).astype(dtype)
+  # beta3 = 0 (the first refresh): that term vanishes (also where v is 0).
+  previous_root = jnp.where(beta3 == 0, jnp.inf, precond * jax.lax.rsqrt(beta3))
+  new_root = jnp.exp(-0.5 * (jnp.log1p(-beta3) + log_sigma_to_gamma))
+  smaller = jnp.minimum(previous_root, new_root)
+  larger = jnp.maximum(previous_root, new_root)
+  # inf / inf (both terms vanish) would be NaN; the answer is then inf.
+  ratio = jnp.where(smaller == larger, 1, smaller / larger)
+  precond_new = smaller / jnp.sqrt(1 + ratio * ratio)
+  # With gamma = 0 and v = 1 the terms are exactly beta3 and 1 - beta3, so
+  # v_new = 1; keep that fixed point exact (rounding in exp and sqrt would move
+  # it by an ulp for some beta3), so that gamma = 0 stays exactly SGD.
+  return jnp.where((gamma == 0) & (precond == 1), 1, precond_new).astype(dtype)
 
 
 def refresh_preconditioner(
@@ -172,7 +186,7 @@ def refresh_preconditioner(
   The first refresh (step 1) sets :math:`v = \sigma^{-\gamma/2}`; every later
   one is :func:`harmonic_refresh`. The first is the harmonic refresh with
   :math:`\beta_3 = 0` (the previous preconditioner gets no weight), and in log
-  space that is exact: ``logaddexp(-inf, x) == x``.
+  is exact: :math:`v / \sqrt{0} = \infty` drops the previous term.
   """
   num_accumulated = accumulated_steps(refresh_step, refresh_base)
   log_sigma = log_bias_corrected_sigma(nu, one_minus_b2, num_accumulated, eps)
