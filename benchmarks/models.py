@@ -42,9 +42,43 @@ def _conv(x, w, b, stride):
   return y + b
 
 
-def cnn_apply(params, x):
-  """``x``: (batch, 8, 8, 1) -> logits (batch, 10)."""
-  x = jax.nn.relu(_conv(x, params["conv1"]["w"], params["conv1"]["b"], 1))
-  x = jax.nn.relu(_conv(x, params["conv2"]["w"], params["conv2"]["b"], 2))
-  x = x.reshape(x.shape[0], -1)
-  return x @ params["dense"]["w"] + params["dense"]["b"]
+def conv_im2col(x, w, b, stride):
+  """The same convolution as `_conv` ("SAME", NHWC/HWIO), as patches @ matrix.
+
+  The patches are the kernel's shifted, strided slices of the padded input,
+  concatenated on the channel axis. Under `jax.vmap` over the weights (a
+  hyperparameter sweep) this is a batched matmul; `_conv` with batched
+  activations *and* batched kernels becomes a grouped convolution
+  (``feature_group_count`` = the batch), which XLA:CPU runs several times
+  slower (benchmarks/README.md, gamma sweep).
+  """
+  kh, kw, cin, cout = w.shape
+  _, height, width, _ = x.shape
+
+  def same(size, k):  # Output size and (low, high) padding of "SAME".
+    out = -(-size // stride)
+    pad = max((out - 1) * stride + k - size, 0)
+    return out, (pad // 2, pad - pad // 2)
+
+  out_h, pad_h = same(height, kh)
+  out_w, pad_w = same(width, kw)
+  x = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
+  patches = jnp.concatenate(
+      [x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+       for i in range(kh) for j in range(kw)], axis=-1)
+  return patches @ w.reshape(kh * kw * cin, cout) + b
+
+
+def _cnn(conv):
+  def apply(params, x):
+    x = jax.nn.relu(conv(x, params["conv1"]["w"], params["conv1"]["b"], 1))
+    x = jax.nn.relu(conv(x, params["conv2"]["w"], params["conv2"]["b"], 2))
+    x = x.reshape(x.shape[0], -1)
+    return x @ params["dense"]["w"] + params["dense"]["b"]
+  return apply
+
+
+cnn_apply = _cnn(_conv)
+cnn_apply.__doc__ = """``x``: (batch, 8, 8, 1) -> logits (batch, 10), with `jax.lax` convolutions."""
+cnn_apply_im2col = _cnn(conv_im2col)
+cnn_apply_im2col.__doc__ = """`cnn_apply` with `conv_im2col`: the same function, vmap-friendly."""

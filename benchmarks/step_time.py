@@ -31,6 +31,16 @@ Contenders (interleaved round-robin, order rotated every round):
 * ``torch_1thread``: the same loop on one thread. On a machine shared with
   other jobs, two OpenMP threads that spin-wait on each other can be much
   slower than one; this row keeps the PyTorch comparison honest there.
+* ``copy`` (always run): a device-to-device streaming copy of one flat
+  float32 array as large as the parameters, in place in a donated buffer
+  (``CopyContender``). It reads and writes 8 bytes per parameter; its rate
+  is the copy bandwidth the other rows are measured against.
+
+Bandwidth: each contender's *minimum* traffic per step in bytes per float32
+parameter (``MIN_BYTES_PER_PARAM``: anon and the floor read g, m, s, v, theta
+and write m, s, theta = 32; adam 28; sgd with momentum and lion 20), divided
+by its median step time, is its achieved bandwidth; the table gives it as a
+fraction of the copy's (``x copy bw``).
 """
 
 from __future__ import annotations
@@ -59,6 +69,16 @@ ALL_CONTENDERS = ("anon", "floor", "adam", "adamw", "sgd_momentum", "lion",
 QUICK_CONTENDERS = ("anon", "floor", "adam", "torch")
 
 DEFAULT_LEAVES = {1 << 20: 40, 4 << 20: 40, 16 << 20: 100, 64 << 20: 200}
+
+# The least memory traffic of one step, in bytes per float32 parameter: arrays
+# read plus arrays written, 4 bytes each. None: not a simple count (hvadam's
+# step reduces over the whole tree several times).
+MIN_BYTES_PER_PARAM = {
+    "anon": 32, "floor": 32, "torch": 32, "torch_1thread": 32,  # r g m s v p; w m s p
+    "adam": 28, "adamw": 28,  # r g m s p; w m s p
+    "sgd_momentum": 20, "lion": 20,  # r g m p; w m p
+    "copy": 8,  # r x; w y
+}
 
 
 # ----------------------------------------------------------------------------
@@ -192,6 +212,54 @@ class FloorContender:
     self.params, self.mu, self.nu, self.t = p, m, s, t
     self.step += num_steps
     return t1 - t0
+
+
+class CopyContender:
+  """A streaming copy of a flat float32 array of ``num_params``, in place.
+
+  ``x * one`` with ``one`` a traced 1.0 and ``x`` donated: every element is
+  read and written once (8 bytes per parameter), by a jitted elementwise
+  kernel into the buffer it came from, like the optimizers' donated state
+  (STREAM's "scale" kernel). A literal ``x + 0`` would be simplified to a
+  ``copy`` into a fresh buffer each call, which on a CPU measures page faults
+  and a single-threaded memcpy rather than the memory system.
+  """
+
+  def __init__(self, num_params: int):
+    self.x = jnp.ones((num_params,), jnp.float32)
+    self.one = jnp.ones((), jnp.float32)
+    self._fn = jax.jit(lambda x, one: x * one, donate_argnums=0)
+    self.step = 0
+    self.run(2)
+
+  def run(self, num_steps: int) -> float:
+    fn, x, one = self._fn, self.x, self.one
+    jax.block_until_ready(x)
+    t0 = common.timer()
+    for _ in range(num_steps):
+      x = fn(x, one)
+    jax.block_until_ready(x)
+    t1 = common.timer()
+    self.x = x
+    self.step += num_steps
+    return t1 - t0
+
+
+def add_bandwidth(summary: dict[str, Any], num_params: int) -> float:
+  """Adds achieved GB/s and the fraction of the copy's to ``summary``.
+
+  Returns the copy bandwidth in GB/s.
+  """
+  copy_gbps = MIN_BYTES_PER_PARAM["copy"] * num_params / summary["copy"]["median_s"] / 1e9
+  for name, entry in summary.items():
+    per_param = MIN_BYTES_PER_PARAM.get(name)
+    entry["min_bytes_per_param"] = per_param
+    if per_param is None:
+      entry["achieved_gbps"] = entry["fraction_of_copy_bandwidth"] = None
+      continue
+    entry["achieved_gbps"] = per_param * num_params / entry["median_s"] / 1e9
+    entry["fraction_of_copy_bandwidth"] = entry["achieved_gbps"] / copy_gbps
+  return copy_gbps
 
 
 class TorchAnonReference:
@@ -367,6 +435,7 @@ def main(argv=None):
     log(f"\n== {common.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
         f"{rounds} rounds x {window} steps ==")
     contenders = build_contenders(params_np, grads, grads_np, args.start_step, names, log)
+    contenders["copy"] = CopyContender(exact)
     first_step = {n: c.step for n, c in contenders.items()}
     # The first window of each contender is the discarded warm-up round.
     samples = common.interleaved(
@@ -374,6 +443,7 @@ def main(argv=None):
         rounds, warmup_rounds=1, log=log)
     summary = common.summarise(
         samples, baselines=("floor", "adam", "torch", "torch_1thread"), per=window)
+    copy_gbps = add_bandwidth(summary, exact)
     timed_first = args.start_step + 1 + window
     timed_last = args.start_step + window * (rounds + 1)
     refresh_in_windows = refresh_steps_between(timed_first, timed_last)
@@ -392,6 +462,7 @@ def main(argv=None):
         "refresh_steps_in_timed_windows": refresh_in_windows,
         "first_step": first_step,
         "per_step": summary,
+        "copy_bandwidth_gbps": copy_gbps,
         "refresh_spike": spike,
     })
     _print_size_table(results[-1])
@@ -419,10 +490,12 @@ def _print_size_table(res):
         name, e["median_s"] * 1e3, ratio(e, name, "floor"), ratio(e, name, "adam"),
         ratio(e, name, "torch"), ratio(e, name, "torch_1thread"),
         e["paired_ratio_vs"].get("floor", 1.0 if name == "floor" else float("nan")),
+        float("nan") if e["achieved_gbps"] is None else e["achieved_gbps"],
+        float("nan") if e["achieved_gbps"] is None else e["fraction_of_copy_bandwidth"],
     ])
   common.print_table(
       ["contender", "ms/step (median)", "x floor", "x adam", "x torch",
-       "x torch_1thread", "x floor (paired)"],
+       "x torch_1thread", "x floor (paired)", "GB/s (min bytes)", "x copy bw"],
       rows, title=f"{res['num_params_label']} params / {res['num_leaves']} leaves "
                   f"(steps {res['timed_steps'][0]}..{res['timed_steps'][1]}, "
                   f"refreshes in window: {res['refresh_steps_in_timed_windows']})")

@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
@@ -31,10 +32,21 @@ def _run(script, out_dir, *extra):
 def test_step_time_quick(tmp_path):
   data = _run("step_time.py", tmp_path, "--contenders", "anon,floor,adam")
   (res,) = data["results"]
-  assert set(res["per_step"]) == {"anon", "floor", "adam"}
+  assert set(res["per_step"]) == {"anon", "floor", "adam", "copy"}
   for entry in res["per_step"].values():
     assert entry["median_s"] > 0
     assert len(entry["samples_s"]) == res["rounds"]
+  # Achieved bandwidth on the minimum traffic, as a fraction of the copy's.
+  assert res["copy_bandwidth_gbps"] > 0
+  num_params = res["num_params"]
+  for name, per_param in (("anon", 32), ("floor", 32), ("adam", 28), ("copy", 8)):
+    entry = res["per_step"][name]
+    assert entry["min_bytes_per_param"] == per_param
+    assert entry["achieved_gbps"] == pytest.approx(
+        per_param * num_params / entry["median_s"] / 1e9)
+    assert entry["fraction_of_copy_bandwidth"] == pytest.approx(
+        entry["achieved_gbps"] / res["copy_bandwidth_gbps"])
+  assert res["per_step"]["copy"]["fraction_of_copy_bandwidth"] == pytest.approx(1.0)
   assert res["per_step"]["anon"]["ratio_vs"].keys() == {"floor", "adam"}
   assert res["refresh_spike"]["refresh_step_t1024"]["median_s"] > 0
   assert res["timed_steps"][0] > 1000
@@ -67,3 +79,27 @@ def test_gamma_sweep_quick(tmp_path):
   assert len(entry["test_accuracy"]) == 8
   # The vmapped sweep computes the same runs as the sequential one.
   assert entry["max_rel_param_diff_vmapped_vs_sequential"] < 1e-3
+  seq = entry["sequential"]
+  assert seq["total_s_compile_per_gamma"] == pytest.approx(
+      seq["run_s"] + 8 * seq["compile_s"])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("shape", [(3, 8, 8, 1), (2, 8, 8, 5), (2, 7, 9, 3)])
+def test_im2col_convolution_equals_lax_convolution(shape, stride):
+  # The sweep's CNN uses models.conv_im2col; it must be the same function as
+  # the jax.lax convolution (SAME padding, odd sizes included).
+  sys.path.insert(0, str(BENCHMARKS))
+  try:
+    import jax  # pylint: disable=import-outside-toplevel
+    import models  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove(str(BENCHMARKS))
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], shape)
+  w = jax.random.normal(keys[1], (3, 3, shape[-1], 4))
+  b = jax.random.normal(keys[2], (4,))
+  want = models._conv(x, w, b, stride)  # pylint: disable=protected-access
+  got = models.conv_im2col(x, w, b, stride)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
