@@ -221,6 +221,8 @@ def machine_info() -> dict[str, Any]:
       "python": sys.version.split()[0],
       "cpu": _cpu_model(),
       "cpu_count": os.cpu_count(),
+      # Cores this process may run on (fewer under `taskset`).
+      "cpus_usable": jax_num_threads(),
       "jax": jax.__version__,
       "jaxlib": getattr(__import__("jaxlib"), "__version__", None),
       "optax": optax.__version__,

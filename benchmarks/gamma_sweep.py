@@ -176,6 +176,74 @@ def time_mode(mode, vmapped, train, num_steps, quick, model="cnn"):
   return {"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s}, final
 
 
+# Ops that are matrix products on XLA:CPU: Eigen dots and convolutions, and
+# the YNNPACK/XNNPACK/oneDNN fusions that XLA builds around dots.
+_MATMUL_PREFIXES = ("dot", "convolution", "ynn_fusion", "xnn_fusion", "onednn")
+
+
+def _trace_per_op(compiled, call, reps):
+  """Microseconds per call of every HLO op of ``compiled`` while ``call`` runs."""
+  import gzip  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+  import re  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  op_names = set(re.findall(r"%([\w.\-]+) = ", compiled.as_text()))
+  with tempfile.TemporaryDirectory(prefix="sweep_trace_") as trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      call()
+    (path,) = pathlib.Path(trace_dir).rglob("*.trace.json.gz")
+    events = json.load(gzip.open(path))["traceEvents"]
+  per_op: dict[str, float] = {}
+  for event in events:
+    if event.get("ph") == "X" and event.get("name") in op_names:
+      per_op[event["name"]] = per_op.get(event["name"], 0.0) + event.get("dur", 0) / reps
+  return per_op
+
+
+def profile_loop(train, num_steps, model):
+  """Per-op times of one vmapped step against 8 sequential steps (loop mode).
+
+  Both programs are first advanced 10 steps (past the first refreshes); then
+  ``num_steps`` steps are traced with `jax.profiler`. Ops are split into
+  matrix products (``_MATMUL_PREFIXES``) and the rest (patch extraction and
+  its transpose, layout copies, elementwise and optimizer fusions).
+  """
+  params0, state0, batches, train_step, _ = make_programs(train, num_steps + 10, False, model)
+  gammas = jnp.asarray(GAMMAS, jnp.float32)
+  n = len(GAMMAS)
+  axes = batch_axes(state0)
+  copy = lambda t: jax.tree.map(jnp.array, t)
+  out = {}
+  for kind in ("vmapped", "sequential"):
+    if kind == "vmapped":
+      fn = jax.vmap(train_step, in_axes=(0, axes, None, 0), out_axes=(0, axes, 0))
+      runs = [(copy(stack(params0, n)), copy(stack(state0, n)), gammas)]
+    else:  # 8 runs, each with its own state, advanced step by step together.
+      fn = train_step
+      runs = [(copy(params0), copy(state0), g) for g in gammas]
+    compiled = jax.jit(fn, donate_argnums=(0, 1)).lower(
+        runs[0][0], runs[0][1], batches[0], runs[0][2]).compile()
+
+    def advance(steps, first, runs=runs, compiled=compiled):
+      for i in range(first, first + steps):
+        for k, (p, s, g) in enumerate(runs):
+          p, s, _ = compiled(p, s, batches[i], g)
+          runs[k] = (p, s, g)
+      jax.block_until_ready(runs)
+
+    advance(10, 0)
+    per_op = _trace_per_op(compiled, lambda: advance(num_steps, 10), num_steps)
+    matmul = sum(us for name, us in per_op.items() if name.startswith(_MATMUL_PREFIXES))
+    out[kind] = {
+        "calls_per_sweep_step": len(runs),
+        "matmul_ms_per_sweep_step": matmul / 1e3,
+        "other_ms_per_sweep_step": (sum(per_op.values()) - matmul) / 1e3,
+        "top_ops_us_per_sweep_step": dict(sorted(per_op.items(), key=lambda kv: -kv[1])[:25]),
+    }
+  return out
+
+
 def accuracy(params, test, model="cnn"):
   x, y = (jnp.asarray(a) for a in test)
   logits = jax.vmap(MODELS[model][1], in_axes=(0, None))(params, x)
@@ -193,9 +261,31 @@ def main(argv=None):
                            "(diagnostics).")
   parser.add_argument("--quick", action="store_true",
                       help="10 steps, 1 round, scan mode only.")
+  parser.add_argument("--profile", action="store_true",
+                      help="instead of timing: per-op profile (jax.profiler) of --steps steps "
+                           "of the vmapped and the sequential loop, matmuls vs the rest.")
   parser.add_argument("--out-dir", default=None)
   parser.add_argument("--name", default="gamma_sweep")
   args = parser.parse_args(argv)
+  if args.profile:
+    train, _ = load_data()
+    steps = 4 if args.quick else args.steps
+    prof = profile_loop(train, steps, args.model)
+    common.print_table(
+        ["program", "matmul ms", "other ms", "sum ms"],
+        [[k, e["matmul_ms_per_sweep_step"], e["other_ms_per_sweep_step"],
+          e["matmul_ms_per_sweep_step"] + e["other_ms_per_sweep_step"]] for k, e in prof.items()],
+        title=f"Per-op profile, digits {args.model}, one step of all 8 gammas "
+              f"(mean over {steps} traced steps)")
+    for kind, e in prof.items():
+      print(f"{kind}: " + ", ".join(f"{k} {v:.0f}us" for k, v in
+                                    list(e["top_ops_us_per_sweep_step"].items())[:10]))
+    path = common.write_json(args.name, {
+        "config": {"model": args.model, "gammas": GAMMAS, "lr": LR, "batch": BATCH,
+                   "traced_steps": steps, "quick": args.quick, "profile": True},
+        "results": prof}, args.out_dir)
+    print(f"\nwrote {path}")
+    return
   steps = 10 if args.quick else args.steps
   rounds = 1 if args.quick else args.rounds
   modes = ["scan"] if args.quick else [m.strip() for m in args.modes.split(",")]

@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
-SCRIPTS = ("memory.py", "compile_time.py", "gamma_sweep.py", "step_time.py")
+SCRIPTS = ("memory.py", "compile_time.py", "refresh_formula.py", "gamma_sweep.py", "step_time.py")
 
 
 def main():

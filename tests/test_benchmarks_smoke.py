@@ -84,6 +84,25 @@ def test_gamma_sweep_quick(tmp_path):
       seq["run_s"] + 8 * seq["compile_s"])
 
 
+@pytest.mark.slow
+def test_gamma_sweep_profile_quick(tmp_path):
+  data = _run("gamma_sweep.py", tmp_path, "--profile")
+  for kind, calls in (("vmapped", 1), ("sequential", 8)):
+    entry = data["results"][kind]
+    assert entry["calls_per_sweep_step"] == calls
+    assert entry["matmul_ms_per_sweep_step"] > 0 and entry["other_ms_per_sweep_step"] > 0
+    assert entry["top_ops_us_per_sweep_step"]
+
+
+@pytest.mark.slow
+def test_refresh_formula_quick(tmp_path):
+  data = _run("refresh_formula.py", tmp_path)
+  assert set(data["results"]) == {"current", "logaddexp", "power", "axpy"}
+  # Same numbers, to float32 round-off, from every formulation.
+  for name, diff in data["max_rel_diff_vs_current"].items():
+    assert diff < 1e-5, name
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("shape", [(3, 8, 8, 1), (2, 8, 8, 5), (2, 7, 9, 3)])
 def test_im2col_convolution_equals_lax_convolution(shape, stride):
