@@ -15,12 +15,14 @@ accumulated-step bias correction, the harmonic-mean refresh, whose
 :func:`scale_by_idu`, the preconditioner alone as an Optax transformation.
 :func:`anon_optax.scale_by_anon` is built from the same blocks.
 
-Numerics: the refresh is computed in log space, so that neither
-:math:`\sigma^\gamma` nor :math:`v^{-2}` is ever formed. Formed directly, both
-underflow in float32 for large :math:`|\gamma|` (with ``eps = 1e-16``,
-:math:`\sigma^\gamma < 10^{-45}` already for :math:`\gamma \geq 3`), which
-turns a tiny or zero gradient into an infinite preconditioner and a NaN step.
-In float64 the log-space form agrees with the direct formula to round-off.
+Numerics: the refresh never forms :math:`\sigma^\gamma` or :math:`v^{-2}`
+(see :func:`harmonic_refresh`: :math:`\sigma` enters only through
+:math:`\exp(-\tfrac{\gamma}{2}\log\sigma)`, and the two terms are combined
+like ``hypot``). Formed directly, both underflow in float32 for large
+:math:`|\gamma|` (with ``eps = 1e-16``, :math:`\sigma^\gamma < 10^{-45}`
+already for :math:`\gamma \geq 3`), which turns a tiny or zero gradient into
+an infinite preconditioner and a NaN step. In float64 this form agrees with
+the direct formula to round-off.
 """
 
 from typing import Any, NamedTuple

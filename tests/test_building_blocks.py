@@ -126,7 +126,7 @@ def test_harmonic_refresh_at_half_is_the_authors_harmonic_mean():
 @pytest.mark.parametrize("gamma", [-4.0, 3.0, 4.0])
 def test_harmonic_refresh_does_not_underflow_in_float32(gamma):
   # sigma**gamma and v**-2 are far below float32's range here; the direct
-  # formula would give inf, the log-space form the finite float64 answer.
+  # formula would give inf, harmonic_refresh the finite float64 answer.
   sigma = np.float64(1e-16) if gamma > 0 else np.float64(1e16)
   precond = sigma ** (-gamma / 2)
   want = (0.5 * precond**-2 + 0.5 * sigma**gamma) ** -0.5
