@@ -187,8 +187,8 @@ def refresh_preconditioner(
 
   The first refresh (step 1) sets :math:`v = \sigma^{-\gamma/2}`; every later
   one is :func:`harmonic_refresh`. The first is the harmonic refresh with
-  :math:`\beta_3 = 0` (the previous preconditioner gets no weight), and in log
-  is exact: :math:`v / \sqrt{0} = \infty` drops the previous term.
+  :math:`\beta_3 = 0` (the previous preconditioner gets no weight), and that
+  is exact: with :math:`p = \infty` the refresh returns :math:`q`.
   """
   num_accumulated = accumulated_steps(refresh_step, refresh_base)
   log_sigma = log_bias_corrected_sigma(nu, one_minus_b2, num_accumulated, eps)

@@ -136,6 +136,22 @@ def test_harmonic_refresh_does_not_underflow_in_float32(gamma):
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_harmonic_refresh_limits_are_not_nan():
+  inf = np.float32(np.inf)
+  # beta3 = 0 drops the previous term even where v underflowed to 0 (0 * inf).
+  got = _idu.harmonic_refresh(jnp.float32([0.0, 2.0]), jnp.log(jnp.float32(4.0)), 2.0, 0.0)
+  np.testing.assert_allclose(got, [0.25, 0.25], rtol=1e-6)
+  # Both terms vanish (beta3 = 0, sigma**gamma = 0): v_new = inf, not inf/inf.
+  got = _idu.harmonic_refresh(jnp.float32(1.0), jnp.log(inf), -2.0, 0.0)
+  assert float(got) == np.inf
+  # sigma = inf with gamma > 0: the new term dominates completely, v_new = 0.
+  got = _idu.harmonic_refresh(jnp.float32(3.0), jnp.log(inf), 1.0, 0.5)
+  assert float(got) == 0.0
+  # A NaN in the second moment is not hidden.
+  got = _idu.harmonic_refresh(jnp.float32(3.0), jnp.log(jnp.float32(np.nan)), 1.0, 0.5)
+  assert np.isnan(float(got))
+
+
 @pytest.mark.parametrize("beta3", [0.1, 0.3, 0.5, 0.7, 0.9])
 def test_gamma_zero_keeps_preconditioner_exactly_one(beta3):
   tx = anon_optax.scale_by_anon(gamma=0.0, beta3=beta3)
