@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from anon_optax import _idu
 from anon_optax import _validation
 from anon_optax import _weight_decay
 
@@ -209,7 +210,7 @@ def scale_by_hvadam(
 
   def update_fn(updates, state, params=None):
     del params
-    gamma_t = gamma(state.count) if callable(gamma) else gamma
+    gamma_t = _idu.resolve_gamma(gamma, state.count)
     count = optax.safe_increment(state.count)
     grads = optax.tree.cast_like(updates, state.mu)
     h = state.hidden
