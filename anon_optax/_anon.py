@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from anon_optax import _common
 from anon_optax import _idu
 from anon_optax import _validation
 from anon_optax import _weight_decay
@@ -125,13 +126,13 @@ def scale_by_anon(
 
   def update_fn(updates, state, params=None):
     del params
-    _idu.check_updates_match(updates, state.nu)
+    _common.check_updates_match(updates, state.nu)
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     count, next_refresh, num_refreshes, nu, precond = (
         _idu.update_preconditioner(
             updates, state.count, state.next_refresh, state.num_refreshes,
             state.nu, state.precond,
-            b2=b2, eps=eps, gamma=_idu.resolve_gamma(gamma, state.count),
+            b2=b2, eps=eps, gamma=_common.resolve_schedule(gamma, state.count),
             beta3=beta3, refresh_base=refresh_base,
         )
     )

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from anon_optax import _idu
+from anon_optax import _common
 from anon_optax import _validation
 from anon_optax import _weight_decay
 
@@ -50,20 +50,9 @@ class ScaleByHVAdamState(NamedTuple):
   exp_delta: jax.typing.ArrayLike  # shape=(), dtype=jnp.float32 (float64 with float64 params).
 
 
-def _moment_dtype(dtype: Any) -> Any:
-  """At least float32 (complex64 for complex parameters)."""
-  if jnp.issubdtype(dtype, jnp.complexfloating):
-    return jnp.promote_types(dtype, jnp.complex64)
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _real_dtype(dtype: Any) -> Any:
-  return jnp.finfo(dtype).dtype
-
-
 def _scalar_dtype(params: optax.Params) -> Any:
   """float64 if any leaf has float64 (or complex128) precision, else float32."""
-  dtypes = [_real_dtype(_moment_dtype(x.dtype)) for x in jax.tree.leaves(params)]
+  dtypes = [_common.real_statistics_dtype(x.dtype) for x in jax.tree.leaves(params)]
   return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.float32
 
 
@@ -195,9 +184,9 @@ def scale_by_hvadam(
     _validation.check_finite("gamma", gamma)
 
   def init_fn(params):
-    moment = lambda x: jnp.zeros(jnp.shape(x), _moment_dtype(x.dtype))
+    moment = lambda x: jnp.zeros(jnp.shape(x), _common.statistics_dtype(x.dtype))
     real_moment = lambda x: jnp.zeros(
-        jnp.shape(x), _real_dtype(_moment_dtype(x.dtype)))
+        jnp.shape(x), _common.real_statistics_dtype(x.dtype))
     return ScaleByHVAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=jax.tree.map(moment, params),
@@ -210,7 +199,7 @@ def scale_by_hvadam(
 
   def update_fn(updates, state, params=None):
     del params
-    gamma_t = _idu.resolve_gamma(gamma, state.count)
+    gamma_t = _common.resolve_schedule(gamma, state.count)
     count = optax.safe_increment(state.count)
     grads = optax.tree.cast_like(updates, state.mu)
     h = state.hidden

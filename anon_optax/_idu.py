@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from anon_optax import _common
 from anon_optax import _validation
 
 _MAX_INT32 = jnp.iinfo(jnp.int32).max
@@ -196,16 +197,6 @@ def refresh_preconditioner(
   return harmonic_refresh(precond, log_sigma, gamma, effective_beta3)
 
 
-def preconditioner_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
-  """The dtype of the second moment and preconditioner for a parameter dtype.
-
-  Real (``|g|**2`` for complex parameters) and at least float32, whatever the
-  parameter dtype: bfloat16 parameters get float32 statistics.
-  """
-  real = jnp.finfo(dtype).dtype  # The real counterpart of a complex dtype.
-  return jnp.promote_types(real, jnp.float32)
-
-
 # ----------------------------------------------------------------------------
 # The preconditioner state machine shared by `scale_by_idu` and `scale_by_anon`.
 # ----------------------------------------------------------------------------
@@ -217,47 +208,15 @@ def _squared_magnitude(update: jax.Array, dtype: jnp.dtype) -> jax.Array:
   return jnp.real(update * jnp.conj(update)).astype(dtype)
 
 
-def check_params(params: optax.Params) -> None:
-  """Raises `TypeError` for parameter leaves that are not floating or complex."""
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    dtype = jnp.asarray(leaf).dtype if not hasattr(leaf, "dtype") else leaf.dtype
-    if not jnp.issubdtype(dtype, jnp.inexact):
-      raise TypeError(
-          "anon_optax optimizers need floating-point or complex parameters; "
-          f"the leaf at {jax.tree_util.keystr(path)} has dtype {dtype}."
-      )
-
-
-def check_updates_match(updates: optax.Updates, nu: optax.Updates) -> None:
-  """Raises `ValueError` if the updates do not have the state's tree and shapes."""
-  updates_tree = jax.tree.structure(updates)
-  state_tree = jax.tree.structure(nu)
-  if updates_tree != state_tree:
-    raise ValueError(
-        "The updates (gradients) do not have the structure of the parameters "
-        f"the optimizer was initialised with: got {updates_tree}, expected "
-        f"{state_tree}."
-    )
-  for (path, update), moment in zip(
-      jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(nu)
-  ):
-    if update.shape != moment.shape:
-      raise ValueError(
-          f"The update at {jax.tree_util.keystr(path)} has shape "
-          f"{update.shape}, but the parameter it updates has shape "
-          f"{moment.shape}."
-      )
-
-
 def init_preconditioner(params: optax.Params):
   """Returns ``(nu, precond)`` for ``params``: zeros and ones, at least float32.
 
   Built with ``zeros_like`` / ``ones_like`` of the parameters, so that (as for
   ``mu`` and as in :func:`optax.adam`) they get the parameters' sharding.
   """
-  check_params(params)
+  _common.check_params(params)
   nu = jax.tree.map(
-      lambda p: jnp.zeros_like(p, dtype=preconditioner_dtype(p.dtype)), params
+      lambda p: jnp.zeros_like(p, dtype=_common.real_statistics_dtype(p.dtype)), params
   )
   precond = jax.tree.map(jnp.ones_like, nu)
   return nu, precond
@@ -362,11 +321,6 @@ def check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base):
   )
 
 
-def resolve_gamma(gamma: Any, count: jax.Array) -> Any:
-  """Returns gamma's value at step ``count`` (0-based) if it is a schedule."""
-  return gamma(count) if callable(gamma) else gamma
-
-
 def scale_by_idu(
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-16,
@@ -433,11 +387,11 @@ def scale_by_idu(
 
   def update_fn(updates, state, params=None):
     del params
-    check_updates_match(updates, state.nu)
+    _common.check_updates_match(updates, state.nu)
     count, next_refresh, num_refreshes, nu, precond = update_preconditioner(
         updates, state.count, state.next_refresh, state.num_refreshes,
         state.nu, state.precond,
-        b2=b2, eps=eps, gamma=resolve_gamma(gamma, state.count), beta3=beta3,
+        b2=b2, eps=eps, gamma=_common.resolve_schedule(gamma, state.count), beta3=beta3,
         refresh_base=refresh_base,
     )
     updates = jax.tree.map(

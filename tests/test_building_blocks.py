@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import anon_optax
+from anon_optax import _common
 from anon_optax import _idu
 
 _MAX_INT32 = int(np.iinfo(np.int32).max)
@@ -173,12 +174,12 @@ def test_gamma_zero_is_finite_when_sigma_overflows():
 
 
 def test_preconditioner_dtype_is_at_least_float32():
-  assert _idu.preconditioner_dtype(jnp.bfloat16) == jnp.float32
-  assert _idu.preconditioner_dtype(jnp.float16) == jnp.float32
-  assert _idu.preconditioner_dtype(jnp.float32) == jnp.float32
-  assert _idu.preconditioner_dtype(jnp.complex64) == jnp.float32
+  assert _common.real_statistics_dtype(jnp.bfloat16) == jnp.float32
+  assert _common.real_statistics_dtype(jnp.float16) == jnp.float32
+  assert _common.real_statistics_dtype(jnp.float32) == jnp.float32
+  assert _common.real_statistics_dtype(jnp.complex64) == jnp.float32
   with jax.enable_x64(True):
-    assert _idu.preconditioner_dtype(jnp.float64) == jnp.float64
+    assert _common.real_statistics_dtype(jnp.float64) == jnp.float64
 
 
 def _primitive_names(jaxpr):

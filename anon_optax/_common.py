@@ -1,0 +1,76 @@
+"""Helpers shared by Anon, the IDU preconditioner and HVAdam.
+
+Tree checks with clear errors, the dtype rule for optimizer statistics, and
+the evaluation of hyperparameters that may be schedules. Both optimizer
+modules import these; neither imports the other for them.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def resolve_schedule(value: Any, count: jax.Array) -> Any:
+  """Returns ``value(count)`` if ``value`` is a schedule, else ``value``.
+
+  Args:
+    value: a number, an array (maybe traced) or a schedule of the step count.
+    count: the number of steps taken before this one (0-based, as Optax's
+      schedules expect).
+  """
+  return value(count) if callable(value) else value
+
+
+def statistics_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
+  """At least float32, keeping complexness: the dtype of moment statistics.
+
+  bfloat16 and float16 parameters get float32 statistics, float64 stays
+  float64, complex64 stays complex64.
+  """
+  if jnp.issubdtype(dtype, jnp.complexfloating):
+    return jnp.promote_types(dtype, jnp.complex64)
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def real_statistics_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
+  """The real counterpart of :func:`statistics_dtype` (for ``|g|**2``)."""
+  return jnp.finfo(statistics_dtype(dtype)).dtype
+
+
+def check_params(params: optax.Params) -> None:
+  """Raises `TypeError` for parameter leaves that are not floating or complex."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    dtype = jnp.asarray(leaf).dtype if not hasattr(leaf, "dtype") else leaf.dtype
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      raise TypeError(
+          "anon_optax optimizers need floating-point or complex parameters; "
+          f"the leaf at {jax.tree_util.keystr(path)} has dtype {dtype}."
+      )
+
+
+def check_updates_match(updates: optax.Updates, reference: optax.Updates) -> None:
+  """Raises `ValueError` unless ``updates`` has the tree and shapes of ``reference``.
+
+  Args:
+    updates: the incoming updates (gradients).
+    reference: a state tree laid out like the parameters (e.g. a moment).
+  """
+  updates_tree = jax.tree.structure(updates)
+  state_tree = jax.tree.structure(reference)
+  if updates_tree != state_tree:
+    raise ValueError(
+        "The updates (gradients) do not have the structure of the parameters "
+        f"the optimizer was initialised with: got {updates_tree}, expected "
+        f"{state_tree}."
+    )
+  for (path, update), moment in zip(
+      jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(reference)
+  ):
+    if jnp.shape(update) != jnp.shape(moment):
+      raise ValueError(
+          f"The update at {jax.tree_util.keystr(path)} has shape "
+          f"{jnp.shape(update)}, but the parameter it updates has shape "
+          f"{jnp.shape(moment)}."
+      )
