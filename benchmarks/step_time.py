@@ -97,32 +97,19 @@ def make_anon() -> optax.GradientTransformation:
 def anon_counters(last_step: int) -> dict[str, np.ndarray]:
   """Anon's step counters after each step 1..``last_step``, from a real run.
 
-  Runs ``anon_optax.anon`` with this benchmark's hyperparameters on a
-  one-element parameter and records the counters of its state after every
-  step: entry ``t - 1`` of each array is the value after step ``t``.
+  Runs :func:`make_anon` on a one-element parameter and records the counters
+  of its state after every step: entry ``t - 1`` of each array is the value
+  after step ``t``.
   """
   tx = make_anon()
   params = jnp.ones((1,), jnp.float32)
 
   def step(state, _):
     _, state = tx.update(jnp.ones_like(params), state, params)
-    anon_state = _find_state_with(state, COUNTERS)
-    return state, tuple(getattr(anon_state, name) for name in COUNTERS)
+    return state, tuple(optax.tree_utils.tree_get(state, name) for name in COUNTERS)
 
   _, values = jax.lax.scan(step, tx.init(params), length=last_step)
   return {name: np.asarray(v) for name, v in zip(COUNTERS, values)}
-
-
-def _find_state_with(state: Any, fields: tuple[str, ...]) -> Any:
-  """The first NamedTuple in a (nested) optax state that has all ``fields``."""
-  if isinstance(state, tuple) and all(hasattr(state, f) for f in fields):
-    return state
-  if isinstance(state, (tuple, list)):
-    for child in state:
-      found = _find_state_with(child, fields)
-      if found is not None:
-        return found
-  return None
 
 
 def refresh_steps(counters: dict[str, np.ndarray], first: int, last: int) -> list[int]:
@@ -132,32 +119,18 @@ def refresh_steps(counters: dict[str, np.ndarray], first: int, last: int) -> lis
 
 
 def jump_state(state: Any, step: int, counters: dict[str, np.ndarray]) -> Any:
-  """Returns ``state`` with its step counters set as after ``step`` steps.
+  """Returns ``state`` with its step counters set as Anon's after ``step`` steps.
 
-  Walks the (nested) NamedTuple states of an optax chain and replaces the
-  scalar fields ``count``, ``next_refresh`` and ``num_refreshes`` (Anon's and
-  optax's counters) by Anon's values after ``step`` steps; every array field is
-  passed through untouched (no copy).
+  Sets whichever of ``count``, ``next_refresh`` and ``num_refreshes`` the
+  (nested) optax state has (Anon has all three, optax's optimizers ``count``);
+  every array field is passed through untouched (no copy).
   """
-  values = {name: counters[name][step - 1] for name in COUNTERS}
-
-  def visit(node):
-    if isinstance(node, tuple) and hasattr(node, "_fields"):
-      fields = {}
-      for name in node._fields:
-        child = getattr(node, name)
-        if name in values and hasattr(child, "shape") and child.shape == ():
-          fields[name] = jnp.asarray(values[name], child.dtype)
-        else:
-          fields[name] = visit(child)
-      return type(node)(**fields)
-    if isinstance(node, (tuple, list)):
-      return type(node)(visit(c) for c in node)
-    if isinstance(node, dict):
-      return {k: visit(v) for k, v in node.items()}
-    return node
-
-  return visit(state)
+  values = {}
+  for name in COUNTERS:
+    current = optax.tree_utils.tree_get(state, name, None)
+    if current is not None:
+      values[name] = jnp.asarray(counters[name][step - 1], current.dtype)
+  return optax.tree_utils.tree_set(state, **values) if values else state
 
 
 class FloorState(NamedTuple):

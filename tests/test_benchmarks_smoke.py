@@ -150,3 +150,19 @@ def test_one_pass_floor_is_anons_step_with_a_fixed_preconditioner():
   want = -step_time.LR * grads["w"] / np.sqrt(np.asarray(grads["w"]) ** 2 + 1e-8)
   np.testing.assert_allclose(updates["w"], want, rtol=1e-5)
   assert int(state.count) == 1
+
+
+def test_jump_state_sets_every_contenders_counters():
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  import anon_optax  # pylint: disable=import-outside-toplevel
+  params = {"w": jnp.ones((3,))}
+  counters = step_time.anon_counters(1001)
+  for tx in (step_time.make_anon(), step_time.one_pass_floor(params), optax.adam(1e-3),
+             optax.sgd(1e-3, momentum=0.9), optax.lion(1e-4), anon_optax.hvadam(1e-3)):
+    state = step_time.jump_state(tx.init(params), 1000, counters)
+    count = optax.tree_utils.tree_get(state, "count", None)
+    assert count is None or int(count) == 1000
+  anon_state = step_time.jump_state(step_time.make_anon().init(params), 1000, counters)
+  assert int(optax.tree_utils.tree_get(anon_state, "next_refresh")) == 1024
+  assert int(optax.tree_utils.tree_get(anon_state, "num_refreshes")) == 10
