@@ -7,13 +7,16 @@
 The trajectory figure is the one from notebooks/anon_tour.ipynb (section 1): every optimizer at the
 learning rate, from one log-spaced grid, with the lowest mean loss over the second half of its
 500-step path.
-The digits table is `examples/digits_cnn.py` with its defaults.
+The digits table is `examples/digits_cnn.py` with its defaults, run as a script (the examples are
+self-contained files, not a library): its curves and the JSON line it prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import subprocess
 import sys
 
 import jax
@@ -25,14 +28,10 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 import optax
 
+import anon_optax
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "figures"
-sys.path.insert(0, str(ROOT / "examples"))
-try:
-  import anon_optax
-except ImportError:  # A source checkout without `pip install -e .`.
-  sys.path.insert(0, str(ROOT))
-  import anon_optax
 
 
 def rastrigin(p, a=10.0):
@@ -57,9 +56,8 @@ def contenders():
   out = {f"anon gamma={g:g}": (lambda g: lambda lr: anon_optax.anon(lr, gamma=g))(g)
          for g in (-0.5, 0.0, 0.5, 1.0, 1.5)}
   out.update({"adam": optax.adam, "sgd (momentum 0.9)": lambda lr: optax.sgd(lr, momentum=0.9),
-              "adabelief": optax.adabelief, "radam": optax.radam, "yogi": optax.yogi})
-  if hasattr(anon_optax, "hvadam"):
-    out["hvadam"] = anon_optax.hvadam
+              "adabelief": optax.adabelief, "radam": optax.radam, "yogi": optax.yogi,
+              "hvadam": anon_optax.hvadam})
   return out
 
 
@@ -124,10 +122,9 @@ def make_trajectories(path=FIGURES / "trajectories.png"):
 
 
 def make_digits(table=FIGURES / "digits_results.md", curves=FIGURES / "digits_curves.png"):
-  import digits_cnn  # pylint: disable=g-import-not-at-top
-
-  results = digits_cnn.run(digits_cnn.available_optimizers())
-  digits_cnn.plot_curves(results, str(curves), title="digits CNN (defaults)")
+  proc = subprocess.run([sys.executable, str(ROOT / "examples" / "digits_cnn.py"), "--plot",
+                         str(curves)], check=True, stdout=subprocess.PIPE, text=True)
+  results = json.loads(proc.stdout.strip().splitlines()[-1])["results"]
   lines = ["| optimizer | learning rate | test accuracy | final train loss | seconds |",
            "|---|---|---|---|---|"]
   for r in results:
