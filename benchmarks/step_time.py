@@ -25,7 +25,7 @@ Contenders (interleaved round-robin, order rotated every round):
 * ``floor``: one fused pass doing only ``m``, ``s`` and ``theta`` updates with
   a fixed ``v`` (reads g, m, s, v, theta; writes m, s, theta), donated.
 * ``hvadam``: ``anon_optax.hvadam`` if the package has it.
-* ``torch``: the authors' update written from SPEC as a PyTorch per-tensor
+* ``torch``: the authors' update (docs/algorithm.md) as a PyTorch per-tensor
   in-place loop (``torch.no_grad``, ``mul_``/``add_``/``addcmul_``, refresh at
   powers of 2), ``torch.set_num_threads`` = the cores XLA uses.
 * ``torch_1thread``: the same loop on one thread. On a machine shared with
@@ -263,7 +263,7 @@ def add_bandwidth(summary: dict[str, Any], num_params: int) -> float:
 
 
 class TorchAnonReference:
-  """The authors' Anon update from SPEC, a PyTorch per-tensor in-place loop.
+  """The authors' Anon update (docs/algorithm.md), a PyTorch per-tensor in-place loop.
 
   Written the way a ``torch.optim.Optimizer.step`` would be: under
   ``torch.no_grad``, one tensor at a time, ``mul_``/``add_``/``addcmul_`` in

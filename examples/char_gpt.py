@@ -1,8 +1,8 @@
 """A small character-level GPT on the Python standard library's own source, six optimizers.
 
 Compares Anon at gamma 1.0, 1.1 and 1.15 against AdamW, Lion (``optax.lion``) and Muon
-(``optax.contrib.muon``) on validation loss, as in the paper's GPT-2/OpenWebText table (SPEC
-section 4), in miniature: same model init, same batches and the same warmup-cosine schedule shape
+(``optax.contrib.muon``) on validation loss, as in the paper's GPT-2/OpenWebText table (Anon paper,
+arXiv 2605.02317), in miniature: same model init, same batches and the same warmup-cosine schedule shape
 for everyone; each optimizer at its own peak learning rate, tuned once (``TUNED_LEARNING_RATES``).
 
 The corpus is on every machine that runs Python: the files in ``STDLIB_MODULES`` (a fixed, sorted

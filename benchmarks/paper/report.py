@@ -1,7 +1,7 @@
 """Writes docs/RESULTS.md and docs/figures/paper_*.png from the results dict of run_all.py.
 
 Every sentence about agreement with the paper is computed from the numbers (so a rerun that comes
-out differently says so), against the paper's numbers in SPEC section 4.
+out differently says so), against the numbers in the Anon paper (arXiv 2605.02317).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-# SPEC section 4: GPT-2 small on OpenWebText, validation loss.
+# The Anon paper's table: GPT-2 small on OpenWebText, validation loss.
 PAPER_LM = {"anon (gamma=1)": 2.937, "anon (gamma=1.1)": 2.927, "anon (gamma=1.15)": 2.932,
             "adamw": 2.934, "lion": 2.992, "muon": 3.092}
 PAPER_LM_NAMES = {"adamw": "Adam(W)", "lion": "Lion", "muon": "Muon"}
-# SPEC section 4: CIFAR-10 IDU ablation, a_n = 2^(n-1), test accuracy % at beta3 0.1 ... 0.9.
+# The Anon paper's table: CIFAR-10 IDU ablation, a_n = 2^(n-1), test accuracy % at beta3 0.1 ... 0.9.
 PAPER_IDU = {0.1: 91.76, 0.3: 91.98, 0.5: 92.42, 0.7: 92.43, 0.9: 92.16}
 
 
@@ -293,7 +293,7 @@ def _idu_section(res: dict, seeds: int, fig_dir: pathlib.Path, summary: list[str
         "tiny, so the update norm jumps by orders of magnitude, the loss blows up at t = 4 and "
         "the small network does not recover within the budget. Larger beta3 keeps more of the old "
         "v at each refresh, plausibly why the collapses concentrate at large beta3. This follows "
-        "from the update rule as specified (SPEC section 1), not from a numerical fault; the rows "
+        "from the update rule as specified (docs/algorithm.md), not from a numerical fault; the rows "
         "at the smaller learning rate show how much of it is the step size.")
   out += ["", *notes, "", "![IDU ablation](figures/paper_idu.png)", ""]
 
