@@ -29,17 +29,17 @@ NOTEBOOK_TIMEOUT_S = 600
 
 project = "anon_optax"
 author = "anon_optax developers"
-copyright = "2026, anon_optax developers"  # noqa: A001 (Sphinx's name)
+copyright = "2026, anon_optax developers"
 release = anon_optax.__version__
 version = release
 
 extensions = [
-    "myst_nb",
-    "sphinx.ext.autodoc",
-    "sphinx.ext.autosummary",
-    "sphinx.ext.napoleon",
-    "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",
+  "myst_nb",
+  "sphinx.ext.autodoc",
+  "sphinx.ext.autosummary",
+  "sphinx.ext.napoleon",
+  "sphinx.ext.mathjax",
+  "sphinx.ext.viewcode",
 ]
 
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
@@ -69,11 +69,15 @@ def _python3_kernel_here() -> str:
   kernels = pathlib.Path(tempfile.mkdtemp(prefix="anon_optax_docs_kernel_"))
   spec = kernels / "kernels" / "python3"
   spec.mkdir(parents=True)
-  (spec / "kernel.json").write_text(json.dumps({
-      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-      "display_name": "Python 3 (docs)",
-      "language": "python",
-  }))
+  (spec / "kernel.json").write_text(
+    json.dumps(
+      {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (docs)",
+        "language": "python",
+      }
+    )
+  )
   return str(kernels)
 
 
@@ -90,13 +94,17 @@ def _execute_notebooks(app) -> None:
   import nbformat  # pylint: disable=g-import-not-at-top
 
   os.environ["JUPYTER_PATH"] = _python3_kernel_here()
-  os.environ.setdefault("MPLBACKEND", "Agg")
+  # The inline backend turns each figure into an image output that the page shows (a
+  # non-interactive backend such as Agg, if set outside, would drop the figures).
+  os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
   for name in NOTEBOOKS:
     path = ROOT / name
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, kernel_name="python3", timeout=NOTEBOOK_TIMEOUT_S,
-        resources={"metadata": {"path": str(path.parent)}},
+      notebook,
+      kernel_name="python3",
+      timeout=NOTEBOOK_TIMEOUT_S,
+      resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()  # A failing cell fails the build.
     nbformat.write(notebook, EXECUTED_NOTEBOOKS / path.name)
