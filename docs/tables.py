@@ -149,7 +149,7 @@ def render_gamma_sweep(results: dict[str, Any]) -> str:
   table = _markdown_table(["gamma", "best lr", "test accuracy", "final train loss"], rows)
   return (
     f"{len(grid['gammas'])} gammas x {len(grid['learning_rates'])} learning rates x "
-    f"{grid['seeds']} seed(s), {grid['epochs']} epochs each, in one vmapped program: "
+    f"{grid['seeds']} seed{'s' if grid['seeds'] != 1 else ''}, {grid['epochs']} epochs each, in one vmapped program: "
     f"{results['seconds']:.1f} s including compilation.\n\n" + table
   )
 
