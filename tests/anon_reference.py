@@ -9,7 +9,7 @@ and the preconditioner refresh evaluated element by element with the scalar
 formula below. Everything runs in ``dtype`` (float64 by default). The tests in
 ``test_reference_equivalence.py`` compare ``anon_optax.anon`` to it.
 
-Per array, with gradient ``g_t`` at step ``t = 1, 2, ...`` (SPEC section 1)::
+Per array, with gradient ``g_t`` at step ``t = 1, 2, ...`` (docs/algorithm.md, Anon)::
 
     m_t = b1 m_{t-1} + (1 - b1) g_t
     s_t = b2 s_{t-1} + (1 - b2) |g_t|**2
@@ -21,7 +21,7 @@ Per array, with gradient ``g_t`` at step ``t = 1, 2, ...`` (SPEC section 1)::
         s_t   = 0
     theta_t = theta_{t-1} - lr_t v m_t / (1 - b1**t)
 
-Weight decay (SPEC, the authors' three modes), applied to masked arrays only:
+Weight decay (docs/algorithm.md, the authors' three modes), applied to masked arrays only:
 ``l2``: ``g_t += wd theta`` before the moments; ``decoupled``:
 ``theta *= 1 - lr_t wd`` then the step; ``fixed``: ``theta *= 1 - wd`` then the
 step. Schedules follow ``optax.scale_by_learning_rate``: ``lr_t = lr(t - 1)``
@@ -85,7 +85,7 @@ def refresh_scalar(s: float, v_prev: float | None, n: int, *, b2: float,
                    eps: float, gamma: float, beta3: float,
                    b2_power: int | None = None,
                    eps_inside: bool = False) -> float:
-  """The preconditioner refresh for one element (SPEC section 1).
+  """The preconditioner refresh for one element (docs/algorithm.md, refresh steps).
 
   Args:
     s: the second-moment accumulator ``s_t`` at the refresh step.
@@ -159,7 +159,7 @@ def anon_reference(
       whose ``t - 1``-th entry is the list of gradients for step ``t``.
     num_steps: number of steps to run.
     learning_rate: a float or a function of the zero-based count ``t - 1``.
-    b1, b2, eps, beta3, refresh_base: as in SPEC section 1.
+    b1, b2, eps, beta3, refresh_base: as in docs/algorithm.md (Anon).
     gamma: a float or a function of the zero-based count, read at refreshes.
     weight_decay: the decay coefficient ``wd``.
     weight_decay_mode: one of ``"l2"``, ``"decoupled"``, ``"fixed"``.

@@ -1,6 +1,6 @@
 """`anon_optax.anon` equals the NumPy reference (docs/algorithm.md).
 
-The reference (`anon_reference.py`) is written from SPEC alone, without JAX.
+The reference (`anon_reference.py`) is written from docs/algorithm.md alone, without JAX.
 Every comparison here checks the whole parameter trajectory, step by step, over
 `NUM_STEPS` steps (9 preconditioner refreshes with the default base 2), in
 float64 at a tight tolerance and in float32 at a documented one. Negative
