@@ -145,8 +145,14 @@ def scale_by_anon(
     )
     scale = _idu.step_preconditioner(
         new_state, exact=exact, b2=b2, eps=eps, gamma=gamma_t)
-    mu = optax.tree.update_moment(
-        updates, state.mu, _common.at_least_float32(b1), 1)
+    # The moment is computed in at least float32 and stored in its dtype; the
+    # step uses the stored value, so that no parameter-sized float32 moment is
+    # kept beside the stored one (with bfloat16 moments that was a whole
+    # float32 scratch buffer).
+    mu = optax.tree.cast_like(
+        optax.tree.update_moment(
+            updates, state.mu, _common.at_least_float32(b1), 1),
+        state.mu)
     # The bias correction as one scalar reciprocal times the moment: dividing
     # every element (optax.tree.bias_correction) costs ~15% of a CPU step. The
     # power takes a traced exponent: a concrete integer one (an eager call)
@@ -158,7 +164,7 @@ def scale_by_anon(
             _common.update_dtype(g, m)),
         scale, mu, updates,
     )
-    return updates, new_state._replace(mu=optax.tree.cast_like(mu, state.mu))
+    return updates, new_state._replace(mu=mu)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -25,9 +25,12 @@ Contenders (interleaved round-robin, order rotated every round):
 
 * ``anon``: ``anon_optax.anon(1e-3, gamma=1.0)`` with ``optax.apply_updates``.
 * ``adam``, ``adamw``, ``sgd_momentum`` (0.9), ``lion``: the optax aliases.
+* ``anon_exact``: the same with ``exact=True`` (the authors' rule, no guard).
 * ``floor``: :func:`one_pass_floor`, the least an Anon step can do: only the
-  ``m``, ``s`` and ``theta`` updates with a fixed ``v`` (reads g, m, s, v,
-  theta; writes m, s, theta), donated; no refresh ever.
+  ``m``, ``s`` and ``theta`` updates with a fixed ``v`` bounded by the default
+  guard (reads g, m, s, v, theta; writes m, s, theta), donated; no refresh
+  ever. ``floor_exact``: the same without the guard, the floor of
+  ``anon_exact``.
 * ``hvadam``: ``anon_optax.hvadam``.
 * ``torch``: the authors' update (``docs/algorithm.md``) as a PyTorch
   per-tensor in-place loop (``torch.no_grad``, ``mul_``/``add_``/``addcmul_``),
@@ -59,14 +62,15 @@ import numpy as np
 import optax
 
 import anon_optax
+from anon_optax import _idu
 from benchmarks import common
 
 LR = 1e-3
 B1, B2, EPS, GAMMA, BETA3 = 0.9, 0.999, 1e-16, 1.0, 0.5
 
-ALL_CONTENDERS = ("anon", "floor", "adam", "adamw", "sgd_momentum", "lion",
+ALL_CONTENDERS = ("anon", "anon_exact", "floor", "floor_exact", "adam", "adamw", "sgd_momentum", "lion",
                   "hvadam", "torch", "torch_1thread")
-QUICK_CONTENDERS = ("anon", "floor", "adam", "torch")
+QUICK_CONTENDERS = ("anon", "anon_exact", "floor", "floor_exact", "adam", "torch")
 
 REFRESH_SPIKE_STEP = 1024  # A refresh step of the default schedule (base 2), timed alone.
 DEFAULT_LEAVES = {1 << 20: 40, 4 << 20: 40, 16 << 20: 100, 64 << 20: 200}
@@ -75,7 +79,7 @@ DEFAULT_LEAVES = {1 << 20: 40, 4 << 20: 40, 16 << 20: 100, 64 << 20: 200}
 # read plus arrays written, 4 bytes each. None: not a simple count (hvadam's
 # step reduces over the whole tree several times).
 MIN_BYTES_PER_PARAM = {
-    "anon": 32, "floor": 32, "torch": 32, "torch_1thread": 32,  # r g m s v p; w m s p
+    "anon": 32, "floor": 32, "anon_exact": 32, "floor_exact": 32, "torch": 32, "torch_1thread": 32,  # r g m s v p; w m s p
     "adam": 28, "adamw": 28,  # r g m s p; w m s p
     "sgd_momentum": 20, "lion": 20,  # r g m p; w m p
     "copy": 8,  # r x; w y
@@ -86,12 +90,12 @@ MIN_BYTES_PER_PARAM = {
 # Jumping an optax state forward, on the package's own refresh schedule.
 # ----------------------------------------------------------------------------
 
-COUNTERS = ("count", "next_refresh", "num_refreshes")
+COUNTERS = ("count", "next_refresh", "num_refreshes", "num_accumulated")
 
 
-def make_anon() -> optax.GradientTransformation:
+def make_anon(exact: bool = False) -> optax.GradientTransformation:
   """The ``anon`` contender (and the source of the refresh schedule)."""
-  return anon_optax.anon(LR, b1=B1, b2=B2, eps=EPS, gamma=GAMMA, beta3=BETA3)
+  return anon_optax.anon(LR, b1=B1, b2=B2, eps=EPS, gamma=GAMMA, beta3=BETA3, exact=exact)
 
 
 def anon_counters(last_step: int) -> dict[str, np.ndarray]:
@@ -140,13 +144,15 @@ class FloorState(NamedTuple):
   precond: optax.Updates  # fixed
 
 
-def one_pass_floor(fixed_grads) -> optax.GradientTransformation:
+def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransformation:
   """Anon's step without the refresh: ``m``, ``s`` and ``theta`` with a fixed ``v``.
 
   What no implementation of the update can go below: the same reads and writes
   as Anon's normal step (``v = rsqrt(g**2 + 1e-8)`` of ``fixed_grads``, never
   refreshed), as an optax transformation so that it is stepped, donated and
-  timed exactly like the other contenders.
+  timed exactly like the other contenders. ``guarded``: the floor of the
+  default step, which also bounds ``v`` by ``C * sigma_t**(-gamma/2)`` from the
+  new ``s`` (``anon_optax._idu.guarded_preconditioner``, as the package does).
   """
 
   def init_fn(params):
@@ -161,7 +167,18 @@ def one_pass_floor(fixed_grads) -> optax.GradientTransformation:
     mu = jax.tree.map(lambda m, g: B1 * m + (1 - B1) * g, state.mu, updates)
     nu = jax.tree.map(lambda s, g: B2 * s + (1 - B2) * g * g, state.nu, updates)
     scale = -LR / (1 - B1 ** count.astype(jnp.float32))
-    updates = jax.tree.map(lambda v, m: scale * v * m, state.precond, mu)
+    precond = state.precond
+    if guarded:
+      # As in the package: the new s divided by a run-time 1, so that XLA reads
+      # it from memory instead of recomputing it from the overwritten old one.
+      one = 1 + 0 * count.astype(jnp.float32)
+      nu = jax.tree.map(lambda s: s / one, nu)
+      correction = 1 / (1 - B2 ** count.astype(jnp.float32))
+      precond = jax.tree.map(
+          lambda v, s: _idu.guarded_preconditioner(
+              v, s, inverse_correction=correction, eps=EPS, gamma=GAMMA),
+          precond, nu)
+    updates = jax.tree.map(lambda v, m: scale * v * m, precond, mu)
     return updates, FloorState(count, mu, nu, state.precond)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -342,7 +359,9 @@ class TorchAnonReference:
 def build_contenders(params_np, grads, grads_np, start_step, counters, names, log):
   optax_contenders: dict[str, Callable[[], optax.GradientTransformation]] = {
       "anon": make_anon,
-      "floor": lambda: one_pass_floor(grads),
+      "anon_exact": lambda: make_anon(exact=True),
+      "floor": lambda: one_pass_floor(grads, guarded=True),
+      "floor_exact": lambda: one_pass_floor(grads),
       "adam": lambda: optax.adam(LR),
       "adamw": lambda: optax.adamw(LR),
       "sgd_momentum": lambda: optax.sgd(LR, momentum=0.9),
@@ -452,7 +471,7 @@ def main(argv=None):
         {n: (lambda c=c: c.run(window)) for n, c in contenders.items()},
         rounds, warmup_rounds=1, log=log)
     summary = common.summarise(
-        samples, baselines=("floor", "adam", "torch", "torch_1thread"), per=window)
+        samples, baselines=("floor", "floor_exact", "adam", "torch", "torch_1thread"), per=window)
     copy_gbps = add_bandwidth(summary, exact)
     refresh_in_windows = refresh_steps(counters, timed_first, timed_last)
     spike = None
@@ -495,14 +514,15 @@ def _print_size_table(res):
   rows = []
   for name, e in res["per_step"].items():
     rows.append([
-        name, e["median_s"] * 1e3, ratio(e, name, "floor"), ratio(e, name, "adam"),
+        name, e["median_s"] * 1e3, ratio(e, name, "floor"), ratio(e, name, "floor_exact"),
+        ratio(e, name, "adam"),
         ratio(e, name, "torch"), ratio(e, name, "torch_1thread"),
         e["paired_ratio_vs"].get("floor", 1.0 if name == "floor" else float("nan")),
         float("nan") if e["achieved_gbps"] is None else e["achieved_gbps"],
         float("nan") if e["achieved_gbps"] is None else e["fraction_of_copy_bandwidth"],
     ])
   common.print_table(
-      ["contender", "ms/step (median)", "x floor", "x adam", "x torch",
+      ["contender", "ms/step (median)", "x floor", "x floor_exact", "x adam", "x torch",
        "x torch_1thread", "x floor (paired)", "GB/s (min bytes)", "x copy bw"],
       rows, title=f"{res['num_params_label']} params / {res['num_leaves']} leaves "
                   f"(steps {res['timed_steps'][0]}..{res['timed_steps'][1]}, "

@@ -96,7 +96,12 @@ def _first_difference(trajectory_a, trajectory_b):
 
 
 def _reference(grads, params=None, **hyperparams):
-  """The float64 NumPy reference (tests/anon_reference.py), as a trajectory."""
+  """The float64 NumPy reference (tests/anon_reference.py), as a trajectory.
+
+  Of `anon`'s default rule (with the step guard) unless ``exact=True``.
+  """
+  exact = hyperparams.pop("exact", False)
+  hyperparams["guard"] = None if exact else anon_optax._idu.GUARD_FACTOR
   params = _params() if params is None else params
   leaves, treedef = jax.tree.flatten(params)
   grad_leaves = [np.asarray(g, np.float64) for g in jax.tree.leaves(grads)]
