@@ -15,7 +15,6 @@ import functools
 import pathlib
 import sysconfig
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

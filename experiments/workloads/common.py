@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import linen as nn
 
 import anon_optax
 
@@ -165,9 +166,6 @@ def mean_spread(values) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------------
 # The Linen MLP of Optax's examples and a jitted classification loss over it.
 # ----------------------------------------------------------------------------------------------
-
-from flax import linen as nn  # noqa: E402  (kept beside the models that use it)
-
 
 class MLP(nn.Module):
   """Flatten, then ``Dense -> ReLU`` per hidden size, then a 10-way ``Dense``."""

@@ -140,8 +140,6 @@ def format_cell(row: dict) -> str:
   digits = 3
   value = ("NaN" if not math.isfinite(row["mean"]) else
            f"{row['mean']:.{digits}f} ± {row['spread']:.{digits}f}")
-  if row["mean"] != row["mean"] and row["metric_name"] == "accuracy":
-    value = "NaN"
   if row["nonfinite_seeds"]:
     seeds = len(row["seeds"])
     value += (f"; non-finite in {row['nonfinite_seeds']}/{seeds} seeds, "
@@ -175,10 +173,11 @@ def render_table(summary: list[dict], meta: dict) -> str:
   exact_note = ("" if meta["anon_has_exact_argument"] else
                 " This `anon_optax` has no `exact=` argument: its `anon` is the exact rule, "
                 "so the `anon default` column shows the exact rule too.")
+  dirty = " (with local changes)" if meta["git_dirty"] else ""
   return "\n".join([
       f"Command: `{meta['command']}` ({'quick' if meta['quick'] else 'full'} mode, seeds "
       f"{', '.join(map(str, seeds))}; {meta['total_seconds']:.0f} s in all on "
-      f"{meta['device']}). Commit `{meta['git_commit']}`{' (with local changes)' if meta['git_dirty'] else ''}, "
+      f"{meta['device']}). Commit `{meta['git_commit']}`{dirty}, "
       f"{meta['date']}; jax {meta['versions']['jax']}, optax {meta['versions']['optax']}, "
       f"flax {meta['versions']['flax']}. Cells: mean ± half the range over seeds of the final "
       f"test accuracy (or held-out loss).{exact_note}",
