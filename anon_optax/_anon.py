@@ -30,16 +30,19 @@ class ScaleByAnonState(NamedTuple):
     next_refresh: the step at which the preconditioner is next refreshed; 0
       once the next refresh step would not fit in int32 (no refresh ever again).
     num_refreshes: number of preconditioner refreshes so far.
+    num_accumulated: number of steps accumulated in ``nu`` since the latest
+      refresh (0 right after a refresh).
     mu: first moment :math:`m` (dtype ``mu_dtype``, else the parameters').
     nu: second-moment accumulator :math:`s`, reset to zero after every refresh
-      (at least float32).
-    precond: the preconditioner :math:`v` from the latest refresh (at least
-      float32; ones before the first step).
+      (dtype ``nu_dtype``, else at least float32).
+    precond: the preconditioner :math:`v` from the latest refresh (dtype
+      ``precond_dtype``, else at least float32; ones before the first step).
   """
 
   count: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
   next_refresh: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
   num_refreshes: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
+  num_accumulated: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
   mu: optax.Updates
   nu: optax.Updates
   precond: optax.Updates
@@ -53,7 +56,11 @@ def scale_by_anon(
     *,
     beta3: jax.typing.ArrayLike = 0.5,
     refresh_base: int = 2,
+    max_refresh_interval: Optional[int] = None,
+    exact: bool = False,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    nu_dtype: Optional[jax.typing.DTypeLike] = None,
+    precond_dtype: Optional[jax.typing.DTypeLike] = None,
 ) -> optax.GradientTransformation:
   r"""Rescale updates according to the Anon algorithm.
 
@@ -108,18 +115,21 @@ def scale_by_anon(
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
   _validation.check_interval("b1", b1, 0.0, 1.0)
-  _idu.check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base)
-  canonical_mu_dtype = (
-      None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
-  )
+  _idu.check_preconditioner_hyperparams(
+      b2, eps, gamma, beta3, refresh_base, max_refresh_interval)
+  _validation.check_bool("exact", exact)
+  mu_dtype = _idu.check_storage_dtype("mu_dtype", mu_dtype, complex_ok=True)
+  nu_dtype = _idu.check_storage_dtype("nu_dtype", nu_dtype)
+  precond_dtype = _idu.check_storage_dtype("precond_dtype", precond_dtype)
 
   def init_fn(params):
-    nu, precond = _idu.init_preconditioner(params)
+    nu, precond = _idu.init_preconditioner(params, nu_dtype, precond_dtype)
     return ScaleByAnonState(
         count=jnp.zeros([], jnp.int32),
         next_refresh=jnp.ones([], jnp.int32),
         num_refreshes=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params, dtype=canonical_mu_dtype),
+        num_accumulated=jnp.zeros([], jnp.int32),
+        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
         nu=nu,
         precond=precond,
     )
@@ -127,27 +137,28 @@ def scale_by_anon(
   def update_fn(updates, state, params=None):
     del params
     _common.check_updates_match(updates, state.nu)
-    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
-    count, next_refresh, num_refreshes, nu, precond = (
-        _idu.update_preconditioner(
-            updates, state.count, state.next_refresh, state.num_refreshes,
-            state.nu, state.precond,
-            b2=b2, eps=eps, gamma=_common.resolve_schedule(gamma, state.count),
-            beta3=beta3, refresh_base=refresh_base,
-        )
+    gamma_t = _common.resolve_schedule(gamma, state.count)
+    new_state = _idu.update_preconditioner(
+        updates, state, b2=b2, eps=eps, gamma=gamma_t, beta3=beta3,
+        refresh_base=refresh_base, max_refresh_interval=max_refresh_interval,
+        guarded=not exact,
     )
+    scale = _idu.step_preconditioner(
+        new_state, exact=exact, b2=b2, eps=eps, gamma=gamma_t)
+    mu = optax.tree.update_moment(
+        updates, state.mu, _common.at_least_float32(b1), 1)
     # The bias correction as one scalar reciprocal times the moment: dividing
-    # every element (optax.tree.bias_correction) costs ~15% of a CPU step.
-    inverse_bias_correction = 1 / (1 - b1**count)
+    # every element (optax.tree.bias_correction) costs ~15% of a CPU step. The
+    # power takes a traced exponent: a concrete integer one (an eager call)
+    # would compile a new program for every step count.
+    inverse_bias_correction = 1 / (
+        1 - jax.lax.pow(_common.at_least_float32(b1), new_state.count))
     updates = jax.tree.map(
-        lambda v, m, g: (v * (m * inverse_bias_correction)).astype(g.dtype),
-        precond, mu, updates,
+        lambda v, m, g: (v * (m * inverse_bias_correction)).astype(
+            _common.update_dtype(g, m)),
+        scale, mu, updates,
     )
-    mu = optax.tree.cast(mu, canonical_mu_dtype)
-    return updates, ScaleByAnonState(
-        count=count, next_refresh=next_refresh, num_refreshes=num_refreshes,
-        mu=mu, nu=nu, precond=precond,
-    )
+    return updates, new_state._replace(mu=optax.tree.cast_like(mu, state.mu))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -164,7 +175,11 @@ def anon(
     mask: Optional[optax.MaskOrFn] = None,
     beta3: jax.typing.ArrayLike = 0.5,
     refresh_base: int = 2,
+    max_refresh_interval: Optional[int] = None,
+    exact: bool = False,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    nu_dtype: Optional[jax.typing.DTypeLike] = None,
+    precond_dtype: Optional[jax.typing.DTypeLike] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The Anon optimizer.
 
@@ -246,7 +261,9 @@ def anon(
   return _weight_decay.chain_with_weight_decay(
       scale_by_anon(
           b1=b1, b2=b2, eps=eps, gamma=gamma, beta3=beta3,
-          refresh_base=refresh_base, mu_dtype=mu_dtype,
+          refresh_base=refresh_base, max_refresh_interval=max_refresh_interval,
+          exact=exact, mu_dtype=mu_dtype, nu_dtype=nu_dtype,
+          precond_dtype=precond_dtype,
       ),
       learning_rate,
       weight_decay,

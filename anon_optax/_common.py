@@ -74,3 +74,31 @@ def check_updates_match(updates: optax.Updates, reference: optax.Updates) -> Non
           f"{jnp.shape(update)}, but the parameter it updates has shape "
           f"{jnp.shape(moment)}."
       )
+
+
+def at_least_float32(value: Any) -> jax.Array:
+  """A scalar hyperparameter as an array of at least float32.
+
+  `optax.inject_hyperparams` casts hyperparameters to the parameters' dtype;
+  arithmetic on a bfloat16 ``b1`` or ``gamma`` would lose most of its digits,
+  so it is done in float32 (a value already rounded stays rounded: see
+  ``hyperparam_dtype`` in the docs).
+  """
+  value = jnp.asarray(value)
+  if jnp.issubdtype(value.dtype, jnp.floating) and jnp.finfo(value.dtype).bits < 32:
+    return value.astype(jnp.float32)
+  return value
+
+
+def update_dtype(update: Any, moment: Any) -> jnp.dtype:
+  """The dtype of an update, as :func:`optax.adam` gives it.
+
+  Adam's updates are computed from the gradient and its moments, which have
+  the parameters' dtype, so they come out in the promotion of the two:
+  float32 parameters with bfloat16 gradients give float32 updates, integer
+  gradients give floating updates.
+  """
+  # The weak Python float makes integer updates floating and changes no
+  # floating dtype.
+  return jax.dtypes.canonicalize_dtype(
+      jnp.result_type(jnp.result_type(update), jnp.result_type(moment), 1.0))

@@ -113,6 +113,7 @@ def scale_by_hvadam(
     :math:`s_t = 0`;
   - otherwise :math:`\bar\delta \leftarrow b_2 \bar\delta + (1 - b_2)\delta`,
     :math:`n \leftarrow n + 1`, and
+
     - switch-off if :math:`\bar\delta / (1 - b_2^n) < 0.1`: the next step
       restarts, :math:`s_t = 0`;
     - extra step otherwise: :math:`h \leftarrow p` and

@@ -11,9 +11,12 @@ accumulating and is reset after each refresh.
 
 This module holds the pure building blocks (the refresh schedule, the
 accumulated-step bias correction, the harmonic-mean refresh, whose
-:math:`\beta_3 = 0` case is the first refresh :math:`v = \sigma^{-\gamma/2}`) and
-:func:`scale_by_idu`, the preconditioner alone as an Optax transformation.
-:func:`anon_optax.scale_by_anon` is built from the same blocks.
+:math:`\beta_3 = 0` case is the first refresh :math:`v = \sigma^{-\gamma/2}`,
+the step guard and the storage of the statistics) and :func:`scale_by_idu`,
+the preconditioner alone as an Optax transformation.
+:func:`anon_optax.scale_by_anon` is built from the same blocks. The algorithm,
+the guard and every deviation from the authors' code are described in the
+repository's ``docs/algorithm.md``.
 
 Numerics: the refresh never forms :math:`\sigma^\gamma` or :math:`v^{-2}`
 (see :func:`harmonic_refresh`: :math:`\sigma` enters only through
@@ -22,19 +25,27 @@ like ``hypot``). Formed directly, both underflow in float32 for large
 :math:`|\gamma|` (with ``eps = 1e-16``, :math:`\sigma^\gamma < 10^{-45}`
 already for :math:`\gamma \geq 3`), which turns a tiny or zero gradient into
 an infinite preconditioner and a NaN step. In float64 this form agrees with
-the direct formula to round-off.
+the direct formula to round-off. A refreshed preconditioner that still
+overflows its storage dtype is stored as that dtype's largest finite value, so
+that a zero momentum gives a zero step instead of ``0 * inf = NaN``.
 """
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from anon_optax import _common
 from anon_optax import _validation
 
-_MAX_INT32 = jnp.iinfo(jnp.int32).max
+_MAX_INT32 = int(np.iinfo(np.int32).max)
+
+# The step guard's factor C: the step never uses a preconditioner larger than
+# C times the one a refresh at this very step would give (docs/algorithm.md,
+# "The step guard", has the measurements that chose it).
+GUARD_FACTOR = 10.0
 
 
 class ScaleByIDUState(NamedTuple):
@@ -45,15 +56,18 @@ class ScaleByIDUState(NamedTuple):
     next_refresh: the step at which the preconditioner is next refreshed; 0
       once the next refresh step would not fit in int32 (no refresh ever again).
     num_refreshes: number of preconditioner refreshes so far.
+    num_accumulated: number of steps accumulated in ``nu`` since the latest
+      refresh (0 right after a refresh).
     nu: second-moment accumulator :math:`s` of the incoming updates, reset to
-      zero after every refresh (at least float32).
-    precond: the preconditioner :math:`v` from the latest refresh (at least
-      float32; ones before the first step).
+      zero after every refresh (dtype ``nu_dtype``, else at least float32).
+    precond: the preconditioner :math:`v` from the latest refresh (dtype
+      ``precond_dtype``, else at least float32; ones before the first step).
   """
 
   count: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
   next_refresh: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
   num_refreshes: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
+  num_accumulated: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
   nu: optax.Updates
   precond: optax.Updates
 
@@ -63,41 +77,62 @@ class ScaleByIDUState(NamedTuple):
 # ----------------------------------------------------------------------------
 
 
-def next_refresh_step(refresh_step: jax.Array, refresh_base: Any) -> jax.Array:
-  """Returns the refresh step after ``refresh_step``: ``refresh_step * base``.
+def next_refresh_step(
+    refresh_step: jax.Array,
+    refresh_base: Any,
+    max_refresh_interval: Optional[Any] = None,
+) -> jax.Array:
+  r"""Returns the refresh step after ``refresh_step``.
 
-  Overflow-safe: when the product would not fit in int32 it returns 0, a step
-  that is never reached (steps start at 1), so a saturated step counter never
-  triggers a spurious refresh.
+  .. math::
+    a_{k+1} = a_k + \min\left((\mathrm{base} - 1)\, a_k,\
+      \mathrm{max\_refresh\_interval}\right)
+
+  so refreshes happen at the powers of the base (1, 2, 4, 8, ...) until the
+  gap between two of them would exceed ``max_refresh_interval``, and every
+  ``max_refresh_interval`` steps from then on. Overflow-safe: when the next
+  step would not fit in int32 it returns 0, a step that is never reached
+  (steps start at 1), so a saturated step counter never triggers a spurious
+  refresh.
 
   Args:
     refresh_step: the current refresh step :math:`a_k` (int32 scalar).
     refresh_base: the integer base of the refresh sequence (maybe traced).
+    max_refresh_interval: the largest gap between two refreshes, or `None`
+      for no cap (maybe traced).
 
   Returns:
     :math:`a_{k+1}` as an int32 scalar, or 0 if it exceeds int32.
   """
-  base = jnp.asarray(refresh_base).astype(jnp.int32)
-  fits = refresh_step <= _MAX_INT32 // base
-  return jnp.where(fits, refresh_step * base, 0).astype(jnp.int32)
+  growth = jnp.asarray(refresh_base).astype(jnp.int32) - 1
+  # (base - 1) * a_k, saturated at int32's maximum instead of wrapping around.
+  gap = jnp.where(
+      refresh_step <= _MAX_INT32 // growth, refresh_step * growth, _MAX_INT32
+  )
+  if max_refresh_interval is not None:
+    gap = jnp.minimum(gap, jnp.asarray(max_refresh_interval).astype(jnp.int32))
+  fits = refresh_step <= _MAX_INT32 - gap
+  return jnp.where(fits, refresh_step + gap, 0).astype(jnp.int32)
 
 
-def accumulated_steps(refresh_step: jax.Array, refresh_base: Any) -> jax.Array:
-  r"""Number of steps accumulated in the second moment at a refresh step.
+def bias_correction_inverse(
+    one_minus_b2: Any, num_accumulated: jax.Array, dtype: Any
+) -> jax.Array:
+  r"""Returns :math:`1 / (1 - b_2^n)` as a scalar of ``dtype``.
 
-  The accumulator restarts after every refresh, so at :math:`t = a_k` it holds
-  :math:`n = a_k - a_{k-1} = t - t / \mathrm{base}` steps. At the first refresh,
-  :math:`t = a_0 = 1`, integer division gives :math:`n = 1 - 0 = 1` as well.
+  Computed as :math:`-1/\mathrm{expm1}(n \log(1 - (1 - b_2)))`, which keeps
+  full precision for ``b2`` close to 1 and any ``n``.
 
   Args:
-    refresh_step: the refresh step :math:`t = a_k` (int32 scalar).
-    refresh_base: the integer base of the refresh sequence (maybe traced).
-
-  Returns:
-    :math:`n` as an int32 scalar.
+    one_minus_b2: :math:`1 - b_2`, formed exactly as the accumulator forms it
+      (in Python for a Python ``b2``). Rounding ``b2`` to float32 first and
+      subtracting then would cancel three digits at ``b2 = 0.999`` and skew
+      :math:`\sigma` by about 1e-5.
+    num_accumulated: :math:`n`, the steps accumulated since the last refresh.
+    dtype: the dtype of the result.
   """
-  base = jnp.asarray(refresh_base).astype(jnp.int32)
-  return refresh_step - refresh_step // base
+  one_minus_b2 = jnp.asarray(one_minus_b2, dtype)
+  return -1 / jnp.expm1(num_accumulated.astype(dtype) * jnp.log1p(-one_minus_b2))
 
 
 def log_bias_corrected_sigma(
@@ -177,24 +212,202 @@ def refresh_preconditioner(
     nu: jax.Array,
     precond: jax.Array,
     *,
-    refresh_step: jax.Array,
+    num_accumulated: jax.Array,
+    is_first: jax.Array,
     one_minus_b2: Any,
     eps: Any,
     gamma: Any,
     beta3: Any,
-    refresh_base: Any,
 ) -> jax.Array:
-  r"""Returns the preconditioner refreshed at ``refresh_step`` from ``nu``.
+  r"""Returns the preconditioner refreshed from ``nu``, in the dtype of ``nu``.
 
-  The first refresh (step 1) sets :math:`v = \sigma^{-\gamma/2}`; every later
-  one is :func:`harmonic_refresh`. The first is the harmonic refresh with
+  The first refresh (``is_first``) sets :math:`v = \sigma^{-\gamma/2}`; every
+  later one is :func:`harmonic_refresh`. The first is the harmonic refresh with
   :math:`\beta_3 = 0` (the previous preconditioner gets no weight), and that
   is exact: with :math:`p = \infty` the refresh returns :math:`q`.
+
+  Args:
+    nu: the accumulator :math:`s` after ``num_accumulated`` steps.
+    precond: the previous preconditioner.
+    num_accumulated: :math:`n`, the number of steps accumulated in ``nu``.
+    is_first: whether this is the first refresh.
+    one_minus_b2: :math:`1 - b_2` (see :func:`log_bias_corrected_sigma`).
+    eps: added to the bias-corrected second moment.
+    gamma: the adaptivity exponent.
+    beta3: the weight of the previous preconditioner.
   """
-  num_accumulated = accumulated_steps(refresh_step, refresh_base)
   log_sigma = log_bias_corrected_sigma(nu, one_minus_b2, num_accumulated, eps)
-  effective_beta3 = jnp.where(refresh_step == 1, 0, beta3)
-  return harmonic_refresh(precond, log_sigma, gamma, effective_beta3)
+  effective_beta3 = jnp.where(is_first, 0, beta3)
+  return harmonic_refresh(
+      precond.astype(nu.dtype), log_sigma, gamma, effective_beta3)
+
+
+# Quadratic approximations on [0, 1] that are exact at both ends, so that the
+# power below is continuous and increasing across powers of two:
+# log2(1 + f) ~ f (LOG2_A - LOG2_B f), 2**f ~ 1 + f (EXP2_A + EXP2_B f).
+_LOG2_A, _LOG2_B = 1.3465553, 0.3465553
+_EXP2_A, _EXP2_B = 0.6565, 0.3435
+
+
+def approximate_power(x: jax.Array, exponent: Any) -> jax.Array:
+  r"""``x ** exponent`` for ``x >= 0``, to about ``0.9% * max(1, |exponent|)``.
+
+  :math:`x = (1 + f)\,2^e` is split exactly by its bits, :math:`\log_2 x
+  pprox e + f(a - b f)`, and :math:`2^y = 2^{\lfloor y 
+floor}
+  2^{y - \lfloor y 
+floor}` with :math:`2^r pprox 1 + r(c + d r)`: a few
+  multiply-adds and integer operations, where ``exp(exponent * log(x))`` costs
+  more than the rest of an optimizer step on a CPU. Both quadratics are exact
+  at the ends of [0, 1], so the result is continuous and monotone in ``x``.
+  ``x = 0`` counts as :math:`2^{-127}` (float32), ``inf`` as :math:`2^{128}`;
+  the result is clipped to the normal range, so it is never 0, inf or NaN for
+  a non-NaN ``x``.
+
+  Args:
+    x: a float32 or float64 array, >= 0.
+    exponent: a scalar (maybe traced).
+
+  Returns:
+    The approximate power, in the dtype of ``x``.
+  """
+  dtype = x.dtype
+  info = jnp.finfo(dtype)
+  int_dtype = jnp.int32 if info.bits == 32 else jnp.int64
+  num_mantissa_bits = info.nmant
+  bias = info.maxexp - 1
+  bits = jax.lax.bitcast_convert_type(x, int_dtype)
+  biased_exponent = bits >> num_mantissa_bits
+  one_plus_f = jax.lax.bitcast_convert_type(
+      (bits & ((1 << num_mantissa_bits) - 1)) | (bias << num_mantissa_bits),
+      dtype)
+  f = one_plus_f - 1
+  log2_x = (biased_exponent - bias).astype(dtype) + f * (_LOG2_A - _LOG2_B * f)
+  y = jnp.clip(jnp.asarray(exponent, dtype) * log2_x, 1 - bias, bias)
+  whole = jnp.floor(y)
+  r = y - whole
+  mantissa = 1 + r * (_EXP2_A + _EXP2_B * r)  # In [1, 2].
+  result_bits = jax.lax.bitcast_convert_type(mantissa, int_dtype) + (
+      whole.astype(int_dtype) << num_mantissa_bits)
+  return jax.lax.bitcast_convert_type(result_bits, dtype)
+
+
+def guarded_preconditioner(
+    precond: jax.Array,
+    nu: jax.Array,
+    *,
+    inverse_correction: jax.Array,
+    eps: Any,
+    gamma: Any,
+    factor: Any = GUARD_FACTOR,
+) -> jax.Array:
+  r"""The preconditioner a step between refreshes uses under the guard.
+
+  .. math::
+    v_\mathrm{step} = \min\left(v,\ C \sigma_t^{-\gamma/2}\right), \qquad
+    \sigma_t = \frac{s_t}{1 - b_2^{n_t}} + \epsilon
+
+  where :math:`s_t` is this step's accumulator (``nu``, this step's update
+  included), :math:`n_t` the number of steps it holds and :math:`C` =
+  :data:`GUARD_FACTOR`: the step never uses a preconditioner more than
+  :math:`C` times larger than a refresh at this very step would give. Where
+  the gradients have not grown since the latest refresh the bound does not
+  bind and the step is the authors'. The stored preconditioner is not
+  changed. The power is :func:`approximate_power` (within 1% for
+  :math:`|\gamma| \le 2`; a few multiply-adds): the bound needs no more
+  accuracy, and an exact power per element and step would cost more than the
+  rest of the step on a CPU.
+
+  Args:
+    precond: the preconditioner :math:`v` of the latest refresh.
+    nu: the accumulator :math:`s_t` after this step.
+    inverse_correction: :math:`1 / (1 - b_2^{n_t})` (a scalar).
+    eps: added to the bias-corrected second moment.
+    gamma: the adaptivity exponent.
+    factor: :math:`C` (infinite: no bound).
+
+  Returns:
+    :math:`v_\mathrm{step}`, in at least float32.
+  """
+  dtype = jnp.promote_types(nu.dtype, jnp.float32)
+  sigma = nu.astype(dtype) * inverse_correction.astype(dtype) + jnp.asarray(
+      eps, dtype)
+  gamma = _common.at_least_float32(gamma)
+  bound = factor * approximate_power(sigma, -0.5 * gamma)
+  return jnp.minimum(precond.astype(dtype), bound)
+
+
+# ----------------------------------------------------------------------------
+# Storage of the statistics.
+# ----------------------------------------------------------------------------
+
+
+def _stochastic_round(x: jax.Array, dtype: Any, step: jax.Array, salt: int):
+  """Rounds float32 ``x`` to ``dtype`` (bfloat16 or float16) without bias.
+
+  Each element is rounded up with probability equal to its distance from the
+  value below, so the rounding error has zero mean and an accumulator that
+  grows by increments below the storage dtype's resolution still grows on
+  average (plain rounding would freeze it). The randomness is a hash of the
+  element's index, the step and the leaf (``salt``): deterministic, with no
+  key to pass, and different at every step.
+  """
+  dtype = jnp.dtype(dtype)
+  if dtype == jnp.bfloat16:
+    # bfloat16 is float32's top 16 bits: add uniform noise below them, then
+    # truncate.
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    noise = _hash_bits(x.shape, step, salt) >> 16
+    rounded = (bits + noise) & jnp.uint32(0xFFFF0000)
+    return jax.lax.bitcast_convert_type(rounded, jnp.float32).astype(dtype)
+  # Other dtypes: round down, then up with the probability of the remainder.
+  x = x.astype(jnp.float32)
+  low = x.astype(dtype)
+  low = jnp.where(low.astype(jnp.float32) > x, jnp.nextafter(low, -jnp.inf), low)
+  high = jnp.nextafter(low, jnp.inf)
+  gap = high.astype(jnp.float32) - low.astype(jnp.float32)
+  fraction = jnp.where(gap > 0, (x - low.astype(jnp.float32)) / gap, 0)
+  uniform = (_hash_bits(x.shape, step, salt) >> 8).astype(jnp.float32) * 2.0**-24
+  return jnp.where(uniform < fraction, high, low)
+
+
+def _hash_bits(shape, step: jax.Array, salt: int) -> jax.Array:
+  """32 well-mixed pseudo-random bits per element of ``shape`` (uint32)."""
+  index = jax.lax.iota(jnp.uint32, int(np.prod(shape, dtype=np.int64)))
+  index = index.reshape(shape)
+  h = (
+      index * jnp.uint32(0x9E3779B1)
+      + step.astype(jnp.uint32) * jnp.uint32(0x85EBCA77)
+      + jnp.uint32((salt * 0xC2B2AE3D) & 0xFFFFFFFF)
+  )
+  # A 32-bit finaliser (xor-shift-multiply rounds) mixes every input bit.
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x7FEB352D)
+  h = h ^ (h >> 15)
+  h = h * jnp.uint32(0x846CA68B)
+  return h ^ (h >> 16)
+
+
+def _store(x: jax.Array, dtype: Any, *, step=None, salt: int = 0):
+  """Casts a statistic to its storage dtype.
+
+  Narrower than float32 and with a ``step``: stochastic rounding; otherwise
+  round to nearest.
+  """
+  dtype = jnp.dtype(dtype)
+  if step is not None and jnp.finfo(dtype).bits < 32:
+    return _stochastic_round(x, dtype, step, salt)
+  return x.astype(dtype)
+
+
+def _at_most_largest_finite(x: jax.Array, dtype: Any) -> jax.Array:
+  """Clips ``x`` at the largest finite value of ``dtype``; NaN stays NaN.
+
+  A preconditioner that overflows (a zero second moment with a large gamma,
+  or ``eps = 0``) is then stored finite, so that a zero momentum gives a zero
+  step instead of ``0 * inf = NaN``.
+  """
+  return jnp.minimum(x, jnp.asarray(jnp.finfo(dtype).max, x.dtype))
 
 
 # ----------------------------------------------------------------------------
@@ -202,72 +415,85 @@ def refresh_preconditioner(
 # ----------------------------------------------------------------------------
 
 
-def _squared_magnitude(update: jax.Array, dtype: jnp.dtype) -> jax.Array:
+def _squared_magnitude(update: jax.Array, dtype: Any) -> jax.Array:
   """Returns ``|update|**2`` in ``dtype``, squaring after the upcast."""
+  update = jnp.asarray(update)
   update = update.astype(jnp.promote_types(update.dtype, dtype))
   return jnp.real(update * jnp.conj(update)).astype(dtype)
 
 
-def init_preconditioner(params: optax.Params):
-  """Returns ``(nu, precond)`` for ``params``: zeros and ones, at least float32.
-
-  Built with ``zeros_like`` / ``ones_like`` of the parameters, so that (as for
-  ``mu`` and as in :func:`optax.adam`) they get the parameters' sharding.
-  """
-  _common.check_params(params)
-  nu = jax.tree.map(
-      lambda p: jnp.zeros_like(p, dtype=_common.real_statistics_dtype(p.dtype)), params
+def _accumulate_leaf(update, nu, b2, one_minus_b2, dtype):
+  """``(1 - b2) |u|**2 + b2 s`` in ``dtype`` (at least float32)."""
+  return (
+      jnp.asarray(one_minus_b2, dtype) * _squared_magnitude(update, dtype)
+      + jnp.asarray(b2, dtype) * nu.astype(dtype)
   )
-  precond = jax.tree.map(jnp.ones_like, nu)
-  return nu, precond
 
 
 def _accumulate(updates, nu, b2, one_minus_b2):
-  """The second-moment accumulation ``(1 - b2) * |u|**2 + b2 * s``.
+  """The second-moment accumulation of every leaf, in the computation dtype.
 
   As `optax.tree.update_moment` computes it, but with ``1 - b2`` given, so
   that the refresh branch (where ``b2`` is an operand) and the normal pass
   round it the same way.
   """
   return jax.tree.map(
-      lambda u, s: one_minus_b2 * _squared_magnitude(u, s.dtype) + b2 * s,
+      lambda u, s: _accumulate_leaf(
+          u, s, b2, one_minus_b2, jnp.promote_types(s.dtype, jnp.float32)),
       updates, nu,
   )
+
+
+def init_preconditioner(params: optax.Params, nu_dtype=None, precond_dtype=None):
+  """Returns ``(nu, precond)`` for ``params``: zeros and ones.
+
+  Their dtypes are ``nu_dtype`` and ``precond_dtype``, by default the real
+  dtype of the parameters' and at least float32. Built with ``zeros_like`` /
+  ``ones_like`` of the parameters, so that (as for ``mu`` and as in
+  :func:`optax.adam`) they get the parameters' sharding.
+  """
+  _common.check_params(params)
+  def zeros(p, dtype):
+    dtype = dtype or _common.real_statistics_dtype(jnp.result_type(p))
+    return jnp.zeros_like(p, dtype=dtype)
+  nu = jax.tree.map(lambda p: zeros(p, nu_dtype), params)
+  precond = jax.tree.map(lambda p: zeros(p, precond_dtype) + 1, params)
+  return nu, precond
 
 
 # The two branches of the refresh `lax.cond` are module-level functions that get
 # every input as an operand: un-jitted (eager) calls then hit JAX's cache instead
 # of tracing and compiling a new conditional at every step.
-def _refresh_branch(updates, nu, precond, b2, refresh_step, hyperparams):
-  nu = _accumulate(updates, nu, b2, hyperparams["one_minus_b2"])
+def _refresh_branch(updates, nu, precond, b2, refresh, hyperparams):
+  accumulated = _accumulate(updates, nu, b2, hyperparams["one_minus_b2"])
   new_precond = jax.tree.map(
-      lambda s, v: refresh_preconditioner(
-          s, v, refresh_step=refresh_step, **hyperparams),
-      nu, precond,
+      lambda s, v: _store(
+          _at_most_largest_finite(
+              refresh_preconditioner(s, v, **refresh, **hyperparams), v.dtype),
+          v.dtype),
+      accumulated, precond,
   )
   return new_precond, jnp.asarray(True)
 
 
-def _keep_branch(updates, nu, precond, b2, refresh_step, hyperparams):
-  del updates, nu, b2, refresh_step, hyperparams
+def _keep_branch(updates, nu, precond, b2, refresh, hyperparams):
+  del updates, nu, b2, refresh, hyperparams
   return precond, jnp.asarray(False)
 
 
 def update_preconditioner(
     updates: optax.Updates,
-    count: jax.Array,
-    next_refresh: jax.Array,
-    num_refreshes: jax.Array,
-    nu: optax.Updates,
-    precond: optax.Updates,
+    state: Any,
     *,
     b2: Any,
     eps: Any,
     gamma: Any,
     beta3: Any,
     refresh_base: Any,
+    max_refresh_interval: Optional[Any] = None,
+    guarded: bool = False,
 ):
-  """Advances the preconditioner by one step of ``updates``.
+  """Advances the preconditioner state by one step of ``updates``.
 
   Accumulates :math:`|u|^2` into ``nu``; if this step is a refresh step,
   refreshes ``precond`` from ``nu`` and resets ``nu``. The choice is one
@@ -281,44 +507,134 @@ def update_preconditioner(
   update ``nu`` in place. Passing the accumulated ``nu`` through the cond
   instead makes XLA copy all of ``nu`` on every normal step.
 
+  Args:
+    updates: this step's updates.
+    state: a :class:`ScaleByIDUState`, or any NamedTuple with its fields (as
+      :class:`anon_optax.ScaleByAnonState`).
+    b2, eps, gamma, beta3, refresh_base, max_refresh_interval: as in
+      :func:`scale_by_idu`; ``gamma`` is its value at this step.
+    guarded: whether the step reads the new ``nu`` (the guard of
+      :func:`step_preconditioner`).
+
   Returns:
-    ``(count, next_refresh, num_refreshes, nu, precond)`` after this step.
+    ``state._replace(...)`` with the counters, ``nu`` and ``precond`` after
+    this step.
   """
-  step = optax.safe_increment(count)
-  is_refresh = step == next_refresh
-  one_minus_b2 = 1 - b2
+  step = optax.safe_increment(state.count)
+  num_accumulated = optax.safe_increment(state.num_accumulated)
+  is_refresh = step == state.next_refresh
+  one_minus_b2 = _one_minus(b2)
   hyperparams = dict(
-      one_minus_b2=one_minus_b2, eps=eps, gamma=gamma, beta3=beta3,
-      refresh_base=refresh_base,
-  )
+      one_minus_b2=one_minus_b2, eps=eps, gamma=gamma, beta3=beta3)
+  refresh = dict(
+      num_accumulated=num_accumulated, is_first=state.num_refreshes == 0)
   precond, reset = jax.lax.cond(
       is_refresh, _refresh_branch, _keep_branch,
-      updates, nu, precond, b2, step, hyperparams,
+      updates, state.nu, state.precond, b2, refresh, hyperparams,
   )
-  nu = jax.tree.map(
-      lambda s: jnp.where(reset, jnp.zeros_like(s), s),
-      _accumulate(updates, nu, b2, one_minus_b2),
-  )
+  accumulated = _accumulate(updates, state.nu, b2, one_minus_b2)
+  leaves, treedef = jax.tree.flatten(accumulated)
+  nu_leaves = jax.tree.leaves(state.nu)
+  leaves = [jnp.where(reset, jnp.zeros_like(s), s) for s in leaves]
+  if guarded:
+    # The guard reads the new accumulator in the step's pass. Dividing it by a
+    # 1 known only at run time (exact in floating point) makes it too costly
+    # for XLA to recompute inside that pass from the old accumulator, which
+    # is overwritten in place: XLA would keep a copy of all of it to do so.
+    one = 1 + 0 * step.astype(jnp.float32)
+    leaves = [s / one.astype(s.dtype) for s in leaves]
+  nu = treedef.unflatten([
+      _store(s, old.dtype, step=step, salt=index)
+      for index, (s, old) in enumerate(zip(leaves, nu_leaves))
+  ])
   next_refresh = jnp.where(
-      is_refresh, next_refresh_step(next_refresh, refresh_base), next_refresh
+      is_refresh,
+      next_refresh_step(state.next_refresh, refresh_base, max_refresh_interval),
+      state.next_refresh,
   )
-  num_refreshes = jnp.where(
-      is_refresh, optax.safe_increment(num_refreshes), num_refreshes
+  return state._replace(
+      count=step,
+      next_refresh=next_refresh,
+      num_refreshes=jnp.where(
+          is_refresh, optax.safe_increment(state.num_refreshes),
+          state.num_refreshes),
+      num_accumulated=jnp.where(is_refresh, 0, num_accumulated).astype(
+          jnp.int32),
+      nu=nu,
+      precond=precond,
   )
-  return step, next_refresh, num_refreshes, nu, precond
 
 
-def check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base):
+def step_preconditioner(
+    new_state: Any, *, exact: bool, b2: Any, eps: Any, gamma: Any
+) -> optax.Updates:
+  r"""The preconditioner this step multiplies by: ``precond``, or guarded.
+
+  With ``exact=True`` it is the latest refresh's ``new_state.precond`` (the
+  authors' rule). Otherwise, on steps between refreshes, it is
+  :func:`guarded_preconditioner` of it and of the accumulator after this step;
+  on a refresh step it is the fresh ``precond``, which needs no guard: the
+  refresh itself gives :math:`v \le \sigma^{-\gamma/2} / \sqrt{1 - \beta_3}`.
+  Either way it is meant to be consumed elementwise in the same pass as the
+  step, so that XLA fuses it and nothing parameter-sized is materialised. It
+  reads the accumulator after this step (the state's output), not before: the
+  old one is overwritten in place, and reading it here too would make XLA copy
+  it.
+  """
+  if exact:
+    return new_state.precond
+  one_minus_b2 = _one_minus(b2)
+  # On a refresh step the accumulator was reset: n = 1 keeps the bound finite
+  # and an infinite factor makes it vanish.
+  refreshed = new_state.num_accumulated == 0
+  num_accumulated = jnp.maximum(new_state.num_accumulated, 1)
+  factor = jnp.where(refreshed, jnp.inf, GUARD_FACTOR)
+  def guard(v, s):
+    dtype = jnp.promote_types(s.dtype, jnp.float32)
+    inverse_correction = bias_correction_inverse(
+        one_minus_b2, num_accumulated, dtype)
+    return guarded_preconditioner(
+        v, s, inverse_correction=inverse_correction, eps=eps, gamma=gamma,
+        factor=factor.astype(dtype))
+  return jax.tree.map(guard, new_state.precond, new_state.nu)
+
+
+def _one_minus(b2: Any) -> Any:
+  """``1 - b2``, exact for a Python ``b2``; at least float32 for an array."""
+  if isinstance(b2, (int, float)):
+    return 1 - b2
+  return 1 - _common.at_least_float32(b2)
+
+
+def check_preconditioner_hyperparams(
+    b2, eps, gamma, beta3, refresh_base, max_refresh_interval):
   """Eagerly validates the hyperparameters shared by the preconditioners."""
   _validation.check_interval("b2", b2, 0.0, 1.0)
   _validation.check_interval("eps", eps, 0.0)
-  if not callable(gamma):
-    _validation.check_finite("gamma", gamma)
+  _validation.check_real_scalar_or_schedule("gamma", gamma)
   _validation.check_interval("beta3", beta3, 0.0, 1.0)
-  _validation.check_integer_at_least("refresh_base", refresh_base, 2)
-  _validation.check_interval(
-      "refresh_base", refresh_base, 2, int(_MAX_INT32), high_inclusive=True
-  )
+  _validation.check_integer_in("refresh_base", refresh_base, 2, _MAX_INT32)
+  if max_refresh_interval is not None:
+    _validation.check_integer_in(
+        "max_refresh_interval", max_refresh_interval, 1, _MAX_INT32)
+
+
+def check_storage_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> Any:
+  """Canonicalises a storage dtype; `None` stays `None`."""
+  if dtype is None:
+    return None
+  try:
+    canonical = jnp.dtype(dtype)
+  except TypeError as error:
+    raise TypeError(f"`{name}` must be a floating dtype or None, got {dtype!r}.") from error
+  allowed = jnp.inexact if complex_ok else jnp.floating
+  if not jnp.issubdtype(canonical, allowed):
+    kind = "floating or complex" if complex_ok else "real floating"
+    raise TypeError(
+        f"`{name}` must be a {kind} dtype (e.g. jnp.bfloat16, jnp.float32) "
+        f"or None, got {dtype!r}."
+    )
+  return jax.dtypes.canonicalize_dtype(canonical)
 
 
 def scale_by_idu(
@@ -328,6 +644,10 @@ def scale_by_idu(
     *,
     beta3: jax.typing.ArrayLike = 0.5,
     refresh_base: int = 2,
+    max_refresh_interval: Optional[int] = None,
+    exact: bool = False,
+    nu_dtype: Optional[jax.typing.DTypeLike] = None,
+    precond_dtype: Optional[jax.typing.DTypeLike] = None,
 ) -> optax.GradientTransformation:
   r"""Scale updates by the gamma-preconditioner refreshed by IDU.
 
@@ -337,13 +657,21 @@ def scale_by_idu(
   .. math::
     s_t &= b_2 s_{t-1} + (1 - b_2) |u_t|^2 \\
     \text{at } t = a_k:\quad \sigma &= s_t / (1 - b_2^{n}) + \epsilon,
-      \quad n = a_k - a_{k-1},\ s_t \leftarrow 0 \\
+      \quad s_t \leftarrow 0 \\
     v &= \sigma^{-\gamma/2} \ (k = 0), \qquad
     v = \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma^{\gamma}\right)^{-1/2}
       \ (k > 0) \\
-    \text{output}_t &= v \odot u_t
+    \text{output}_t &= \min\left(v,\ C \sigma_t^{-\gamma/2}\right) \odot u_t
+      \quad (v \odot u_t \text{ at refresh steps})
 
-  with refresh steps :math:`a_k = \mathrm{refresh\_base}^k` (1, 2, 4, 8, ...).
+  with refresh steps :math:`a_k` = 1, ``refresh_base``, ``refresh_base**2``,
+  ... (every ``max_refresh_interval`` steps once the gap reaches it),
+  :math:`n` the number of steps accumulated since the previous refresh, and
+  :math:`\sigma_t = s_t / (1 - b_2^{n_t}) + \epsilon` this step's own
+  estimate. The guard :math:`\min(v, C\sigma_t^{-\gamma/2})`, with
+  :math:`C = 10`, keeps a preconditioner refreshed when the updates were tiny
+  from multiplying much larger updates later; ``exact=True`` drops it
+  (output :math:`v \odot u_t`, the authors' rule).
 
   Args:
     b2: decay rate of the second-moment accumulator, in [0, 1).
@@ -353,6 +681,15 @@ def scale_by_idu(
       Adam-like :math:`v \approx 1/\sqrt{\sigma}`.
     beta3: weight of the previous preconditioner in the refresh, in [0, 1).
     refresh_base: integer >= 2; refreshes happen at steps ``refresh_base**k``.
+    max_refresh_interval: `None` (the default) or an integer >= 1: the
+      largest number of steps between two refreshes.
+    exact: if `True`, the authors' rule without the step guard.
+    nu_dtype: storage dtype of the accumulator :math:`s` (`None`: at least
+      float32). A dtype narrower than float32 is written with unbiased
+      stochastic rounding, deterministic given the step.
+    precond_dtype: storage dtype of the preconditioner :math:`v` (`None`: at
+      least float32), rounded to nearest. Arithmetic is always in at least
+      float32.
 
   Returns:
     A :class:`optax.GradientTransformation` with state
@@ -373,14 +710,19 @@ def scale_by_idu(
     Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
-  check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base)
+  check_preconditioner_hyperparams(
+      b2, eps, gamma, beta3, refresh_base, max_refresh_interval)
+  _validation.check_bool("exact", exact)
+  nu_dtype = check_storage_dtype("nu_dtype", nu_dtype)
+  precond_dtype = check_storage_dtype("precond_dtype", precond_dtype)
 
   def init_fn(params):
-    nu, precond = init_preconditioner(params)
+    nu, precond = init_preconditioner(params, nu_dtype, precond_dtype)
     return ScaleByIDUState(
         count=jnp.zeros([], jnp.int32),
         next_refresh=jnp.ones([], jnp.int32),
         num_refreshes=jnp.zeros([], jnp.int32),
+        num_accumulated=jnp.zeros([], jnp.int32),
         nu=nu,
         precond=precond,
     )
@@ -388,18 +730,17 @@ def scale_by_idu(
   def update_fn(updates, state, params=None):
     del params
     _common.check_updates_match(updates, state.nu)
-    count, next_refresh, num_refreshes, nu, precond = update_preconditioner(
-        updates, state.count, state.next_refresh, state.num_refreshes,
-        state.nu, state.precond,
-        b2=b2, eps=eps, gamma=_common.resolve_schedule(gamma, state.count), beta3=beta3,
-        refresh_base=refresh_base,
+    gamma_t = _common.resolve_schedule(gamma, state.count)
+    new_state = update_preconditioner(
+        updates, state, b2=b2, eps=eps, gamma=gamma_t, beta3=beta3,
+        refresh_base=refresh_base, max_refresh_interval=max_refresh_interval,
+        guarded=not exact,
     )
+    scale = step_preconditioner(
+        new_state, exact=exact, b2=b2, eps=eps, gamma=gamma_t)
     updates = jax.tree.map(
-        lambda v, u: (v * u).astype(u.dtype), precond, updates
+        lambda v, u: (v * u).astype(_common.update_dtype(u, u)), scale, updates
     )
-    return updates, ScaleByIDUState(
-        count=count, next_refresh=next_refresh, num_refreshes=num_refreshes,
-        nu=nu, precond=precond,
-    )
+    return updates, new_state
 
   return optax.GradientTransformation(init_fn, update_fn)

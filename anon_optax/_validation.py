@@ -1,38 +1,72 @@
-"""Eager checks of hyperparameters given as plain Python (or NumPy) numbers.
+"""Eager checks of hyperparameters, at construction.
 
-Every check here skips `jax.Array` values and callables: under
-`optax.inject_hyperparams` or `jax.vmap` a hyperparameter is a (possibly traced)
-array, and branching on it in Python would either fail or silently freeze one
-value into the compiled program. Schedules are checked by their users at trace
-time, not here.
+A hyperparameter given as a Python number, a NumPy scalar or a concrete JAX
+scalar is checked here: its type (a real number; strings, `None`, complex
+numbers and non-scalar arrays are refused with a `TypeError` or `ValueError`
+that names the argument), and its range. Traced values (under `jax.jit` with
+`optax.inject_hyperparams`, or `jax.vmap`) are only checked for their shape:
+branching on their value in Python would either fail or silently freeze one
+value into the compiled program. Schedules are evaluated by their users, not
+here.
 """
 
 import math
 import numbers
 from typing import Any
 
+import jax
 import numpy as np
 
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
 
 
-def _concrete_number(value: Any) -> float | None:
-  """Returns `value` as a float if it is a plain number we may inspect."""
-  if isinstance(value, bool):
-    return None
+def _scalar_value(name: str, value: Any) -> float | None:
+  """Returns a concrete real scalar ``value`` as a float, `None` if traced.
+
+  Raises:
+    TypeError: if ``value`` is not a real number or real scalar array.
+    ValueError: if it is an array with more than one element.
+  """
+  if isinstance(value, bool) or value is None or isinstance(value, str):
+    raise TypeError(
+        f"`{name}` must be a real number or a real scalar array, got "
+        f"{value!r}."
+    )
   if isinstance(value, numbers.Real):
     return float(value)
-  if isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(
-      value.dtype, np.number):
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    if np.ndim(value) != 0:
+      raise ValueError(
+          f"`{name}` must be a scalar (shape ()), got an array of shape "
+          f"{np.shape(value)}."
+      )
+    dtype = value.dtype
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+            or dtype == jax.numpy.bfloat16):
+      raise TypeError(
+          f"`{name}` must be a real number or a real scalar array, got dtype "
+          f"{dtype}."
+      )
+    if isinstance(value, jax.core.Tracer):
+      return None
     return float(value)
-  return None
+  raise TypeError(
+      f"`{name}` must be a real number or a real scalar array, got "
+      f"{type(value).__name__} {value!r}."
+  )
 
 
 def check_finite(name: str, value: Any) -> None:
-  """Raises `ValueError` if a concrete `value` is NaN or infinite."""
-  number = _concrete_number(value)
+  """Raises unless `value` is a real scalar, finite where it is concrete."""
+  number = _scalar_value(name, value)
   if number is not None and not math.isfinite(number):
     raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+
+
+def check_real_scalar_or_schedule(name: str, value: Any) -> None:
+  """A schedule (any callable), or a finite real scalar as `check_finite`."""
+  if not callable(value):
+    check_finite(name, value)
 
 
 def check_interval(
@@ -43,8 +77,8 @@ def check_interval(
     *,
     high_inclusive: bool = False,
 ) -> None:
-  """Raises `ValueError` unless a concrete `value` lies in [low, high) or [low, high]."""
-  number = _concrete_number(value)
+  """Raises unless a concrete `value` lies in [low, high) or [low, high]."""
+  number = _scalar_value(name, value)
   if number is None:
     return
   inside = low <= number and (number <= high if high_inclusive else number < high)
@@ -56,15 +90,21 @@ def check_interval(
     )
 
 
-def check_integer_at_least(name: str, value: Any, low: int) -> None:
-  """Raises `ValueError` unless a concrete `value` is an integer >= `low`."""
-  if isinstance(value, bool):
-    raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-  number = _concrete_number(value)
+def check_integer_in(name: str, value: Any, low: int, high: int) -> None:
+  """Raises unless a concrete `value` is an integer in [low, high]."""
+  number = _scalar_value(name, value)
   if number is None:
     return
-  if not (number.is_integer() and number >= low):
-    raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+  if not (number.is_integer() and low <= number <= high):
+    raise ValueError(
+        f"`{name}` must be an integer in [{low}, {high}], got {value!r}."
+    )
+
+
+def check_bool(name: str, value: Any) -> None:
+  """Raises `TypeError` unless `value` is a Python bool (a structural flag)."""
+  if not isinstance(value, bool):
+    raise TypeError(f"`{name}` must be True or False, got {value!r}.")
 
 
 def check_weight_decay_mode(weight_decay_mode: Any) -> None:

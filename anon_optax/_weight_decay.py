@@ -44,9 +44,9 @@ def chain_with_weight_decay(
       decay, or an unknown mode (Python numbers only; schedules and traced
       values are not inspected).
   """
-  if not callable(learning_rate):
-    _validation.check_finite("learning_rate", learning_rate)
-  _validation.check_interval("weight_decay", weight_decay, 0.0)
+  _validation.check_real_scalar_or_schedule("learning_rate", learning_rate)
+  if not callable(weight_decay):
+    _validation.check_interval("weight_decay", weight_decay, 0.0)
   _validation.check_weight_decay_mode(weight_decay_mode)
   if weight_decay_mode == "l2":
     return optax.chain(

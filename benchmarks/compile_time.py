@@ -3,36 +3,30 @@
 
 One command::
 
-    python benchmarks/compile_time.py
+    python -m benchmarks.compile_time
 
 Every sample builds a fresh train-step function (a new closure, so neither
 `jax.jit`'s trace cache nor XLA's in-memory executable cache can answer it)
 and times ``jax.jit(step).lower(...)`` (trace + lowering to StableHLO) and
 ``.compile()`` (XLA) separately. Optimizers and models are interleaved
 round-robin over several rounds; medians and same-round ratios are reported.
-Two models: an MLP and a small CNN (the digits CNN of ``gamma_sweep.py``).
+Two models: an MLP and a small CNN (the digits CNN of ``vmapped_sweep.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import optax
 
-import common  # pylint: disable=wrong-import-position
-
-import jax  # pylint: disable=wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
-import optax  # pylint: disable=wrong-import-position
-
-import models  # pylint: disable=wrong-import-position
+import anon_optax
+from benchmarks import common
+from experiments import models
 
 
 def make_optimizers():
-  import anon_optax  # pylint: disable=import-outside-toplevel
   return {"anon": lambda: anon_optax.anon(1e-3, gamma=1.0),
           "adam": lambda: optax.adam(1e-3)}
 

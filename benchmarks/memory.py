@@ -2,7 +2,7 @@
 
 One command::
 
-    python benchmarks/memory.py
+    python -m benchmarks.memory
 
 Counts every leaf of ``tx.init(params)`` (via `jax.eval_shape`, so nothing is
 allocated): ``sum(size * itemsize)`` over the state, divided by the same sum
@@ -13,18 +13,14 @@ are a hair above the round numbers on small trees).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import common  # pylint: disable=wrong-import-position
-
-import jax  # pylint: disable=wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-import optax  # pylint: disable=wrong-import-position
+import anon_optax
+from benchmarks import common
 
 
 def tree_bytes(tree) -> int:
@@ -39,7 +35,6 @@ def state_ratio(tx, params) -> tuple[int, int, float]:
 
 
 def contenders():
-  import anon_optax  # pylint: disable=import-outside-toplevel
   out = {
       "anon": lambda: anon_optax.anon(1e-3),
       "anon (mu_dtype=bfloat16)": lambda: anon_optax.anon(1e-3, mu_dtype=jnp.bfloat16),
@@ -48,9 +43,8 @@ def contenders():
       "optax.adamw": lambda: optax.adamw(1e-3),
       "optax.sgd (momentum 0.9)": lambda: optax.sgd(1e-3, momentum=0.9),
       "optax.lion": lambda: optax.lion(1e-4),
+      "anon_optax.hvadam": lambda: anon_optax.hvadam(1e-3),
   }
-  if hasattr(anon_optax, "hvadam"):
-    out["anon_optax.hvadam"] = lambda: anon_optax.hvadam(1e-3)
   return out
 
 

@@ -2,16 +2,19 @@
 
 One command::
 
-    python benchmarks/step_time.py                 # 1M, 4M, 16M, 64M
-    python benchmarks/step_time.py --sizes 4M      # the target configuration
+    python -m benchmarks.step_time                 # 1M, 4M, 16M, 64M
+    python -m benchmarks.step_time --sizes 4M      # the target configuration
 
 For every size, every contender holds its own copy of the parameters and its
 own optimizer state, all fed the same fixed gradient tree. The state is
 brought to steady state by a few real steps and then jumped forward: the step
 counters (``count``, ``next_refresh``, ``num_refreshes``) are set so that the
-next step is step ``--start-step`` + 1 (default 1001). Each sample is a window
-of ``--window`` consecutive steps, so refresh steps (powers of 2) fall in the
-windows exactly where they fall in training: past step 1000 that is one
+next step is step ``--start-step`` + 1 (default 1001). The counters are the
+ones ``anon_optax.anon`` itself holds after that many steps (read off a real
+run on a one-element parameter, :func:`anon_counters`), so the refresh
+schedule is the package's, not a copy. Each sample is a window of ``--window``
+consecutive steps, so refresh steps (powers of 2) fall in the windows exactly
+where they fall in training: past step 1000 that is one
 refresh per 1024..2048 steps, i.e. almost never inside a window; the JSON lists
 the refresh steps each contender actually went through. The refresh step's
 own cost is measured separately (``refresh`` table): the state is set so that
@@ -22,18 +25,20 @@ Contenders (interleaved round-robin, order rotated every round):
 
 * ``anon``: ``anon_optax.anon(1e-3, gamma=1.0)`` with ``optax.apply_updates``.
 * ``adam``, ``adamw``, ``sgd_momentum`` (0.9), ``lion``: the optax aliases.
-* ``floor``: one fused pass doing only ``m``, ``s`` and ``theta`` updates with
-  a fixed ``v`` (reads g, m, s, v, theta; writes m, s, theta), donated.
-* ``hvadam``: ``anon_optax.hvadam`` if the package has it.
-* ``torch``: the authors' update written from SPEC as a PyTorch per-tensor
-  in-place loop (``torch.no_grad``, ``mul_``/``add_``/``addcmul_``, refresh at
-  powers of 2), ``torch.set_num_threads`` = the cores XLA uses.
+* ``floor``: :func:`one_pass_floor`, the least an Anon step can do: only the
+  ``m``, ``s`` and ``theta`` updates with a fixed ``v`` (reads g, m, s, v,
+  theta; writes m, s, theta), donated; no refresh ever.
+* ``hvadam``: ``anon_optax.hvadam``.
+* ``torch``: the authors' update (``docs/algorithm.md``) as a PyTorch
+  per-tensor in-place loop (``torch.no_grad``, ``mul_``/``add_``/``addcmul_``),
+  refreshing at the steps the package's schedule gives,
+  ``torch.set_num_threads`` = the cores XLA uses.
 * ``torch_1thread``: the same loop on one thread. On a machine shared with
   other jobs, two OpenMP threads that spin-wait on each other can be much
   slower than one; this row keeps the PyTorch comparison honest there.
 * ``copy`` (always run): a device-to-device streaming copy of one flat
   float32 array as large as the parameters, in place in a donated buffer
-  (``CopyContender``). It reads and writes 8 bytes per parameter; its rate
+  (:class:`CopyContender`). It reads and writes 8 bytes per parameter; its rate
   is the copy bandwidth the other rows are measured against.
 
 Bandwidth: each contender's *minimum* traffic per step in bytes per float32
@@ -46,20 +51,15 @@ fraction of the copy's (``x copy bw``).
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import sys
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import common  # pylint: disable=wrong-import-position
-
-import jax  # pylint: disable=wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-import optax  # pylint: disable=wrong-import-position
+import anon_optax
+from benchmarks import common
 
 LR = 1e-3
 B1, B2, EPS, GAMMA, BETA3 = 0.9, 0.999, 1e-16, 1.0, 0.5
@@ -68,6 +68,7 @@ ALL_CONTENDERS = ("anon", "floor", "adam", "adamw", "sgd_momentum", "lion",
                   "hvadam", "torch", "torch_1thread")
 QUICK_CONTENDERS = ("anon", "floor", "adam", "torch")
 
+REFRESH_SPIKE_STEP = 1024  # A refresh step of the default schedule (base 2), timed alone.
 DEFAULT_LEAVES = {1 << 20: 40, 4 << 20: 40, 16 << 20: 100, 64 << 20: 200}
 
 # The least memory traffic of one step, in bytes per float32 parameter: arrays
@@ -82,57 +83,88 @@ MIN_BYTES_PER_PARAM = {
 
 
 # ----------------------------------------------------------------------------
-# Jumping an optax state forward.
+# Jumping an optax state forward, on the package's own refresh schedule.
 # ----------------------------------------------------------------------------
 
-
-def _refreshes_up_to(step: int, base: int = 2) -> tuple[int, int]:
-  """(number of refresh steps <= step, the next refresh step > step)."""
-  k, a = 0, 1
-  while a <= step:
-    k += 1
-    a *= base
-  return k, a
+COUNTERS = ("count", "next_refresh", "num_refreshes")
 
 
-def jump_state(state: Any, step: int) -> Any:
-  """Returns ``state`` with its step counters set as after ``step`` steps.
+def make_anon() -> optax.GradientTransformation:
+  """The ``anon`` contender (and the source of the refresh schedule)."""
+  return anon_optax.anon(LR, b1=B1, b2=B2, eps=EPS, gamma=GAMMA, beta3=BETA3)
 
-  Walks the (nested) NamedTuple states of an optax chain and replaces the
-  scalar fields ``count``, ``next_refresh`` and ``num_refreshes`` (the anon and
-  optax counters); every array field is passed through untouched (no copy).
+
+def anon_counters(last_step: int) -> dict[str, np.ndarray]:
+  """Anon's step counters after each step 1..``last_step``, from a real run.
+
+  Runs :func:`make_anon` on a one-element parameter and records the counters
+  of its state after every step: entry ``t - 1`` of each array is the value
+  after step ``t``.
   """
-  num_refreshes, next_refresh = _refreshes_up_to(step)
-  values = {"count": step, "next_refresh": next_refresh,
-            "num_refreshes": num_refreshes}
+  tx = make_anon()
+  params = jnp.ones((1,), jnp.float32)
 
-  def visit(node):
-    if isinstance(node, tuple) and hasattr(node, "_fields"):
-      fields = {}
-      for name in node._fields:
-        child = getattr(node, name)
-        if name in values and hasattr(child, "shape") and child.shape == ():
-          fields[name] = jnp.asarray(values[name], child.dtype)
-        else:
-          fields[name] = visit(child)
-      return type(node)(**fields)
-    if isinstance(node, (tuple, list)):
-      return type(node)(visit(c) for c in node)
-    if isinstance(node, dict):
-      return {k: visit(v) for k, v in node.items()}
-    return node
+  def step(state, _):
+    _, state = tx.update(jnp.ones_like(params), state, params)
+    return state, tuple(optax.tree_utils.tree_get(state, name) for name in COUNTERS)
 
-  return visit(state)
+  _, values = jax.lax.scan(step, tx.init(params), length=last_step)
+  return {name: np.asarray(v) for name, v in zip(COUNTERS, values)}
 
 
-def refresh_steps_between(first: int, last: int) -> list[int]:
-  """Refresh steps (powers of 2) in [first, last]."""
-  out, a = [], 1
-  while a <= last:
-    if a >= first:
-      out.append(a)
-    a *= 2
-  return out
+def refresh_steps(counters: dict[str, np.ndarray], first: int, last: int) -> list[int]:
+  """The steps in [first, last] at which Anon refreshed its preconditioner."""
+  refreshes = np.concatenate([[0], counters["num_refreshes"]])  # refreshes[t]: after step t.
+  return [t for t in range(max(first, 1), last + 1) if refreshes[t] > refreshes[t - 1]]
+
+
+def jump_state(state: Any, step: int, counters: dict[str, np.ndarray]) -> Any:
+  """Returns ``state`` with its step counters set as Anon's after ``step`` steps.
+
+  Sets whichever of ``count``, ``next_refresh`` and ``num_refreshes`` the
+  (nested) optax state has (Anon has all three, optax's optimizers ``count``);
+  every array field is passed through untouched (no copy).
+  """
+  values = {}
+  for name in COUNTERS:
+    current = optax.tree_utils.tree_get(state, name, None)
+    if current is not None:
+      values[name] = jnp.asarray(counters[name][step - 1], current.dtype)
+  return optax.tree_utils.tree_set(state, **values) if values else state
+
+
+class FloorState(NamedTuple):
+  count: jax.Array  # int32 scalar
+  mu: optax.Updates
+  nu: optax.Updates
+  precond: optax.Updates  # fixed
+
+
+def one_pass_floor(fixed_grads) -> optax.GradientTransformation:
+  """Anon's step without the refresh: ``m``, ``s`` and ``theta`` with a fixed ``v``.
+
+  What no implementation of the update can go below: the same reads and writes
+  as Anon's normal step (``v = rsqrt(g**2 + 1e-8)`` of ``fixed_grads``, never
+  refreshed), as an optax transformation so that it is stepped, donated and
+  timed exactly like the other contenders.
+  """
+
+  def init_fn(params):
+    zeros = lambda p: jnp.zeros_like(p)
+    return FloorState(jnp.zeros([], jnp.int32), jax.tree.map(zeros, params),
+                      jax.tree.map(zeros, params),
+                      jax.tree.map(lambda g: jax.lax.rsqrt(g * g + 1e-8), fixed_grads))
+
+  def update_fn(updates, state, params=None):
+    del params
+    count = state.count + 1
+    mu = jax.tree.map(lambda m, g: B1 * m + (1 - B1) * g, state.mu, updates)
+    nu = jax.tree.map(lambda s, g: B2 * s + (1 - B2) * g * g, state.nu, updates)
+    scale = -LR / (1 - B1 ** count.astype(jnp.float32))
+    updates = jax.tree.map(lambda v, m: scale * v * m, state.precond, mu)
+    return updates, FloorState(count, mu, nu, state.precond)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 # ----------------------------------------------------------------------------
@@ -144,7 +176,8 @@ def refresh_steps_between(first: int, last: int) -> list[int]:
 class OptaxContender:
   """An optax GradientTransformation stepped by a donated jitted function."""
 
-  def __init__(self, tx, params_np, grads, start_step: int, warm_steps: int = 3):
+  def __init__(self, tx, params_np, grads, start_step: int, counters, warm_steps: int = 3):
+    self.counters = counters
     self.params = jax.tree.map(jnp.array, params_np)
     self.grads = grads
     self.state = tx.init(self.params)
@@ -161,7 +194,7 @@ class OptaxContender:
 
   def set_step(self, step: int):
     """The next step run will be ``step + 1``."""
-    self.state = jump_state(self.state, step)
+    self.state = jump_state(self.state, step, self.counters)
     self.step = step + 1
 
   def run(self, num_steps: int) -> float:
@@ -173,43 +206,6 @@ class OptaxContender:
     jax.block_until_ready((params, state))
     t1 = common.timer()
     self.params, self.state = params, state
-    self.step += num_steps
-    return t1 - t0
-
-
-class FloorContender:
-  """The one-pass floor: m, s, theta updated with a fixed v, all donated."""
-
-  def __init__(self, params_np, grads, start_step: int):
-    self.params = jax.tree.map(jnp.array, params_np)
-    self.grads = grads
-    self.mu = jax.tree.map(lambda g: (1 - B1) * g, grads)
-    self.nu = jax.tree.map(lambda g: (1 - B2) * g * g, grads)
-    self.v = jax.tree.map(lambda g: jax.lax.rsqrt(g * g + 1e-8), grads)
-    self.t = jnp.asarray(start_step, jnp.int32)
-    self.step = start_step + 1
-
-    def floor(theta, m, s, t, g, v):
-      t = t + 1
-      scale = -LR / (1 - B1 ** t.astype(jnp.float32))
-      m = jax.tree.map(lambda m, g: B1 * m + (1 - B1) * g, m, g)
-      s = jax.tree.map(lambda s, g: B2 * s + (1 - B2) * g * g, s, g)
-      theta = jax.tree.map(lambda p, v, m: p + scale * v * m, theta, v, m)
-      return theta, m, s, t
-
-    self._fn = jax.jit(floor, donate_argnums=(0, 1, 2, 3))
-    self.run(2)
-    self.step = start_step + 1
-
-  def run(self, num_steps: int) -> float:
-    p, m, s, t = self.params, self.mu, self.nu, self.t
-    jax.block_until_ready((p, m, s, t))
-    t0 = common.timer()
-    for _ in range(num_steps):
-      p, m, s, t = self._fn(p, m, s, t, self.grads, self.v)
-    jax.block_until_ready((p, m, s, t))
-    t1 = common.timer()
-    self.params, self.mu, self.nu, self.t = p, m, s, t
     self.step += num_steps
     return t1 - t0
 
@@ -263,15 +259,17 @@ def add_bandwidth(summary: dict[str, Any], num_params: int) -> float:
 
 
 class TorchAnonReference:
-  """The authors' Anon update from SPEC, a PyTorch per-tensor in-place loop.
+  """The authors' Anon update, a PyTorch per-tensor in-place loop.
 
   Written the way a ``torch.optim.Optimizer.step`` would be: under
   ``torch.no_grad``, one tensor at a time, ``mul_``/``add_``/``addcmul_`` in
-  place, and the IDU refresh of ``v`` at steps 1, 2, 4, 8, ...
+  place, and the IDU refresh of ``v`` at the steps where the package's own
+  ``anon`` refreshes (``counters``, from :func:`anon_counters`: 1, 2, 4, 8, ...).
   """
 
-  def __init__(self, params_np, grads_np, start_step: int, warm_steps: int = 3,
+  def __init__(self, params_np, grads_np, start_step: int, counters, warm_steps: int = 3,
                num_threads: int = 1):
+    self.num_refreshes_after = np.concatenate([[0], counters["num_refreshes"]])
     import torch  # pylint: disable=import-outside-toplevel
     self.torch = torch
     self.num_threads = num_threads
@@ -288,10 +286,13 @@ class TorchAnonReference:
       self._one_step()
     self.set_step(start_step)
 
+  def _is_refresh(self, t: int) -> bool:
+    return self.num_refreshes_after[t] > self.num_refreshes_after[t - 1]
+
   def set_step(self, step: int):
     self.t = step
-    self.num_refreshes, nxt = _refreshes_up_to(step)
-    self.last_refresh = nxt // 2
+    self.num_refreshes = int(self.num_refreshes_after[step])
+    self.last_refresh = max(t for t in range(1, step + 1) if self._is_refresh(t))
     self.step = step + 1
 
   def _one_step(self):
@@ -299,11 +300,11 @@ class TorchAnonReference:
     with torch.no_grad():
       self.t += 1
       t = self.t
-      refresh = (t & (t - 1)) == 0  # t is a power of 2.
+      refresh = self._is_refresh(t)
       if refresh:
-        n = 1 if t == 1 else t - self.last_refresh
-        bias_correction2 = 1 - B2 ** n
         first = self.num_refreshes == 0
+        n = 1 if first else t - self.last_refresh  # Steps accumulated in s.
+        bias_correction2 = 1 - B2 ** n
       bias_correction1 = 1 - B1 ** t
       step_size = LR / bias_correction1
       for p, g, m, s, v in zip(self.params, self.grads, self.exp_avg,
@@ -338,27 +339,28 @@ class TorchAnonReference:
 # ----------------------------------------------------------------------------
 
 
-def build_contenders(params_np, grads, grads_np, start_step, names, log):
-  import anon_optax  # pylint: disable=import-outside-toplevel
-  factories: dict[str, Callable[[], Any]] = {
-      "anon": lambda: OptaxContender(anon_optax.anon(LR, B1, B2, EPS, GAMMA), params_np, grads, start_step),
-      "floor": lambda: FloorContender(params_np, grads, start_step),
-      "adam": lambda: OptaxContender(optax.adam(LR), params_np, grads, start_step),
-      "adamw": lambda: OptaxContender(optax.adamw(LR), params_np, grads, start_step),
-      "sgd_momentum": lambda: OptaxContender(optax.sgd(LR, momentum=0.9), params_np, grads, start_step),
-      "lion": lambda: OptaxContender(optax.lion(LR * 0.1), params_np, grads, start_step),
+def build_contenders(params_np, grads, grads_np, start_step, counters, names, log):
+  optax_contenders: dict[str, Callable[[], optax.GradientTransformation]] = {
+      "anon": make_anon,
+      "floor": lambda: one_pass_floor(grads),
+      "adam": lambda: optax.adam(LR),
+      "adamw": lambda: optax.adamw(LR),
+      "sgd_momentum": lambda: optax.sgd(LR, momentum=0.9),
+      "lion": lambda: optax.lion(LR * 0.1),
+      "hvadam": lambda: anon_optax.hvadam(LR),
   }
-  if hasattr(anon_optax, "hvadam"):
-    factories["hvadam"] = lambda: OptaxContender(anon_optax.hvadam(LR), params_np, grads, start_step)
+  factories: dict[str, Callable[[], Any]] = {
+      name: (lambda make=make: OptaxContender(make(), params_np, grads, start_step, counters))
+      for name, make in optax_contenders.items()}
   try:
     import torch  # pylint: disable=import-outside-toplevel
     del torch
     threads = common.jax_num_threads()
     factories["torch"] = lambda: TorchAnonReference(
-        params_np, grads_np, start_step, num_threads=threads)
+        params_np, grads_np, start_step, counters, num_threads=threads)
     if threads > 1:
       factories["torch_1thread"] = lambda: TorchAnonReference(
-          params_np, grads_np, start_step, num_threads=1)
+          params_np, grads_np, start_step, counters, num_threads=1)
   except ImportError:
     log("torch not installed: skipping the PyTorch reference (pip install -e '.[bench]')")
   contenders = {}
@@ -383,7 +385,7 @@ def refresh_spike(contender: OptaxContender, rounds: int, reps: int, log) -> dic
     return go
 
   samples = common.interleaved(
-      {"normal_step_t1001": single(1000), "refresh_step_t1024": single(1023)},
+      {"normal_step_t1001": single(1000), "refresh_step_t1024": single(REFRESH_SPIKE_STEP - 1)},
       rounds, warmup_rounds=1, log=log)
   return common.summarise(samples, baselines=("normal_step_t1001",))
 
@@ -420,6 +422,9 @@ def main(argv=None):
               else [DEFAULT_LEAVES.get(n, 40) for n in sizes])
   names = ([n.strip() for n in args.contenders.split(",") if n.strip()] or
            (QUICK_CONTENDERS if args.quick else ALL_CONTENDERS))
+  unknown = sorted(set(names) - set(ALL_CONTENDERS))
+  if unknown:
+    parser.error(f"--contenders: unknown {unknown}; choose from {','.join(ALL_CONTENDERS)}")
 
   results = []
   for num_params, num_leaves in zip(sizes, leaves):
@@ -434,7 +439,12 @@ def main(argv=None):
     exact = common.tree_size(params_np)
     log(f"\n== {common.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
         f"{rounds} rounds x {window} steps ==")
-    contenders = build_contenders(params_np, grads, grads_np, args.start_step, names, log)
+    timed_first = args.start_step + 1 + window
+    timed_last = args.start_step + window * (rounds + 1)
+    # Anon's counters as far as any contender steps (the refresh-spike test ends at t = 1024).
+    counters = anon_counters(max(timed_last, REFRESH_SPIKE_STEP) + window)
+    contenders = build_contenders(params_np, grads, grads_np, args.start_step, counters, names,
+                                  log)
     contenders["copy"] = CopyContender(exact)
     first_step = {n: c.step for n, c in contenders.items()}
     # The first window of each contender is the discarded warm-up round.
@@ -444,9 +454,7 @@ def main(argv=None):
     summary = common.summarise(
         samples, baselines=("floor", "adam", "torch", "torch_1thread"), per=window)
     copy_gbps = add_bandwidth(summary, exact)
-    timed_first = args.start_step + 1 + window
-    timed_last = args.start_step + window * (rounds + 1)
-    refresh_in_windows = refresh_steps_between(timed_first, timed_last)
+    refresh_in_windows = refresh_steps(counters, timed_first, timed_last)
     spike = None
     if "anon" in contenders:
       log("  refresh step alone vs a normal step (anon):")

@@ -1,19 +1,22 @@
-"""Regenerates the figures and the digits table that docs/EXAMPLES.md and the README show.
+"""Regenerates the figures and the digits results that docs/EXAMPLES.md and the README show.
 
     python docs/make_figures.py                      # everything (about 2-4 minutes on 2 CPU cores)
     python docs/make_figures.py --only trajectories  # docs/figures/trajectories.png
-    python docs/make_figures.py --only digits        # docs/figures/digits_results.md + digits_curves.png
+    python docs/make_figures.py --only digits        # docs/results/digits_cnn.json + digits_curves.png
 
 The trajectory figure is the one from notebooks/anon_tour.ipynb (section 1): every optimizer at the
 learning rate, from one log-spaced grid, with the lowest mean loss over the second half of its
 500-step path.
-The digits table is `examples/digits_cnn.py` with its defaults.
+The digits table is `examples/digits_cnn.py` with its defaults, run as a script (the examples are
+self-contained files, not a library): its curves and the JSON line it prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import subprocess
 import sys
 
 import jax
@@ -25,14 +28,10 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 import optax
 
+import anon_optax
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "figures"
-sys.path.insert(0, str(ROOT / "examples"))
-try:
-  import anon_optax
-except ImportError:  # A source checkout without `pip install -e .`.
-  sys.path.insert(0, str(ROOT))
-  import anon_optax
 
 
 def rastrigin(p, a=10.0):
@@ -57,9 +56,8 @@ def contenders():
   out = {f"anon gamma={g:g}": (lambda g: lambda lr: anon_optax.anon(lr, gamma=g))(g)
          for g in (-0.5, 0.0, 0.5, 1.0, 1.5)}
   out.update({"adam": optax.adam, "sgd (momentum 0.9)": lambda lr: optax.sgd(lr, momentum=0.9),
-              "adabelief": optax.adabelief, "radam": optax.radam, "yogi": optax.yogi})
-  if hasattr(anon_optax, "hvadam"):
-    out["hvadam"] = anon_optax.hvadam
+              "adabelief": optax.adabelief, "radam": optax.radam, "yogi": optax.yogi,
+              "hvadam": anon_optax.hvadam})
   return out
 
 
@@ -123,20 +121,21 @@ def make_trajectories(path=FIGURES / "trajectories.png"):
       print(f"  {name:<10s} {label:<20s} lr={lr:<8.2g} end=({p[-1, 0]: .3f}, {p[-1, 1]: .3f})")
 
 
-def make_digits(table=FIGURES / "digits_results.md", curves=FIGURES / "digits_curves.png"):
-  import digits_cnn  # pylint: disable=g-import-not-at-top
+def make_digits(results_file=ROOT / "docs" / "results" / "digits_cnn.json",
+                curves=FIGURES / "digits_curves.png"):
+  """Runs the digits example with its defaults; writes its results JSON and the curves.
 
-  results = digits_cnn.run(digits_cnn.available_optimizers())
-  digits_cnn.plot_curves(results, str(curves), title="digits CNN (defaults)")
-  lines = ["| optimizer | learning rate | test accuracy | final train loss | seconds |",
-           "|---|---|---|---|---|"]
-  for r in results:
-    name = r["optimizer"] + (f" (gamma {r['gamma']:g})" if "gamma" in r else "")
-    lines.append(f"| {name} | {r['learning_rate']:g} | {r['test_accuracy']:.4f} | "
-                 f"{r['train_loss']:.2e} | {r['seconds']:.1f} |")
-  table.write_text("\n".join(lines) + "\n")
-  print(f"saved {table.relative_to(ROOT)} and {curves.relative_to(ROOT)}")
-  print("\n".join(lines))
+  The README and docs/EXAMPLES.md quote the table that `python -m docs.tables --write` renders
+  from the JSON.
+  """
+  proc = subprocess.run([sys.executable, str(ROOT / "examples" / "digits_cnn.py"), "--plot",
+                         str(curves)], check=True, stdout=subprocess.PIPE, text=True)
+  last_line = proc.stdout.strip().splitlines()[-1]
+  json.loads(last_line)  # The example's results, one JSON object.
+  results_file.parent.mkdir(parents=True, exist_ok=True)
+  results_file.write_text(last_line + "\n")
+  print(f"saved {results_file.relative_to(ROOT)} and {curves.relative_to(ROOT)}; "
+        "now run `python -m docs.tables --write`")
 
 
 def main():

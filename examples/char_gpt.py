@@ -1,8 +1,8 @@
 """A small character-level GPT on the Python standard library's own source, six optimizers.
 
 Compares Anon at gamma 1.0, 1.1 and 1.15 against AdamW, Lion (``optax.lion``) and Muon
-(``optax.contrib.muon``) on validation loss, as in the paper's GPT-2/OpenWebText table (SPEC
-section 4), in miniature: same model init, same batches and the same warmup-cosine schedule shape
+(``optax.contrib.muon``) on validation loss, as in the paper's GPT-2/OpenWebText table, in
+miniature: same model init, same batches and the same warmup-cosine schedule shape
 for everyone; each optimizer at its own peak learning rate, tuned once (``TUNED_LEARNING_RATES``).
 
 The corpus is on every machine that runs Python: the files in ``STDLIB_MODULES`` (a fixed, sorted
@@ -39,11 +39,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-try:
-  import anon_optax
-except ImportError:  # Running from a source checkout without `pip install -e .`.
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-  import anon_optax
+import anon_optax
 
 
 # ----------------------------------------------------------------------------------------------

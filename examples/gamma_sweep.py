@@ -29,7 +29,7 @@ import json
 import pathlib
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,21 +38,33 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-try:
-  import anon_optax
-except ImportError:  # Running from a source checkout without `pip install -e .`.
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-  import anon_optax
-try:
-  import digits_cnn
-except ImportError:  # Imported from elsewhere: the sibling example provides model and data.
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-  import digits_cnn
+import anon_optax
+
+
+class Dataset(NamedTuple):
+  x_train: np.ndarray  # float32, (n, 8, 8, 1), in [0, 1]
+  y_train: np.ndarray  # int32, (n,)
+  x_test: np.ndarray
+  y_test: np.ndarray
+
+
+def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+  """sklearn's 1797 8x8 digits scaled to [0, 1]; the fixed stratified split of digits_cnn.py."""
+  from sklearn.datasets import load_digits as _load
+  from sklearn.model_selection import train_test_split
+
+  digits = _load()
+  x = (digits.images / 16.0).astype(np.float32)[..., None]
+  y = digits.target.astype(np.int32)
+  x_train, x_test, y_train, y_test = train_test_split(
+      x, y, test_size=test_fraction, random_state=seed, stratify=y)
+  return Dataset(x_train, y_train, x_test, y_test)
+
 
 class MLP(nnx.Module):
   """Flattened 8x8 image -> two GELU hidden layers -> 10 logits.
 
-  An MLP rather than digits_cnn.CNN: under vmap a batch of conv kernels becomes a grouped
+  An MLP rather than the CNN of digits_cnn.py: under vmap a batch of conv kernels becomes a grouped
   convolution, which is slow on CPU, while a batch of dense layers is a batched matmul.
   """
 
@@ -74,14 +86,14 @@ DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch_size: int = 64,
-          hidden: int = 128, data: digits_cnn.Dataset | None = None,
+          hidden: int = 128, data: Dataset | None = None,
           beta3: float = 0.5, refresh_base: int = 2) -> dict[str, np.ndarray]:
   """Trains one MLP per (seed, learning rate, gamma) in a single vmapped program.
 
   Returns arrays of shape (len(seeds), len(learning_rates), len(gammas)): "test_accuracy",
   "train_loss" (final loss on the whole training set) and "loss_curve" (..., steps) of batch losses.
   """
-  data = data or digits_cnn.load_digits()
+  data = data or load_digits()
   x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
   steps_per_epoch = len(x_train) // batch_size

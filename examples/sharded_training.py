@@ -60,8 +60,8 @@ if __name__ == "__main__":
 # pylint: disable=wrong-import-position
 import argparse
 import json
-import pathlib
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -70,20 +70,47 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-try:
-  import anon_optax
-except ImportError:  # Running from a source checkout without `pip install -e .`.
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-  import anon_optax
-try:
-  import digits_cnn
-except ImportError:  # Imported from elsewhere: the sibling example provides the data.
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-  import digits_cnn
+import anon_optax
+
+# Anon's learning rate on this CNN, tuned once in examples/digits_cnn.py (TUNED_LEARNING_RATES).
+LEARNING_RATE = 1e-2
 
 
 # ----------------------------------------------------------------------------------------------
-# Model: digits_cnn.CNN with a sharding annotation on every parameter
+# Data: scikit-learn's digits, the fixed split of examples/digits_cnn.py
+# ----------------------------------------------------------------------------------------------
+
+
+class Dataset(NamedTuple):
+  x_train: np.ndarray  # float32, (n, 8, 8, 1), in [0, 1]
+  y_train: np.ndarray  # int32, (n,)
+  x_test: np.ndarray
+  y_test: np.ndarray
+
+
+def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+  """sklearn's 1797 8x8 digits scaled to [0, 1]; a fixed stratified split (seeded)."""
+  from sklearn.datasets import load_digits as _load
+  from sklearn.model_selection import train_test_split
+
+  digits = _load()
+  x = (digits.images / 16.0).astype(np.float32)[..., None]
+  y = digits.target.astype(np.int32)
+  x_train, x_test, y_train, y_test = train_test_split(
+      x, y, test_size=test_fraction, random_state=seed, stratify=y)
+  return Dataset(x_train, y_train, x_test, y_test)
+
+
+def batches(x, y, batch_size: int, rng: np.random.Generator):
+  """One epoch of shuffled full batches (the remainder is dropped: one compiled shape)."""
+  perm = rng.permutation(len(x))
+  for i in range(len(x) // batch_size):
+    idx = perm[i * batch_size:(i + 1) * batch_size]
+    yield x[idx], y[idx]
+
+
+# ----------------------------------------------------------------------------------------------
+# Model: the digits CNN of examples/digits_cnn.py with a sharding annotation on every parameter
 # ----------------------------------------------------------------------------------------------
 
 
@@ -200,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() first (multi-host)")
   parser.add_argument("--gamma", type=float, default=1.0)
-  parser.add_argument("--lr", type=float, default=digits_cnn.TUNED_LEARNING_RATES["anon"])
+  parser.add_argument("--lr", type=float, default=LEARNING_RATE)
   parser.add_argument("--epochs", type=int, default=20)
   parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
   parser.add_argument("--seed", type=int, default=0)
@@ -217,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
   if args.batch_size % mesh.size:
     parser.error(f"--batch-size {args.batch_size} must be divisible by {mesh.size} devices")
 
-  data = digits_cnn.load_digits(args.seed)
+  data = load_digits(args.seed)
   tx = anon_optax.anon(args.lr, gamma=args.gamma)
   with jax.set_mesh(mesh):
     model, optimizer = create_sharded(tx, seed=args.seed)
@@ -227,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     for _ in tqdm(range(epochs), desc=f"anon(gamma={args.gamma:g}) on {mesh.size} devices",
                   file=sys.stderr):
       metrics.reset()
-      for x, y in digits_cnn.batches(data.x_train, data.y_train, args.batch_size, rng):
+      for x, y in batches(data.x_train, data.y_train, args.batch_size, rng):
         x, y = jax.device_put((x, y), data_sharding)
         train_step(model, optimizer, metrics, x, y)
     train_loss = float(metrics.compute()["loss"])

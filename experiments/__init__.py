@@ -1,0 +1,1 @@
+"""Experiments with anon_optax: the paper reproduction and notes (see experiments/README.md)."""

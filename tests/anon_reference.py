@@ -1,4 +1,4 @@
-"""A plain NumPy reference for Anon, written straight from SPEC section 1.
+"""A plain NumPy reference for Anon, written straight from the algorithm in docs/algorithm.md.
 
 Anon: "Adaptivity beyond SGD and Adam" -- the update with a tunable adaptivity
 ``gamma`` and the incremental delay update (IDU) of its preconditioner.
@@ -9,7 +9,7 @@ and the preconditioner refresh evaluated element by element with the scalar
 formula below. Everything runs in ``dtype`` (float64 by default). The tests in
 ``test_reference_equivalence.py`` compare ``anon_optax.anon`` to it.
 
-Per array, with gradient ``g_t`` at step ``t = 1, 2, ...`` (SPEC section 1)::
+Per array, with gradient ``g_t`` at step ``t = 1, 2, ...`` (docs/algorithm.md, Anon)::
 
     m_t = b1 m_{t-1} + (1 - b1) g_t
     s_t = b2 s_{t-1} + (1 - b2) |g_t|**2
@@ -21,7 +21,7 @@ Per array, with gradient ``g_t`` at step ``t = 1, 2, ...`` (SPEC section 1)::
         s_t   = 0
     theta_t = theta_{t-1} - lr_t v m_t / (1 - b1**t)
 
-Weight decay (SPEC, the authors' three modes), applied to masked arrays only:
+Weight decay (docs/algorithm.md, the authors' three modes), applied to masked arrays only:
 ``l2``: ``g_t += wd theta`` before the moments; ``decoupled``:
 ``theta *= 1 - lr_t wd`` then the step; ``fixed``: ``theta *= 1 - wd`` then the
 step. Schedules follow ``optax.scale_by_learning_rate``: ``lr_t = lr(t - 1)``
@@ -52,21 +52,30 @@ MUTATIONS = (
 )
 
 
-def refresh_steps(base: int, up_to: int) -> list[int]:
-  """The refresh steps ``1, base, base**2, ...`` that are ``<= up_to``."""
+def refresh_steps(base: int, up_to: int,
+                  max_interval: int | None = None) -> list[int]:
+  """The refresh steps ``1, base, base**2, ...`` that are ``<= up_to``.
+
+  With ``max_interval``, once the gap to the next power would exceed it, the
+  refreshes come every ``max_interval`` steps instead.
+  """
   steps = []
   a = 1
   while a <= up_to:
     steps.append(a)
-    a *= base
+    gap = (base - 1) * a
+    if max_interval is not None and gap > max_interval:
+      gap = max_interval
+    a += gap
   return steps
 
 
-def accumulated_counts(base: int, up_to: int) -> dict[int, int]:
+def accumulated_counts(base: int, up_to: int,
+                       max_interval: int | None = None) -> dict[int, int]:
   """Maps each refresh step ``a_k`` to ``n = a_k - a_{k-1}`` (1 at ``a_0``)."""
   counts = {}
   previous = None
-  for a in refresh_steps(base, up_to):
+  for a in refresh_steps(base, up_to, max_interval):
     counts[a] = 1 if previous is None else a - previous
     previous = a
   return counts
@@ -76,7 +85,7 @@ def refresh_scalar(s: float, v_prev: float | None, n: int, *, b2: float,
                    eps: float, gamma: float, beta3: float,
                    b2_power: int | None = None,
                    eps_inside: bool = False) -> float:
-  """The preconditioner refresh for one element (SPEC section 1).
+  """The preconditioner refresh for one element (docs/algorithm.md, refresh steps).
 
   Args:
     s: the second-moment accumulator ``s_t`` at the refresh step.
@@ -100,6 +109,22 @@ def refresh_scalar(s: float, v_prev: float | None, n: int, *, b2: float,
   return (beta3 * v_prev**-2.0 + (1.0 - beta3) * sigma**gamma) ** -0.5
 
 
+def approximate_power(x: np.ndarray, exponent: float) -> np.ndarray:
+  """The guard's power ``x ** exponent`` (docs/algorithm.md, "The step guard").
+
+  ``x = (1 + f) 2**e`` with ``f`` in [0, 1); ``log2 x ~ e + f (a - b f)``;
+  ``2**y = 2**floor(y) * 2**r`` with ``2**r ~ 1 + r (c + d r)``, ``y`` clipped
+  to the float64 normal range (x > 0 here: eps > 0 in every test).
+  """
+  mantissa, exponent2 = np.frexp(np.asarray(x, np.float64))  # in [0.5, 1)
+  f = 2 * mantissa - 1
+  log2_x = (exponent2 - 1) + f * (1.3465553 - 0.3465553 * f)
+  y = np.clip(exponent * log2_x, -1022, 1023)
+  whole = np.floor(y)
+  r = y - whole
+  return np.ldexp(1 + r * (0.6565 + 0.3435 * r), whole.astype(np.int64))
+
+
 def _value(x: Scalar, count: int) -> float:
   return float(x(count)) if callable(x) else float(x)
 
@@ -120,6 +145,8 @@ def anon_reference(
     mask: Sequence[bool] | None = None,
     beta3: float = 0.5,
     refresh_base: int = 2,
+    max_refresh_interval: int | None = None,
+    guard: float | None = None,
     dtype=np.float64,
     mutation: str | None = None,
 ) -> list[list[np.ndarray]]:
@@ -132,13 +159,19 @@ def anon_reference(
       whose ``t - 1``-th entry is the list of gradients for step ``t``.
     num_steps: number of steps to run.
     learning_rate: a float or a function of the zero-based count ``t - 1``.
-    b1, b2, eps, beta3, refresh_base: as in SPEC section 1.
+    b1, b2, eps, beta3, refresh_base: as in docs/algorithm.md (Anon).
     gamma: a float or a function of the zero-based count, read at refreshes.
     weight_decay: the decay coefficient ``wd``.
     weight_decay_mode: one of ``"l2"``, ``"decoupled"``, ``"fixed"``.
     mask: one bool per leaf; weight decay applies where ``True``. ``None``
       means every leaf.
     dtype: the dtype of all arithmetic (real or complex).
+    max_refresh_interval: ``None``, or the largest gap between refreshes.
+    guard: ``None`` for the authors' exact step, or the guard factor ``C`` of
+      the package's default: each step between refreshes multiplies by
+      ``min(v, C * approximate_power(sigma_t, -gamma / 2))`` with ``sigma_t = s_t / (1 -
+      b2**n_t) + eps`` from this step's accumulator (before any reset), ``n_t``
+      the steps it holds; ``v`` itself is unchanged.
     mutation: ``None``, or one of ``MUTATIONS`` (negative controls only).
 
   Returns:
@@ -158,7 +191,8 @@ def anon_reference(
   m = [np.zeros_like(p) for p in theta]
   s = [np.zeros(p.shape, dtype=np.abs(p).dtype) for p in theta]
   v = [None] * len(theta)  # the preconditioner, set at the first refresh
-  refreshes = accumulated_counts(refresh_base, num_steps)
+  refreshes = accumulated_counts(refresh_base, num_steps, max_refresh_interval)
+  last_refresh = 0  # steps accumulated in s: t - last_refresh
 
   snapshots = []
   for t in range(1, num_steps + 1):
@@ -178,6 +212,17 @@ def anon_reference(
       m[i] = b1 * m[i] + (1 - b1) * g
       s[i] = b2 * s[i] + (1 - b2) * (g * np.conj(g)).real
 
+    # The guard's bound, from the accumulator before any reset.
+    bounds = None
+    is_refresh = t in refreshes or mutation == "refresh_every_step"
+    if guard is not None and not is_refresh:  # A fresh v needs no guard.
+      n_t = t - last_refresh
+      gamma_t = _value(gamma, count)
+      bounds = []
+      for i in range(len(theta)):
+        sigma_t = s[i] / (1 - b2**n_t) + eps
+        bounds.append(guard * approximate_power(sigma_t, -gamma_t / 2.0))
+
     # IDU refresh of the preconditioner, element by element.
     if t in refreshes or mutation == "refresh_every_step":
       n = refreshes.get(t, 1)
@@ -194,11 +239,13 @@ def anon_reference(
         v[i] = new_v
         if mutation != "no_accumulator_reset":
           s[i] = np.zeros_like(s[i])
+      last_refresh = t
 
     # The step, after decoupled or fixed weight decay.
     b_first = b2 if mutation == "b2_in_first_moment" else b1
     for i in range(len(theta)):
-      update = v[i] * m[i] / (1 - b_first**t)
+      v_step = v[i] if bounds is None else np.minimum(v[i], bounds[i])
+      update = v_step * m[i] / (1 - b_first**t)
       if weight_decay_mode == "decoupled" and mask[i]:
         theta[i] = theta[i] * (1 - lr * weight_decay)
       elif weight_decay_mode == "fixed" and mask[i]:

@@ -1,4 +1,4 @@
-"""A plain NumPy reference for HVAdam, written straight from SPEC section 3.
+"""A plain NumPy reference for HVAdam, written straight from docs/algorithm.md (HVAdam).
 
 HVAdam (Zhang et al., "HVAdam: A Full-Dimension Adaptive Optimizer", arXiv
 2511.20277): Adam on the deviations of the gradients from a hidden vector ``h``,
@@ -11,7 +11,7 @@ and the tree-wide agreement computed with Python scalars. Everything runs in
 ``dtype`` (float64 by default). ``test_hvadam.py`` compares
 ``anon_optax.hvadam`` to it.
 
-Per step ``t = 1, 2, ...``, per array (SPEC section 3)::
+Per step ``t = 1, 2, ...``, per array (docs/algorithm.md, HVAdam)::
 
     m   = b1 m + (1 - b1) g
     r   = |g - h|**2;  q = |g - m|**2;  w = r / (q + gamma r + eps) * r
@@ -52,7 +52,7 @@ definitions documented in ``anon_optax.scale_by_hvadam`` (unless
 
 Inner products of complex arrays are ``Re(sum(conj(x) * y))``.
 
-Weight decay (SPEC: as for Anon), applied to masked arrays only, with
+Weight decay (docs/algorithm.md: as for Anon), applied to masked arrays only, with
 ``theta`` the parameters at the start of the step: ``l2``:
 ``g += wd theta`` before the moments; ``decoupled``: ``theta -= lr wd theta``;
 ``fixed``: ``theta -= wd theta``. Both HVAdam moves are added on top. A

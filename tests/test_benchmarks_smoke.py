@@ -1,9 +1,14 @@
-"""Smoke test of benchmarks/: each script runs its tiny --quick configuration
+"""Smoke test of benchmarks/: each benchmark runs its tiny --quick configuration
 and writes a well-formed JSON file. No timing is asserted (CI machines are
-noisy); only that the scripts run end to end and record what they claim.
+noisy); only that the benchmarks run end to end and record what they claim.
+
+They run as documented in benchmarks/README.md: ``python -m benchmarks.<name>``
+with the repository root on ``PYTHONPATH``, here from a working directory
+outside the repository.
 """
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -11,15 +16,20 @@ import sys
 import numpy as np
 import pytest
 
-BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+from benchmarks import step_time
+from experiments import models
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _run(script, out_dir, *extra):
-  cmd = [sys.executable, str(BENCHMARKS / script), "--quick", "--out-dir", str(out_dir),
-         *extra]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+def _run(module, out_dir, *extra):
+  cmd = [sys.executable, "-m", module, "--quick", "--out-dir", str(out_dir), *extra]
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+      [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+                        cwd=out_dir, env=env)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-  name = script.removesuffix(".py")
+  name = module.rsplit(".", 1)[-1]
   data = json.loads((out_dir / f"{name}.json").read_text())
   assert data["benchmark"] == name
   for key in ("date", "jax", "optax", "cpu_count", "jax_backend"):
@@ -30,7 +40,7 @@ def _run(script, out_dir, *extra):
 
 @pytest.mark.slow
 def test_step_time_quick(tmp_path):
-  data = _run("step_time.py", tmp_path, "--contenders", "anon,floor,adam")
+  data = _run("benchmarks.step_time", tmp_path, "--contenders", "anon,floor,adam")
   (res,) = data["results"]
   assert set(res["per_step"]) == {"anon", "floor", "adam", "copy"}
   for entry in res["per_step"].values():
@@ -54,7 +64,7 @@ def test_step_time_quick(tmp_path):
 
 @pytest.mark.slow
 def test_memory_quick(tmp_path):
-  data = _run("memory.py", tmp_path)
+  data = _run("benchmarks.memory", tmp_path)
   ratios = {(r["optimizer"], r["param_dtype"]): r["state_bytes_per_param_byte"]
             for r in data["results"]}
   # Exact byte counts: adam keeps 2 float32 moments; anon m, s and v.
@@ -65,15 +75,15 @@ def test_memory_quick(tmp_path):
 
 @pytest.mark.slow
 def test_compile_time_quick(tmp_path):
-  data = _run("compile_time.py", tmp_path)
+  data = _run("benchmarks.compile_time", tmp_path)
   for name in ("anon", "adam"):
     entry = data["results"]["mlp"][name]
     assert entry["compile"] > 0 and entry["lower"] > 0
 
 
 @pytest.mark.slow
-def test_gamma_sweep_quick(tmp_path):
-  data = _run("gamma_sweep.py", tmp_path)
+def test_vmapped_sweep_quick(tmp_path):
+  data = _run("benchmarks.vmapped_sweep", tmp_path)
   entry = data["results"]["scan"]
   assert entry["vmapped"]["run_s"] > 0 and entry["sequential"]["run_s"] > 0
   assert len(entry["test_accuracy"]) == 8
@@ -85,8 +95,8 @@ def test_gamma_sweep_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_gamma_sweep_profile_quick(tmp_path):
-  data = _run("gamma_sweep.py", tmp_path, "--profile")
+def test_vmapped_sweep_profile_quick(tmp_path):
+  data = _run("benchmarks.vmapped_sweep", tmp_path, "--profile")
   for kind, calls in (("vmapped", 1), ("sequential", 8)):
     entry = data["results"][kind]
     assert entry["calls_per_sweep_step"] == calls
@@ -96,7 +106,7 @@ def test_gamma_sweep_profile_quick(tmp_path):
 
 @pytest.mark.slow
 def test_refresh_formula_quick(tmp_path):
-  data = _run("refresh_formula.py", tmp_path)
+  data = _run("experiments.notes.refresh_formula", tmp_path)
   assert set(data["results"]) == {"current", "logaddexp", "power", "axpy"}
   # Same numbers, to float32 round-off, from every formulation.
   for name, diff in data["max_rel_diff_vs_current"].items():
@@ -108,12 +118,7 @@ def test_refresh_formula_quick(tmp_path):
 def test_im2col_convolution_equals_lax_convolution(shape, stride):
   # The sweep's CNN uses models.conv_im2col; it must be the same function as
   # the jax.lax convolution (SAME padding, odd sizes included).
-  sys.path.insert(0, str(BENCHMARKS))
-  try:
-    import jax  # pylint: disable=import-outside-toplevel
-    import models  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.remove(str(BENCHMARKS))
+  import jax  # pylint: disable=import-outside-toplevel
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], shape)
   w = jax.random.normal(keys[1], (3, 3, shape[-1], 4))
@@ -122,3 +127,42 @@ def test_im2col_convolution_equals_lax_convolution(shape, stride):
   got = models.conv_im2col(x, w, b, stride)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_step_time_takes_the_refresh_schedule_from_anon():
+  # The counters the benchmark jumps its states to are anon's own after that many steps.
+  counters = step_time.anon_counters(1100)
+  assert counters["count"][1000 - 1] == 1000
+  assert counters["next_refresh"][1000 - 1] == 1024
+  assert counters["num_refreshes"][1000 - 1] == 10  # At steps 1, 2, 4, ..., 512.
+  assert step_time.refresh_steps(counters, 1, 1100) == [2**k for k in range(11)]
+  assert step_time.refresh_steps(counters, 1001, 1064) == [1024]
+  assert step_time.refresh_steps(counters, 1065, 1100) == []
+
+
+def test_one_pass_floor_is_anons_step_with_a_fixed_preconditioner():
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  grads = {"w": jnp.asarray([0.5, -2.0, 1e-3])}
+  floor = step_time.one_pass_floor(grads)
+  state = floor.init(grads)
+  updates, state = floor.update(grads, state)
+  # Step 1: m = (1 - b1) g, bias-corrected to g; update = -lr * v * g with v = rsqrt(g^2 + 1e-8).
+  want = -step_time.LR * grads["w"] / np.sqrt(np.asarray(grads["w"]) ** 2 + 1e-8)
+  np.testing.assert_allclose(updates["w"], want, rtol=1e-5)
+  assert int(state.count) == 1
+
+
+def test_jump_state_sets_every_contenders_counters():
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  import anon_optax  # pylint: disable=import-outside-toplevel
+  params = {"w": jnp.ones((3,))}
+  counters = step_time.anon_counters(1001)
+  for tx in (step_time.make_anon(), step_time.one_pass_floor(params), optax.adam(1e-3),
+             optax.sgd(1e-3, momentum=0.9), optax.lion(1e-4), anon_optax.hvadam(1e-3)):
+    state = step_time.jump_state(tx.init(params), 1000, counters)
+    count = optax.tree_utils.tree_get(state, "count", None)
+    assert count is None or int(count) == 1000
+  anon_state = step_time.jump_state(step_time.make_anon().init(params), 1000, counters)
+  assert int(optax.tree_utils.tree_get(anon_state, "next_refresh")) == 1024
+  assert int(optax.tree_utils.tree_get(anon_state, "num_refreshes")) == 10

@@ -55,14 +55,25 @@ def test_traced_refresh_base_gives_the_same_schedule():
 
 
 @pytest.mark.parametrize(
-    "refresh_step, refresh_base, expected",
-    [(1, 2, 1), (2, 2, 1), (8, 2, 4), (1024, 2, 512), (1, 3, 1), (3, 3, 2),
-     (27, 3, 18), (16, 4, 12)],
+    "refresh_base, cap, expected",
+    [(2, None, [1, 1, 2, 4, 8, 16, 32]), (3, None, [1, 2, 6, 18]),
+     (2, 5, [1, 1, 2, 4, 5, 5, 5]), (3, 1, [1, 1, 1, 1, 1])],
 )
-def test_accumulated_steps(refresh_step, refresh_base, expected):
+def test_refresh_uses_the_steps_accumulated_since_the_last_one(
+    refresh_base, cap, expected):
   # n = a_k - a_{k-1}, and n = 1 at the first refresh (a_0 = 1).
-  assert int(_idu.accumulated_steps(jnp.int32(refresh_step), refresh_base)) == (
-      expected)
+  tx = anon_optax.scale_by_idu(refresh_base=refresh_base, max_refresh_interval=cap)
+  state = tx.init(jnp.zeros(3))
+  update = jax.jit(tx.update)
+  seen = []
+  while len(seen) < len(expected):
+    accumulated_before = int(state.num_accumulated)
+    refreshes_before = int(state.num_refreshes)
+    _, state = update(jnp.ones(3), state)
+    if int(state.num_refreshes) != refreshes_before:
+      seen.append(accumulated_before + 1)
+      assert int(state.num_accumulated) == 0
+  assert seen == expected
 
 
 @pytest.mark.parametrize("num_accumulated", [1, 2, 7, 512])
@@ -95,9 +106,9 @@ def test_first_refresh_is_sigma_to_the_minus_gamma_over_two(gamma):
     nu = jnp.array([0.0, 1e-3, 2.0, 50.0])
     b2, eps = 0.999, 1e-16
     precond = _idu.refresh_preconditioner(
-        nu * (1 - b2), jnp.full(4, 123.0), refresh_step=jnp.int32(1),
-        one_minus_b2=1 - b2,
-        eps=eps, gamma=gamma, beta3=0.5, refresh_base=2,
+        nu * (1 - b2), jnp.full(4, 123.0), num_accumulated=jnp.int32(1),
+        is_first=jnp.bool_(True), one_minus_b2=1 - b2,
+        eps=eps, gamma=gamma, beta3=0.5,
     )
     # The previous preconditioner (123) must carry no weight at step 1.
     np.testing.assert_allclose(
@@ -189,15 +200,16 @@ def _primitive_names(jaxpr):
   return names
 
 
-def test_refresh_is_one_cond_for_the_whole_tree():
-  tx = anon_optax.anon(1e-3, gamma=1.1)
+@pytest.mark.parametrize("exact, gamma", [(True, 1.1), (False, 1.0)])
+def test_refresh_is_one_cond_for_the_whole_tree(exact, gamma):
+  tx = anon_optax.anon(1e-3, gamma=gamma, exact=exact)
   params = {"a": jnp.ones((4, 3)), "b": [jnp.ones(5), jnp.ones(())], "c": jnp.ones(2)}
   state = tx.init(params)
   jaxpr = jax.make_jaxpr(tx.update)(params, state, params).jaxpr
   top_level = _primitive_names(jaxpr)
   assert top_level.count("cond") == 1
   # The refresh math (logs, exps) lives only inside the cond's refresh branch:
-  # a normal step computes none of it.
+  # a normal step computes none of it. (The guard at gamma = 1 is an rsqrt.)
   assert "log" not in top_level and "exp" not in top_level
   (cond_eqn,) = [e for e in jaxpr.eqns if e.primitive.name == "cond"]
   branch_ops = [_primitive_names(b.jaxpr) for b in cond_eqn.params["branches"]]

@@ -1,8 +1,12 @@
 """Runs every example in examples/ with --quick in a subprocess (slow; CI runs it).
 
-Each must exit 0 and end its stdout with one JSON object with the documented keys.
+Each must exit 0 and end its stdout with one JSON object with the documented keys. The examples
+are self-contained: they run from an empty directory outside the repository with only the package
+importable (``PYTHONPATH`` holds a directory with nothing but ``anon_optax`` in it), and import no
+module of the repository but ``anon_optax``.
 """
 
+import ast
 import json
 import os
 import pathlib
@@ -13,14 +17,26 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+SCRIPTS = sorted(EXAMPLES.glob("*.py"))
 
 
-def run_example(name, *args, env=None, timeout=600):
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-      [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]), **(env or {})}
+@pytest.fixture(scope="module")
+def package_only(tmp_path_factory):
+  """(an empty working directory outside the repository, a PYTHONPATH with only the package)."""
+  root = tmp_path_factory.mktemp("package_only")
+  (root / "site").mkdir()
+  (root / "site" / "anon_optax").symlink_to(REPO / "anon_optax", target_is_directory=True)
+  (root / "empty").mkdir()
+  return root / "empty", root / "site"
+
+
+def run_example(name, package_only, *args, env=None, cwd=None, timeout=600):
+  outside, site = package_only
+  env = {**os.environ, "PYTHONPATH": str(site), **(env or {})}
   env.setdefault("MPLBACKEND", "Agg")
-  proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--quick", *args], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=timeout)
+  proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--quick", *args],
+                        cwd=cwd or outside, env=env, capture_output=True, text=True,
+                        timeout=timeout)
   assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
   lines = proc.stdout.strip().splitlines()
   assert lines, f"{name} printed nothing on stdout"
@@ -35,10 +51,39 @@ def check_rows(out, metric, *, gamma_for_anon=True):
       assert "gamma" in row
 
 
+def _repository_modules():
+  """Top-level names a script could import from the checkout instead of from installed packages."""
+  names = {p.stem for p in REPO.glob("*.py")} | {p.name for p in REPO.iterdir() if p.is_dir()}
+  names |= {p.stem for p in SCRIPTS}
+  return names - {"anon_optax"}
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_example_imports_only_installed_packages(path):
+  tree = ast.parse(path.read_text())
+  imported = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      imported |= {alias.name.split(".")[0] for alias in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+      imported.add(node.module.split(".")[0])
+  assert not imported & _repository_modules(), imported & _repository_modules()
+  assert "sys.path" not in path.read_text()
+
+
 @pytest.mark.slow
-def test_digits_cnn_quick(tmp_path):
+@pytest.mark.parametrize("where", ["repo_root", "examples_dir"])
+def test_gamma_sweep_runs_from_the_repository_too(where, package_only):
+  # Every other test here runs its example from an empty directory outside the repository.
+  cwd = {"repo_root": REPO, "examples_dir": EXAMPLES}[where]
+  out, _ = run_example("gamma_sweep.py", package_only, cwd=cwd)
+  assert {r["gamma"] for r in out["results"]} == {0.0, 1.0}
+
+
+@pytest.mark.slow
+def test_digits_cnn_quick(tmp_path, package_only):
   plot = tmp_path / "curves.png"
-  out, _ = run_example("digits_cnn.py", "--plot", str(plot))
+  out, _ = run_example("digits_cnn.py", package_only, "--plot", str(plot))
   check_rows(out, "test_accuracy")
   rows = {r["optimizer"]: r for r in out["results"]}
   assert {"anon", "adam", "sgd"} <= set(rows)
@@ -50,22 +95,23 @@ def test_digits_cnn_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_digits_cnn_cifar10_missing_is_a_clear_error():
+def test_digits_cnn_cifar10_missing_is_a_clear_error(package_only):
   try:
     import tensorflow_datasets  # noqa: F401
     pytest.skip("tensorflow_datasets installed: the error path is not reachable")
   except ImportError:
     pass
+  outside, site = package_only
   proc = subprocess.run([sys.executable, str(EXAMPLES / "digits_cnn.py"), "--dataset", "cifar10"],
-                        cwd=REPO, capture_output=True, text=True, timeout=300,
-                        env={**os.environ, "PYTHONPATH": str(REPO)})
+                        cwd=outside, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "PYTHONPATH": str(site)})
   assert proc.returncode != 0
   assert "tensorflow_datasets" in proc.stderr and "never downloads" in proc.stderr
 
 
 @pytest.mark.slow
-def test_char_gpt_quick():
-  out, _ = run_example("char_gpt.py")
+def test_char_gpt_quick(package_only):
+  out, _ = run_example("char_gpt.py", package_only)
   check_rows(out, "val_loss")
   names = [(r["optimizer"], r.get("gamma")) for r in out["results"]]
   # Quick mode runs Anon at gamma 1.0 only (each contender costs a compilation).
@@ -75,10 +121,10 @@ def test_char_gpt_quick():
 
 
 @pytest.mark.slow
-def test_sharded_training_quick_on_8_simulated_devices():
+def test_sharded_training_quick_on_8_simulated_devices(package_only):
   # Force exactly 8 CPU devices, whatever the host has.
   env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  out, proc = run_example("sharded_training.py", env=env)
+  out, proc = run_example("sharded_training.py", package_only, env=env)
   check_rows(out, "test_accuracy")
   assert out["devices"] == 8
   assert out["mesh"] == {"data": 2, "fsdp": 4}
@@ -88,8 +134,8 @@ def test_sharded_training_quick_on_8_simulated_devices():
 
 
 @pytest.mark.slow
-def test_gamma_sweep_quick():
-  out, _ = run_example("gamma_sweep.py")
+def test_gamma_sweep_quick(package_only):
+  out, _ = run_example("gamma_sweep.py", package_only)
   check_rows(out, "test_accuracy")
   rows = {r["gamma"]: r for r in out["results"]}
   assert set(rows) == {0.0, 1.0}

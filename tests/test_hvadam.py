@@ -1,10 +1,10 @@
-"""`anon_optax.hvadam` equals the NumPy reference of SPEC section 3.
+"""`anon_optax.hvadam` equals the NumPy reference of docs/algorithm.md (HVAdam).
 
-The reference (`hvadam_reference.py`) is written from SPEC alone, without JAX.
+The reference (`hvadam_reference.py`) is written from docs/algorithm.md alone, without JAX.
 The gradients are precomputed and independent of the parameters (except for
 the `l2` decay, which adds `wd * theta`), so the hidden-vector state evolves
 the same way on both sides and whole trajectories stay comparable at a tight
-tolerance over `NUM_STEPS` steps (SPEC warns that HVAdam is chaotic in a smooth
+tolerance over `NUM_STEPS` steps (docs/algorithm.md notes that HVAdam is chaotic in a smooth
 valley, where the gradients feed back on the parameters).
 
 The gradient sequence walks through every branch of the hidden vector:

@@ -1,6 +1,6 @@
-"""`anon_optax.anon` equals the NumPy reference of SPEC section 1.
+"""`anon_optax.anon` equals the NumPy reference (docs/algorithm.md).
 
-The reference (`anon_reference.py`) is written from SPEC alone, without JAX.
+The reference (`anon_reference.py`) is written from docs/algorithm.md alone, without JAX.
 Every comparison here checks the whole parameter trajectory, step by step, over
 `NUM_STEPS` steps (9 preconditioner refreshes with the default base 2), in
 float64 at a tight tolerance and in float32 at a documented one. Negative
@@ -110,8 +110,18 @@ def _leaves(tree):
 # The two sides.
 
 
+def _anon(*args, **kwargs):
+  """`anon_optax.anon`, with the authors' exact rule unless `exact` is given."""
+  return anon_optax.anon(*args, **{"exact": True, **kwargs})
+
+
 def _reference(params, grads, num_steps=NUM_STEPS, **kwargs):
-  """Runs the reference in float64; returns a tree with a leading step axis."""
+  """Runs the reference in float64; returns a tree with a leading step axis.
+
+  ``exact`` (default True) is translated into the reference's ``guard``.
+  """
+  exact = kwargs.pop("exact", True)
+  kwargs["guard"] = None if exact else anon_optax._idu.GUARD_FACTOR
   leaves, treedef = jax.tree.flatten(params)
   is_complex = any(np.iscomplexobj(x) for x in leaves)
   dtype = np.complex128 if is_complex else np.float64
@@ -187,7 +197,7 @@ def _compare_fixed_grads(dtype, seed=0, *, jax_kwargs=None, ref_kwargs=None,
   with _precision(dtype):
     params = _params(seed, dtype)
     grads = _grad_stack(seed, params, num_steps)
-    tx = anon_optax.anon(**jax_kwargs)
+    tx = _anon(**jax_kwargs)
     actual = _scan_trajectory(tx, params, grads)
     for leaf, p in zip(jax.tree.leaves(actual), jax.tree.leaves(params)):
       assert leaf.dtype == p.dtype
@@ -235,6 +245,82 @@ def test_matches_reference_idu_ablation(beta3, refresh_base):
   _compare_fixed_grads(np.float64, seed=3, jax_kwargs=kwargs)
 
 
+# --------------------------------------------------------------------------
+# The default step guard (exact=False) and the refresh cap.
+
+
+def _waking_grad_stack(seed, params, num_steps=NUM_STEPS):
+  """`_grad_stack` where a third of the elements are 1e-4 times smaller until
+  step 20 (units that wake up, as dead ReLU units do), others 1e-5 times
+  smaller over steps 129-140 (right after the refresh at 128), and every gradient
+  grows 4x between steps 100 and 200: the guard binds for gamma > 0 (growing
+  gradients) and for gamma < 0 (shrinking ones)."""
+  grads = _grad_stack(seed, params, num_steps)
+  rng = np.random.default_rng(seed + 2000)
+  t = np.arange(1, num_steps + 1)
+  growth = np.interp(t, [100, 200], [1.0, 4.0])
+
+  def wake(g):
+    asleep = rng.uniform(size=g.shape[1:]) < 1 / 3
+    factor = np.where((t[:, None] <= 20) & asleep.reshape(1, -1), 1e-4, 1.0)
+    # Others fall asleep (those asleep before kept a small v for gamma < 0).
+    falls_asleep = ~asleep & (rng.uniform(size=g.shape[1:]) < 1 / 2)
+    factor = np.where(
+        (t[:, None] >= 129) & (t[:, None] <= 140) & falls_asleep.reshape(1, -1),
+        1e-5, factor)
+    factor = factor.reshape(g.shape) * growth.reshape((-1,) + (1,) * (g.ndim - 1))
+    return (g * factor).astype(g.dtype)
+  return jax.tree.map(wake, grads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_default_guard_matches_reference(gamma, dtype):
+  kwargs = dict(learning_rate=LR, gamma=gamma, exact=False)
+  with _precision(dtype):
+    params = _params(5, dtype)
+    grads = _waking_grad_stack(5, params)
+    actual = _scan_trajectory(_anon(**kwargs), params, grads)
+    exact = _scan_trajectory(_anon(**dict(kwargs, exact=True)), params, grads)
+  _assert_matches(actual, _reference(params, grads, **kwargs), dtype)
+  if gamma != 0:  # gamma = 0 is SGD with momentum either way.
+    with pytest.raises(AssertionError):  # The guard binds in this sequence.
+      _assert_matches(exact, _reference(params, grads, **kwargs), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("mode", ["l2", "decoupled", "fixed"])
+def test_default_guard_matches_reference_weight_decay(mode, dtype):
+  wd = {"l2": 0.1, "decoupled": 0.5, "fixed": 5e-3}[mode]
+  kwargs = dict(learning_rate=LR, gamma=1.1, weight_decay=wd,
+                weight_decay_mode=mode, mask=MASK, exact=False, beta3=0.7,
+                refresh_base=3)
+  with _precision(dtype):
+    params = _params(6, dtype)
+    grads = _waking_grad_stack(6, params)
+    actual = _scan_trajectory(_anon(**kwargs), params, grads)
+  _assert_matches(actual, _reference(params, grads, **kwargs), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("refresh_base, cap", [(2, 1), (2, 24), (3, 10)])
+def test_refresh_cap_matches_reference(refresh_base, cap, exact, dtype):
+  kwargs = dict(learning_rate=LR, gamma=1.15, refresh_base=refresh_base,
+                max_refresh_interval=cap, exact=exact)
+  with _precision(dtype):
+    params = _params(7, dtype)
+    grads = _waking_grad_stack(7, params)
+    actual = _scan_trajectory(_anon(**kwargs), params, grads)
+  _assert_matches(actual, _reference(params, grads, **kwargs), dtype)
+  # Without the cap the trajectory differs: the comparison sees the schedule.
+  with pytest.raises(AssertionError):
+    _assert_matches(
+        actual,
+        _reference(params, grads, **dict(kwargs, max_refresh_interval=None)),
+        dtype)
+
+
 def _linear_schedule(init_value, end_value, transition_steps):
   """`optax.linear_schedule` in the enabled float precision.
 
@@ -257,7 +343,7 @@ def test_matches_reference_complex():
     params = jax.tree.map(lambda a, b: a + 1j * b, real, imag)
     grads = jax.tree.map(lambda a, b: a + 1j * b, _grad_stack(12, real),
                          _grad_stack(13, imag))
-    actual = _scan_trajectory(anon_optax.anon(**kwargs), params, grads)
+    actual = _scan_trajectory(_anon(**kwargs), params, grads)
   for leaf in jax.tree.leaves(actual):
     assert leaf.dtype == np.complex128
   _assert_matches(actual, _reference(params, grads, **kwargs), np.float64)
@@ -306,7 +392,7 @@ def test_python_loop_matches_reference(jit):
     treedef = jax.tree.structure(params)
     grad_fn = lambda t, _: jax.tree.unflatten(treedef,
                                               [g[t - 1] for g in stacks])
-    actual = _loop_trajectory(anon_optax.anon(**kwargs), params, grad_fn,
+    actual = _loop_trajectory(_anon(**kwargs), params, grad_fn,
                               num_steps, jit)
   _assert_matches(actual, _reference(params, grads, num_steps, **kwargs),
                   np.float64)
@@ -374,7 +460,7 @@ def test_matches_reference_on_least_squares(gamma, dtype):
   with _precision(dtype):
     params = _params(6, dtype)
     a, y = _lsq_data(params)
-    actual = _lsq_jax_trajectory(anon_optax.anon(**kwargs), params,
+    actual = _lsq_jax_trajectory(_anon(**kwargs), params,
                                  a.astype(dtype), y.astype(dtype))
   grad_fn = _lsq_numpy_grads(a.astype(dtype), y.astype(dtype), params)
   expected = _reference(params, grad_fn, **kwargs)
@@ -395,7 +481,7 @@ def test_gamma_zero_equals_ema_momentum_sgd(beta3):
     params = _params(7, np.float64)
     grads = _grad_stack(7, params)
     anon = _scan_trajectory(
-        anon_optax.anon(LR, gamma=0.0, beta3=beta3), params, grads)
+        _anon(LR, gamma=0.0, beta3=beta3), params, grads)
     ema_sgd = _scan_trajectory(
         optax.chain(optax.ema(0.9, debias=True),
                     optax.scale_by_learning_rate(LR)), params, grads)

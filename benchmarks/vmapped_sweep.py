@@ -3,10 +3,10 @@ against 8 sequential runs of the same jitted program.
 
 One command::
 
-    python benchmarks/gamma_sweep.py
+    python -m benchmarks.vmapped_sweep
 
 sklearn's ``load_digits`` (1797 8x8 images; 1500 train, 297 test), the small
-CNN of ``models.py``, ``anon_optax.anon(1e-3, gamma=g)`` with ``g`` a traced
+CNN of ``experiments/models.py``, ``anon_optax.anon(1e-3, gamma=g)`` with ``g`` a traced
 argument (so all 8 sequential runs share one compiled program), batch 64, the
 same batch order for every gamma. Two ways of driving training, both timed:
 
@@ -26,36 +26,21 @@ and the test accuracy per gamma is recorded.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import common  # pylint: disable=wrong-import-position
-
-import jax  # pylint: disable=wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-import optax  # pylint: disable=wrong-import-position
-
-import models  # pylint: disable=wrong-import-position
+import anon_optax
+from benchmarks import common
+from experiments import models
 
 # gamma > 1 diverges on this small ReLU CNN with eps = 1e-16 at this learning
 # rate (dead units give sigma ~ eps), so the sweep stays at or below 1.
 GAMMAS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 LR = 1e-3
 BATCH = 64
-
-
-def load_data():
-  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
-  digits = load_digits()
-  x = (digits.images / 16.0).astype(np.float32)[..., None]
-  y = digits.target.astype(np.int32)
-  perm = np.random.default_rng(0).permutation(len(x))
-  x, y = x[perm], y[perm]
-  return (x[:1500], y[:1500]), (x[1500:], y[1500:])
 
 
 MODELS = {
@@ -74,7 +59,6 @@ MODELS = {
 
 def make_programs(train, num_steps, quick, model="cnn"):
   """Returns the pieces shared by all modes (fresh closures on every call)."""
-  import anon_optax  # pylint: disable=import-outside-toplevel
   x_train, y_train = (jnp.asarray(a) for a in train)
   rng = np.random.default_rng(1)
   batches = jnp.asarray(np.stack([rng.choice(len(x_train), BATCH, replace=False)
@@ -265,10 +249,10 @@ def main(argv=None):
                       help="instead of timing: per-op profile (jax.profiler) of --steps steps "
                            "of the vmapped and the sequential loop, matmuls vs the rest.")
   parser.add_argument("--out-dir", default=None)
-  parser.add_argument("--name", default="gamma_sweep")
+  parser.add_argument("--name", default="vmapped_sweep")
   args = parser.parse_args(argv)
   if args.profile:
-    train, _ = load_data()
+    train, _ = models.load_digits_first_1500()
     steps = 4 if args.quick else args.steps
     prof = profile_loop(train, steps, args.model)
     common.print_table(
@@ -289,7 +273,7 @@ def main(argv=None):
   steps = 10 if args.quick else args.steps
   rounds = 1 if args.quick else args.rounds
   modes = ["scan"] if args.quick else [m.strip() for m in args.modes.split(",")]
-  train, test = load_data()
+  train, test = models.load_digits_first_1500()
 
   results = {}
   for mode in modes:

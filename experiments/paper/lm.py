@@ -3,21 +3,19 @@
 Every optimizer gets the same model, the same step budget, the same warmup-cosine schedule shape
 and the same batches for a given seed. For one optimizer all ``(learning rate, gamma) x seeds``
 runs are lanes of ONE ``jax.vmap``-ped, ``jax.jit``-ted program (Anon's three gammas included): the
-model is ``char_gpt.GPT`` split once with ``nnx.split`` and merged inside the loss, and the steps
+model is ``models.GPT`` (the example's GPT) split once with ``nnx.split`` and merged inside the loss, and the steps
 run in ``jax.lax.scan``. Lane (lr, seed) is the run ``char_gpt.train`` would do with that seed.
 
 ``char_gpt.make_optimizer`` builds its schedule with a Python branch on the peak learning rate, so
 it cannot take a traced one; :func:`make_optimizer` below is the same optimizer with a traced peak
 (the schedule is linear in its peak), and ``tests/test_paper_quick.py`` checks that both give the
-same updates at a concrete learning rate.
+same updates at a concrete learning rate, and that the constants below are the example's.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any, Callable, Sequence
-
-from benchmarks.paper import _paths  # noqa: F401  (sys.path for anon_optax and the examples)
 
 import jax
 import jax.numpy as jnp
@@ -26,11 +24,16 @@ import optax
 from flax import nnx
 
 import anon_optax
-import char_gpt
+from experiments import models
 
-# Three peak learning rates per optimizer, a factor-2 grid centred on the rate that
-# examples/char_gpt.py tuned once for its default model: the same grid size for everyone.
-LR_GRIDS = {name: (lr / 2, lr, 2 * lr) for name, lr in char_gpt.TUNED_LEARNING_RATES.items()}
+# examples/char_gpt.py's constants: the peak learning rates it tuned once for its default model
+# (TUNED_LEARNING_RATES), Muon's fixed AdamW rate and the decoupled weight decay.
+TUNED_LEARNING_RATES = {"anon": 8e-3, "adamw": 1.6e-2, "lion": 1.6e-3, "muon": 4e-2}
+MUON_ADAM_LEARNING_RATE = 4e-3
+WEIGHT_DECAY = 0.1
+# Three peak learning rates per optimizer, a factor-2 grid centred on the tuned rate: the same
+# grid size for everyone.
+LR_GRIDS = {name: (lr / 2, lr, 2 * lr) for name, lr in TUNED_LEARNING_RATES.items()}
 CONTENDERS = (("anon", 1.0), ("anon", 1.1), ("anon", 1.15), ("adamw", None), ("lion", None),
               ("muon", None))
 
@@ -41,11 +44,21 @@ def unit_schedule(steps: int) -> optax.Schedule:
                                             decay_steps=steps, end_value=0.1)
 
 
+def muon_dims(params):
+  """Muon for the 2-D hidden matrices; embeddings, head and vectors go to its AdamW."""
+  def rule(path, x):
+    names = jax.tree_util.keystr(path)
+    if x.ndim == 2 and "embed" not in names and "head" not in names:
+      return optax.contrib.MuonDimensionNumbers(reduction_axis=0, output_axis=1)
+    return None
+  return jax.tree_util.tree_map_with_path(rule, params)
+
+
 def make_optimizer(name: str, learning_rate, steps: int, gamma=1.0) -> optax.GradientTransformation:
   """``char_gpt.make_optimizer`` with a peak learning rate that may be traced (vmapped)."""
   unit = unit_schedule(steps)
   schedule = lambda count: learning_rate * unit(count)
-  wd = char_gpt.WEIGHT_DECAY
+  wd = WEIGHT_DECAY
   if name == "anon":
     return anon_optax.anon(schedule, gamma=gamma, weight_decay=wd, weight_decay_mode="decoupled")
   if name == "adamw":
@@ -53,14 +66,14 @@ def make_optimizer(name: str, learning_rate, steps: int, gamma=1.0) -> optax.Gra
   if name == "lion":
     return optax.lion(schedule, weight_decay=wd)
   if name == "muon":
-    adam_lr = char_gpt.MUON_ADAM_LEARNING_RATE  # Fixed, as in the example (not searched).
+    adam_lr = MUON_ADAM_LEARNING_RATE  # Fixed, as in the example (not searched).
     return optax.contrib.muon(schedule, weight_decay=wd, adam_weight_decay=wd,
                               adam_learning_rate=lambda count: adam_lr * unit(count),
-                              muon_weight_dimension_numbers=char_gpt._muon_dims)
+                              muon_weight_dimension_numbers=muon_dims)
   raise ValueError(f"unknown optimizer {name!r}")
 
 
-def train_lanes(corpus: char_gpt.Corpus, name: str, learning_rates: Sequence[float],
+def train_lanes(corpus: models.Corpus, name: str, learning_rates: Sequence[float],
                 gammas: Sequence[float], seeds: Sequence[int], *, steps: int,
                 batch_size: int, context: int, width: int, layers: int, heads: int,
                 evals: int = 4, eval_batches: int = 8) -> dict[str, np.ndarray]:
@@ -74,13 +87,13 @@ def train_lanes(corpus: char_gpt.Corpus, name: str, learning_rates: Sequence[flo
     raise ValueError(f"steps {steps} must be a multiple of evals {evals}")
   graphdef, inits, train_b, val_b = None, [], [], []
   for seed in seeds:
-    model = char_gpt.GPT(len(corpus.chars), context=context, width=width, layers=layers,
+    model = models.GPT(len(corpus.chars), context=context, width=width, layers=layers,
                          heads=heads, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
     inits.append(params)
-    train_b.append(char_gpt.sample_batches(corpus.train, steps, batch_size, context, seed)
+    train_b.append(models.sample_batches(corpus.train, steps, batch_size, context, seed)
                    .reshape(evals, steps // evals, batch_size, context + 1))
-    val_b.append(char_gpt.sample_batches(corpus.val, eval_batches, batch_size, context, seed + 1))
+    val_b.append(models.sample_batches(corpus.val, eval_batches, batch_size, context, seed + 1))
   params0 = jax.tree.map(lambda *p: jnp.stack(p), *inits)
   train_b, val_b = jnp.asarray(np.stack(train_b)), jnp.asarray(np.stack(val_b))
 
@@ -124,7 +137,7 @@ def run(config: dict[str, Any], seeds: Sequence[int], log: Callable[[str], None]
 
   One vmapped program per optimizer: Anon's gammas are lanes of the same program as its LRs.
   """
-  corpus = char_gpt.load_corpus(max_chars=config.get("max_chars"))
+  corpus = models.load_corpus(max_chars=config.get("max_chars"))
   model_kw = {k: config[k] for k in ("steps", "batch_size", "context", "width", "layers", "heads",
                                      "evals")}
   groups: dict[str, list] = {}

@@ -1,8 +1,9 @@
 """The IDU refresh formula alone: the current form against the ones it replaced.
 
-One command::
+A one-off investigation behind the refresh rewrite (see ``experiments/notes/README.md``), kept
+runnable; from the repository root::
 
-    python benchmarks/refresh_formula.py
+    python -m experiments.notes.refresh_formula --out-dir experiments/notes/results
 
 A refresh step costs a normal step plus one elementwise pass that turns the
 accumulated second moment into a new preconditioner; on a CPU that pass is
@@ -28,17 +29,15 @@ is recorded).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+import pathlib
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import common  # pylint: disable=wrong-import-position
+from benchmarks import common
 
-import jax  # pylint: disable=wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 GAMMA, BETA3, EPS = 1.0, 0.5, 1e-16
 
@@ -77,7 +76,7 @@ def main(argv=None):
   parser.add_argument("--rounds", type=int, default=9)
   parser.add_argument("--reps", type=int, default=10, help="calls per sample")
   parser.add_argument("--quick", action="store_true", help="64K elements, 2 rounds")
-  parser.add_argument("--out-dir", default=None)
+  parser.add_argument("--out-dir", default=str(RESULTS_DIR))
   parser.add_argument("--name", default="refresh_formula")
   args = parser.parse_args(argv)
   size = 1 << 16 if args.quick else common.parse_sizes(args.size)[0]

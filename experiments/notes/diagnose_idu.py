@@ -4,23 +4,18 @@ Why do the a_n = 3^(n-1) and 4^(n-1) rows of the IDU ablation collapse at the la
 rate? This prints, per step, the batch loss, the largest preconditioner entry (``v_max`` from
 ``anon_optax.preconditioner_stats``) and the update and gradient norms:
 
-    python -m benchmarks.paper.diagnose_idu [--lr 0.01] [--beta3 0.5] [--seed 0]
+    python -m experiments.notes.diagnose_idu [--lr 0.01] [--beta3 0.5] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
-if __package__ in (None, ""):
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+import jax
+import optax
 
-from benchmarks.paper import vision  # noqa: E402
-
-import anon_optax  # noqa: E402
-import jax  # noqa: E402
-import optax  # noqa: E402
+import anon_optax
+from experiments.paper import vision
 
 
 def trace(runner: vision.DigitsRunner, *, lr: float, beta3: float, refresh_base: int, seed: int):

@@ -2,12 +2,13 @@
 
 * Anon vs Adam vs SGD with momentum: each over a 3-value learning-rate grid, 3 seeds.
 * The IDU ablation: beta3 in {0.1, ..., 0.9} x refresh_base in {2, 3, 4}, 3 seeds.
-* The adaptivity curve: ``gamma_sweep.sweep`` (one vmapped program over gamma, lr and seed, on
-  that example's MLP).
+* The adaptivity curve: :func:`sweep`, the program of ``examples/gamma_sweep.py`` (one vmapped
+  program over gamma, lr and seed, on that example's MLP).
 
-Model, data, init and batch order are the examples' own (``digits_cnn.CNN``,
-``digits_cnn.load_digits``; lane ``seed`` inits ``CNN(rngs=nnx.Rngs(seed))`` and shuffles with
-``np.random.default_rng(seed)`` exactly like ``digits_cnn.train``). For the first two tables every
+Model, data, init and batch order are the examples' own (``models.CNN``, ``models.MLP`` and
+``models.load_digits`` are the examples' classes and split; lane ``seed`` inits
+``CNN(rngs=nnx.Rngs(seed))`` and shuffles with ``np.random.default_rng(seed)`` exactly like
+``digits_cnn.train``). For the first two tables every
 hyperparameter the optimizer takes (lr, gamma, beta3) is an *argument* of one jitted training
 program (a ``jax.lax.scan`` over all steps), so one compilation per (optimizer, refresh_base)
 serves every (lr, beta3, seed) lane. We measured ``jax.vmap`` over those lanes on this 2-core CPU:
@@ -21,8 +22,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Sequence
 
-from benchmarks.paper import _paths  # noqa: F401  (sys.path for anon_optax and the examples)
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,12 +29,17 @@ import optax
 from flax import nnx
 
 import anon_optax
-import digits_cnn
-import gamma_sweep
+from experiments import models
 
-# Learning-rate grids, 3 values each: the rate examples/digits_cnn.py tuned once, /3 and x3.
+# The learning rates examples/digits_cnn.py tuned once (its TUNED_LEARNING_RATES; a test checks
+# that they agree).
+TUNED_LEARNING_RATES = {"anon": 1e-2, "adam": 1e-2, "sgd": 1e-1}
+# Learning-rate grids, 3 values each: the tuned rate, /3 and x3.
 LR_GRIDS = {name: tuple(float(f"{lr * f:.2g}") for f in (1 / 3, 1, 3))
-            for name, lr in digits_cnn.TUNED_LEARNING_RATES.items() if name in ("anon", "adam", "sgd")}
+            for name, lr in TUNED_LEARNING_RATES.items()}
+# The grids of examples/gamma_sweep.py's sweep (its DEFAULT_GAMMAS and DEFAULT_LRS).
+SWEEP_GAMMAS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+SWEEP_LRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 BETA3S = (0.1, 0.3, 0.5, 0.7, 0.9)
 REFRESH_BASES = (2, 3, 4)
 
@@ -44,8 +48,8 @@ class DigitsRunner:
   """One compiled training program per (optimizer, refresh_base); lanes are calls to it."""
 
   def __init__(self, *, width: int, hidden: int, epochs: int, batch_size: int = 64,
-               data: digits_cnn.Dataset | None = None):
-    self.data = data or digits_cnn.load_digits()
+               data: models.Dataset | None = None):
+    self.data = data or models.load_digits()
     self.width, self.hidden, self.epochs, self.batch_size = width, hidden, epochs, batch_size
     self.x_train, self.y_train = jnp.asarray(self.data.x_train), jnp.asarray(self.data.y_train)
     self.x_test, self.y_test = jnp.asarray(self.data.x_test), jnp.asarray(self.data.y_test)
@@ -55,7 +59,7 @@ class DigitsRunner:
 
   def init(self, seed: int):
     """digits_cnn.train's init and batch order for this seed."""
-    model = digits_cnn.CNN(self.data.x_train.shape[1:], width=self.width, hidden=self.hidden,
+    model = models.CNN(self.data.x_train.shape[1:], width=self.width, hidden=self.hidden,
                            rngs=nnx.Rngs(seed))
     self.graphdef, params = nnx.split(model, nnx.Param)
     rng = np.random.default_rng(seed)
@@ -72,10 +76,15 @@ class DigitsRunner:
     if key not in self._programs:
 
       def make_tx(hp):
-        if name == "anon":  # digits_cnn.make_optimizer("anon"), with beta3/refresh_base exposed.
+        # digits_cnn.make_optimizer, with Anon's beta3 and refresh_base exposed.
+        if name == "anon":
           return anon_optax.anon(hp["lr"], gamma=hp["gamma"], beta3=hp["beta3"],
                                  refresh_base=refresh_base)
-        return digits_cnn.make_optimizer(name, hp["lr"])
+        if name == "adam":
+          return optax.adam(hp["lr"])
+        if name == "sgd":
+          return optax.sgd(hp["lr"], momentum=0.9)
+        raise ValueError(f"unknown optimizer {name!r}")
 
       def train(params, order, hp):
         tx = make_tx(hp)
@@ -160,10 +169,10 @@ def adaptivity(seeds: Sequence[int], gammas: Sequence[float], lrs: Sequence[floa
                hidden: int, epochs: int, batch_size: int = 64, log=print) -> dict[str, Any]:
   """examples/gamma_sweep.py's vmapped program (its MLP): every (seed, lr, gamma) is one lane."""
   start = time.perf_counter()
-  out = gamma_sweep.sweep(list(gammas), tuple(lrs), tuple(seeds), epochs=epochs,
-                          batch_size=batch_size, hidden=hidden)
+  out = sweep(list(gammas), tuple(lrs), tuple(seeds), epochs=epochs, batch_size=batch_size,
+              hidden=hidden)
   seconds = time.perf_counter() - start
-  rows = gamma_sweep.best_per_gamma(out, gammas, lrs)
+  rows = best_per_gamma(out, gammas, lrs)
   for r, j in zip(rows, range(len(gammas))):
     i = list(lrs).index(r["learning_rate"])
     r["train_loss_std"] = float(out["train_loss"][:, i, j].std())
@@ -176,3 +185,71 @@ def adaptivity(seeds: Sequence[int], gammas: Sequence[float], lrs: Sequence[floa
           "grid_test_accuracy_mean": out["test_accuracy"].mean(0).tolist(),  # (lrs, gammas)
           "grid_train_loss_mean": out["train_loss"].mean(0).tolist(),
           "seconds": round(seconds, 1)}
+
+
+def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch_size: int = 64,
+          hidden: int = 128, data: models.Dataset | None = None,
+          beta3: float = 0.5, refresh_base: int = 2) -> dict[str, np.ndarray]:
+  """``examples/gamma_sweep.py``'s ``sweep``: one MLP per (seed, lr, gamma), one vmapped program.
+
+  Returns arrays of shape (len(seeds), len(learning_rates), len(gammas)): "test_accuracy",
+  "train_loss" (final loss on the whole training set) and "loss_curve" (..., steps) of batch losses.
+  """
+  data = data or models.load_digits()
+  x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+  steps_per_epoch = len(x_train) // batch_size
+
+  # One init and one batch order per seed, shared by every (lr, gamma) lane of that seed.
+  graphdef = None
+  inits, orders = [], []
+  for seed in seeds:
+    model = models.MLP(int(np.prod(data.x_train.shape[1:])), hidden, rngs=nnx.Rngs(seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    inits.append(params)
+    rng = np.random.default_rng(seed)
+    orders.append(np.stack([rng.permutation(len(x_train))[:steps_per_epoch * batch_size]
+                            for _ in range(epochs)]).reshape(-1, batch_size))
+  params0 = jax.tree.map(lambda *p: jnp.stack(p), *inits)
+  order = jnp.asarray(np.stack(orders))
+
+  def loss_and_logits(params, x, y):
+    logits = nnx.merge(graphdef, params)(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+  def train_one(params, order, lr, gamma):
+    tx = anon_optax.anon(lr, gamma=gamma, beta3=beta3, refresh_base=refresh_base)
+
+    def step(carry, idx):
+      params, opt_state = carry
+      (loss, _), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(
+          params, x_train[idx], y_train[idx])
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), loss
+
+    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), order)
+    train_loss, _ = loss_and_logits(params, x_train, y_train)
+    _, logits = loss_and_logits(params, x_test, y_test)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == y_test)
+    return {"test_accuracy": accuracy, "train_loss": train_loss, "loss_curve": losses}
+
+  over_gamma = jax.vmap(train_one, in_axes=(None, None, None, 0))
+  over_lr = jax.vmap(over_gamma, in_axes=(None, None, 0, None))
+  over_seed = jax.vmap(over_lr, in_axes=(0, 0, None, None))
+  out = jax.jit(over_seed)(params0, order, jnp.asarray(learning_rates, jnp.float32),
+                           jnp.asarray(gammas, jnp.float32))
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def best_per_gamma(out: dict[str, np.ndarray], gammas, learning_rates) -> list[dict[str, Any]]:
+  """Per gamma: the learning rate with the best seed-mean test accuracy (NaN/diverged: worst)."""
+  acc = np.nan_to_num(out["test_accuracy"].mean(0), nan=-1.0)  # (lrs, gammas)
+  loss = out["train_loss"].mean(0)
+  rows = []
+  for j, g in enumerate(gammas):
+    i = int(np.argmax(acc[:, j]))
+    rows.append({"optimizer": "anon", "gamma": float(g), "learning_rate": float(learning_rates[i]),
+                 "test_accuracy": float(out["test_accuracy"][:, i, j].mean()),
+                 "test_accuracy_std": float(out["test_accuracy"][:, i, j].std()),
+                 "train_loss": float(loss[i, j])})
+  return rows

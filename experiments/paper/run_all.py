@@ -1,8 +1,17 @@
 """Regenerates docs/RESULTS.md, its figures and a results JSON: the paper's claims, small scale.
 
-    python -m benchmarks.paper.run_all               # full default run (<= 45 min, 2-core CPU)
-    python -m benchmarks.paper.run_all --quick --docs-dir /tmp/x --json /tmp/x/r.json   # CI
-    python benchmarks/paper/run_all.py --parts lm    # one part only (lm, vision, idu, gamma)
+Run from the repository root (or with the repository root on ``PYTHONPATH``)::
+
+    python -m experiments.paper.run_all               # full default run (<= 45 min, 2-core CPU)
+    python -m experiments.paper.run_all --parts lm    # one part only (lm, vision, idu, gamma)
+    python -m experiments.paper.run_all --quick --results-md /tmp/x/RESULTS.md \
+        --figures-dir /tmp/x/figures --json /tmp/x/r.json                         # CI
+    python -m experiments.paper.run_all --from-json experiments/paper/results/paper.json
+                                                      # re-render the page and figures only
+
+Outputs default to paths inside the repository (found from this file, not the working
+directory): ``docs/RESULTS.md``, ``experiments/paper/figures/paper_*.png`` and
+``experiments/paper/results/paper[_quick].json``.
 
 Parts (see lm.py and vision.py): the char-GPT language-model table (Anon gamma 1.0/1.1/1.15 vs
 AdamW, Lion, Muon), Anon vs Adam vs SGD on the digits CNN, the IDU ablation (beta3 x
@@ -20,17 +29,15 @@ import platform
 import sys
 import time
 
-if __package__ in (None, ""):  # `python benchmarks/paper/run_all.py`
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+import jax
 
-from benchmarks.paper import _paths  # noqa: E402,F401
-from benchmarks.paper import lm  # noqa: E402
-from benchmarks.paper import report  # noqa: E402
-from benchmarks.paper import vision  # noqa: E402
+from experiments.paper import lm
+from experiments.paper import report
+from experiments.paper import vision
 
-import gamma_sweep  # noqa: E402  (examples/, on sys.path via _paths)
-import jax  # noqa: E402
-
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+COMMAND = "python -m experiments.paper.run_all"
 PARTS = ("lm", "vision", "idu", "gamma")
 
 CONFIGS = {
@@ -41,7 +48,7 @@ CONFIGS = {
         "vision": {"width": 8, "hidden": 32, "epochs": 10, "batch_size": 64},
         "idu": {"beta3s": (0.1, 0.3, 0.5, 0.7, 0.9), "refresh_bases": (2, 3, 4),
                 "lr_factors": (1, 1 / 3)},
-        "gamma": {"gammas": gamma_sweep.DEFAULT_GAMMAS, "lrs": gamma_sweep.DEFAULT_LRS,
+        "gamma": {"gammas": vision.SWEEP_GAMMAS, "lrs": vision.SWEEP_LRS,
                   "hidden": 128, "epochs": 20},
     },
     "quick": {
@@ -81,17 +88,20 @@ def versions() -> dict:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes, a few minutes (CI)")
-  parser.add_argument("--docs-dir", default=str(_paths.ROOT / "docs"),
-                      help="where RESULTS.md and figures/paper_*.png go (default: docs/)")
+  parser.add_argument("--results-md", default=str(ROOT / "docs" / "RESULTS.md"),
+                      help="the page to write (default: docs/RESULTS.md)")
+  parser.add_argument("--figures-dir", default=str(HERE / "figures"),
+                      help="where paper_*.png go (default: experiments/paper/figures/)")
   parser.add_argument("--json", default=None,
-                      help="results JSON (default benchmarks/paper/results/paper[_quick].json)")
+                      help="results JSON (default experiments/paper/results/paper[_quick].json)")
   parser.add_argument("--parts", default=",".join(PARTS), help="subset of " + ",".join(PARTS))
   parser.add_argument("--from-json", default=None, metavar="PATH",
                       help="only re-render RESULTS.md and the figures from a saved results JSON")
   args = parser.parse_args(argv)
   if args.from_json:
     results = json.loads(pathlib.Path(args.from_json).read_text())
-    print(report.write(results, pathlib.Path(args.docs_dir), pathlib.Path(args.from_json)))
+    print(report.write(results, pathlib.Path(args.results_md), pathlib.Path(args.figures_dir),
+                       pathlib.Path(args.from_json)))
     return results
 
   mode = "quick" if args.quick else "default"
@@ -100,10 +110,9 @@ def main(argv=None) -> dict:
   for p in parts:
     if p not in PARTS:
       parser.error(f"unknown part {p!r}")
-  json_path = pathlib.Path(args.json or _paths.ROOT / "benchmarks" / "paper" / "results"
+  json_path = pathlib.Path(args.json or HERE / "results"
                            / f"paper{'_quick' if args.quick else ''}.json")
-  docs_dir = pathlib.Path(args.docs_dir)
-  command = "python -m benchmarks.paper.run_all" + (" --quick" if args.quick else "")
+  command = COMMAND + (" --quick" if args.quick else "")
   if args.parts != ",".join(PARTS):
     command += f" --parts {args.parts}"
   seeds = list(range(cfg["seeds"]))
@@ -156,8 +165,9 @@ def main(argv=None) -> dict:
 
   json_path.parent.mkdir(parents=True, exist_ok=True)
   json_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
-  md = report.write(results, docs_dir, json_path)
-  log(f"wrote {json_path}, {md} and figures in {docs_dir / 'figures'} "
+  md = report.write(results, pathlib.Path(args.results_md), pathlib.Path(args.figures_dir),
+                    json_path)
+  log(f"wrote {json_path}, {md} and figures in {args.figures_dir} "
       f"(total {results['seconds']['total']:.0f}s)")
   return results
 

@@ -1,0 +1,261 @@
+"""The tables that README.md and docs/ quote, rendered from their committed results files.
+
+A quoted table lives in a generated region of a Markdown file:
+
+    <!-- generated: NAME by `python -m docs.tables --write` -->
+    | ... the table, rendered from the results file of NAME ... |
+    <!-- end generated -->
+
+`TABLES` maps each NAME to its results file, the command that writes that file, and the function
+that renders the region from it. The rendered region ends with a line naming both, so every
+quoted number sits next to the command that produced it.
+
+    python -m docs.tables           # lists the regions that differ from their results; exit 1
+    python -m docs.tables --write   # rewrites every region from its results file
+
+`tests/test_quoted_tables.py` fails when a region no longer matches its results file. After
+rerunning an experiment, run the `--write` command and commit the results file with the text.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+import json
+import pathlib
+import re
+import sys
+from typing import Any, NamedTuple
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Markdown files that may hold generated regions, relative to ROOT. Folders are searched
+# recursively; build outputs are skipped.
+SEARCHED = ("README.md", "docs", "benchmarks", "experiments")
+SKIPPED_PARTS = {"_build", "_notebooks", ".git", ".venv", "node_modules"}
+
+REGION = re.compile(
+  r"(?P<open><!-- generated: (?P<name>[\w-]+) by `python -m docs\.tables --write` -->\n)"
+  r"(?P<body>.*?)"
+  r"(?P<close><!-- end generated -->)",
+  re.DOTALL,
+)
+
+
+class Table(NamedTuple):
+  """A quoted table: where its numbers live and how they are rendered."""
+
+  results: str  # The results file, relative to ROOT.
+  command: str  # The command that writes the results file.
+  render: Callable[[Any], str]  # Results (parsed JSON) -> Markdown, without the source line.
+
+
+# ----------------------------------------------------------------------------
+# Formatting helpers.
+# ----------------------------------------------------------------------------
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+  lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def _rate(value: float) -> str:
+  """A learning rate as the docs write it: 0.01, 0.1, 1, 10, 1e-4."""
+  return f"{value:g}"
+
+
+def _optimizer_label(row: dict[str, Any]) -> str:
+  return row["optimizer"] + (f" (gamma {row['gamma']:g})" if "gamma" in row else "")
+
+
+# ----------------------------------------------------------------------------
+# Renderers, one per table.
+# ----------------------------------------------------------------------------
+
+
+def render_digits(results: dict[str, Any]) -> str:
+  """examples/digits_cnn.py's JSON line: one row per optimizer."""
+  rows = [
+    [
+      _optimizer_label(r),
+      _rate(r["learning_rate"]),
+      f"{r['test_accuracy']:.4f}",
+      f"{r['train_loss']:.2e}",
+      f"{r['seconds']:.1f}",
+    ]
+    for r in results["results"]
+  ]
+  table = _markdown_table(
+    ["optimizer", "learning rate", "test accuracy", "final train loss", "seconds"], rows
+  )
+  accuracies = [r["test_accuracy"] for r in results["results"]]
+  losses = {r["optimizer"]: r["train_loss"] for r in results["results"]}
+  spread = f"Test accuracies range from {min(accuracies):.4f} to {max(accuracies):.4f}"
+  if "anon" in losses and "adam" in losses:
+    ratio = losses["adam"] / losses["anon"]
+    comparison = (
+      f"lower than Adam's ({ratio:.1f}x)"
+      if ratio >= 1
+      else f"higher than Adam's ({1 / ratio:.1f}x)"
+    )
+    spread += f"; Anon's final train loss is {comparison} at the rates above"
+  return table + "\n\n" + spread + "."
+
+
+def render_sharded(results: dict[str, Any]) -> str:
+  """examples/sharded_training.py's JSON line: one Anon run on a device mesh."""
+  (run,) = results["results"]
+  mesh = " x ".join(f"{axis}={size}" for axis, size in results["mesh"].items())
+  table = _markdown_table(
+    [
+      "devices",
+      "mesh",
+      "gamma",
+      "learning rate",
+      "test accuracy",
+      "final train loss",
+      "seconds",
+      "state sharded like the params",
+    ],
+    [
+      [
+        str(results["devices"]),
+        mesh,
+        f"{run['gamma']:g}",
+        _rate(run["learning_rate"]),
+        f"{run['test_accuracy']:.4f}",
+        f"{run['train_loss']:.2e}",
+        f"{run['seconds']:.1f}",
+        str(results["state_sharded_like_params"]),
+      ]
+    ],
+  )
+  return table
+
+
+def render_gamma_sweep(results: dict[str, Any]) -> str:
+  """examples/gamma_sweep.py's JSON line: the best learning rate per gamma."""
+  grid = results["grid"]
+  rows = [
+    [
+      f"{r['gamma']:g}",
+      _rate(r["learning_rate"]),
+      f"{r['test_accuracy']:.4f}",
+      f"{r['train_loss']:.4f}",
+    ]
+    for r in results["results"]
+  ]
+  table = _markdown_table(["gamma", "best lr", "test accuracy", "final train loss"], rows)
+  return (
+    f"{len(grid['gammas'])} gammas x {len(grid['learning_rates'])} learning rates x "
+    f"{grid['seeds']} seed{'s' if grid['seeds'] != 1 else ''}, {grid['epochs']} epochs each, in one vmapped program: "
+    f"{results['seconds']:.1f} s including compilation.\n\n" + table
+  )
+
+
+def render_memory(results: dict[str, Any]) -> str:
+  """benchmarks/memory.py: optimizer-state bytes per parameter byte."""
+  rows = [
+    [
+      r["optimizer"],
+      r["param_dtype"],
+      f"{r['state_bytes_per_param_byte']:.6f}",
+      f"{r['ratio_vs_adam']:.2f}",
+    ]
+    for r in results["results"]
+  ]
+  return _markdown_table(["optimizer", "params", "state bytes / param byte", "x optax.adam"], rows)
+
+
+TABLES: dict[str, Table] = {
+  "digits": Table(
+    results="docs/results/digits_cnn.json",
+    command="python docs/make_figures.py --only digits",
+    render=render_digits,
+  ),
+  "sharded": Table(
+    results="docs/results/sharded_training.json",
+    command="python examples/sharded_training.py | tail -n 1 > docs/results/sharded_training.json",
+    render=render_sharded,
+  ),
+  "gamma-sweep": Table(
+    results="docs/results/gamma_sweep.json",
+    command=(
+      "python examples/gamma_sweep.py --plot docs/figures/gamma_sweep.png"
+      " | tail -n 1 > docs/results/gamma_sweep.json"
+    ),
+    render=render_gamma_sweep,
+  ),
+  "memory": Table(
+    results="benchmarks/results/memory.json",
+    command="python benchmarks/memory.py",
+    render=render_memory,
+  ),
+}
+
+
+# ----------------------------------------------------------------------------
+# Regions.
+# ----------------------------------------------------------------------------
+
+
+def render(name: str) -> str:
+  """The body of region ``name``: the table and a line naming its source."""
+  table = TABLES[name]
+  results = json.loads((ROOT / table.results).read_text())
+  source = f"<sub>From `{table.results}`, written by `{table.command}`.</sub>"
+  return table.render(results) + "\n\n" + source + "\n"
+
+
+def markdown_files() -> list[pathlib.Path]:
+  found = []
+  for entry in SEARCHED:
+    path = ROOT / entry
+    candidates = [path] if path.is_file() else sorted(path.rglob("*.md")) if path.is_dir() else []
+    found += [p for p in candidates if not SKIPPED_PARTS.intersection(p.relative_to(ROOT).parts)]
+  return found
+
+
+def regenerate(text: str) -> str:
+  """Returns ``text`` with every generated region re-rendered from its results file."""
+
+  def replace(match: re.Match) -> str:
+    name = match["name"]
+    if name not in TABLES:
+      raise KeyError(f"generated region {name!r} has no entry in docs/tables.py's TABLES")
+    return match["open"] + render(name) + match["close"]
+
+  return REGION.sub(replace, text)
+
+
+def stale_regions(path: pathlib.Path, text: str | None = None) -> list[str]:
+  """Names of the generated regions in ``path`` (or ``text``) that differ from their results."""
+  text = path.read_text() if text is None else text
+  current = {m["name"]: m["body"] for m in REGION.finditer(text)}
+  return [name for name, body in current.items() if body != render(name)]
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--write", action="store_true", help="rewrite the regions in place")
+  args = parser.parse_args(argv)
+  stale = []
+  for path in markdown_files():
+    text = path.read_text()
+    if not REGION.search(text):
+      continue
+    if args.write:
+      new_text = regenerate(text)
+      if new_text != text:
+        path.write_text(new_text)
+        print(f"rewrote {path.relative_to(ROOT)}")
+    else:
+      stale += [f"{path.relative_to(ROOT)}: {name}" for name in stale_regions(path, text)]
+  for entry in stale:
+    print(f"stale: {entry} (run `python -m docs.tables --write`)", file=sys.stderr)
+  return 1 if stale else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,1 @@
+"""One-off investigations, kept runnable (see experiments/README.md)."""
