@@ -47,23 +47,270 @@ process fails, it is ``{"error": ..., "returncodes": [...], ...}`` and the exit 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import os
+import pathlib
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
+from typing import Any
+
+WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
+OPTIMIZERS = ("anon", "hvadam")
+FSDP = "fsdp"
 
 
-def _flag_value(argv: list[str], name: str, default: str | None) -> str | None:
-  """The value of ``--name V`` or ``--name=V`` in argv, read before argparse (and before JAX)."""
-  for i, arg in enumerate(argv):
-    if arg == name and i + 1 < len(argv):
-      return argv[i + 1]
-    if arg.startswith(name + "="):
-      return arg.split("=", 1)[1]
-  return default
+# ----------------------------------------------------------------------------------------------
+# Command line and --launch-local: standard library only, so the launcher never imports JAX
+# ----------------------------------------------------------------------------------------------
 
 
-def _simulate_host_devices(argv: list[str]) -> None:
-  """Asks XLA for D CPU devices in this process; must run before `import jax`."""
-  count = int(_flag_value(argv, "--devices-per-process", "8"))
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  name: str  # "anon" or "hvadam"
+  weight_decay_mode: str  # "l2", "decoupled" or "fixed"
+
+  @property
+  def label(self) -> str:
+    return f"{self.name}-{self.weight_decay_mode}"
+
+
+def parse_optimizers(text: str, default_mode: str) -> list[OptimizerSpec]:
+  """'anon,anon:decoupled,hvadam' -> specs; a name without ':MODE' uses --weight-decay-mode."""
+  specs = []
+  for item in filter(None, (s.strip() for s in text.split(","))):
+    name, _, mode = item.partition(":")
+    mode = mode or default_mode
+    if name not in OPTIMIZERS:
+      raise ValueError(f"--optimizers: unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+    if mode not in WEIGHT_DECAY_MODES:
+      raise ValueError(f"--optimizers: unknown weight decay mode {mode!r} in {item!r}; "
+                       f"expected one of {WEIGHT_DECAY_MODES}")
+    specs.append(OptimizerSpec(name, mode))
+  if not specs:
+    raise ValueError("--optimizers: give at least one optimizer, e.g. 'anon' or 'anon,hvadam'")
+  if len({s.label for s in specs}) != len(specs):
+    raise ValueError(f"--optimizers: {text!r} names the same configuration twice")
+  return specs
+
+
+def parse_kill_at(text: str | None) -> tuple[int, int] | None:
+  if text is None:
+    return None
+  try:
+    process, step = (int(v) for v in text.split(":"))
+  except ValueError:
+    raise ValueError(f"--kill-at expects PROCESS:STEP (two integers), got {text!r}") from None
+  if process < 0 or step < 1:
+    raise ValueError(f"--kill-at {text!r}: PROCESS must be >= 0 and STEP >= 1")
+  return process, step
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  launch = parser.add_argument_group("processes and devices")
+  launch.add_argument("--launch-local", type=int, default=None, metavar="N",
+                      help="start N worker processes on this machine (CPU devices, gloo)")
+  launch.add_argument("--devices-per-process", type=int, default=8, metavar="D",
+                      help="simulated CPU devices per process when on CPU (0: don't simulate)")
+  launch.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                      help="process 0's address; with --num-processes and --process-id")
+  launch.add_argument("--num-processes", type=int, default=None)
+  launch.add_argument("--process-id", type=int, default=None)
+  launch.add_argument("--single-process", action="store_true",
+                      help="do not look for a cluster; run as one process")
+  launch.add_argument("--heartbeat-timeout", type=int, default=60, metavar="S",
+                      help="seconds without heartbeats before the runtime declares a process lost")
+  launch.add_argument("--init-timeout", type=int, default=300, metavar="S",
+                      help="seconds to wait for every process to join")
+  launch.add_argument("--shutdown-timeout", type=int, default=60, metavar="S")
+  launch.add_argument("--step-timeout", type=float, default=900, metavar="S",
+                      help="watchdog: exit if no step completes for S seconds (0: off)")
+  launch.add_argument("--grace", type=float, default=None, metavar="S",
+                      help="--launch-local: seconds the other workers get to stop by themselves "
+                           "after one fails (default: heartbeat timeout + 60)")
+  train_args = parser.add_argument_group("training")
+  train_args.add_argument("--optimizers", default="anon", metavar="NAME[:MODE],...",
+                          help="anon and/or hvadam, each optionally with a weight decay mode "
+                               "(l2, decoupled, fixed), e.g. 'anon:decoupled,hvadam'")
+  train_args.add_argument("--lr", type=float, default=1e-2)
+  train_args.add_argument("--gamma", type=float, default=1.0, help="Anon's gamma")
+  train_args.add_argument("--weight-decay", type=float, default=0.0)
+  train_args.add_argument("--weight-decay-mode", default="l2", choices=WEIGHT_DECAY_MODES)
+  train_args.add_argument("--steps", type=int, default=600)
+  train_args.add_argument("--batch-size", type=int, default=64, help="global batch size")
+  train_args.add_argument("--width", type=int, default=32, help="channels of the first conv")
+  train_args.add_argument("--hidden", type=int, default=128, help="units of the dense layer")
+  train_args.add_argument("--seed", type=int, default=0)
+  train_args.add_argument("--log-every", type=int, default=50)
+  train_args.add_argument("--quick", action="store_true",
+                          help="a short run (40 steps, checkpoint every 10) for CI")
+  train_args.add_argument("--no-progress", dest="progress", action="store_false")
+  ckpt = parser.add_argument_group("checkpoints and outputs")
+  ckpt.add_argument("--checkpoint-dir", default=None,
+                    help="Orbax checkpoints go to DIR/<optimizer>-<mode>; resumed from on start")
+  ckpt.add_argument("--save-every", type=int, default=100, metavar="K")
+  ckpt.add_argument("--keep", type=int, default=3, metavar="N", help="checkpoints kept")
+  ckpt.add_argument("--resume-step", type=int, default=None,
+                    help="resume from this checkpoint instead of the latest")
+  ckpt.add_argument("--save-params", default=None, metavar="DIR",
+                    help="process 0 writes the final parameters to DIR/<optimizer>-<mode>_stepN.npz")
+  ckpt.add_argument("--snapshot-steps", default="", metavar="S1,S2",
+                    help="also write the parameters after these steps (with --save-params)")
+  ckpt.add_argument("--kill-at", default=None, metavar="PROCESS:STEP",
+                    help="fault injection for tests: that process SIGKILLs itself after STEP")
+  return parser
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _strip_flag(argv: list[str], name: str) -> list[str]:
+  out, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+    elif arg == name:
+      skip = True
+    elif not arg.startswith(name + "="):
+      out.append(arg)
+  return out
+
+
+def launch_local(num_processes: int, devices_per_process: int, argv: list[str],
+                 grace_seconds: float) -> int:
+  """Runs this script as `num_processes` workers on localhost; returns the exit status.
+
+  Process 0's stdout is relayed as is (its last line is the JSON result); every worker's stderr
+  goes to stderr prefixed with its id. If a worker fails, the others are given `grace_seconds`
+  to notice through the distributed runtime and exit by themselves; any still running then is
+  killed. The last stdout line is then a JSON object with "error" and every exit status.
+  """
+  port = free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  flags = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                   if "xla_force_host_platform_device_count" not in f)
+  env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices_per_process}"
+  base = _strip_flag(argv, "--launch-local")
+  procs = []
+  for i in range(num_processes):
+    cmd = [sys.executable, "-u", os.path.abspath(__file__), *base, "--coordinator",
+           f"localhost:{port}", "--num-processes", str(num_processes), "--process-id", str(i)]
+    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE if i == 0 else
+                                  subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+
+  def pump(stream, sink, prefix):
+    for line in stream:
+      sink.write(prefix + line)
+      sink.flush()
+
+  pumps = [threading.Thread(target=pump, args=(p.stderr, sys.stderr, f"[process {i}] "),
+                            daemon=True) for i, p in enumerate(procs)]
+  pumps.append(threading.Thread(target=pump, args=(procs[0].stdout, sys.stdout, ""),
+                                daemon=True))
+  for t in pumps:
+    t.start()
+
+  exit_times: dict[int, float] = {}
+  killed_by_launcher: list[int] = []
+  first_failure = None
+  try:
+    while len(exit_times) < num_processes:
+      now = time.monotonic()
+      for i, p in enumerate(procs):
+        if i not in exit_times and p.poll() is not None:
+          exit_times[i] = now
+          if p.returncode != 0 and first_failure is None:
+            first_failure = now
+      if first_failure is not None and now - first_failure > grace_seconds:
+        for i, p in enumerate(procs):
+          if i not in exit_times:
+            p.kill()
+            killed_by_launcher.append(i)
+        for i, p in enumerate(procs):
+          if i not in exit_times:
+            p.wait()
+            exit_times[i] = time.monotonic()
+      time.sleep(0.05)
+  except KeyboardInterrupt:
+    for p in procs:
+      p.kill()
+    raise
+  for t in pumps:
+    t.join(timeout=5)
+  codes = [p.returncode for p in procs]
+  if first_failure is None:
+    return 0
+
+  def describe(code):
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+
+  summary = "; ".join(f"process {i}: {describe(c)}" for i, c in enumerate(codes))
+  if killed_by_launcher:
+    detail = (f"Processes {killed_by_launcher} did not stop within {grace_seconds:g} s of the "
+              "first failure and were killed.")
+  elif any(c < 0 for c in codes):  # Killed by a signal: lost, and the others were ended.
+    detail = "The other processes stopped by themselves (the distributed runtime ended them)."
+  else:
+    detail = "See the workers' errors above."
+  sys.stderr.write(f"error: a worker failed ({summary}). {detail} Rerunning the same command "
+                   "resumes from the latest complete checkpoint, if any.\n")
+  print(json.dumps({
+      "error": f"worker failed: {summary}", "returncodes": codes,
+      "killed_by_launcher": killed_by_launcher,
+      "exit_seconds_after_first_failure": [round(exit_times[i] - first_failure, 2)
+                                           for i in range(num_processes)],
+  }), flush=True)
+  return 1
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  """Parses and checks the command line; --quick shortens whatever was left at its default."""
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.quick:
+    defaults = dict(steps=40, save_every=10, log_every=10)
+    for name, value in defaults.items():
+      if getattr(args, name) == parser.get_default(name):
+        setattr(args, name, value)
+  try:
+    args.optimizers = parse_optimizers(args.optimizers, args.weight_decay_mode)
+    args.kill_at = parse_kill_at(args.kill_at)
+    args.snapshot_steps = {int(s) for s in args.snapshot_steps.split(",") if s.strip()}
+  except ValueError as e:
+    parser.error(str(e))
+  for name in ("steps", "batch_size", "save_every", "keep", "log_every", "width", "hidden"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+  explicit = (args.coordinator, args.num_processes, args.process_id)
+  if any(v is not None for v in explicit) and any(v is None for v in explicit):
+    parser.error("--coordinator, --num-processes and --process-id go together")
+  if args.launch_local is not None:
+    if args.launch_local < 1:
+      parser.error(f"--launch-local must be >= 1, got {args.launch_local}")
+    if args.devices_per_process < 1:
+      parser.error("--launch-local needs --devices-per-process >= 1")
+    if args.coordinator is not None:
+      parser.error("--launch-local chooses the coordinator itself; drop --coordinator")
+  args.argv = list(argv)
+  return args
+
+
+def launch_from_args(args: argparse.Namespace) -> int:
+  grace = args.heartbeat_timeout + 60 if args.grace is None else args.grace
+  return launch_local(args.launch_local, args.devices_per_process, args.argv, grace)
+
+
+def _simulate_host_devices(count: int) -> None:
+  """Asks XLA for `count` CPU devices in this process; must run before `import jax`."""
   platforms = os.environ.get("JAX_PLATFORMS", "").lower()
   flags = os.environ.get("XLA_FLAGS", "")
   if count <= 0 or platforms not in ("", "cpu") or "xla_force_host_platform_device_count" in flags:
@@ -71,21 +318,13 @@ def _simulate_host_devices(argv: list[str]) -> None:
   os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
 
 
-if __name__ == "__main__" and "--launch-local" not in " ".join(sys.argv):
-  _simulate_host_devices(sys.argv)
+if __name__ == "__main__":
+  _ARGS = parse_args(sys.argv[1:])
+  if _ARGS.launch_local is not None:
+    sys.exit(launch_from_args(_ARGS))
+  _simulate_host_devices(_ARGS.devices_per_process)
 
 # pylint: disable=wrong-import-position
-import argparse
-import dataclasses
-import json
-import pathlib
-import signal
-import socket
-import subprocess
-import threading
-import time
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,10 +336,6 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 import anon_optax
-
-WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
-OPTIMIZERS = ("anon", "hvadam")
-FSDP = "fsdp"
 
 
 def log(*args) -> None:
@@ -211,35 +446,6 @@ def put_batch(sharding: NamedSharding, x: np.ndarray, y: np.ndarray, rows: np.nd
 # ----------------------------------------------------------------------------------------------
 # Optimizers, creation, steps
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerSpec:
-  name: str  # "anon" or "hvadam"
-  weight_decay_mode: str  # "l2", "decoupled" or "fixed"
-
-  @property
-  def label(self) -> str:
-    return f"{self.name}-{self.weight_decay_mode}"
-
-
-def parse_optimizers(text: str, default_mode: str) -> list[OptimizerSpec]:
-  """'anon,anon:decoupled,hvadam' -> specs; a name without ':MODE' uses --weight-decay-mode."""
-  specs = []
-  for item in filter(None, (s.strip() for s in text.split(","))):
-    name, _, mode = item.partition(":")
-    mode = mode or default_mode
-    if name not in OPTIMIZERS:
-      raise ValueError(f"--optimizers: unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
-    if mode not in WEIGHT_DECAY_MODES:
-      raise ValueError(f"--optimizers: unknown weight decay mode {mode!r} in {item!r}; "
-                       f"expected one of {WEIGHT_DECAY_MODES}")
-    specs.append(OptimizerSpec(name, mode))
-  if not specs:
-    raise ValueError("--optimizers: give at least one optimizer, e.g. 'anon' or 'anon,hvadam'")
-  if len({s.label for s in specs}) != len(specs):
-    raise ValueError(f"--optimizers: {text!r} names the same configuration twice")
-  return specs
 
 
 def make_optimizer(spec: OptimizerSpec, learning_rate: float, gamma: float,
@@ -369,18 +575,6 @@ class Watchdog:
         os._exit(3)
 
 
-def parse_kill_at(text: str | None) -> tuple[int, int] | None:
-  if text is None:
-    return None
-  try:
-    process, step = (int(v) for v in text.split(":"))
-  except ValueError:
-    raise ValueError(f"--kill-at expects PROCESS:STEP (two integers), got {text!r}") from None
-  if process < 0 or step < 1:
-    raise ValueError(f"--kill-at {text!r}: PROCESS must be >= 0 and STEP >= 1")
-  return process, step
-
-
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
@@ -401,12 +595,27 @@ def train(spec: OptimizerSpec, args, mesh: jax.sharding.Mesh, data: dict[str, np
   manager = None
   resumed_from = None
   if args.checkpoint_dir:
+    every = args.save_every
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=args.save_every, max_to_keep=args.keep,
-        enable_async_checkpointing=True, cleanup_tmp_directories=True)
-    manager = ocp.CheckpointManager(pathlib.Path(args.checkpoint_dir).resolve() / spec.label,
-                                    options=options)
+        # Exactly every K steps (Orbax's interval policy would also save the first step).
+        should_save_fn=lambda step, last_saved: step % every == 0,
+        max_to_keep=args.keep, enable_async_checkpointing=True,
+        # A crash mid-save leaves "<step>.orbax-checkpoint-tmp", never a step directory; the
+        # next start deletes such leftovers.
+        cleanup_tmp_directories=True)
+    root = args.checkpoint_dir  # A local path, or a URL Orbax understands (gs://...).
+    if "://" not in root:
+      root = os.path.abspath(root)
+    manager = ocp.CheckpointManager(f"{root.rstrip('/')}/{spec.label}", options=options)
     step = manager.latest_step() if args.resume_step is None else args.resume_step
+    if step is not None and step not in manager.all_steps():
+      raise SystemExit(f"error: --resume-step {step}: no complete checkpoint of that step in "
+                       f"{manager.directory} (found {sorted(manager.all_steps())})")
+    newer = [s for s in manager.all_steps() if step is not None and s > step]
+    if newer:
+      raise SystemExit(f"error: --resume-step {step}: {manager.directory} also holds the later "
+                       f"checkpoints {sorted(newer)}, which this run would overwrite; move them "
+                       "away or use another --checkpoint-dir")
     if step is not None:
       # The abstract target carries this topology's shardings: Orbax reads and reshards.
       target = jax.tree.map(ocp.utils.to_shape_dtype_struct, checkpoint_tree(model, optimizer))
@@ -430,7 +639,10 @@ def train(spec: OptimizerSpec, args, mesh: jax.sharding.Mesh, data: dict[str, np
     loss = train_step(model, optimizer, x, y)
     done = step + 1  # Steps completed; checkpoint k holds the state after k steps.
     if manager is not None:
-      manager.save(done, args=ocp.args.StandardSave(checkpoint_tree(model, optimizer)))
+      # Every process calls save: each writes its own shards, then process 0 commits (renames
+      # the temporary directory) once all have finished; this returns once the write started.
+      manager.save(done, args=ocp.args.StandardSave(checkpoint_tree(model, optimizer)),
+                   force=done == args.steps)
     if done in args.snapshot_steps:
       snapshots[done] = gather_params(model)
     if done % args.log_every == 0 or done == args.steps:
@@ -516,204 +728,13 @@ def worker_main(args) -> None:
     jax.distributed.shutdown()
 
 
-# ----------------------------------------------------------------------------------------------
-# --launch-local N: N worker processes on this machine
-# ----------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _strip_flag(argv: list[str], name: str) -> list[str]:
-  out, skip = [], False
-  for arg in argv:
-    if skip:
-      skip = False
-    elif arg == name:
-      skip = True
-    elif not arg.startswith(name + "="):
-      out.append(arg)
-  return out
-
-
-def launch_local(num_processes: int, devices_per_process: int, argv: list[str],
-                 grace_seconds: float) -> int:
-  """Runs this script as `num_processes` workers on localhost; returns the exit status.
-
-  Process 0's stdout is relayed as is (its last line is the JSON result); every worker's stderr
-  goes to stderr prefixed with its id. If a worker fails, the others are given `grace_seconds`
-  to notice through the distributed runtime and exit by themselves; any still running then is
-  killed. The last stdout line is then a JSON object with "error" and every exit status.
-  """
-  port = free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  flags = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                   if "xla_force_host_platform_device_count" not in f)
-  env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices_per_process}"
-  base = _strip_flag(argv, "--launch-local")
-  procs = []
-  for i in range(num_processes):
-    cmd = [sys.executable, "-u", os.path.abspath(__file__), *base, "--coordinator",
-           f"localhost:{port}", "--num-processes", str(num_processes), "--process-id", str(i)]
-    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE if i == 0 else
-                                  subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-
-  def pump(stream, sink, prefix):
-    for line in stream:
-      sink.write(prefix + line)
-      sink.flush()
-
-  pumps = [threading.Thread(target=pump, args=(p.stderr, sys.stderr, f"[process {i}] "),
-                            daemon=True) for i, p in enumerate(procs)]
-  pumps.append(threading.Thread(target=pump, args=(procs[0].stdout, sys.stdout, ""),
-                                daemon=True))
-  for t in pumps:
-    t.start()
-
-  exit_times: dict[int, float] = {}
-  killed_by_launcher: list[int] = []
-  first_failure = None
-  try:
-    while len(exit_times) < num_processes:
-      now = time.monotonic()
-      for i, p in enumerate(procs):
-        if i not in exit_times and p.poll() is not None:
-          exit_times[i] = now
-          if p.returncode != 0 and first_failure is None:
-            first_failure = now
-      if first_failure is not None and now - first_failure > grace_seconds:
-        for i, p in enumerate(procs):
-          if i not in exit_times:
-            p.kill()
-            killed_by_launcher.append(i)
-        for i, p in enumerate(procs):
-          if i not in exit_times:
-            p.wait()
-            exit_times[i] = time.monotonic()
-      time.sleep(0.05)
-  except KeyboardInterrupt:
-    for p in procs:
-      p.kill()
-    raise
-  for t in pumps:
-    t.join(timeout=5)
-  codes = [p.returncode for p in procs]
-  if first_failure is None:
-    return 0
-
-  def describe(code):
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-
-  summary = "; ".join(f"process {i}: {describe(c)}" for i, c in enumerate(codes))
-  sys.stderr.write(
-      f"error: a worker failed ({summary}). " + (
-          f"Processes {killed_by_launcher} did not stop within {grace_seconds:g} s and were "
-          "killed." if killed_by_launcher else
-          "The other processes stopped by themselves (the distributed runtime ended them).")
-      + " Rerun the same command to resume from the latest complete checkpoint.\n")
-  print(json.dumps({
-      "error": f"worker failed: {summary}", "returncodes": codes,
-      "killed_by_launcher": killed_by_launcher,
-      "exit_seconds_after_first_failure": [round(exit_times[i] - first_failure, 2)
-                                           for i in range(num_processes)],
-  }), flush=True)
-  return 1
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  launch = parser.add_argument_group("processes and devices")
-  launch.add_argument("--launch-local", type=int, default=None, metavar="N",
-                      help="start N worker processes on this machine (CPU devices, gloo)")
-  launch.add_argument("--devices-per-process", type=int, default=8, metavar="D",
-                      help="simulated CPU devices per process when on CPU (0: don't simulate)")
-  launch.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                      help="process 0's address; with --num-processes and --process-id")
-  launch.add_argument("--num-processes", type=int, default=None)
-  launch.add_argument("--process-id", type=int, default=None)
-  launch.add_argument("--single-process", action="store_true",
-                      help="do not look for a cluster; run as one process")
-  launch.add_argument("--heartbeat-timeout", type=int, default=60, metavar="S",
-                      help="seconds without heartbeats before the runtime declares a process lost")
-  launch.add_argument("--init-timeout", type=int, default=300, metavar="S",
-                      help="seconds to wait for every process to join")
-  launch.add_argument("--shutdown-timeout", type=int, default=60, metavar="S")
-  launch.add_argument("--step-timeout", type=float, default=900, metavar="S",
-                      help="watchdog: exit if no step completes for S seconds (0: off)")
-  launch.add_argument("--grace", type=float, default=None, metavar="S",
-                      help="--launch-local: seconds the other workers get to stop by themselves "
-                           "after one fails (default: heartbeat timeout + 60)")
-  train_args = parser.add_argument_group("training")
-  train_args.add_argument("--optimizers", default="anon", metavar="NAME[:MODE],...",
-                          help="anon and/or hvadam, each optionally with a weight decay mode "
-                               "(l2, decoupled, fixed), e.g. 'anon:decoupled,hvadam'")
-  train_args.add_argument("--lr", type=float, default=1e-2)
-  train_args.add_argument("--gamma", type=float, default=1.0, help="Anon's gamma")
-  train_args.add_argument("--weight-decay", type=float, default=0.0)
-  train_args.add_argument("--weight-decay-mode", default="l2", choices=WEIGHT_DECAY_MODES)
-  train_args.add_argument("--steps", type=int, default=600)
-  train_args.add_argument("--batch-size", type=int, default=64, help="global batch size")
-  train_args.add_argument("--width", type=int, default=32, help="channels of the first conv")
-  train_args.add_argument("--hidden", type=int, default=128, help="units of the dense layer")
-  train_args.add_argument("--seed", type=int, default=0)
-  train_args.add_argument("--log-every", type=int, default=50)
-  train_args.add_argument("--quick", action="store_true",
-                          help="a short run (40 steps, checkpoint every 10) for CI")
-  train_args.add_argument("--no-progress", dest="progress", action="store_false")
-  ckpt = parser.add_argument_group("checkpoints and outputs")
-  ckpt.add_argument("--checkpoint-dir", default=None,
-                    help="Orbax checkpoints go to DIR/<optimizer>-<mode>; resumed from on start")
-  ckpt.add_argument("--save-every", type=int, default=100, metavar="K")
-  ckpt.add_argument("--keep", type=int, default=3, metavar="N", help="checkpoints kept")
-  ckpt.add_argument("--resume-step", type=int, default=None,
-                    help="resume from this checkpoint instead of the latest")
-  ckpt.add_argument("--save-params", default=None, metavar="DIR",
-                    help="process 0 writes the final parameters to DIR/<optimizer>-<mode>_stepN.npz")
-  ckpt.add_argument("--snapshot-steps", default="", metavar="S1,S2",
-                    help="also write the parameters after these steps (with --save-params)")
-  ckpt.add_argument("--kill-at", default=None, metavar="PROCESS:STEP",
-                    help="fault injection for tests: that process SIGKILLs itself after STEP")
-  return parser
-
-
 def main(argv: list[str] | None = None) -> None:
-  argv = sys.argv[1:] if argv is None else argv
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  if args.quick:
-    defaults = dict(steps=40, save_every=10, log_every=10)
-    for name, value in defaults.items():
-      if getattr(args, name) == parser.get_default(name):
-        setattr(args, name, value)
-  try:
-    args.optimizers = parse_optimizers(args.optimizers, args.weight_decay_mode)
-    args.kill_at = parse_kill_at(args.kill_at)
-    args.snapshot_steps = {int(s) for s in args.snapshot_steps.split(",") if s.strip()}
-  except ValueError as e:
-    parser.error(str(e))
-  for name in ("steps", "batch_size", "save_every", "keep", "log_every", "width", "hidden"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-  explicit = (args.coordinator, args.num_processes, args.process_id)
-  if any(v is not None for v in explicit) and any(v is None for v in explicit):
-    parser.error("--coordinator, --num-processes and --process-id go together")
+  """Entry point for programmatic use (set XLA_FLAGS for CPU devices before importing JAX)."""
+  args = parse_args(sys.argv[1:] if argv is None else argv)
   if args.launch_local is not None:
-    if args.launch_local < 1:
-      parser.error(f"--launch-local must be >= 1, got {args.launch_local}")
-    if args.devices_per_process < 1:
-      parser.error("--launch-local needs --devices-per-process >= 1")
-    grace = args.heartbeat_timeout + 60 if args.grace is None else args.grace
-    sys.exit(launch_local(args.launch_local, args.devices_per_process, argv, grace))
+    sys.exit(launch_from_args(args))
   worker_main(args)
 
 
 if __name__ == "__main__":
-  main()
+  worker_main(_ARGS)

@@ -129,12 +129,12 @@ def test_optimizer_state_is_sharded_like_the_params_in_every_process(reference):
 
 
 def resume_from_reference(reference, tmp_path, topology, step):
-  """Continues RESUMED from the 2x4 checkpoint of `step` on `topology`, in a copy of the dir."""
+  """Continues RESUMED on `topology` from a directory holding only the 2x4 checkpoint of `step`."""
   directory = tmp_path / f"ckpt_{topology[0]}x{topology[1]}"
-  shutil.copytree(reference["checkpoints"], directory)
+  shutil.copytree(reference["checkpoints"] / RESUMED / str(step), directory / RESUMED / str(step))
   out = tmp_path / f"out_{topology[0]}x{topology[1]}"
   result, _ = run_program(topology, out, "--optimizers", "anon:decoupled",
-                          "--checkpoint-dir", str(directory), "--resume-step", str(step))
+                          "--checkpoint-dir", str(directory))
   return result["results"][0], load_params(out, RESUMED, STEPS)
 
 
