@@ -10,6 +10,7 @@ these runs' cost; the threefry RNG of the initializers compiles in ~12 s otherwi
 comparison is between runs with the same flags.
 """
 
+import fcntl
 import json
 import os
 import pathlib
@@ -43,7 +44,10 @@ LAUNCH_TIMEOUT = 420
 
 
 def run_program(topology, out_dir, *args, expect_ok=True):
-  """Runs the example on `topology` = (processes, devices each); returns (JSON line, stderr)."""
+  """Runs the example on `topology` = (processes, devices each).
+
+  Returns the JSON object of its last stdout line, and its whole stdout and stderr.
+  """
   processes, devices = topology
   launch = (["--launch-local", str(processes)] if processes > 1 else ["--single-process"])
   cmd = [sys.executable, str(PROGRAM), *launch, "--devices-per-process", str(devices), *COMMON,
@@ -61,7 +65,7 @@ def run_program(topology, out_dir, *args, expect_ok=True):
     pytest.fail(f"{topology} timed out after {LAUNCH_TIMEOUT} s:\n{stderr[-4000:]}")
   assert (proc.returncode == 0) == expect_ok, (
       f"{topology} exited {proc.returncode}:\n{stderr[-4000:]}")
-  return json.loads(stdout.strip().splitlines()[-1]), stderr
+  return json.loads(stdout.strip().splitlines()[-1]), stdout, stderr
 
 
 def load_params(out_dir, label, step):
@@ -84,17 +88,41 @@ def max_moved(a, b):
   return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+REFERENCE_TOPOLOGIES = ((2, 4), (1, 8), (1, 1))
+
+
+def reference_runs(root):
   """Uninterrupted 20-step runs of every optimizer on 2x4, 1x8 and 1x1 (2x4 saves checkpoints)."""
-  root = tmp_path_factory.mktemp("multihost")
-  runs = {}
-  for topology in ((2, 4), (1, 8), (1, 1)):
+  results = {}
+  for topology in REFERENCE_TOPOLOGIES:
     out = root / f"{topology[0]}x{topology[1]}"
     extra = ["--checkpoint-dir", str(root / "checkpoints_2x4")] if topology == (2, 4) else []
-    runs[topology], _ = run_program(topology, out, "--optimizers", ",".join(OPTIMIZERS),
-                                    "--snapshot-steps", str(HVADAM_HORIZON), *extra)
-    runs[topology]["out"] = out
+    results["x".join(map(str, topology))], _, _ = run_program(
+        topology, out, "--optimizers", ",".join(OPTIMIZERS),
+        "--snapshot-steps", str(HVADAM_HORIZON), *extra)
+  return results
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """The reference runs, made once per test session even under pytest-xdist.
+
+  xdist workers share the parent of their base temporary directories; the first to take the lock
+  makes the runs there, the others wait and read its results.
+  """
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = tmp_path_factory.getbasetemp().parent / "multihost_reference"
+    root.mkdir(exist_ok=True)
+    with open(root / "lock", "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+      if not (root / "results.json").exists():
+        (root / "results.json").write_text(json.dumps(reference_runs(root)))
+  else:
+    root = tmp_path_factory.mktemp("multihost_reference")
+    (root / "results.json").write_text(json.dumps(reference_runs(root)))
+  results = json.loads((root / "results.json").read_text())
+  runs = {t: dict(results["x".join(map(str, t))], out=root / f"{t[0]}x{t[1]}")
+          for t in REFERENCE_TOPOLOGIES}
   runs["checkpoints"] = root / "checkpoints_2x4"
   return runs
 
@@ -133,7 +161,7 @@ def resume_from_reference(reference, tmp_path, topology, step):
   directory = tmp_path / f"ckpt_{topology[0]}x{topology[1]}"
   shutil.copytree(reference["checkpoints"] / RESUMED / str(step), directory / RESUMED / str(step))
   out = tmp_path / f"out_{topology[0]}x{topology[1]}"
-  result, _ = run_program(topology, out, "--optimizers", "anon:decoupled",
+  result, _, _ = run_program(topology, out, "--optimizers", "anon:decoupled",
                           "--checkpoint-dir", str(directory))
   return result["results"][0], load_params(out, RESUMED, STEPS)
 
@@ -143,10 +171,7 @@ def test_checkpoint_of_two_processes_restores_on_other_topologies(reference, tmp
   assert finalized_steps(reference["checkpoints"] / RESUMED) == [5, 10, 15, 20]
   uninterrupted = {t: load_params(reference[t]["out"], RESUMED, STEPS)
                    for t in ((2, 4), (1, 8), (1, 1))}
-  # Same topology: the continuation is bit for bit the uninterrupted run.
-  row, params = resume_from_reference(reference, tmp_path, (2, 4), 10)
-  assert row["resumed_from_step"] == 10
-  assert_bitwise(params, uninterrupted[(2, 4)])
+  # On 2x4 itself a resumed run is bit for bit the uninterrupted one: see the fault test.
   for topology in ((1, 8), (1, 1), (4, 2)):
     row, params = resume_from_reference(reference, tmp_path, topology, 10)
     assert row["resumed_from_step"] == 10, topology
@@ -161,44 +186,47 @@ def test_checkpoint_of_two_processes_restores_on_other_topologies(reference, tmp
   assert max_moved(at_ten, uninterrupted[(2, 4)]) > 10 * ANON_TOL
 
 
-def kill_and_resume(reference, tmp_path, kill_at):
-  """A 2x4 run of RESUMED whose process kill_at[0] SIGKILLs itself after step kill_at[1]."""
-  directory = tmp_path / "ckpt"
-  crashed, stderr = run_program((2, 4), tmp_path / "crashed", "--optimizers", "anon:decoupled",
-                                "--checkpoint-dir", str(directory),
-                                "--kill-at", f"{kill_at[0]}:{kill_at[1]}", expect_ok=False)
+def run_and_lose_a_process(directory, out, kill_at):
+  """A 2x4 run of RESUMED whose process kill_at[0] SIGKILLs itself after step kill_at[1].
+
+  Checks that the other process was ended by the runtime within a bound; returns process 0's
+  stdout (empty of results if process 0 was the one killed).
+  """
+  crashed, stdout, stderr = run_program(
+      (2, 4), out, "--optimizers", "anon:decoupled", "--checkpoint-dir", str(directory),
+      "--kill-at", f"{kill_at[0]}:{kill_at[1]}", expect_ok=False)
   victim, survivor = kill_at[0], 1 - kill_at[0]
   assert crashed["returncodes"][victim] == -signal.SIGKILL, crashed
-  # The survivor was ended by the runtime (it aborts), not by the launcher, within a bound.
+  # The survivor stopped by itself (the runtime aborts it), not killed by the launcher.
   assert crashed["returncodes"][survivor] not in (0, None), crashed
   assert crashed["killed_by_launcher"] == [], crashed
   assert crashed["exit_seconds_after_first_failure"][survivor] < HEARTBEAT + 50, crashed
   assert "JAX distributed service detected fatal errors" in stderr, stderr[-3000:]
-  steps_on_disk = finalized_steps(directory / RESUMED)
-  leftovers = sorted(p.name for p in (directory / RESUMED).iterdir() if not p.name.isdigit())
-  restarted, _ = run_program((2, 4), tmp_path / "restarted", "--optimizers", "anon:decoupled",
-                             "--checkpoint-dir", str(directory))
+  return stdout
+
+
+@pytest.mark.slow
+def test_lost_processes_leave_complete_checkpoints_and_resume_exactly(reference, tmp_path):
+  directory, steps_dir = tmp_path / "ckpt", tmp_path / "ckpt" / RESUMED
+  # 1. The coordinator (process 0) dies right after starting the asynchronous save of step 10.
+  run_and_lose_a_process(directory, tmp_path / "first", (0, 10))
+  # Step 10 never became a checkpoint: only its temporary directory is left.
+  assert finalized_steps(steps_dir) == [5]
+  assert sorted(p.name for p in steps_dir.iterdir() if not p.name.isdigit()) == [
+      "10.orbax-checkpoint-tmp"]
+  # 2. Restarted, it resumes from step 5; then process 1 dies between checkpoints, 3 steps after
+  # the save of step 10 started.
+  stdout = run_and_lose_a_process(directory, tmp_path / "second", (1, 13))
+  assert "resumed from the checkpoint of step 5" in stdout, stdout[-2000:]
+  on_disk = finalized_steps(steps_dir)
+  assert on_disk in ([5], [5, 10]), on_disk  # 10 unless its write was still running.
+  # 3. Restarted again, it resumes from the latest complete checkpoint and ends bit for bit
+  # where the uninterrupted run ended.
+  restarted, _, _ = run_program((2, 4), tmp_path / "third", "--optimizers", "anon:decoupled",
+                                "--checkpoint-dir", str(directory))
   row = restarted["results"][0]
-  assert row["resumed_from_step"] == steps_on_disk[-1], (row, steps_on_disk)
+  assert row["resumed_from_step"] == on_disk[-1], (row, on_disk)
   assert row["latest_checkpoint"] == STEPS
-  assert not [p for p in (directory / RESUMED).iterdir() if not p.name.isdigit()]
-  final = load_params(tmp_path / "restarted", RESUMED, STEPS)
-  assert_bitwise(final, load_params(reference[(2, 4)]["out"], RESUMED, STEPS))
-  return steps_on_disk, leftovers
-
-
-@pytest.mark.slow
-def test_kill_a_process_between_checkpoints_then_resume(reference, tmp_path):
-  # Process 1 (not the coordinator) dies 3 steps after the save of step 10 started.
-  steps_on_disk, _ = kill_and_resume(reference, tmp_path, (1, 13))
-  assert steps_on_disk[-1] in (5, 10), steps_on_disk  # 10 unless its write was still running.
-  assert all(s % SAVE_EVERY == 0 and s <= 13 for s in steps_on_disk), steps_on_disk
-
-
-@pytest.mark.slow
-def test_kill_the_coordinator_during_an_async_save_then_resume(reference, tmp_path):
-  # Process 0 dies right after starting the asynchronous save of step 10.
-  steps_on_disk, leftovers = kill_and_resume(reference, tmp_path, (0, 10))
-  # Step 10 never became a checkpoint: only its temporary directory, ignored on restart.
-  assert steps_on_disk == [5], steps_on_disk
-  assert leftovers == ["10.orbax-checkpoint-tmp"], leftovers
+  assert [p.name for p in steps_dir.iterdir() if not p.name.isdigit()] == []  # Cleaned up.
+  assert_bitwise(load_params(tmp_path / "third", RESUMED, STEPS),
+                 load_params(reference[(2, 4)]["out"], RESUMED, STEPS))
