@@ -24,7 +24,7 @@ Launching:
     ``--devices-per-process`` CPU devices, talking through gloo collectives::
 
         python examples/multihost_training.py --launch-local 2 --devices-per-process 4
-        python examples/multihost_training.py --launch-local 2 --quick      # a few seconds (CI)
+        python examples/multihost_training.py --launch-local 2 --quick      # 40 steps
 
 Without any of these (and no cluster detected) it runs as one process on
 ``--devices-per-process`` simulated CPU devices (or on the real GPUs/TPUs).
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
   train_args.add_argument("--seed", type=int, default=0)
   train_args.add_argument("--log-every", type=int, default=50)
   train_args.add_argument("--quick", action="store_true",
-                          help="a short run (40 steps, checkpoint every 10) for CI")
+                          help="a short run: 40 steps, a checkpoint every 10")
   train_args.add_argument("--no-progress", dest="progress", action="store_false")
   ckpt = parser.add_argument_group("checkpoints and outputs")
   ckpt.add_argument("--checkpoint-dir", default=None,
