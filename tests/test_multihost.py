@@ -45,6 +45,11 @@ HVADAM_TOL = 5e-4
 LAUNCH_TIMEOUT = 420
 
 
+def subprocess_env():
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0",
+              PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
 def run_program(topology, out_dir, *args, expect_ok=True):
   """Runs the example on `topology` = (processes, devices each).
 
@@ -54,8 +59,7 @@ def run_program(topology, out_dir, *args, expect_ok=True):
   launch = (["--launch-local", str(processes)] if processes > 1 else ["--single-process"])
   cmd = [sys.executable, str(PROGRAM), *launch, "--devices-per-process", str(devices), *COMMON,
          "--save-params", str(out_dir), *args]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0",
-             PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+  env = subprocess_env()
   # A session of its own, so a timeout kills the launcher and every worker it started.
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, start_new_session=True)
@@ -232,3 +236,17 @@ def test_lost_processes_leave_complete_checkpoints_and_resume_exactly(reference,
   assert [p.name for p in steps_dir.iterdir() if not p.name.isdigit()] == []  # Cleaned up.
   assert_bitwise(load_params(tmp_path / "third", RESUMED, STEPS),
                  load_params(reference[(2, 4)]["out"], RESUMED, STEPS))
+
+
+@pytest.mark.slow
+def test_watchdog_ends_a_process_that_makes_no_progress(tmp_path):
+  # Compiling the first step takes seconds, far longer than this timeout: to the watchdog that is
+  # a process making no progress, as a peer stuck in a collective would be.
+  cmd = [sys.executable, str(PROGRAM), "--single-process", "--devices-per-process", "1", *COMMON,
+         "--step-timeout", "0.5"]
+  env = subprocess_env()
+  completed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=LAUNCH_TIMEOUT, check=False)
+  assert completed.returncode == 3, completed.stderr[-3000:]
+  assert "no training progress for" in completed.stderr, completed.stderr[-3000:]
+  assert '"results"' not in completed.stdout
