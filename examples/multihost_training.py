@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
   ckpt.add_argument("--resume-step", type=int, default=None,
                     help="resume from this checkpoint instead of the latest")
   ckpt.add_argument("--save-params", default=None, metavar="DIR",
-                    help="process 0 writes the final parameters to DIR/<optimizer>-<mode>_stepN.npz")
+                    help="process 0 writes the final parameters to "
+                         "DIR/<optimizer>-<mode>_step<N>.npz")
   ckpt.add_argument("--snapshot-steps", default="", metavar="S1,S2",
                     help="also write the parameters after these steps (with --save-params)")
   ckpt.add_argument("--kill-at", default=None, metavar="PROCESS:STEP",

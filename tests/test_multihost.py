@@ -46,8 +46,9 @@ LAUNCH_TIMEOUT = 420
 
 
 def subprocess_env():
+  path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
   return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0",
-              PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+              PYTHONPATH=path)
 
 
 def run_program(topology, out_dir, *args, expect_ok=True):
