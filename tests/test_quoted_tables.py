@@ -74,20 +74,3 @@ def test_a_changed_number_is_detected(tmp_path, monkeypatch):
   rewritten = tables.regenerate(text)
   assert "| 0.5000 |" in rewritten
   assert rewritten.startswith("before\n") and rewritten.endswith("after\n")
-
-
-def test_results_page_matches_its_results_file(tmp_path):
-  """docs/RESULTS.md is what the paper experiments' report renders from their committed JSON."""
-  # The experiments live in benchmarks/paper/ or, after the layout move, experiments/paper/.
-  (package,) = [p.parent for p in sorted(ROOT.glob("*/paper/report.py"))]
-  spec = importlib.util.spec_from_file_location("anon_optax_paper_report", package / "report.py")
-  report = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(report)
-  results_file = package / "results" / "paper.json"
-  results = json.loads(results_file.read_text())
-  # Render into a copy of the repository's layout, so the page names the same JSON path.
-  written = report.write(results, tmp_path / "docs", tmp_path / results_file.relative_to(ROOT))
-  assert written.read_text() == (ROOT / "docs" / "RESULTS.md").read_text(), (
-    "docs/RESULTS.md differs from what its results JSON renders; re-render it with the "
-    "experiments' --from-json option"
-  )
