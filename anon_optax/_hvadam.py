@@ -12,10 +12,13 @@ products over the whole parameter tree, so one transformation is one
 parameter group of the authors' code.
 """
 
+import math
+import numbers
 from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from anon_optax import _common
@@ -52,15 +55,79 @@ class ScaleByHVAdamState(NamedTuple):
 
 def _scalar_dtype(params: optax.Params) -> Any:
   """float64 if any leaf has float64 (or complex128) precision, else float32."""
-  dtypes = [_common.real_statistics_dtype(x.dtype) for x in jax.tree.leaves(params)]
+  dtypes = [_common.real_statistics_dtype(jnp.result_type(x))
+            for x in jax.tree.leaves(params)]
   return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.float32
 
 
-def _real_vdot(tree_x: optax.Updates, tree_y: optax.Updates) -> jax.Array:
-  """Tree-wide real inner product: sum over leaves of Re(conj(x) . y)."""
-  parts = jax.tree.leaves(
-      jax.tree.map(lambda x, y: jnp.real(jnp.vdot(x, y)), tree_x, tree_y))
-  return sum(parts[1:], parts[0]) if parts else jnp.zeros([], jnp.float32)
+def _check_real_scalar(
+    name: str, value: Any, low: float, high: float = math.inf, *,
+    why: str = "",
+) -> None:
+  """Raises unless a hyperparameter is a real scalar in ``[low, high)``.
+
+  Python numbers and concrete NumPy or JAX scalars are checked: `TypeError`
+  for anything that is not a real number (strings, None, booleans, complex
+  values), `ValueError` for arrays that are not scalars and for values outside
+  the interval (NaN included). Traced values (under `jax.jit`, `jax.vmap`,
+  `optax.inject_hyperparams` inside `jit`) are only checked for their static
+  shape; their values pass through.
+
+  Args:
+    name: the argument's name, quoted in the error.
+    value: the hyperparameter.
+    low: the smallest allowed value.
+    high: the (excluded) upper bound.
+    why: appended to the range error, to say what goes wrong outside it.
+  """
+  closing = "inf)" if high == math.inf else f"{high:g})"
+  allowed = f"a real number in [{low:g}, {closing}"
+  if isinstance(value, jax.core.Tracer):
+    if jnp.ndim(value) != 0:
+      raise ValueError(f"`{name}` must be a scalar, got a traced array of "
+                       f"shape {jnp.shape(value)}.")
+    return
+  if isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"`{name}` must be {allowed}, got the boolean {value!r}.")
+  if isinstance(value, numbers.Real):
+    number = float(value)
+  elif isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    if not (jnp.issubdtype(value.dtype, jnp.integer)
+            or jnp.issubdtype(value.dtype, jnp.floating)):
+      raise TypeError(f"`{name}` must be {allowed}, got an array of dtype "
+                      f"{value.dtype}.")
+    if np.ndim(value) != 0:
+      raise ValueError(f"`{name}` must be a scalar ({allowed}), got an array "
+                       f"of shape {np.shape(value)}.")
+    number = float(value)
+  else:
+    raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type "
+                    f"{type(value).__name__}.")
+  if not low <= number < high:  # Also true for NaN.
+    raise ValueError(f"`{name}` must be {allowed}, got {value!r}.{why}")
+
+
+_GAMMA_RANGE_REASON = (
+    " With gamma < 0 the weighting's denominator q + gamma r + eps becomes "
+    "negative when a gradient equals the previous momentum (q = 0 < r), and "
+    "at the first step already for gamma < -b1**2 (where q = b1**2 r), which "
+    "makes the second moment negative and the step NaN.")
+
+
+def _partial_inner_products(m, hidden, bias1):
+  """``(sum |mh|^2, sum Re(conj(mh) h), sum |h|^2)`` of one leaf, ``mh = m / bias1``."""
+  mu_hat = m / bias1.astype(jnp.real(m).dtype)
+  mm = jnp.sum(_real_product(mu_hat, mu_hat))
+  ml = jnp.sum(_real_product(mu_hat, hidden))
+  ll = jnp.sum(_real_product(hidden, hidden))
+  return mm, ml, ll
+
+
+def _real_product(x, y):
+  """Elementwise ``Re(conj(x) y)``; ``x * y`` for real arrays."""
+  if jnp.iscomplexobj(x) or jnp.iscomplexobj(y):
+    return jnp.real(x) * jnp.real(y) + jnp.imag(x) * jnp.imag(y)
+  return x * y
 
 
 def _divide_or_zero(numerator, denominator):
@@ -69,6 +136,126 @@ def _divide_or_zero(numerator, denominator):
   return jnp.where(
       is_zero, 0, numerator / jnp.where(is_zero, 1, denominator)
   ).astype(jnp.result_type(numerator, denominator))
+
+
+def _update_dtype(grad, param, statistics_dtype):
+  """The dtype `optax.adam` gives this leaf's update.
+
+  That is the promotion of the parameter's and the gradient's dtypes. Without
+  the parameters: the gradient's dtype, or the statistics' dtype for integer
+  gradients.
+  """
+  grad_dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(grad))
+  if param is not None:
+    param_dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(param))
+    return jnp.promote_types(param_dtype, grad_dtype)
+  if jnp.issubdtype(grad_dtype, jnp.inexact):
+    return grad_dtype
+  return statistics_dtype
+
+
+@jax.jit
+def _update(updates, state, params, b1, b2, eps, gamma):
+  """One HVAdam step (see `scale_by_hvadam`); `gamma` already evaluated.
+
+  One compiled program per tree structure and dtypes: the hyperparameters
+  are arguments, not constants, so eager calls (and every optimizer built
+  with other values) reuse it instead of compiling op by op.
+  """
+  # The scalar arithmetic runs in the scalar state's dtype (at least
+  # float32) and each leaf's in its statistics' dtype, whatever the dtype
+  # of the hyperparameters (`inject_hyperparams` may hand them in bfloat16).
+  scalar_dtype = state.exp_delta.dtype
+  as_scalar = lambda x: jnp.asarray(x, scalar_dtype)
+  b1_, b2_, eps_ = as_scalar(b1), as_scalar(b2), as_scalar(eps)
+  gamma_ = as_scalar(gamma)
+  count = optax.safe_increment(state.count)
+  # `lax.pow` with an array exponent: `b ** count` with a concrete count
+  # (an eager call) would compile a new `integer_pow` for every step.
+  bias1 = 1 - jax.lax.pow(b1_, count)
+  sqrt_bias2 = jnp.sqrt(1 - jax.lax.pow(b2_, count))
+
+  def moments(g, m, v, h):
+    """This step's first and second moments."""
+    real = lambda x: x.astype(v.dtype)
+    g = g.astype(m.dtype)
+    m = real(b1_) * m + real(1 - b1_) * g
+    r = _real_product(g - h, g - h)
+    q = _real_product(g - m, g - m)
+    w = _divide_or_zero(r, q + real(gamma_) * r + real(eps_)) * r
+    v = real(b2_) * v + real(1 - b2_) * w + real(eps_)
+    return m, v
+
+  leaves = jax.tree.leaves
+  treedef = jax.tree.structure(state.mu)
+  new_moments = [moments(g, m, v, h) for g, m, v, h in zip(
+      leaves(updates), leaves(state.mu), leaves(state.var),
+      leaves(state.hidden))]
+  mu = jax.tree.unflatten(treedef, [x[0] for x in new_moments])
+  var = jax.tree.unflatten(treedef, [x[1] for x in new_moments])
+  sums = [_partial_inner_products(m, h, bias1) for m, h in zip(
+      leaves(mu), leaves(state.hidden))]
+  zero = jnp.zeros([], scalar_dtype)
+  mm, ml, ll = (sum((x[i].astype(scalar_dtype) for x in sums), zero)
+                for i in range(3))
+
+  # Agreement between the momentum and the hidden vector, tree-wide.
+  k = _divide_or_zero(mm - ml, mm + ll - 2 * ml)
+  vv = jnp.abs(k**2 * ll + (1 - k) ** 2 * mm + 2 * k * (1 - k) * ml)
+  cosine_denominator = jnp.sqrt(vv) * jnp.sqrt(mm)
+  delta = jnp.where(
+      mm > 0, _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator),
+      jnp.nan)
+
+  # Branches: restart, skip (NaN fails `<=`), switch-off, extra step.
+  restart = state.flag == -1
+  accept = jnp.logical_and(~restart, jnp.abs(delta) <= 1)
+  step2 = jnp.where(
+      restart, 0,
+      jnp.where(accept, optax.safe_increment(state.step2), state.step2),
+  ).astype(jnp.int32)
+  exp_delta = jnp.where(
+      restart, 0,
+      jnp.where(accept, b2_ * state.exp_delta + (1 - b2_) * delta,
+                state.exp_delta),
+  ).astype(scalar_dtype)
+  bias = jnp.where(step2 > 0, 1 - jax.lax.pow(b2_, step2), 1)
+  switch_off = jnp.logical_and(accept, exp_delta / bias < 0.1)
+  extra_step = jnp.logical_and(accept, ~switch_off)
+  flag = jnp.where(restart, 0, jnp.where(switch_off, -1, state.flag))
+  hidden_scale = jnp.where(
+      extra_step, jnp.power(as_scalar(10), 6 * exp_delta - 3), 0)
+
+  def step(m, v, h, g, p):
+    """The new hidden vector and the update: both parameter moves."""
+    real = lambda x: x.astype(v.dtype)
+    mu_hat = m / real(bias1)
+    adam_step = _divide_or_zero(
+        mu_hat, jnp.sqrt(v) / real(sqrt_bias2) + real(eps_))
+    new_h = jnp.where(
+        restart, mu_hat,
+        jnp.where(extra_step, real(k) * h + real(1 - k) * mu_hat, h),
+    ).astype(h.dtype)
+    update = adam_step + real(hidden_scale) * new_h
+    return new_h, update.astype(_update_dtype(g, p, m.dtype))
+
+  param_leaves = (leaves(params) if params is not None
+                  else [None] * len(new_moments))
+  stepped = [step(m, v, h, g, p) for m, v, h, g, p in zip(
+      leaves(mu), leaves(var), leaves(state.hidden), leaves(updates),
+      param_leaves)]
+  hidden = jax.tree.unflatten(treedef, [x[0] for x in stepped])
+  new_updates = jax.tree.unflatten(jax.tree.structure(updates),
+                                   [x[1] for x in stepped])
+  return new_updates, ScaleByHVAdamState(
+      count=count,
+      mu=mu,
+      var=var,
+      hidden=hidden,
+      flag=flag.astype(jnp.int32),
+      step2=step2,
+      exp_delta=exp_delta,
+  )
 
 
 def scale_by_hvadam(
@@ -177,16 +364,19 @@ def scale_by_hvadam(
     Zhang et al., `HVAdam: A Full-Dimension Adaptive Optimizer
     <https://arxiv.org/abs/2511.20277>`_, 2025
   """
-  _validation.check_interval("b1", b1, 0.0, 1.0)
-  _validation.check_interval("b2", b2, 0.0, 1.0)
-  _validation.check_interval("eps", eps, 0.0)
+  _check_real_scalar("b1", b1, 0.0, 1.0)
+  _check_real_scalar("b2", b2, 0.0, 1.0)
+  _check_real_scalar("eps", eps, 0.0)
   if not callable(gamma):
-    _validation.check_finite("gamma", gamma)
+    _check_real_scalar("gamma", gamma, 0.0, why=_GAMMA_RANGE_REASON)
 
   def init_fn(params):
-    moment = lambda x: jnp.zeros(jnp.shape(x), _common.statistics_dtype(x.dtype))
-    real_moment = lambda x: jnp.zeros(
-        jnp.shape(x), _common.real_statistics_dtype(x.dtype))
+    _common.check_params(params)
+    # zeros_like keeps each parameter's sharding (also under `jax.eval_shape`).
+    moment = lambda x: jnp.zeros_like(x, _common.statistics_dtype(
+        jnp.result_type(x)))
+    real_moment = lambda x: jnp.zeros_like(x, _common.real_statistics_dtype(
+        jnp.result_type(x)))
     return ScaleByHVAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=jax.tree.map(moment, params),
@@ -198,74 +388,22 @@ def scale_by_hvadam(
     )
 
   def update_fn(updates, state, params=None):
-    del params
-    gamma_t = _common.resolve_schedule(gamma, state.count)
-    count = optax.safe_increment(state.count)
-    grads = optax.tree.cast_like(updates, state.mu)
-    h = state.hidden
-
-    # Adam on the deviations from the hidden vector.
-    mu = jax.tree.map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-    def deviation_weight(g, m, h):
-      r = jnp.real(jnp.conj(g - h) * (g - h))
-      q = jnp.real(jnp.conj(g - m) * (g - m))
-      return _divide_or_zero(r, q + gamma_t * r + eps) * r
-    w = jax.tree.map(deviation_weight, grads, mu, h)
-    var = jax.tree.map(lambda v, w: b2 * v + (1 - b2) * w + eps, state.var, w)
-    mu_hat = optax.tree.bias_correction(mu, b1, count)
-    adam_step = jax.tree.map(
-        lambda m, v: _divide_or_zero(
-            m, jnp.sqrt(v) / jnp.sqrt(1 - b2**count) + eps),
-        mu_hat, var)
-
-    # Agreement between the momentum and the hidden vector, tree-wide.
-    dtype = state.exp_delta.dtype
-    mm = _real_vdot(mu_hat, mu_hat).astype(dtype)
-    ml = _real_vdot(mu_hat, h).astype(dtype)
-    ll = _real_vdot(h, h).astype(dtype)
-    k = _divide_or_zero(mm - ml, mm + ll - 2 * ml)
-    vv = jnp.abs(k**2 * ll + (1 - k) ** 2 * mm + 2 * k * (1 - k) * ml)
-    cosine_denominator = jnp.sqrt(vv) * jnp.sqrt(mm)
-    delta = jnp.where(
-        mm > 0, _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator),
-        jnp.nan)
-
-    # Branches: restart, skip (NaN fails `<=`), switch-off, extra step.
-    restart = state.flag == -1
-    accept = jnp.logical_and(~restart, jnp.abs(delta) <= 1)
-    step2 = jnp.where(
-        restart, 0,
-        jnp.where(accept, optax.safe_increment(state.step2), state.step2),
-    ).astype(jnp.int32)
-    exp_delta = jnp.where(
-        restart, 0,
-        jnp.where(accept, b2 * state.exp_delta + (1 - b2) * delta,
-                  state.exp_delta),
-    ).astype(dtype)
-    bias = jnp.where(step2 > 0, 1 - b2**step2, 1)
-    switch_off = jnp.logical_and(accept, exp_delta / bias < 0.1)
-    extra_step = jnp.logical_and(accept, ~switch_off)
-    flag = jnp.where(restart, 0, jnp.where(switch_off, -1, state.flag))
-    hidden = jax.tree.map(
-        lambda h, m: jnp.where(
-            restart, m, jnp.where(extra_step, k * h + (1 - k) * m, h)
-        ).astype(h.dtype),
-        h, mu_hat)
-    hidden_scale = jnp.where(extra_step, 10.0 ** (6 * exp_delta - 3), 0)
-
-    updates = jax.tree.map(
-        lambda a, h, g: (a + hidden_scale.astype(a.dtype) * h).astype(
-            jax.dtypes.canonicalize_dtype(jnp.result_type(g))),
-        adam_step, hidden, updates)
-    return updates, ScaleByHVAdamState(
-        count=count,
-        mu=optax.tree.cast_like(mu, state.mu),
-        var=optax.tree.cast_like(var, state.var),
-        hidden=hidden,
-        flag=flag.astype(jnp.int32),
-        step2=step2,
-        exp_delta=exp_delta,
-    )
+    _common.check_updates_match(updates, state.mu)
+    for grad, moment in zip(jax.tree.leaves(updates), jax.tree.leaves(state.mu)):
+      if (jnp.iscomplexobj(grad)
+          and not jnp.issubdtype(moment.dtype, jnp.complexfloating)):
+        raise TypeError(
+            "scale_by_hvadam got complex gradients for real parameters; "
+            "the parameters must be complex too.")
+    if params is not None and (
+        jax.tree.structure(params) != jax.tree.structure(state.mu)):
+      raise ValueError(
+          "The parameters passed to update do not have the structure of "
+          "those the optimizer was initialised with: got "
+          f"{jax.tree.structure(params)}, expected "
+          f"{jax.tree.structure(state.mu)}.")
+    return _update(updates, state, params, b1, b2, eps,
+                   _common.resolve_schedule(gamma, state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
