@@ -61,10 +61,10 @@ def _scalar_dtype(params: optax.Params) -> Any:
 
 
 def _check_real_scalar(
-    name: str, value: Any, low: float, high: float = math.inf, *,
+    name: str, value: Any, low: float = -math.inf, high: float = math.inf, *,
     why: str = "",
 ) -> None:
-  """Raises unless a hyperparameter is a real scalar in ``[low, high)``.
+  """Raises unless a hyperparameter is a finite real scalar in ``[low, high)``.
 
   Python numbers and concrete NumPy or JAX scalars are checked: `TypeError`
   for anything that is not a real number (strings, None, booleans, complex
@@ -80,8 +80,11 @@ def _check_real_scalar(
     high: the (excluded) upper bound.
     why: appended to the range error, to say what goes wrong outside it.
   """
-  closing = "inf)" if high == math.inf else f"{high:g})"
-  allowed = f"a real number in [{low:g}, {closing}"
+  if low == -math.inf and high == math.inf:
+    allowed = "a finite real number"
+  else:
+    closing = "inf)" if high == math.inf else f"{high:g})"
+    allowed = f"a real number in [{low:g}, {closing}"
   if isinstance(value, jax.core.Tracer):
     if jnp.ndim(value) != 0:
       raise ValueError(f"`{name}` must be a scalar, got a traced array of "
@@ -103,7 +106,7 @@ def _check_real_scalar(
   else:
     raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type "
                     f"{type(value).__name__}.")
-  if not low <= number < high:  # Also true for NaN.
+  if not (math.isfinite(number) and low <= number < high):
     raise ValueError(f"`{name}` must be {allowed}, got {value!r}.{why}")
 
 
@@ -486,6 +489,10 @@ def hvadam(
     Zhang et al., `HVAdam: A Full-Dimension Adaptive Optimizer
     <https://arxiv.org/abs/2511.20277>`_, 2025
   """
+  if not callable(learning_rate):
+    _check_real_scalar("learning_rate", learning_rate)
+  if not callable(weight_decay):
+    _check_real_scalar("weight_decay", weight_decay, 0.0)
   return _weight_decay.chain_with_weight_decay(
       scale_by_hvadam(b1=b1, b2=b2, eps=eps, gamma=gamma),
       learning_rate,
