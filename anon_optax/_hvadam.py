@@ -328,13 +328,37 @@ def scale_by_hvadam(
     non-finite :math:`\delta` takes the skip branch;
   - :math:`w = 0` where :math:`q + \gamma r + \epsilon = 0`, and
     :math:`\hat m / d = 0` where :math:`d = 0` (both only possible with
-    ``eps = 0``, or with ``gamma < 0`` for the former).
+    ``eps = 0``).
+
+  **Valid range of** :math:`\gamma`: :math:`\gamma \ge 0`. The weighting's
+  denominator :math:`q + \gamma r + \epsilon` is at least :math:`\epsilon`
+  for every gradient only then: :math:`q = |g - m|^2 = b_1^2 |g - m_{t-1}|^2`
+  vanishes whenever a gradient equals the previous momentum while
+  :math:`r = |g - h|^2 > 0`, so any :math:`\gamma < 0` can make :math:`w`,
+  then :math:`v`, negative and the step NaN. At the first step
+  (:math:`h = 0`, :math:`m = (1 - b_1) g`) the denominator is
+  :math:`(b_1^2 + \gamma) |g|^2 + \epsilon`, negative for every large
+  gradient once :math:`\gamma < -b_1^2`. Concrete values outside the range
+  raise `ValueError`; traced values (``inject_hyperparams``, ``vmap``) and
+  schedules are not checked.
 
   Inner products of complex leaves use the real part,
   :math:`\mathrm{Re} \sum \bar x y`, i.e. complex numbers are treated as
   pairs of reals. Moments are kept in at least float32 and the scalar state
-  in float32 (float64 if any parameter is float64); the updates come out in
-  the dtype of the incoming updates.
+  in float32 (float64 if any parameter is float64); all arithmetic runs in
+  those dtypes, whatever the dtype of the hyperparameters (with bfloat16
+  parameters, ``optax.inject_hyperparams(..., hyperparam_dtype=jnp.float32)``
+  keeps ``b2 = 0.999`` from rounding to 1 before it gets here). The updates
+  have the dtype :func:`optax.adam` gives them: the promotion of the
+  parameter's and the gradient's dtypes (without ``params``: the gradient's
+  dtype, or the statistics' dtype for integer gradients). Complex gradients
+  of real parameters raise `TypeError`.
+
+  Cost: three tree-wide inner products (one reduction pass each over
+  :math:`\hat m` and :math:`h`) on top of Adam's elementwise work, and a
+  third state array. The step is one compiled program with the
+  hyperparameters as arguments, so calling ``update`` without `jax.jit`
+  compiles once, not at every step.
 
   Args:
     b1: decay rate of the first moment, in [0, 1).
@@ -343,12 +367,23 @@ def scale_by_hvadam(
     eps: added to the weighting denominator, to the second moment at every
       step (as in the authors' code) and to the step's denominator, >= 0.
     gamma: weight of the deviation :math:`r` in the denominator of the
-      weighting :math:`w`; a finite number, or a schedule of the step count
-      (0-based). With ``gamma < 0`` that denominator can become negative.
+      weighting :math:`w`; a finite number >= 0 (see above), or a schedule of
+      the step count (0-based).
 
   Returns:
     A :class:`optax.GradientTransformation` with state
     :class:`ScaleByHVAdamState`.
+
+  Raises:
+    TypeError: at construction, for a hyperparameter that is not a real
+      number or scalar array (e.g. ``None`` or a string); in ``init``, for
+      integer parameters; in ``update``, for complex gradients of real
+      parameters.
+    ValueError: at construction, for a non-scalar array, a NaN or infinite
+      value, or a value outside its range (``b1``, ``b2`` in [0, 1),
+      ``eps >= 0``, ``gamma >= 0``); in ``update``, for gradients (or
+      parameters) whose tree or shapes do not match the parameters ``init``
+      saw.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -450,7 +485,8 @@ def hvadam(
       [0, 1).
     eps: numerical-stability constant (see :func:`scale_by_hvadam`), >= 0.
     gamma: weight of the deviation in the second moment's weighting, a
-      finite number or a schedule.
+      finite number >= 0 (negative values make the step NaN; see
+      :func:`scale_by_hvadam`) or a schedule.
     weight_decay: weight-decay strength, >= 0.
     weight_decay_mode: ``"l2"`` (the authors' default: ``g += wd * theta``
       before the moments), ``"decoupled"`` (AdamW style:
@@ -462,6 +498,12 @@ def hvadam(
 
   Returns:
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
+
+  Raises:
+    TypeError, ValueError: as :func:`scale_by_hvadam`, and for a
+      ``learning_rate`` or ``weight_decay`` that is not a finite real number
+      (``weight_decay >= 0``) or schedule, or an unknown
+      ``weight_decay_mode``.
 
   Examples:
     >>> import jax
