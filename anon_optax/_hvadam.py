@@ -141,6 +141,18 @@ def _divide_or_zero(numerator, denominator):
   ).astype(jnp.result_type(numerator, denominator))
 
 
+def _complement(value):
+  """``1 - value`` in double precision for a Python number, else None.
+
+  Python numbers are exact decimals to the user: ``1 - 0.999`` rounded once
+  is closer to 0.001 than ``1 - float32(0.999)``. Arrays (maybe traced) are
+  subtracted in the step, in the scalar state's dtype.
+  """
+  if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    return 1 - float(value)
+  return None
+
+
 def _update_dtype(grad, param, statistics_dtype):
   """The dtype `optax.adam` gives this leaf's update.
 
@@ -158,7 +170,8 @@ def _update_dtype(grad, param, statistics_dtype):
 
 
 @jax.jit
-def _update(updates, state, params, b1, b2, eps, gamma):
+def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1,
+            one_minus_b2):
   """One HVAdam step (see `scale_by_hvadam`); `gamma` already evaluated.
 
   One compiled program per tree structure and dtypes: the hyperparameters
@@ -171,6 +184,8 @@ def _update(updates, state, params, b1, b2, eps, gamma):
   scalar_dtype = state.exp_delta.dtype
   as_scalar = lambda x: jnp.asarray(x, scalar_dtype)
   b1_, b2_, eps_ = as_scalar(b1), as_scalar(b2), as_scalar(eps)
+  one_minus_b1 = as_scalar(1 - b1_ if one_minus_b1 is None else one_minus_b1)
+  one_minus_b2 = as_scalar(1 - b2_ if one_minus_b2 is None else one_minus_b2)
   gamma_ = as_scalar(gamma)
   count = optax.safe_increment(state.count)
   # `lax.pow` with an array exponent: `b ** count` with a concrete count
@@ -182,11 +197,11 @@ def _update(updates, state, params, b1, b2, eps, gamma):
     """This step's first and second moments."""
     real = lambda x: x.astype(v.dtype)
     g = g.astype(m.dtype)
-    m = real(b1_) * m + real(1 - b1_) * g
+    m = real(b1_) * m + real(one_minus_b1) * g
     r = _real_product(g - h, g - h)
     q = _real_product(g - m, g - m)
     w = _divide_or_zero(r, q + real(gamma_) * r + real(eps_)) * r
-    v = real(b2_) * v + real(1 - b2_) * w + real(eps_)
+    v = real(b2_) * v + real(one_minus_b2) * w + real(eps_)
     return m, v
 
   leaves = jax.tree.leaves
@@ -219,7 +234,7 @@ def _update(updates, state, params, b1, b2, eps, gamma):
   ).astype(jnp.int32)
   exp_delta = jnp.where(
       restart, 0,
-      jnp.where(accept, b2_ * state.exp_delta + (1 - b2_) * delta,
+      jnp.where(accept, b2_ * state.exp_delta + one_minus_b2 * delta,
                 state.exp_delta),
   ).astype(scalar_dtype)
   bias = jnp.where(step2 > 0, 1 - jax.lax.pow(b2_, step2), 1)
@@ -441,7 +456,8 @@ def scale_by_hvadam(
           f"{jax.tree.structure(params)}, expected "
           f"{jax.tree.structure(state.mu)}.")
     return _update(updates, state, params, b1, b2, eps,
-                   _common.resolve_schedule(gamma, state.count))
+                   _common.resolve_schedule(gamma, state.count),
+                   _complement(b1), _complement(b2))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
