@@ -540,7 +540,7 @@ def hvadam(
     Objective function: 1.29E+01
     Objective function: 1.16E+01
     Objective function: 1.04E+01
-    Objective function: 9.41E+00
+    Objective function: 9.42E+00
     Objective function: 8.46E+00
 
   References:
