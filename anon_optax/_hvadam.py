@@ -22,7 +22,6 @@ import numpy as np
 import optax
 
 from anon_optax import _common
-from anon_optax import _validation
 from anon_optax import _weight_decay
 
 
