@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from anon_optax import _common
-from anon_optax import _weight_decay
+from anon_optax import _common, _weight_decay
 
 
 class ScaleByHVAdamState(NamedTuple):

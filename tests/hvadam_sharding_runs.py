@@ -29,8 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import AxisType
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import anon_optax
@@ -149,7 +148,7 @@ def main():
   for axis_type in (AxisType.Auto, AxisType.Explicit):
     try:
       result[axis_type.name] = sharded_run(axis_type)
-    except Exception as error:  # pylint: disable=broad-except
+    except Exception as error:  # noqa: BLE001  # Reported, asserted on by the test.
       result[axis_type.name] = {"error": f"{type(error).__name__}: {error}"}
   print(json.dumps(result))
 

@@ -251,7 +251,7 @@ def test_bfloat16_hyperparameters_do_not_make_the_arithmetic_bfloat16():
   The hyperparameters below are exact in bfloat16, so the injected optimizer
   must give the float32 updates of the plain one: no `1 - b2**t` in bfloat16.
   """
-  values = dict(b1=0.875, b2=0.9921875, gamma=0.5, eps=2.0**-30)
+  values = {"b1": 0.875, "b2": 0.9921875, "gamma": 0.5, "eps": 2.0**-30}
   for value in values.values():
     assert float(jnp.bfloat16(value)) == value
   plain = anon_optax.hvadam(0.0078125, **values)
