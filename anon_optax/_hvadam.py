@@ -12,15 +12,16 @@ products over the whole parameter tree, so one transformation is one
 parameter group of the authors' code.
 """
 
+import math
+import numbers
 from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from anon_optax import _common
-from anon_optax import _validation
-from anon_optax import _weight_decay
+from anon_optax import _common, _weight_decay
 
 
 class ScaleByHVAdamState(NamedTuple):
@@ -52,15 +53,82 @@ class ScaleByHVAdamState(NamedTuple):
 
 def _scalar_dtype(params: optax.Params) -> Any:
   """float64 if any leaf has float64 (or complex128) precision, else float32."""
-  dtypes = [_common.real_statistics_dtype(x.dtype) for x in jax.tree.leaves(params)]
+  dtypes = [_common.real_statistics_dtype(jnp.result_type(x))
+            for x in jax.tree.leaves(params)]
   return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.float32
 
 
-def _real_vdot(tree_x: optax.Updates, tree_y: optax.Updates) -> jax.Array:
-  """Tree-wide real inner product: sum over leaves of Re(conj(x) . y)."""
-  parts = jax.tree.leaves(
-      jax.tree.map(lambda x, y: jnp.real(jnp.vdot(x, y)), tree_x, tree_y))
-  return sum(parts[1:], parts[0]) if parts else jnp.zeros([], jnp.float32)
+def _check_real_scalar(
+    name: str, value: Any, low: float = -math.inf, high: float = math.inf, *,
+    why: str = "",
+) -> None:
+  """Raises unless a hyperparameter is a finite real scalar in ``[low, high)``.
+
+  Python numbers and concrete NumPy or JAX scalars are checked: `TypeError`
+  for anything that is not a real number (strings, None, booleans, complex
+  values), `ValueError` for arrays that are not scalars and for values outside
+  the interval (NaN included). Traced values (under `jax.jit`, `jax.vmap`,
+  `optax.inject_hyperparams` inside `jit`) are only checked for their static
+  shape; their values pass through.
+
+  Args:
+    name: the argument's name, quoted in the error.
+    value: the hyperparameter.
+    low: the smallest allowed value.
+    high: the (excluded) upper bound.
+    why: appended to the range error, to say what goes wrong outside it.
+  """
+  if low == -math.inf and high == math.inf:
+    allowed = "a finite real number"
+  else:
+    closing = "inf)" if high == math.inf else f"{high:g})"
+    allowed = f"a real number in [{low:g}, {closing}"
+  if isinstance(value, jax.core.Tracer):
+    if jnp.ndim(value) != 0:
+      raise ValueError(f"`{name}` must be a scalar, got a traced array of "
+                       f"shape {jnp.shape(value)}.")
+    return
+  if isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"`{name}` must be {allowed}, got the boolean {value!r}.")
+  if isinstance(value, numbers.Real):
+    number = float(value)
+  elif isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    if not (jnp.issubdtype(value.dtype, jnp.integer)
+            or jnp.issubdtype(value.dtype, jnp.floating)):
+      raise TypeError(f"`{name}` must be {allowed}, got an array of dtype "
+                      f"{value.dtype}.")
+    if np.ndim(value) != 0:
+      raise ValueError(f"`{name}` must be a scalar ({allowed}), got an array "
+                       f"of shape {np.shape(value)}.")
+    number = float(value)
+  else:
+    raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type "
+                    f"{type(value).__name__}.")
+  if not (math.isfinite(number) and low <= number < high):
+    raise ValueError(f"`{name}` must be {allowed}, got {value!r}.{why}")
+
+
+_GAMMA_RANGE_REASON = (
+    " With gamma < 0 the weighting's denominator q + gamma r + eps becomes "
+    "negative when a gradient equals the previous momentum (q = 0 < r), and "
+    "at the first step already for gamma < -b1**2 (where q = b1**2 r), which "
+    "makes the second moment negative and the step NaN.")
+
+
+def _partial_inner_products(m, hidden, bias1):
+  """``(sum |mh|^2, sum Re(conj(mh) h), sum |h|^2)`` of one leaf, ``mh = m / bias1``."""
+  mu_hat = m / bias1.astype(jnp.real(m).dtype)
+  mm = jnp.sum(_real_product(mu_hat, mu_hat))
+  ml = jnp.sum(_real_product(mu_hat, hidden))
+  ll = jnp.sum(_real_product(hidden, hidden))
+  return mm, ml, ll
+
+
+def _real_product(x, y):
+  """Elementwise ``Re(conj(x) y)``; ``x * y`` for real arrays."""
+  if jnp.iscomplexobj(x) or jnp.iscomplexobj(y):
+    return jnp.real(x) * jnp.real(y) + jnp.imag(x) * jnp.imag(y)
+  return x * y
 
 
 def _divide_or_zero(numerator, denominator):
@@ -69,6 +137,141 @@ def _divide_or_zero(numerator, denominator):
   return jnp.where(
       is_zero, 0, numerator / jnp.where(is_zero, 1, denominator)
   ).astype(jnp.result_type(numerator, denominator))
+
+
+def _complement(value):
+  """``1 - value`` in double precision for a Python number, else None.
+
+  Python numbers are exact decimals to the user: ``1 - 0.999`` rounded once
+  is closer to 0.001 than ``1 - float32(0.999)``. Arrays (maybe traced) are
+  subtracted in the step, in the scalar state's dtype.
+  """
+  if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    return 1 - float(value)
+  return None
+
+
+def _update_dtype(grad, param, statistics_dtype):
+  """The dtype `optax.adam` gives this leaf's update.
+
+  That is the promotion of the parameter's and the gradient's dtypes. Without
+  the parameters: the gradient's dtype, or the statistics' dtype for integer
+  gradients.
+  """
+  grad_dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(grad))
+  if param is not None:
+    param_dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(param))
+    return jnp.promote_types(param_dtype, grad_dtype)
+  if jnp.issubdtype(grad_dtype, jnp.inexact):
+    return grad_dtype
+  return statistics_dtype
+
+
+@jax.jit
+def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1,
+            one_minus_b2):
+  """One HVAdam step (see `scale_by_hvadam`); `gamma` already evaluated.
+
+  One compiled program per tree structure and dtypes: the hyperparameters
+  are arguments, not constants, so eager calls (and every optimizer built
+  with other values) reuse it instead of compiling op by op.
+  """
+  # The scalar arithmetic runs in the scalar state's dtype (at least
+  # float32) and each leaf's in its statistics' dtype, whatever the dtype
+  # of the hyperparameters (`inject_hyperparams` may hand them in bfloat16).
+  scalar_dtype = state.exp_delta.dtype
+  as_scalar = lambda x: jnp.asarray(x, scalar_dtype)
+  b1_, b2_, eps_ = as_scalar(b1), as_scalar(b2), as_scalar(eps)
+  one_minus_b1 = as_scalar(1 - b1_ if one_minus_b1 is None else one_minus_b1)
+  one_minus_b2 = as_scalar(1 - b2_ if one_minus_b2 is None else one_minus_b2)
+  gamma_ = as_scalar(gamma)
+  count = optax.safe_increment(state.count)
+  # `lax.pow` with an array exponent: `b ** count` with a concrete count
+  # (an eager call) would compile a new `integer_pow` for every step.
+  bias1 = 1 - jax.lax.pow(b1_, count)
+  sqrt_bias2 = jnp.sqrt(1 - jax.lax.pow(b2_, count))
+
+  def moments(g, m, v, h):
+    """This step's first and second moments."""
+    real = lambda x: x.astype(v.dtype)
+    g = g.astype(m.dtype)
+    m = real(b1_) * m + real(one_minus_b1) * g
+    r = _real_product(g - h, g - h)
+    q = _real_product(g - m, g - m)
+    w = _divide_or_zero(r, q + real(gamma_) * r + real(eps_)) * r
+    v = real(b2_) * v + real(one_minus_b2) * w + real(eps_)
+    return m, v
+
+  leaves = jax.tree.leaves
+  treedef = jax.tree.structure(state.mu)
+  new_moments = [moments(g, m, v, h) for g, m, v, h in zip(
+      leaves(updates), leaves(state.mu), leaves(state.var),
+      leaves(state.hidden))]
+  mu = jax.tree.unflatten(treedef, [x[0] for x in new_moments])
+  var = jax.tree.unflatten(treedef, [x[1] for x in new_moments])
+  sums = [_partial_inner_products(m, h, bias1) for m, h in zip(
+      leaves(mu), leaves(state.hidden))]
+  zero = jnp.zeros([], scalar_dtype)
+  mm, ml, ll = (sum((x[i].astype(scalar_dtype) for x in sums), zero)
+                for i in range(3))
+
+  # Agreement between the momentum and the hidden vector, tree-wide.
+  k = _divide_or_zero(mm - ml, mm + ll - 2 * ml)
+  vv = jnp.abs(k**2 * ll + (1 - k) ** 2 * mm + 2 * k * (1 - k) * ml)
+  cosine_denominator = jnp.sqrt(vv) * jnp.sqrt(mm)
+  delta = jnp.where(
+      mm > 0, _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator),
+      jnp.nan)
+
+  # Branches: restart, skip (NaN fails `<=`), switch-off, extra step.
+  restart = state.flag == -1
+  accept = jnp.logical_and(~restart, jnp.abs(delta) <= 1)
+  step2 = jnp.where(
+      restart, 0,
+      jnp.where(accept, optax.safe_increment(state.step2), state.step2),
+  ).astype(jnp.int32)
+  exp_delta = jnp.where(
+      restart, 0,
+      jnp.where(accept, b2_ * state.exp_delta + one_minus_b2 * delta,
+                state.exp_delta),
+  ).astype(scalar_dtype)
+  bias = jnp.where(step2 > 0, 1 - jax.lax.pow(b2_, step2), 1)
+  switch_off = jnp.logical_and(accept, exp_delta / bias < 0.1)
+  extra_step = jnp.logical_and(accept, ~switch_off)
+  flag = jnp.where(restart, 0, jnp.where(switch_off, -1, state.flag))
+  hidden_scale = jnp.where(
+      extra_step, jnp.power(as_scalar(10), 6 * exp_delta - 3), 0)
+
+  def step(m, v, h, g, p):
+    """The new hidden vector and the update: both parameter moves."""
+    real = lambda x: x.astype(v.dtype)
+    mu_hat = m / real(bias1)
+    adam_step = _divide_or_zero(
+        mu_hat, jnp.sqrt(v) / real(sqrt_bias2) + real(eps_))
+    new_h = jnp.where(
+        restart, mu_hat,
+        jnp.where(extra_step, real(k) * h + real(1 - k) * mu_hat, h),
+    ).astype(h.dtype)
+    update = adam_step + real(hidden_scale) * new_h
+    return new_h, update.astype(_update_dtype(g, p, m.dtype))
+
+  param_leaves = (leaves(params) if params is not None
+                  else [None] * len(new_moments))
+  stepped = [step(m, v, h, g, p) for m, v, h, g, p in zip(
+      leaves(mu), leaves(var), leaves(state.hidden), leaves(updates),
+      param_leaves)]
+  hidden = jax.tree.unflatten(treedef, [x[0] for x in stepped])
+  new_updates = jax.tree.unflatten(jax.tree.structure(updates),
+                                   [x[1] for x in stepped])
+  return new_updates, ScaleByHVAdamState(
+      count=count,
+      mu=mu,
+      var=var,
+      hidden=hidden,
+      flag=flag.astype(jnp.int32),
+      step2=step2,
+      exp_delta=exp_delta,
+  )
 
 
 def scale_by_hvadam(
@@ -139,13 +342,37 @@ def scale_by_hvadam(
     non-finite :math:`\delta` takes the skip branch;
   - :math:`w = 0` where :math:`q + \gamma r + \epsilon = 0`, and
     :math:`\hat m / d = 0` where :math:`d = 0` (both only possible with
-    ``eps = 0``, or with ``gamma < 0`` for the former).
+    ``eps = 0``).
+
+  **Valid range of** :math:`\gamma`: :math:`\gamma \ge 0`. The weighting's
+  denominator :math:`q + \gamma r + \epsilon` is at least :math:`\epsilon`
+  for every gradient only then: :math:`q = |g - m|^2 = b_1^2 |g - m_{t-1}|^2`
+  vanishes whenever a gradient equals the previous momentum while
+  :math:`r = |g - h|^2 > 0`, so any :math:`\gamma < 0` can make :math:`w`,
+  then :math:`v`, negative and the step NaN. At the first step
+  (:math:`h = 0`, :math:`m = (1 - b_1) g`) the denominator is
+  :math:`(b_1^2 + \gamma) |g|^2 + \epsilon`, negative for every large
+  gradient once :math:`\gamma < -b_1^2`. Concrete values outside the range
+  raise `ValueError`; traced values (``inject_hyperparams``, ``vmap``) and
+  schedules are not checked.
 
   Inner products of complex leaves use the real part,
   :math:`\mathrm{Re} \sum \bar x y`, i.e. complex numbers are treated as
   pairs of reals. Moments are kept in at least float32 and the scalar state
-  in float32 (float64 if any parameter is float64); the updates come out in
-  the dtype of the incoming updates.
+  in float32 (float64 if any parameter is float64); all arithmetic runs in
+  those dtypes, whatever the dtype of the hyperparameters (with bfloat16
+  parameters, ``optax.inject_hyperparams(..., hyperparam_dtype=jnp.float32)``
+  keeps ``b2 = 0.999`` from rounding to 1 before it gets here). The updates
+  have the dtype :func:`optax.adam` gives them: the promotion of the
+  parameter's and the gradient's dtypes (without ``params``: the gradient's
+  dtype, or the statistics' dtype for integer gradients). Complex gradients
+  of real parameters raise `TypeError`.
+
+  Cost: three tree-wide inner products (one reduction pass each over
+  :math:`\hat m` and :math:`h`) on top of Adam's elementwise work, and a
+  third state array. The step is one compiled program with the
+  hyperparameters as arguments, so calling ``update`` without `jax.jit`
+  compiles once, not at every step.
 
   Args:
     b1: decay rate of the first moment, in [0, 1).
@@ -154,12 +381,23 @@ def scale_by_hvadam(
     eps: added to the weighting denominator, to the second moment at every
       step (as in the authors' code) and to the step's denominator, >= 0.
     gamma: weight of the deviation :math:`r` in the denominator of the
-      weighting :math:`w`; a finite number, or a schedule of the step count
-      (0-based). With ``gamma < 0`` that denominator can become negative.
+      weighting :math:`w`; a finite number >= 0 (see above), or a schedule of
+      the step count (0-based).
 
   Returns:
     A :class:`optax.GradientTransformation` with state
     :class:`ScaleByHVAdamState`.
+
+  Raises:
+    TypeError: at construction, for a hyperparameter that is not a real
+      number or scalar array (e.g. ``None`` or a string); in ``init``, for
+      integer parameters; in ``update``, for complex gradients of real
+      parameters.
+    ValueError: at construction, for a non-scalar array, a NaN or infinite
+      value, or a value outside its range (``b1``, ``b2`` in [0, 1),
+      ``eps >= 0``, ``gamma >= 0``); in ``update``, for gradients (or
+      parameters) whose tree or shapes do not match the parameters ``init``
+      saw.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -178,16 +416,19 @@ def scale_by_hvadam(
     Zhang et al., `HVAdam: A Full-Dimension Adaptive Optimizer
     <https://arxiv.org/abs/2511.20277>`_, 2025
   """
-  _validation.check_interval("b1", b1, 0.0, 1.0)
-  _validation.check_interval("b2", b2, 0.0, 1.0)
-  _validation.check_interval("eps", eps, 0.0)
+  _check_real_scalar("b1", b1, 0.0, 1.0)
+  _check_real_scalar("b2", b2, 0.0, 1.0)
+  _check_real_scalar("eps", eps, 0.0)
   if not callable(gamma):
-    _validation.check_finite("gamma", gamma)
+    _check_real_scalar("gamma", gamma, 0.0, why=_GAMMA_RANGE_REASON)
 
   def init_fn(params):
-    moment = lambda x: jnp.zeros(jnp.shape(x), _common.statistics_dtype(x.dtype))
-    real_moment = lambda x: jnp.zeros(
-        jnp.shape(x), _common.real_statistics_dtype(x.dtype))
+    _common.check_params(params)
+    # zeros_like keeps each parameter's sharding (also under `jax.eval_shape`).
+    moment = lambda x: jnp.zeros_like(x, _common.statistics_dtype(
+        jnp.result_type(x)))
+    real_moment = lambda x: jnp.zeros_like(x, _common.real_statistics_dtype(
+        jnp.result_type(x)))
     return ScaleByHVAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=jax.tree.map(moment, params),
@@ -199,74 +440,23 @@ def scale_by_hvadam(
     )
 
   def update_fn(updates, state, params=None):
-    del params
-    gamma_t = _common.resolve_schedule(gamma, state.count)
-    count = optax.safe_increment(state.count)
-    grads = optax.tree.cast_like(updates, state.mu)
-    h = state.hidden
-
-    # Adam on the deviations from the hidden vector.
-    mu = jax.tree.map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-    def deviation_weight(g, m, h):
-      r = jnp.real(jnp.conj(g - h) * (g - h))
-      q = jnp.real(jnp.conj(g - m) * (g - m))
-      return _divide_or_zero(r, q + gamma_t * r + eps) * r
-    w = jax.tree.map(deviation_weight, grads, mu, h)
-    var = jax.tree.map(lambda v, w: b2 * v + (1 - b2) * w + eps, state.var, w)
-    mu_hat = optax.tree.bias_correction(mu, b1, count)
-    adam_step = jax.tree.map(
-        lambda m, v: _divide_or_zero(
-            m, jnp.sqrt(v) / jnp.sqrt(1 - b2**count) + eps),
-        mu_hat, var)
-
-    # Agreement between the momentum and the hidden vector, tree-wide.
-    dtype = state.exp_delta.dtype
-    mm = _real_vdot(mu_hat, mu_hat).astype(dtype)
-    ml = _real_vdot(mu_hat, h).astype(dtype)
-    ll = _real_vdot(h, h).astype(dtype)
-    k = _divide_or_zero(mm - ml, mm + ll - 2 * ml)
-    vv = jnp.abs(k**2 * ll + (1 - k) ** 2 * mm + 2 * k * (1 - k) * ml)
-    cosine_denominator = jnp.sqrt(vv) * jnp.sqrt(mm)
-    delta = jnp.where(
-        mm > 0, _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator),
-        jnp.nan)
-
-    # Branches: restart, skip (NaN fails `<=`), switch-off, extra step.
-    restart = state.flag == -1
-    accept = jnp.logical_and(~restart, jnp.abs(delta) <= 1)
-    step2 = jnp.where(
-        restart, 0,
-        jnp.where(accept, optax.safe_increment(state.step2), state.step2),
-    ).astype(jnp.int32)
-    exp_delta = jnp.where(
-        restart, 0,
-        jnp.where(accept, b2 * state.exp_delta + (1 - b2) * delta,
-                  state.exp_delta),
-    ).astype(dtype)
-    bias = jnp.where(step2 > 0, 1 - b2**step2, 1)
-    switch_off = jnp.logical_and(accept, exp_delta / bias < 0.1)
-    extra_step = jnp.logical_and(accept, ~switch_off)
-    flag = jnp.where(restart, 0, jnp.where(switch_off, -1, state.flag))
-    hidden = jax.tree.map(
-        lambda h, m: jnp.where(
-            restart, m, jnp.where(extra_step, k * h + (1 - k) * m, h)
-        ).astype(h.dtype),
-        h, mu_hat)
-    hidden_scale = jnp.where(extra_step, 10.0 ** (6 * exp_delta - 3), 0)
-
-    updates = jax.tree.map(
-        lambda a, h, g: (a + hidden_scale.astype(a.dtype) * h).astype(
-            jax.dtypes.canonicalize_dtype(jnp.result_type(g))),
-        adam_step, hidden, updates)
-    return updates, ScaleByHVAdamState(
-        count=count,
-        mu=optax.tree.cast_like(mu, state.mu),
-        var=optax.tree.cast_like(var, state.var),
-        hidden=hidden,
-        flag=flag.astype(jnp.int32),
-        step2=step2,
-        exp_delta=exp_delta,
-    )
+    _common.check_updates_match(updates, state.mu)
+    for grad, moment in zip(jax.tree.leaves(updates), jax.tree.leaves(state.mu)):
+      if (jnp.iscomplexobj(grad)
+          and not jnp.issubdtype(moment.dtype, jnp.complexfloating)):
+        raise TypeError(
+            "scale_by_hvadam got complex gradients for real parameters; "
+            "the parameters must be complex too.")
+    if params is not None and (
+        jax.tree.structure(params) != jax.tree.structure(state.mu)):
+      raise ValueError(
+          "The parameters passed to update do not have the structure of "
+          "those the optimizer was initialised with: got "
+          f"{jax.tree.structure(params)}, expected "
+          f"{jax.tree.structure(state.mu)}.")
+    return _update(updates, state, params, b1, b2, eps,
+                   _common.resolve_schedule(gamma, state.count),
+                   _complement(b1), _complement(b2))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -310,7 +500,8 @@ def hvadam(
       [0, 1).
     eps: numerical-stability constant (see :func:`scale_by_hvadam`), >= 0.
     gamma: weight of the deviation in the second moment's weighting, a
-      finite number or a schedule.
+      finite number >= 0 (negative values make the step NaN; see
+      :func:`scale_by_hvadam`) or a schedule.
     weight_decay: weight-decay strength, >= 0.
     weight_decay_mode: ``"l2"`` (the authors' default: ``g += wd * theta``
       before the moments), ``"decoupled"`` (AdamW style:
@@ -322,6 +513,12 @@ def hvadam(
 
   Returns:
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
+
+  Raises:
+    TypeError, ValueError: as :func:`scale_by_hvadam`, and for a
+      ``learning_rate`` or ``weight_decay`` that is not a finite real number
+      (``weight_decay >= 0``) or schedule, or an unknown
+      ``weight_decay_mode``.
 
   Examples:
     >>> import jax
@@ -349,6 +546,10 @@ def hvadam(
     Zhang et al., `HVAdam: A Full-Dimension Adaptive Optimizer
     <https://arxiv.org/abs/2511.20277>`_, 2025
   """
+  if not callable(learning_rate):
+    _check_real_scalar("learning_rate", learning_rate)
+  if not callable(weight_decay):
+    _check_real_scalar("weight_decay", weight_decay, 0.0)
   return _weight_decay.chain_with_weight_decay(
       scale_by_hvadam(b1=b1, b2=b2, eps=eps, gamma=gamma),
       learning_rate,
