@@ -1,13 +1,21 @@
-"""Optimizer-state memory: bytes of state per byte of parameters (exact).
+"""Optimizer memory: state bytes, and the compiled step's scratch and peak (exact).
 
 One command::
 
     python -m benchmarks.memory
 
-Counts every leaf of ``tx.init(params)`` (via `jax.eval_shape`, so nothing is
-allocated): ``sum(size * itemsize)`` over the state, divided by the same sum
-over the parameters. Scalar counters are included (they are why the ratios
-are a hair above the round numbers on small trees).
+State: every leaf of ``tx.init(params)`` (via `jax.eval_shape`, so nothing is
+allocated), ``sum(size * itemsize)``, divided by the same sum over the
+parameters. Scalar counters are included (they are why the ratios are a hair
+above the round numbers on small trees).
+
+Step: ``jax.jit(step, donate_argnums=(0, 1))`` of ``update`` +
+``apply_updates``, lowered on abstract arguments and compiled (nothing is
+run); from XLA's ``memory_analysis()``: ``temp`` (scratch the step needs
+besides its arguments and outputs) and ``peak`` = arguments + outputs that do
+not alias a donated argument + temp, each per parameter byte. The scratch
+covers both branches of Anon's refresh ``cond``, so it holds for normal and
+refresh steps alike.
 """
 
 from __future__ import annotations
@@ -34,10 +42,33 @@ def state_ratio(tx, params) -> tuple[int, int, float]:
   return sb, pb, sb / pb
 
 
+def step_memory(tx, params) -> tuple[int, int]:
+  """(temp bytes, peak bytes) of the compiled, donated step."""
+  state = jax.eval_shape(tx.init, params)
+
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
+  analysis = compiled.memory_analysis()
+  peak = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+          - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
+  return int(analysis.temp_size_in_bytes), int(peak)
+
+
+BF16 = jnp.bfloat16
+
+
 def contenders():
   out = {
       "anon": lambda: anon_optax.anon(1e-3),
-      "anon (mu_dtype=bfloat16)": lambda: anon_optax.anon(1e-3, mu_dtype=jnp.bfloat16),
+      "anon (exact=True)": lambda: anon_optax.anon(1e-3, exact=True),
+      "anon (mu_dtype=bfloat16)": lambda: anon_optax.anon(1e-3, mu_dtype=BF16),
+      "anon (mu, precond bfloat16)": lambda: anon_optax.anon(
+          1e-3, mu_dtype=BF16, precond_dtype=BF16),
+      "anon (mu, nu, precond bfloat16)": lambda: anon_optax.anon(
+          1e-3, mu_dtype=BF16, nu_dtype=BF16, precond_dtype=BF16),
       "optax.adam": lambda: optax.adam(1e-3),
       "optax.adam (mu_dtype=bfloat16)": lambda: optax.adam(1e-3, mu_dtype=jnp.bfloat16),
       "optax.adamw": lambda: optax.adamw(1e-3),
@@ -65,10 +96,15 @@ def main(argv=None):
     params = {f"layer_{i:03d}": jax.ShapeDtypeStruct(s, param_dtype)
               for i, s in enumerate(shapes)}
     for name, make in contenders().items():
-      sb, pb, ratio = state_ratio(make(), params)
+      tx = make()
+      sb, pb, ratio = state_ratio(tx, params)
+      temp, peak = step_memory(tx, params)
       results.append({"optimizer": name, "param_dtype": jnp.dtype(param_dtype).name,
                       "state_bytes": sb, "param_bytes": pb,
-                      "state_bytes_per_param_byte": ratio})
+                      "state_bytes_per_param_byte": ratio,
+                      "step_temp_bytes": temp, "step_peak_bytes": peak,
+                      "step_temp_per_param_byte": temp / pb,
+                      "step_peak_per_param_byte": peak / pb})
 
   by_key = {(r["optimizer"], r["param_dtype"]): r for r in results}
   rows = []
@@ -76,9 +112,10 @@ def main(argv=None):
     adam = by_key[("optax.adam", r["param_dtype"])]["state_bytes_per_param_byte"]
     r["ratio_vs_adam"] = r["state_bytes_per_param_byte"] / adam
     rows.append([r["optimizer"], r["param_dtype"], f"{r['state_bytes'] / 2**20:.2f}",
-                 f"{r['state_bytes_per_param_byte']:.6f}", f"{r['ratio_vs_adam']:.4f}"])
+                 f"{r['state_bytes_per_param_byte']:.6f}", f"{r['ratio_vs_adam']:.4f}",
+                 f"{r['step_temp_per_param_byte']:.4f}", f"{r['step_peak_per_param_byte']:.3f}"])
   common.print_table(["optimizer", "params", "state MiB", "state bytes / param byte",
-                      "x optax.adam"],
+                      "x optax.adam", "step temp / param byte", "step peak / param byte"],
                      rows, title=f"optimizer state, {common.tree_size(shapes_tree(shapes))} "
                                  f"params in {len(shapes)} leaves")
   path = common.write_json(args.name, {

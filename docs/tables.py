@@ -162,10 +162,16 @@ def render_memory(results: dict[str, Any]) -> str:
       r["param_dtype"],
       f"{r['state_bytes_per_param_byte']:.6f}",
       f"{r['ratio_vs_adam']:.2f}",
+      f"{r['step_temp_per_param_byte']:.4f}",
+      f"{r['step_peak_per_param_byte']:.3f}",
     ]
     for r in results["results"]
   ]
-  return _markdown_table(["optimizer", "params", "state bytes / param byte", "x optax.adam"], rows)
+  return _markdown_table(
+    ["optimizer", "params", "state bytes / param byte", "x optax.adam",
+     "step scratch / param byte", "step peak / param byte"],
+    rows,
+  )
 
 
 TABLES: dict[str, Table] = {
@@ -189,7 +195,7 @@ TABLES: dict[str, Table] = {
   ),
   "memory": Table(
     results="benchmarks/results/memory.json",
-    command="python benchmarks/memory.py",
+    command="python -m benchmarks.memory",
     render=render_memory,
   ),
 }
