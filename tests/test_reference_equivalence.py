@@ -624,3 +624,46 @@ def test_reference_weight_decay_modes():
     out = run(mode, mask=[True, False])
     np.testing.assert_array_equal(out[-1][1], theta0[1])
     assert not np.allclose(out[-1][0], theta0[0])
+
+
+# --------------------------------------------------------------------------
+# Compact storage: the cost in accuracy of each dtype option.
+
+# Worst error |a - e| / (1 + |e|) against the float64 reference over 300 steps,
+# float32 parameters, gamma in {-0.5, 1, 1.5}, exact and default rules
+# (measured: mu 3.8e-2, precond 4.6e-3, nu 5.5e-3, all three 4.0e-2; float32
+# storage 1.3e-6). The bounds are ~1.5x those: a bfloat16 moment costs about
+# as much as bfloat16 parameters would, the preconditioner and the
+# (stochastically rounded) accumulator ten times less.
+_COMPACT_BOUNDS = {
+    "mu": (dict(mu_dtype=jnp.bfloat16), 6e-2),
+    "precond": (dict(precond_dtype=jnp.bfloat16), 8e-3),
+    "nu": (dict(nu_dtype=jnp.bfloat16), 8e-3),
+    "all": (dict(mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16,
+                 precond_dtype=jnp.bfloat16), 6e-2),
+}
+
+
+def _relative_error(actual, expected):
+  return max(
+      float(np.max(np.abs(np.asarray(a, np.float64) - e) / (1 + np.abs(e))))
+      for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)))
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("gamma", [-0.5, 1.0, 1.5])
+@pytest.mark.parametrize("option", sorted(_COMPACT_BOUNDS))
+def test_compact_storage_error_is_bounded(option, gamma, exact):
+  storage, bound = _COMPACT_BOUNDS[option]
+  params = _params(1, np.float32)
+  grads = _grad_stack(1, params)
+  kwargs = dict(learning_rate=LR, gamma=gamma, exact=exact)
+  expected = _reference(params, grads, **kwargs)
+  actual = _scan_trajectory(_anon(**kwargs, **storage), params, grads)
+  for leaf in jax.tree.leaves(actual):
+    assert leaf.dtype == np.float32
+  error = _relative_error(actual, expected)
+  assert error < bound, (option, error)
+  # Not vacuous: compact storage does change the trajectory (float32 storage
+  # stays below 1.5e-6).
+  assert error > 1e-4, (option, error)
