@@ -175,7 +175,7 @@ def anon(
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-16,
     gamma: optax.ScalarOrSchedule = 1.0,
-    weight_decay: jax.typing.ArrayLike = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     *,
     weight_decay_mode: str = "l2",
     mask: Optional[optax.MaskOrFn] = None,

@@ -17,6 +17,7 @@ import numbers
 from typing import Any, NamedTuple, Optional
 
 import jax
+from jax import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -83,7 +84,7 @@ def _check_real_scalar(
   else:
     closing = "inf)" if high == math.inf else f"{high:g})"
     allowed = f"a real number in [{low:g}, {closing}"
-  if isinstance(value, jax.core.Tracer):
+  if isinstance(value, jax_core.Tracer):
     if jnp.ndim(value) != 0:
       raise ValueError(f"`{name}` must be a scalar, got a traced array of "
                        f"shape {jnp.shape(value)}.")
@@ -467,7 +468,7 @@ def hvadam(
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-16,
     gamma: optax.ScalarOrSchedule = 0.0,
-    weight_decay: jax.typing.ArrayLike = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     *,
     weight_decay_mode: str = "l2",
     mask: Optional[optax.MaskOrFn] = None,

@@ -541,7 +541,7 @@ def update_preconditioner(
     # 1 known only at run time (exact in floating point) makes it too costly
     # for XLA to recompute inside that pass from the old accumulator, which
     # is overwritten in place: XLA would keep a copy of all of it to do so.
-    one = 1 + 0 * step.astype(jnp.float32)
+    one = 1 + 0 * jnp.asarray(step, jnp.float32)
     leaves = [s / one.astype(s.dtype) for s in leaves]
   nu = treedef.unflatten([
       _store(s, old.dtype, step=step, salt=index)

@@ -15,6 +15,7 @@ import numbers
 from typing import Any
 
 import jax
+from jax import core as jax_core
 import numpy as np
 
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
@@ -47,7 +48,7 @@ def _scalar_value(name: str, value: Any) -> float | None:
           f"`{name}` must be a real number or a real scalar array, got dtype "
           f"{dtype}."
       )
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax_core.Tracer):
       return None
     return float(value)
   raise TypeError(

@@ -5,6 +5,7 @@ that turns gradients into a unit-learning-rate step) with weight decay and the
 learning rate.
 """
 
+import jax.numpy as jnp
 import optax
 
 from anon_optax import _validation
@@ -16,7 +17,7 @@ def chain_with_weight_decay(
     weight_decay: optax.ScalarOrSchedule,
     weight_decay_mode: str,
     mask=None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
   r"""Returns `scale_by` chained with weight decay and the learning rate.
 
   With :math:`\eta_t` the learning rate, :math:`\lambda` the weight decay and
@@ -63,7 +64,7 @@ def chain_with_weight_decay(
   # "fixed": the decay is added after the (negated) learning rate is applied,
   # so its sign is flipped here to shrink the parameters by (1 - weight_decay).
   if callable(weight_decay):
-    negated_decay = lambda count: -weight_decay(count)
+    negated_decay = lambda count: -jnp.asarray(weight_decay(count))
   else:
     negated_decay = -weight_decay
   return optax.chain(
