@@ -1,0 +1,67 @@
+"""The IDU ablation of the paper reproduction under the default guard and under the exact rule.
+
+Run from the repository root::
+
+    python -m experiments.guard.ablation              # writes results/ablation.json
+    python -m experiments.guard.ablation --seeds 1 --lrs 0.01 --json /tmp/a.json   # shorter
+
+The digits CNN and budget of ``python -m experiments.paper.run_all`` (its default vision config),
+Anon with gamma 1 over beta3 in {0.1, ..., 0.9} x refresh sequences a_n = base^(n-1), base in
+{2, 3, 4}, at the learning rate the paper reproduction selected (0.01) and a third of it; once
+with the default guard (C = ``anon_optax._idu.GUARD_FACTOR``) and once with C = inf, which is the
+authors' rule (``exact=True``). ``experiments.paper.vision.idu_ablation`` does the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+from anon_optax import _idu
+from experiments import models
+from experiments.guard import sweep
+from experiments.paper import run_all
+from experiments.paper import vision
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--lrs", default="0.01,0.0033")
+  parser.add_argument("--json", default=str(HERE / "results" / "ablation.json"))
+  args = parser.parse_args(argv)
+  cfg = run_all.CONFIGS["default"]
+  seeds = list(range(args.seeds))
+  lrs = [float(x) for x in args.lrs.split(",")]
+  data = models.load_digits()
+  command = "python -m experiments.guard.ablation"
+  if args.seeds != 3 or args.lrs != "0.01,0.0033":
+    command += f" --seeds {args.seeds} --lrs {args.lrs}"
+  results = {"command": command, "config": cfg["vision"], "seeds": seeds,
+             "versions": run_all.versions(), "rules": {}, "seconds": {}}
+  rules = {"default": _idu.GUARD_FACTOR, "exact": float("inf")}
+  t0 = time.perf_counter()
+  for rule, factor in rules.items():
+    t = time.perf_counter()
+    with sweep.guard_factor(factor):
+      runner = vision.DigitsRunner(**cfg["vision"], data=data)
+      results["rules"][rule] = {
+          "guard_factor": sweep.label(factor),
+          "ablations": [vision.idu_ablation(
+              runner, seeds, lr, log=lambda m, r=rule: print(f"[{time.perf_counter() - t0:5.0f}s]"
+                                                             f" {r}: {m}", flush=True),
+              beta3s=cfg["idu"]["beta3s"], refresh_bases=cfg["idu"]["refresh_bases"])
+              for lr in lrs]}
+    results["seconds"][rule] = round(time.perf_counter() - t, 1)
+    path = pathlib.Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+  return results
+
+
+if __name__ == "__main__":
+  main()

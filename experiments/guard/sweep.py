@@ -1,0 +1,279 @@
+"""Sweeps the step guard's factor C of ``anon`` (``anon_optax._idu.GUARD_FACTOR``).
+
+Run from the repository root::
+
+    python -m experiments.guard.sweep                 # all parts, writes results/sweep.json
+    python -m experiments.guard.sweep --quick --json /tmp/guard.json     # seconds, a smoke run
+
+Three parts, each over 3 seeds and C in 1, 3, 10, 30, inf (inf: ``min(v, inf) = v``, the
+authors' rule, which ``exact=True`` also selects):
+
+* ``cnn``: the digits CNN of ``examples/digits_cnn.py`` (GELU; at the paper reproduction's
+  small size, ``experiments.paper.run_all``'s vision config) at its tuned learning rate 0.01 and
+  at 3x and 10x that. A well-conditioned run: how much does the guard change it?
+* ``mlp``: a ReLU MLP in the style of Optax's ``reduce_on_plateau`` example (64-128-128-10,
+  ``optax.chain(anon, optax.contrib.reduce_on_plateau)``) on the same digits, at lr 5e-3 and
+  1e-2, where the exact rule diverges.
+* ``binding``: in the CNN run at the tuned rate, the fraction of (element, step) pairs between
+  refreshes where the guard binds (``guarded < v``), computed with the package's own
+  ``step_preconditioner``; per C.
+
+C is read when a step is traced, so every C gets freshly compiled programs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import pathlib
+import time
+import types
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import anon_optax
+from anon_optax import _idu
+from experiments import models
+from experiments.paper import run_all
+from experiments.paper import vision
+
+HERE = pathlib.Path(__file__).resolve().parent
+FACTORS = (1.0, 3.0, 10.0, 30.0, float("inf"))
+CNN_LRS = (1e-2, 3e-2, 1e-1)
+MLP_LRS = (5e-3, 1e-2)
+SEEDS = (0, 1, 2)
+
+
+@contextlib.contextmanager
+def guard_factor(factor: float):
+  """Sets anon's guard factor C for the programs traced inside the block."""
+  saved = _idu.GUARD_FACTOR
+  _idu.GUARD_FACTOR = factor
+  try:
+    yield
+  finally:
+    _idu.GUARD_FACTOR = saved
+
+
+def label(factor: float) -> str:
+  return "inf" if np.isinf(factor) else f"{factor:g}"
+
+
+def _first_nonfinite(curve: np.ndarray) -> int | None:
+  bad = np.flatnonzero(~np.isfinite(curve))
+  return int(bad[0]) + 1 if bad.size else None
+
+
+def _summary(outs: list[dict[str, Any]]) -> dict[str, Any]:
+  accs = np.array([float(o["test_accuracy"]) for o in outs])
+  losses = np.array([float(o["train_loss"]) for o in outs])
+  first = [_first_nonfinite(np.asarray(o["loss_curve"])) for o in outs]
+  return {"test_accuracy_mean": float(accs.mean()), "test_accuracy_std": float(accs.std()),
+          "test_accuracy_per_seed": accs.tolist(), "train_loss_per_seed": losses.tolist(),
+          "first_nonfinite_step_per_seed": first}
+
+
+# ----------------------------------------------------------------------------------------------
+# The digits CNN.
+
+
+def cnn_sweep(cfg: dict[str, Any], data, factors, lrs, seeds, log=print) -> list[dict[str, Any]]:
+  rows = []
+  for factor in factors:
+    start = time.perf_counter()
+    with guard_factor(factor):
+      runner = vision.DigitsRunner(**cfg, data=data)
+      for lr in lrs:
+        outs = [runner.run("anon", s, lr=lr) for s in seeds]
+        rows.append({"factor": label(factor), "learning_rate": lr, **_summary(outs)})
+        log(f"  cnn C={label(factor):>3s} lr={lr:<6g} acc {rows[-1]['test_accuracy_mean']:.4f}"
+            f" first non-finite {rows[-1]['first_nonfinite_step_per_seed']}")
+    log(f"  ({time.perf_counter() - start:.0f}s)")
+  return rows
+
+
+def cnn_binding(cfg: dict[str, Any], data, factors, lr: float, seed: int) -> list[dict[str, Any]]:
+  """Fraction of elements the guard lowers, per step between refreshes, in one CNN run."""
+  runner = vision.DigitsRunner(**cfg, data=data)
+  params0, order = runner.init(seed)
+  graphdef = runner.graphdef
+  x_train, y_train = runner.x_train, runner.y_train
+
+  def loss_fn(params, x, y):
+    logits = nnx.merge(graphdef, params)(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  rows = []
+  for factor in factors:
+    if np.isinf(factor):
+      continue  # An infinite factor never binds.
+    with guard_factor(factor):
+      tx = anon_optax.anon(lr)
+
+      def step(carry, idx):
+        params, opt_state = carry
+        grads = jax.grad(loss_fn)(params, x_train[idx], y_train[idx])
+        updates, opt_state = tx.update(grads, opt_state, params)
+        state = types.SimpleNamespace(
+            precond=optax.tree_utils.tree_get(opt_state, "precond"),
+            nu=optax.tree_utils.tree_get(opt_state, "nu"),
+            num_accumulated=optax.tree_utils.tree_get(opt_state, "num_accumulated"))
+        guarded = _idu.step_preconditioner(state, exact=False, b2=0.999, eps=1e-16, gamma=1.0)
+        lowered = sum(jnp.sum(g < v) for g, v in zip(jax.tree.leaves(guarded),
+                                                      jax.tree.leaves(state.precond)))
+        between = state.num_accumulated > 0
+        return (optax.apply_updates(params, updates), opt_state), (lowered, between)
+
+      program = jax.jit(lambda p, o: jax.lax.scan(step, (p, tx.init(p)), o)[1])
+      lowered, between = (np.asarray(a) for a in program(params0, order))
+    size = sum(np.size(p) for p in jax.tree.leaves(params0))
+    frac = lowered / size
+    rows.append({"factor": label(factor), "learning_rate": lr, "seed": seed,
+                 "parameters": int(size), "steps": int(len(between)),
+                 "steps_between_refreshes": int(between.sum()),
+                 "fraction_of_elements_lowered": float(frac[between].mean()),
+                 "fraction_of_steps_with_any_lowered": float((lowered[between] > 0).mean()),
+                 "max_fraction_in_one_step": float(frac[between].max())})
+  return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The reduce_on_plateau ReLU MLP.
+
+
+def mlp_init(key, widths=(64, 128, 128, 10)):
+  """Flax Linen's Dense init: lecun_normal kernels (truncated), zero biases."""
+  params = []
+  for key, fan_in, fan_out in zip(jax.random.split(key, len(widths) - 1), widths, widths[1:]):
+    w = jax.nn.initializers.lecun_normal()(key, (fan_in, fan_out))
+    params.append({"w": w, "b": jnp.zeros(fan_out)})
+  return params
+
+
+def mlp_apply(params, x):
+  x = x.reshape(x.shape[0], -1)
+  for layer in params[:-1]:
+    x = jax.nn.relu(x @ layer["w"] + layer["b"])
+  return x @ params[-1]["w"] + params[-1]["b"]
+
+
+def mlp_sweep(data, factors, lrs, seeds, *, epochs: int, batch_size: int = 32,
+              log=print) -> list[dict[str, Any]]:
+  x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+  steps_per_epoch = len(x_train) // batch_size
+
+  def loss_fn(params, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(mlp_apply(params, x), y).mean()
+
+  def orders(seed):
+    rng = np.random.default_rng(seed)
+    n = steps_per_epoch * batch_size
+    return np.stack([rng.permutation(len(x_train))[:n] for _ in range(epochs)]).reshape(
+        -1, batch_size)
+
+  all_orders = jnp.asarray(np.stack([orders(s) for s in seeds]))
+  rows = []
+  for factor in factors:
+    with guard_factor(factor):
+      def train(seed, order, lr):
+        tx = optax.chain(
+            anon_optax.anon(lr),
+            optax.contrib.reduce_on_plateau(factor=0.5, patience=5, cooldown=0,
+                                            accumulation_size=steps_per_epoch))
+        params = mlp_init(jax.random.key(seed))
+
+        def step(carry, idx):
+          params, opt_state = carry
+          loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
+          updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+          return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, _), curve = jax.lax.scan(step, (params, tx.init(params)), order)
+        accuracy = jnp.mean(jnp.argmax(mlp_apply(params, x_test), -1) == y_test)
+        return {"test_accuracy": accuracy, "train_loss": loss_fn(params, x_train, y_train),
+                "loss_curve": curve}
+
+      # Seeds and rates loop over one compiled program: a vmap would batch the refresh counters.
+      program = jax.jit(train)
+      for lr in lrs:
+        outs = [jax.tree.map(np.asarray, program(jnp.int32(s), all_orders[i], jnp.float32(lr)))
+                for i, s in enumerate(seeds)]
+        rows.append({"factor": label(factor), "learning_rate": lr, **_summary(outs)})
+        log(f"  mlp C={label(factor):>3s} lr={lr:<6g} acc {rows[-1]['test_accuracy_mean']:.4f}"
+            f" first non-finite {rows[-1]['first_nonfinite_step_per_seed']}")
+  # Adam at the same rates, for reference.
+  for lr in lrs:
+    def train_adam(seed, order, lr):
+      tx = optax.chain(optax.adam(lr), optax.contrib.reduce_on_plateau(
+          factor=0.5, patience=5, cooldown=0, accumulation_size=steps_per_epoch))
+      params = mlp_init(jax.random.key(seed))
+
+      def step(carry, idx):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
+        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+      (params, _), curve = jax.lax.scan(step, (params, tx.init(params)), order)
+      accuracy = jnp.mean(jnp.argmax(mlp_apply(params, x_test), -1) == y_test)
+      return {"test_accuracy": accuracy, "train_loss": loss_fn(params, x_train, y_train),
+              "loss_curve": curve}
+
+    program = jax.jit(train_adam)
+    outs = [jax.tree.map(np.asarray, program(jnp.int32(s), all_orders[i], jnp.float32(lr)))
+            for i, s in enumerate(seeds)]
+    rows.append({"factor": "adam", "learning_rate": lr, **_summary(outs)})
+    log(f"  mlp adam lr={lr:<6g} acc {rows[-1]['test_accuracy_mean']:.4f}")
+  return rows
+
+
+def main(argv=None) -> dict[str, Any]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--parts", default="binding,mlp,cnn")
+  parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+  parser.add_argument("--json", default=str(HERE / "results" / "sweep.json"))
+  args = parser.parse_args(argv)
+  parts = args.parts.split(",")
+  cfg = dict(run_all.CONFIGS["quick" if args.quick else "default"]["vision"])
+  mlp_epochs = 1 if args.quick else 10
+  seeds = SEEDS[:1] if args.quick else SEEDS
+  data = models.load_digits()
+  t0 = time.perf_counter()
+  log = lambda msg: print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
+  results: dict[str, Any] = {
+      "command": "python -m experiments.guard.sweep" + (" --quick" if args.quick else ""),
+      "factors": [label(f) for f in FACTORS], "seeds": list(seeds),
+      "cnn_config": cfg, "mlp_config": {"widths": [64, 128, 128, 10], "activation": "relu",
+                                        "epochs": mlp_epochs, "batch_size": 32,
+                                        "plateau": {"factor": 0.5, "patience": 5}},
+      "versions": run_all.versions(), "seconds": {}}
+  for part in parts:
+    t = time.perf_counter()
+    if part == "cnn":
+      results["cnn"] = cnn_sweep(cfg, data, FACTORS, CNN_LRS, seeds, log=log)
+    elif part == "mlp":
+      results["mlp"] = mlp_sweep(data, FACTORS, MLP_LRS, seeds, epochs=mlp_epochs, log=log)
+    elif part == "binding":
+      results["binding"] = cnn_binding(cfg, data, FACTORS, CNN_LRS[0], seeds[0])
+      for row in results["binding"]:
+        log(f"  binding C={row['factor']}: {row}")
+    else:
+      parser.error(f"unknown part {part!r}")
+    results["seconds"][part] = round(time.perf_counter() - t, 1)
+    # Written after every part, so that a long run keeps what it has measured.
+    path = pathlib.Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"wrote {path}")
+  return results
+
+
+if __name__ == "__main__":
+  main()
