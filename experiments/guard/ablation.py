@@ -5,11 +5,12 @@ Run from the repository root::
     python -m experiments.guard.ablation              # writes results/ablation.json
     python -m experiments.guard.ablation --seeds 1 --lrs 0.01 --json /tmp/a.json   # shorter
 
-The digits CNN and budget of ``python -m experiments.paper.run_all`` (its default vision config),
-Anon with gamma 1 over beta3 in {0.1, ..., 0.9} x refresh sequences a_n = base^(n-1), base in
-{2, 3, 4}, at the learning rate the paper reproduction selected (0.01) and a third of it; once
-with the default guard (C = ``anon_optax._idu.GUARD_FACTOR``) and once with C = inf, which is the
-authors' rule (``exact=True``). ``experiments.paper.vision.idu_ablation`` does the runs.
+The digits CNN and budget of ``python -m experiments.paper.run_all`` (its default vision config:
+the program of ``experiments.paper.vision.DigitsRunner``), Anon with gamma 1 over beta3 in
+{0.1, ..., 0.9} x refresh sequences a_n = base^(n-1), base in {2, 3, 4}, at the learning rate the
+paper reproduction selected (0.01) and a third of it; once with the default guard
+(C = ``anon_optax._idu.GUARD_FACTOR``) and once with C = inf, the authors' rule
+(``exact=True``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from anon_optax import _idu
 from experiments import models
 from experiments.guard import sweep
 from experiments.paper import run_all
-from experiments.paper import vision
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -37,26 +37,31 @@ def main(argv=None) -> dict:
   cfg = run_all.CONFIGS["default"]
   seeds = list(range(args.seeds))
   lrs = [float(x) for x in args.lrs.split(",")]
-  data = models.load_digits()
   command = "python -m experiments.guard.ablation"
   if args.seeds != 3 or args.lrs != "0.01,0.0033":
     command += f" --seeds {args.seeds} --lrs {args.lrs}"
-  results = {"command": command, "config": cfg["vision"], "seeds": seeds,
-             "versions": run_all.versions(), "rules": {}, "seconds": {}}
+  digits = sweep.GuardedDigits(cfg["vision"], models.load_digits())
   rules = {"default": _idu.GUARD_FACTOR, "exact": float("inf")}
+  results = {"command": command, "config": cfg["vision"], "seeds": seeds,
+             "versions": run_all.versions(),
+             "rules": {rule: {"guard_factor": sweep.label(f), "ablations": []}
+                       for rule, f in rules.items()}}
   t0 = time.perf_counter()
-  for rule, factor in rules.items():
-    t = time.perf_counter()
-    with sweep.guard_factor(factor):
-      runner = vision.DigitsRunner(**cfg["vision"], data=data)
-      results["rules"][rule] = {
-          "guard_factor": sweep.label(factor),
-          "ablations": [vision.idu_ablation(
-              runner, seeds, lr, log=lambda m, r=rule: print(f"[{time.perf_counter() - t0:5.0f}s]"
-                                                             f" {r}: {m}", flush=True),
-              beta3s=cfg["idu"]["beta3s"], refresh_bases=cfg["idu"]["refresh_bases"])
-              for lr in lrs]}
-    results["seconds"][rule] = round(time.perf_counter() - t, 1)
+  for lr in lrs:
+    cells = {rule: [] for rule in rules}
+    for base in cfg["idu"]["refresh_bases"]:
+      for beta3 in cfg["idu"]["beta3s"]:
+        for rule, factor in rules.items():
+          outs = [digits.run(s, lr=lr, factor=factor, beta3=beta3, refresh_base=base)
+                  for s in seeds]
+          cells[rule].append({"refresh_base": base, "beta3": beta3, **sweep.summary(outs)})
+          print(f"[{time.perf_counter() - t0:5.0f}s] lr {lr:g} {base}^n beta3 {beta3:g} {rule}: "
+                f"{cells[rule][-1]['test_accuracy_mean']:.4f}", flush=True)
+    for rule in rules:
+      results["rules"][rule]["ablations"].append(
+          {"learning_rate": lr, "beta3s": list(cfg["idu"]["beta3s"]),
+           "refresh_bases": list(cfg["idu"]["refresh_bases"]), "cells": cells[rule]})
+    results["seconds"] = round(time.perf_counter() - t0, 1)
     path = pathlib.Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
