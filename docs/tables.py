@@ -177,6 +177,11 @@ def _accuracy_cell(row: dict[str, Any]) -> str:
   return cell
 
 
+def _seed_count(rows: list[dict[str, Any]]) -> str:
+  (count,) = {len(r["test_accuracy_per_seed"]) for r in rows}
+  return f"{count} seed{'s' if count != 1 else ''}"
+
+
 def _factor_table(rows: list[dict[str, Any]]) -> str:
   """Rows keyed by (factor, learning_rate) -> one line per factor, one column per rate."""
   rates = sorted({r["learning_rate"] for r in rows})
@@ -195,15 +200,15 @@ def _factor_table(rows: list[dict[str, Any]]) -> str:
 
 def render_guard_cnn(results: dict[str, Any]) -> str:
   """experiments/guard/sweep.py, part cnn: the digits CNN per guard factor and learning rate."""
-  seeds = len(results["seeds"])
-  return (f"Test accuracy of the digits CNN (GELU), mean ± std over {seeds} seeds:\n\n"
+  seeds = _seed_count(results["cnn"])
+  return (f"Test accuracy of the digits CNN (GELU), mean ± std over {seeds}:\n\n"
           + _factor_table(results["cnn"]))
 
 
 def render_guard_mlp(results: dict[str, Any]) -> str:
   """experiments/guard/sweep.py, part mlp: the reduce_on_plateau ReLU MLP."""
-  seeds = len(results["seeds"])
-  return (f"Test accuracy of the `reduce_on_plateau` ReLU MLP, mean ± std over {seeds} seeds:"
+  seeds = _seed_count(results["mlp"])
+  return (f"Test accuracy of the `reduce_on_plateau` ReLU MLP, mean ± std over {seeds}:"
           "\n\n" + _factor_table(results["mlp"]))
 
 
@@ -237,8 +242,9 @@ def render_guard_ablation(results: dict[str, Any]) -> str:
         body.append([f"{base}^n", label] + [
           f"{100 * cells[b]['test_accuracy_mean']:.2f} ± {100 * cells[b]['test_accuracy_std']:.2f}"
           for b in beta3s])
+    seeds = len(results["seeds"])
     parts.append(f"lr {_rate(ablation['learning_rate'])}, test accuracy %, mean ± std over "
-                 f"{len(results['seeds'])} seeds:\n\n"
+                 f"{seeds} seed{'s' if seeds != 1 else ''}:\n\n"
                  + _markdown_table(["a_n", "rule", *[f"beta3 {b:g}" for b in beta3s]], body))
   return "\n\n".join(parts)
 
@@ -269,22 +275,22 @@ TABLES: dict[str, Table] = {
   ),
   "guard-cnn": Table(
     results="experiments/guard/results/sweep.json",
-    command="python -m experiments.guard.sweep",
+    command="python -m experiments.guard.sweep --parts cnn --seeds 1 --cnn-lrs 0.01,0.1 --update",
     render=render_guard_cnn,
   ),
   "guard-mlp": Table(
     results="experiments/guard/results/sweep.json",
-    command="python -m experiments.guard.sweep",
+    command="python -m experiments.guard.sweep --parts binding,mlp",
     render=render_guard_mlp,
   ),
   "guard-binding": Table(
     results="experiments/guard/results/sweep.json",
-    command="python -m experiments.guard.sweep",
+    command="python -m experiments.guard.sweep --parts binding,mlp",
     render=render_guard_binding,
   ),
   "guard-ablation": Table(
     results="experiments/guard/results/ablation.json",
-    command="python -m experiments.guard.ablation",
+    command="python -m experiments.guard.ablation --seeds 1 --lrs 0.01 --beta3s 0.1,0.5,0.9",
     render=render_guard_ablation,
   ),
 }

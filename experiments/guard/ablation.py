@@ -32,14 +32,18 @@ def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--lrs", default="0.01,0.0033")
+  parser.add_argument("--beta3s", default=None, help="default: the paper reproduction's five")
   parser.add_argument("--json", default=str(HERE / "results" / "ablation.json"))
   args = parser.parse_args(argv)
   cfg = run_all.CONFIGS["default"]
   seeds = list(range(args.seeds))
   lrs = [float(x) for x in args.lrs.split(",")]
   command = "python -m experiments.guard.ablation"
-  if args.seeds != 3 or args.lrs != "0.01,0.0033":
+  beta3s = (tuple(float(b) for b in args.beta3s.split(",")) if args.beta3s
+            else tuple(cfg["idu"]["beta3s"]))
+  if args.seeds != 3 or args.lrs != "0.01,0.0033" or args.beta3s:
     command += f" --seeds {args.seeds} --lrs {args.lrs}"
+    command += f" --beta3s {args.beta3s}" if args.beta3s else ""
   digits = sweep.GuardedDigits(cfg["vision"], models.load_digits())
   rules = {"default": _idu.GUARD_FACTOR, "exact": float("inf")}
   results = {"command": command, "config": cfg["vision"], "seeds": seeds,
@@ -50,7 +54,7 @@ def main(argv=None) -> dict:
   for lr in lrs:
     cells = {rule: [] for rule in rules}
     for base in cfg["idu"]["refresh_bases"]:
-      for beta3 in cfg["idu"]["beta3s"]:
+      for beta3 in beta3s:
         for rule, factor in rules.items():
           outs = [digits.run(s, lr=lr, factor=factor, beta3=beta3, refresh_base=base)
                   for s in seeds]
@@ -59,7 +63,7 @@ def main(argv=None) -> dict:
                 f"{cells[rule][-1]['test_accuracy_mean']:.4f}", flush=True)
     for rule in rules:
       results["rules"][rule]["ablations"].append(
-          {"learning_rate": lr, "beta3s": list(cfg["idu"]["beta3s"]),
+          {"learning_rate": lr, "beta3s": list(beta3s),
            "refresh_bases": list(cfg["idu"]["refresh_bases"]), "cells": cells[rule]})
     results["seconds"] = round(time.perf_counter() - t0, 1)
     path = pathlib.Path(args.json)

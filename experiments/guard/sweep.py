@@ -255,11 +255,16 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument("--parts", default="binding,mlp,cnn")
   parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
   parser.add_argument("--json", default=str(HERE / "results" / "sweep.json"))
+  parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per cell (default 3)")
+  parser.add_argument("--cnn-lrs", default=",".join(map(str, CNN_LRS)))
+  parser.add_argument("--update", action="store_true",
+                      help="keep the other parts of an existing --json file, rerun --parts")
   args = parser.parse_args(argv)
   parts = args.parts.split(",")
   cfg = dict(run_all.CONFIGS["quick" if args.quick else "default"]["vision"])
   mlp_epochs = 1 if args.quick else 10
-  seeds = SEEDS[:1] if args.quick else SEEDS
+  seeds = SEEDS[:1] if args.quick else tuple(range(args.seeds))
+  cnn_lrs = tuple(float(x) for x in args.cnn_lrs.split(","))
   data = models.load_digits()
   digits = GuardedDigits(cfg, data)
   t0 = time.perf_counter()
@@ -267,18 +272,22 @@ def main(argv=None) -> dict[str, Any]:
   def log(msg):
     print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
 
+  command = "python -m experiments.guard.sweep" + (" --quick" if args.quick else "")
+  if args.seeds != len(SEEDS) or cnn_lrs != CNN_LRS:
+    command += f" --parts {args.parts} --seeds {args.seeds} --cnn-lrs {args.cnn_lrs}"
+  path = pathlib.Path(args.json)
   results: dict[str, Any] = {
-      "command": "python -m experiments.guard.sweep" + (" --quick" if args.quick else ""),
-      "factors": [label(f) for f in FACTORS], "seeds": list(seeds),
+      "factors": [label(f) for f in FACTORS],
       "cnn_config": cfg, "mlp_config": {"widths": [64, 128, 128, 10], "activation": "relu",
                                         "epochs": mlp_epochs, "batch_size": 32,
                                         "plateau": {"factor": 0.5, "patience": 5}},
-      "versions": run_all.versions(), "seconds": {}}
-  path = pathlib.Path(args.json)
+      "versions": run_all.versions(), "seconds": {}, "commands": {}, "seeds": {}}
+  if args.update and path.exists():
+    results = json.loads(path.read_text())
   for part in parts:
     t = time.perf_counter()
     if part == "cnn":
-      results["cnn"] = cnn_sweep(digits, FACTORS, CNN_LRS, seeds, log=log)
+      results["cnn"] = cnn_sweep(digits, FACTORS, cnn_lrs, seeds, log=log)
     elif part == "mlp":
       results["mlp"] = mlp_sweep(data, FACTORS, MLP_LRS, seeds, epochs=mlp_epochs, log=log)
     elif part == "binding":
@@ -288,6 +297,8 @@ def main(argv=None) -> dict[str, Any]:
     else:
       parser.error(f"unknown part {part!r}")
     results["seconds"][part] = round(time.perf_counter() - t, 1)
+    results["commands"][part] = command
+    results["seeds"][part] = list(seeds)
     # Written after every part, so that a long run keeps what it has measured.
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
