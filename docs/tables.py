@@ -170,16 +170,19 @@ def render_memory(results: dict[str, Any]) -> str:
 
 def _accuracy_cell(row: dict[str, Any]) -> str:
   """Mean test accuracy over seeds, its std, and the seeds that went non-finite (and when)."""
-  cell = f"{row['test_accuracy_mean']:.4f} ± {row['test_accuracy_std']:.4f}"
+  cell = f"{row['test_accuracy_mean']:.4f}"
+  if len(row["test_accuracy_per_seed"]) > 1:
+    cell += f" ± {row['test_accuracy_std']:.4f}"
   broken = [s for s in row["first_nonfinite_step_per_seed"] if s is not None]
   if broken:
-    cell += f" (non-finite in {len(broken)} seed{'s' if len(broken) != 1 else ''}, from step {min(broken)})"
+    cell += (f" (non-finite in {len(broken)} seed{'s' if len(broken) != 1 else ''},"
+             f" first at step {min(broken)})")
   return cell
 
 
 def _seed_count(rows: list[dict[str, Any]]) -> str:
   (count,) = {len(r["test_accuracy_per_seed"]) for r in rows}
-  return f"{count} seed{'s' if count != 1 else ''}"
+  return f"mean ± std over {count} seeds" if count > 1 else "one seed"
 
 
 def _factor_table(rows: list[dict[str, Any]]) -> str:
@@ -201,14 +204,14 @@ def _factor_table(rows: list[dict[str, Any]]) -> str:
 def render_guard_cnn(results: dict[str, Any]) -> str:
   """experiments/guard/sweep.py, part cnn: the digits CNN per guard factor and learning rate."""
   seeds = _seed_count(results["cnn"])
-  return (f"Test accuracy of the digits CNN (GELU), mean ± std over {seeds}:\n\n"
+  return (f"Test accuracy of the digits CNN (GELU), {seeds}:\n\n"
           + _factor_table(results["cnn"]))
 
 
 def render_guard_mlp(results: dict[str, Any]) -> str:
   """experiments/guard/sweep.py, part mlp: the reduce_on_plateau ReLU MLP."""
   seeds = _seed_count(results["mlp"])
-  return (f"Test accuracy of the `reduce_on_plateau` ReLU MLP, mean ± std over {seeds}:"
+  return (f"Test accuracy of the `reduce_on_plateau` ReLU MLP, {seeds}:"
           "\n\n" + _factor_table(results["mlp"]))
 
 
@@ -240,11 +243,12 @@ def render_guard_ablation(results: dict[str, Any]) -> str:
         cells = {c["beta3"]: c for c in rules[rule]["ablations"][index]["cells"]
                  if c["refresh_base"] == base}
         body.append([f"{base}^n", label] + [
-          f"{100 * cells[b]['test_accuracy_mean']:.2f} ± {100 * cells[b]['test_accuracy_std']:.2f}"
+          f"{100 * cells[b]['test_accuracy_mean']:.2f}"
+          + (f" ± {100 * cells[b]['test_accuracy_std']:.2f}" if len(results["seeds"]) > 1 else "")
           for b in beta3s])
     seeds = len(results["seeds"])
-    parts.append(f"lr {_rate(ablation['learning_rate'])}, test accuracy %, mean ± std over "
-                 f"{seeds} seed{'s' if seeds != 1 else ''}:\n\n"
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    parts.append(f"lr {_rate(ablation['learning_rate'])}, test accuracy %, {spread}:\n\n"
                  + _markdown_table(["a_n", "rule", *[f"beta3 {b:g}" for b in beta3s]], body))
   return "\n\n".join(parts)
 
