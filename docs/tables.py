@@ -279,7 +279,7 @@ TABLES: dict[str, Table] = {
   ),
   "guard-cnn": Table(
     results="experiments/guard/results/sweep.json",
-    command="python -m experiments.guard.sweep --parts cnn --seeds 1 --cnn-lrs 0.01,0.1 --update",
+    command="python -m experiments.guard.sweep --parts cnn --cnn-lrs 0.01,0.1 --update",
     render=render_guard_cnn,
   ),
   "guard-mlp": Table(
