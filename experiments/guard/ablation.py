@@ -39,32 +39,45 @@ def main(argv=None) -> dict:
   seeds = list(range(args.seeds))
   lrs = [float(x) for x in args.lrs.split(",")]
   command = "python -m experiments.guard.ablation"
-  beta3s = (tuple(float(b) for b in args.beta3s.split(",")) if args.beta3s
-            else tuple(cfg["idu"]["beta3s"]))
+  beta3s = (
+    tuple(float(b) for b in args.beta3s.split(",")) if args.beta3s else tuple(cfg["idu"]["beta3s"])
+  )
   if args.seeds != 3 or args.lrs != "0.01,0.0033" or args.beta3s:
     command += f" --seeds {args.seeds} --lrs {args.lrs}"
     command += f" --beta3s {args.beta3s}" if args.beta3s else ""
   digits = sweep.GuardedDigits(cfg["vision"], models.load_digits())
   rules = {"default": _idu.GUARD_FACTOR, "exact": float("inf")}
-  results = {"command": command, "config": cfg["vision"], "seeds": seeds,
-             "versions": run_all.versions(),
-             "rules": {rule: {"guard_factor": sweep.label(f), "ablations": []}
-                       for rule, f in rules.items()}}
+  results = {
+    "command": command,
+    "config": cfg["vision"],
+    "seeds": seeds,
+    "versions": run_all.versions(),
+    "rules": {rule: {"guard_factor": sweep.label(f), "ablations": []} for rule, f in rules.items()},
+  }
   t0 = time.perf_counter()
   for lr in lrs:
     cells = {rule: [] for rule in rules}
     for base in cfg["idu"]["refresh_bases"]:
       for beta3 in beta3s:
         for rule, factor in rules.items():
-          outs = [digits.run(s, lr=lr, factor=factor, beta3=beta3, refresh_base=base)
-                  for s in seeds]
+          outs = [
+            digits.run(s, lr=lr, factor=factor, beta3=beta3, refresh_base=base) for s in seeds
+          ]
           cells[rule].append({"refresh_base": base, "beta3": beta3, **sweep.summary(outs)})
-          print(f"[{time.perf_counter() - t0:5.0f}s] lr {lr:g} {base}^n beta3 {beta3:g} {rule}: "
-                f"{cells[rule][-1]['test_accuracy_mean']:.4f}", flush=True)
+          print(
+            f"[{time.perf_counter() - t0:5.0f}s] lr {lr:g} {base}^n beta3 {beta3:g} {rule}: "
+            f"{cells[rule][-1]['test_accuracy_mean']:.4f}",
+            flush=True,
+          )
     for rule in rules:
       results["rules"][rule]["ablations"].append(
-          {"learning_rate": lr, "beta3s": list(beta3s),
-           "refresh_bases": list(cfg["idu"]["refresh_bases"]), "cells": cells[rule]})
+        {
+          "learning_rate": lr,
+          "beta3s": list(beta3s),
+          "refresh_bases": list(cfg["idu"]["refresh_bases"]),
+          "cells": cells[rule],
+        }
+      )
     results["seconds"] = round(time.perf_counter() - t0, 1)
     path = pathlib.Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

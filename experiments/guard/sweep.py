@@ -34,11 +34,11 @@ import time
 import types
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 import anon_optax
 from anon_optax import _idu
@@ -77,9 +77,13 @@ def summary(outs: list[dict[str, Any]]) -> dict[str, Any]:
   accs = np.array([float(o["test_accuracy"]) for o in outs])
   losses = np.array([float(o["train_loss"]) for o in outs])
   first = [_first_nonfinite(np.asarray(o["loss_curve"])) for o in outs]
-  return {"test_accuracy_mean": float(accs.mean()), "test_accuracy_std": float(accs.std()),
-          "test_accuracy_per_seed": accs.tolist(), "train_loss_per_seed": losses.tolist(),
-          "first_nonfinite_step_per_seed": first}
+  return {
+    "test_accuracy_mean": float(accs.mean()),
+    "test_accuracy_std": float(accs.std()),
+    "test_accuracy_per_seed": accs.tolist(),
+    "train_loss_per_seed": losses.tolist(),
+    "first_nonfinite_step_per_seed": first,
+  }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,18 +116,21 @@ class GuardedDigits:
         def step(carry, idx):
           params, opt_state = carry
           (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
-              params, r.x_train[idx], r.y_train[idx])
+            params, r.x_train[idx], r.y_train[idx]
+          )
           updates, opt_state = tx.update(grads, opt_state, params)
           out = {"loss": loss}
           if record_binding:
             state = types.SimpleNamespace(
-                precond=optax.tree_utils.tree_get(opt_state, "precond"),
-                nu=optax.tree_utils.tree_get(opt_state, "nu"),
-                num_accumulated=optax.tree_utils.tree_get(opt_state, "num_accumulated"))
-            guarded = _idu.step_preconditioner(state, exact=False, b2=0.999, eps=1e-16,
-                                               gamma=1.0)
-            out["lowered"] = sum(jnp.sum(g < v) for g, v in zip(
-                jax.tree.leaves(guarded), jax.tree.leaves(state.precond)))
+              precond=optax.tree_utils.tree_get(opt_state, "precond"),
+              nu=optax.tree_utils.tree_get(opt_state, "nu"),
+              num_accumulated=optax.tree_utils.tree_get(opt_state, "num_accumulated"),
+            )
+            guarded = _idu.step_preconditioner(state, exact=False, b2=0.999, eps=1e-16, gamma=1.0)
+            out["lowered"] = sum(
+              jnp.sum(g < v)
+              for g, v in zip(jax.tree.leaves(guarded), jax.tree.leaves(state.precond))
+            )
             out["between_refreshes"] = state.num_accumulated > 0
           return (optax.apply_updates(params, updates), opt_state), out
 
@@ -131,17 +138,30 @@ class GuardedDigits:
       train_loss, _ = self._loss(params, r.x_train, r.y_train)
       _, logits = self._loss(params, r.x_test, r.y_test)
       accuracy = jnp.mean(jnp.argmax(logits, -1) == r.y_test)
-      return {"test_accuracy": accuracy, "train_loss": train_loss, "loss_curve": outs.pop("loss"),
-              **outs}
+      return {
+        "test_accuracy": accuracy,
+        "train_loss": train_loss,
+        "loss_curve": outs.pop("loss"),
+        **outs,
+      }
 
     self._programs[key] = jax.jit(train)
     return self._programs[key]
 
-  def run(self, seed: int, *, lr: float, factor: float, beta3: float = 0.5,
-          refresh_base: int = 2, record_binding: bool = False) -> dict[str, np.ndarray]:
+  def run(
+    self,
+    seed: int,
+    *,
+    lr: float,
+    factor: float,
+    beta3: float = 0.5,
+    refresh_base: int = 2,
+    record_binding: bool = False,
+  ) -> dict[str, np.ndarray]:
     params, order = self.runner.init(seed)
     out = self._program(refresh_base, record_binding)(
-        params, order, jnp.float32(lr), jnp.float32(beta3), jnp.float32(factor))
+      params, order, jnp.float32(lr), jnp.float32(beta3), jnp.float32(factor)
+    )
     out = {k: np.asarray(v) for k, v in out.items()}
     out["parameters"] = sum(np.size(p) for p in jax.tree.leaves(params))
     return out
@@ -153,8 +173,10 @@ def cnn_sweep(digits: GuardedDigits, factors, lrs, seeds, log=print) -> list[dic
     for lr in lrs:
       outs = [digits.run(s, lr=lr, factor=factor) for s in seeds]
       rows.append({"factor": label(factor), "learning_rate": lr, **summary(outs)})
-      log(f"  cnn C={label(factor):>3s} lr={lr:<6g} acc {rows[-1]['test_accuracy_mean']:.4f}"
-          f" first non-finite {rows[-1]['first_nonfinite_step_per_seed']}")
+      log(
+        f"  cnn C={label(factor):>3s} lr={lr:<6g} acc {rows[-1]['test_accuracy_mean']:.4f}"
+        f" first non-finite {rows[-1]['first_nonfinite_step_per_seed']}"
+      )
   return rows
 
 
@@ -167,12 +189,19 @@ def cnn_binding(digits: GuardedDigits, factors, lr: float, seed: int) -> list[di
     out = digits.run(seed, lr=lr, factor=factor, record_binding=True)
     between = out["between_refreshes"]
     frac = out["lowered"] / out["parameters"]
-    rows.append({"factor": label(factor), "learning_rate": lr, "seed": seed,
-                 "parameters": int(out["parameters"]), "steps": int(len(between)),
-                 "steps_between_refreshes": int(between.sum()),
-                 "fraction_of_elements_lowered": float(frac[between].mean()),
-                 "fraction_of_steps_with_any_lowered": float((out["lowered"][between] > 0).mean()),
-                 "max_fraction_in_one_step": float(frac[between].max())})
+    rows.append(
+      {
+        "factor": label(factor),
+        "learning_rate": lr,
+        "seed": seed,
+        "parameters": int(out["parameters"]),
+        "steps": int(len(between)),
+        "steps_between_refreshes": int(between.sum()),
+        "fraction_of_elements_lowered": float(frac[between].mean()),
+        "fraction_of_steps_with_any_lowered": float((out["lowered"][between] > 0).mean()),
+        "max_fraction_in_one_step": float(frac[between].max()),
+      }
+    )
   return rows
 
 
@@ -183,9 +212,13 @@ def cnn_binding(digits: GuardedDigits, factors, lr: float, seed: int) -> list[di
 def mlp_init(key, widths=(64, 128, 128, 10)):
   """Flax Linen's Dense init: lecun_normal kernels, zero biases."""
   params = []
-  for key, fan_in, fan_out in zip(jax.random.split(key, len(widths) - 1), widths, widths[1:]):
-    params.append({"w": jax.nn.initializers.lecun_normal()(key, (fan_in, fan_out)),
-                   "b": jnp.zeros(fan_out)})
+  for layer_key, fan_in, fan_out in zip(jax.random.split(key, len(widths) - 1), widths, widths[1:]):
+    params.append(
+      {
+        "w": jax.nn.initializers.lecun_normal()(layer_key, (fan_in, fan_out)),
+        "b": jnp.zeros(fan_out),
+      }
+    )
   return params
 
 
@@ -196,8 +229,9 @@ def mlp_apply(params, x):
   return x @ params[-1]["w"] + params[-1]["b"]
 
 
-def mlp_sweep(data, factors, lrs, seeds, *, epochs: int, batch_size: int = 32,
-              log=print) -> list[dict[str, Any]]:
+def mlp_sweep(
+  data, factors, lrs, seeds, *, epochs: int, batch_size: int = 32, log=print
+) -> list[dict[str, Any]]:
   x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
   steps_per_epoch = len(x_train) // batch_size
@@ -208,13 +242,18 @@ def mlp_sweep(data, factors, lrs, seeds, *, epochs: int, batch_size: int = 32,
   def batch_order(seed):
     rng = np.random.default_rng(seed)
     n = steps_per_epoch * batch_size
-    return jnp.asarray(np.stack([rng.permutation(len(x_train))[:n] for _ in range(epochs)])
-                       .reshape(-1, batch_size))
+    return jnp.asarray(
+      np.stack([rng.permutation(len(x_train))[:n] for _ in range(epochs)]).reshape(-1, batch_size)
+    )
 
   def make_tx(name, lr):
     base = anon_optax.anon(lr) if name == "anon" else optax.adam(lr)
-    return optax.chain(base, optax.contrib.reduce_on_plateau(
-        factor=0.5, patience=5, cooldown=0, accumulation_size=steps_per_epoch))
+    return optax.chain(
+      base,
+      optax.contrib.reduce_on_plateau(
+        factor=0.5, patience=5, cooldown=0, accumulation_size=steps_per_epoch
+      ),
+    )
 
   # Seeds, rates and factors loop over one compiled program per optimizer: a vmap would batch
   # the refresh counters.
@@ -232,21 +271,35 @@ def mlp_sweep(data, factors, lrs, seeds, *, epochs: int, batch_size: int = 32,
 
       (params, _), curve = jax.lax.scan(step, (params, tx.init(params)), order)
     accuracy = jnp.mean(jnp.argmax(mlp_apply(params, x_test), -1) == y_test)
-    return {"test_accuracy": accuracy, "train_loss": loss_fn(params, x_train, y_train),
-            "loss_curve": curve}
+    return {
+      "test_accuracy": accuracy,
+      "train_loss": loss_fn(params, x_train, y_train),
+      "loss_curve": curve,
+    }
 
   orders = {s: batch_order(s) for s in seeds}
   rows = []
   for name, row_factors in (("anon", factors), ("adam", (1.0,))):
     for factor in row_factors:
       for lr in lrs:
-        outs = [jax.tree.map(np.asarray, train(name, jnp.int32(s), orders[s], jnp.float32(lr),
-                                               jnp.float32(factor))) for s in seeds]
-        rows.append({"factor": label(factor) if name == "anon" else "adam",
-                     "learning_rate": lr, **summary(outs)})
-        log(f"  mlp {rows[-1]['factor']:>4s} lr={lr:<6g} acc "
-            f"{rows[-1]['test_accuracy_mean']:.4f} first non-finite "
-            f"{rows[-1]['first_nonfinite_step_per_seed']}")
+        outs = [
+          jax.tree.map(
+            np.asarray, train(name, jnp.int32(s), orders[s], jnp.float32(lr), jnp.float32(factor))
+          )
+          for s in seeds
+        ]
+        rows.append(
+          {
+            "factor": label(factor) if name == "anon" else "adam",
+            "learning_rate": lr,
+            **summary(outs),
+          }
+        )
+        log(
+          f"  mlp {rows[-1]['factor']:>4s} lr={lr:<6g} acc "
+          f"{rows[-1]['test_accuracy_mean']:.4f} first non-finite "
+          f"{rows[-1]['first_nonfinite_step_per_seed']}"
+        )
   return rows
 
 
@@ -257,8 +310,11 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument("--json", default=str(HERE / "results" / "sweep.json"))
   parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per cell (default 3)")
   parser.add_argument("--cnn-lrs", default=",".join(map(str, CNN_LRS)))
-  parser.add_argument("--update", action="store_true",
-                      help="keep the other parts of an existing --json file, rerun --parts")
+  parser.add_argument(
+    "--update",
+    action="store_true",
+    help="keep the other parts of an existing --json file, rerun --parts",
+  )
   args = parser.parse_args(argv)
   parts = args.parts.split(",")
   cfg = dict(run_all.CONFIGS["quick" if args.quick else "default"]["vision"])
@@ -277,11 +333,20 @@ def main(argv=None) -> dict[str, Any]:
     command += f" --parts {args.parts} --seeds {args.seeds} --cnn-lrs {args.cnn_lrs}"
   path = pathlib.Path(args.json)
   results: dict[str, Any] = {
-      "factors": [label(f) for f in FACTORS],
-      "cnn_config": cfg, "mlp_config": {"widths": [64, 128, 128, 10], "activation": "relu",
-                                        "epochs": mlp_epochs, "batch_size": 32,
-                                        "plateau": {"factor": 0.5, "patience": 5}},
-      "versions": run_all.versions(), "seconds": {}, "commands": {}, "seeds": {}}
+    "factors": [label(f) for f in FACTORS],
+    "cnn_config": cfg,
+    "mlp_config": {
+      "widths": [64, 128, 128, 10],
+      "activation": "relu",
+      "epochs": mlp_epochs,
+      "batch_size": 32,
+      "plateau": {"factor": 0.5, "patience": 5},
+    },
+    "versions": run_all.versions(),
+    "seconds": {},
+    "commands": {},
+    "seeds": {},
+  }
   if args.update and path.exists():
     results = json.loads(path.read_text())
   for part in parts:
