@@ -192,8 +192,8 @@ def anon(
   Anon raises the second moment to a tunable real power :math:`\gamma`: 0 is
   SGD with momentum, 1 is Adam-like, and values above 1 or below 0 extrapolate
   beyond both. Its preconditioner is refreshed only at steps 1, 2, 4, 8, ...
-  through a harmonic-mean incremental delay update (IDU) that keeps the step
-  stable for every :math:`\gamma`. With :math:`\eta_t` the learning rate:
+  through a harmonic-mean incremental delay update (IDU), which damps how
+  much one refresh can change it. With :math:`\eta_t` the learning rate:
 
   .. math::
     m_t &= b_1 m_{t-1} + (1 - b_1) g_t, \qquad
@@ -210,9 +210,13 @@ def anon(
   :func:`optax.scale_by_learning_rate`.
 
   The preconditioner is held between refreshes: a parameter whose gradient is
-  exactly zero at a refresh (a dead ReLU unit) gets :math:`v =
-  \epsilon^{-\gamma/2}` (1e8 at the default ``eps`` and ``gamma = 1``) until
-  the next one. With such parameters, prefer a larger ``eps`` or clip.
+  zero or tiny at a refresh (a ReLU unit dead for the first batches) gets a
+  huge :math:`v` (up to :math:`\epsilon^{-\gamma/2}`, 1e8 at the default
+  ``eps`` and ``gamma = 1``) until the next one, and under the authors' rule
+  (``exact=True``) its steps are that much too large when its gradient
+  returns; clipping the gradients does not prevent it. The default guard
+  bounds each step's :math:`v` by 10 times what a refresh at that step would
+  give (docs/algorithm.md, "The default guard").
 
   Args:
     learning_rate: a float or an Optax schedule of the step count.

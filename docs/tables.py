@@ -174,6 +174,91 @@ def render_memory(results: dict[str, Any]) -> str:
   )
 
 
+def _accuracy_cell(row: dict[str, Any]) -> str:
+  """Mean test accuracy over seeds, its std, and the seeds that went non-finite (and when)."""
+  cell = f"{row['test_accuracy_mean']:.4f}"
+  if len(row["test_accuracy_per_seed"]) > 1:
+    cell += f" ± {row['test_accuracy_std']:.4f}"
+  broken = [s for s in row["first_nonfinite_step_per_seed"] if s is not None]
+  if broken:
+    cell += (f" (non-finite in {len(broken)} seed{'s' if len(broken) != 1 else ''},"
+             f" first at step {min(broken)})")
+  return cell
+
+
+def _seed_count(rows: list[dict[str, Any]]) -> str:
+  (count,) = {len(r["test_accuracy_per_seed"]) for r in rows}
+  return f"mean ± std over {count} seeds" if count > 1 else "one seed"
+
+
+def _factor_table(rows: list[dict[str, Any]]) -> str:
+  """Rows keyed by (factor, learning_rate) -> one line per factor, one column per rate."""
+  rates = sorted({r["learning_rate"] for r in rows})
+  factors = list(dict.fromkeys(r["factor"] for r in rows))
+  cells = {(r["factor"], r["learning_rate"]): r for r in rows}
+
+  def name(factor: str) -> str:
+    if factor == "adam":
+      return "optax.adam"
+    return "C = inf (exact rule)" if factor == "inf" else f"C = {factor}"
+
+  body = [[name(f)] + [_accuracy_cell(cells[f, lr]) if (f, lr) in cells else "" for lr in rates]
+          for f in factors]
+  return _markdown_table(["", *[f"lr {_rate(lr)}" for lr in rates]], body)
+
+
+def render_guard_cnn(results: dict[str, Any]) -> str:
+  """experiments/guard/sweep.py, part cnn: the digits CNN per guard factor and learning rate."""
+  seeds = _seed_count(results["cnn"])
+  return (f"Test accuracy of the digits CNN (GELU), {seeds}:\n\n"
+          + _factor_table(results["cnn"]))
+
+
+def render_guard_mlp(results: dict[str, Any]) -> str:
+  """experiments/guard/sweep.py, part mlp: the reduce_on_plateau ReLU MLP."""
+  seeds = _seed_count(results["mlp"])
+  return (f"Test accuracy of the `reduce_on_plateau` ReLU MLP, {seeds}:"
+          "\n\n" + _factor_table(results["mlp"]))
+
+
+def render_guard_binding(results: dict[str, Any]) -> str:
+  """experiments/guard/sweep.py, part binding: how often the guard lowers v in a CNN run."""
+  rows = [[f"C = {r['factor']}", f"{100 * r['fraction_of_elements_lowered']:.2f}%",
+           f"{100 * r['max_fraction_in_one_step']:.2f}%",
+           f"{100 * r['fraction_of_steps_with_any_lowered']:.0f}%"]
+          for r in results["binding"]]
+  first = results["binding"][0]
+  return (f"Digits CNN, lr {_rate(first['learning_rate'])}, seed {first['seed']}: "
+          f"{first['parameters']} parameters, {first['steps_between_refreshes']} of "
+          f"{first['steps']} steps between refreshes.\n\n"
+          + _markdown_table(["factor", "elements lowered (mean over steps)",
+                             "most in one step", "steps with any lowered"], rows))
+
+
+def render_guard_ablation(results: dict[str, Any]) -> str:
+  """experiments/guard/ablation.py: the IDU ablation, default guard beside the exact rule."""
+  rules = results["rules"]
+  parts = []
+  for index, ablation in enumerate(rules["default"]["ablations"]):
+    beta3s = ablation["beta3s"]
+    body = []
+    for base in ablation["refresh_bases"]:
+      for rule, label in (("default", "default"), ("exact", "exact")):
+        if rule not in rules:
+          continue
+        cells = {c["beta3"]: c for c in rules[rule]["ablations"][index]["cells"]
+                 if c["refresh_base"] == base}
+        body.append([f"{base}^n", label] + [
+          f"{100 * cells[b]['test_accuracy_mean']:.2f}"
+          + (f" ± {100 * cells[b]['test_accuracy_std']:.2f}" if len(results["seeds"]) > 1 else "")
+          for b in beta3s])
+    seeds = len(results["seeds"])
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    parts.append(f"lr {_rate(ablation['learning_rate'])}, test accuracy %, {spread}:\n\n"
+                 + _markdown_table(["a_n", "rule", *[f"beta3 {b:g}" for b in beta3s]], body))
+  return "\n\n".join(parts)
+
+
 TABLES: dict[str, Table] = {
   "digits": Table(
     results="docs/results/digits_cnn.json",
@@ -197,6 +282,26 @@ TABLES: dict[str, Table] = {
     results="benchmarks/results/memory.json",
     command="python -m benchmarks.memory",
     render=render_memory,
+  ),
+  "guard-cnn": Table(
+    results="experiments/guard/results/sweep.json",
+    command="python -m experiments.guard.sweep --parts cnn --cnn-lrs 0.01,0.1 --update",
+    render=render_guard_cnn,
+  ),
+  "guard-mlp": Table(
+    results="experiments/guard/results/sweep.json",
+    command="python -m experiments.guard.sweep --parts binding,mlp",
+    render=render_guard_mlp,
+  ),
+  "guard-binding": Table(
+    results="experiments/guard/results/sweep.json",
+    command="python -m experiments.guard.sweep --parts binding,mlp",
+    render=render_guard_binding,
+  ),
+  "guard-ablation": Table(
+    results="experiments/guard/results/ablation.json",
+    command="python -m experiments.guard.ablation --seeds 1 --lrs 0.01 --beta3s 0.1,0.5,0.9",
+    render=render_guard_ablation,
   ),
 }
 

@@ -188,14 +188,14 @@ def _muon_dims(params):
 
 
 def make_optimizer(name: str, learning_rate: float, steps: int,
-                   gamma: float = 1.0) -> optax.GradientTransformation:
+                   gamma: float = 1.0, exact: bool = False) -> optax.GradientTransformation:
   """`name` in anon, adamw, lion, muon; a 5% linear warmup then cosine decay to 10% of peak."""
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, learning_rate, warmup_steps=max(1, steps // 20), decay_steps=steps,
       end_value=0.1 * learning_rate)
   if name == "anon":
     return anon_optax.anon(schedule, gamma=gamma, weight_decay=WEIGHT_DECAY,
-                           weight_decay_mode="decoupled")
+                           weight_decay_mode="decoupled", exact=exact)
   if name == "adamw":
     return optax.adamw(schedule, weight_decay=WEIGHT_DECAY)
   if name == "lion":
@@ -276,19 +276,22 @@ DEFAULT_CONTENDERS = (("anon", 1.0), ("anon", 1.1), ("anon", 1.15), ("adamw", No
 def run(contenders=DEFAULT_CONTENDERS, *, text_path: str | None = None, steps: int = 300,
         batch_size: int = 32, context: int = 64, width: int = 64, layers: int = 2,
         heads: int = 4, seed: int = 0, learning_rates: dict[str, float] | None = None,
-        max_chars: int | None = None, eval_every: int = 100, progress: bool = True):
+        max_chars: int | None = None, eval_every: int = 100, progress: bool = True,
+        exact: bool = False):
   """Trains one GPT per (optimizer, gamma) contender; returns the result rows."""
   corpus = load_corpus(text_path, max_chars=max_chars)
   results = []
   for name, gamma in contenders:
     lr = (learning_rates or {}).get(name, TUNED_LEARNING_RATES[name])
-    tx = make_optimizer(name, lr, steps, gamma=1.0 if gamma is None else gamma)
+    tx = make_optimizer(name, lr, steps, gamma=1.0 if gamma is None else gamma, exact=exact)
     out = train(corpus, tx, steps=steps, batch_size=batch_size, context=context, width=width,
                 layers=layers, heads=heads, seed=seed, eval_every=min(eval_every, steps),
                 desc=name if gamma is None else f"{name}(gamma={gamma:g})", progress=progress)
     row = {"optimizer": name}
     if gamma is not None:
       row["gamma"] = gamma
+      if exact:
+        row["exact"] = True
     row.update(learning_rate=lr, **out)
     results.append(row)
   return results
@@ -312,7 +315,7 @@ def plot_curves(results, path: str, title: str = "") -> None:
 
 
 def results_json(results) -> str:
-  keep = ("optimizer", "gamma", "learning_rate", "val_loss", "train_loss", "seconds")
+  keep = ("optimizer", "gamma", "exact", "learning_rate", "val_loss", "train_loss", "seconds")
   return json.dumps({"results": [{k: r[k] for k in keep if k in r} for r in results]})
 
 
@@ -336,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="rerun the once-only learning-rate search (TUNING_GRIDS) and print it")
   parser.add_argument("--plot", default=None, metavar="PATH", help="save PNG validation curves")
   parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
+  parser.add_argument("--exact", action="store_true",
+                      help="Anon with the authors' exact rule (exact=True), without the step guard")
   args = parser.parse_args(argv)
 
   kw = dict(steps=args.steps, batch_size=args.batch_size, context=args.context, width=args.width,
@@ -367,7 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     print("best:", json.dumps(best), flush=True)
     return
   lrs = {o: args.lr for o in names} if args.lr is not None else None
-  results = run(contenders, text_path=args.text, learning_rates=lrs, max_chars=max_chars, **kw)
+  results = run(contenders, text_path=args.text, learning_rates=lrs, max_chars=max_chars,
+                exact=args.exact, **kw)
   for r in results:
     g = f"(gamma={r['gamma']:g})" if "gamma" in r else ""
     print(f"{r['optimizer'] + g:>18s}  lr={r['learning_rate']:<7g} val_loss={r['val_loss']:.4f}"

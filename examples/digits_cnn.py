@@ -163,10 +163,10 @@ OPTIMIZERS = ("anon", "adam", "sgd", "hvadam")
 
 
 def make_optimizer(name: str, learning_rate: float | None = None,
-                   gamma: float = 1.0) -> optax.GradientTransformation:
+                   gamma: float = 1.0, exact: bool = False) -> optax.GradientTransformation:
   lr = TUNED_LEARNING_RATES[name] if learning_rate is None else learning_rate
   if name == "anon":
-    return anon_optax.anon(lr, gamma=gamma)
+    return anon_optax.anon(lr, gamma=gamma, exact=exact)
   if name == "adam":
     return optax.adam(lr)
   if name == "sgd":
@@ -241,19 +241,21 @@ def train(data: Dataset, tx: optax.GradientTransformation, *, epochs: int = 30,
 def run(optimizers: list[str], *, dataset: str = "digits", gamma: float = 1.0, epochs: int = 30,
         batch_size: int = 64, seed: int = 0, width: int = 32, hidden: int = 128,
         learning_rates: dict[str, float] | None = None, data_dir: str | None = None,
-        progress: bool = True) -> list[dict[str, Any]]:
+        progress: bool = True, exact: bool = False) -> list[dict[str, Any]]:
   """Trains one CNN per optimizer on the same data, init and batch order; returns result rows."""
   data = load_dataset(dataset, seed=seed, data_dir=data_dir)
   results = []
   for name in optimizers:
     lr = (learning_rates or {}).get(name, TUNED_LEARNING_RATES[name])
-    tx = make_optimizer(name, lr, gamma=gamma)
+    tx = make_optimizer(name, lr, gamma=gamma, exact=exact)
     out = train(data, tx, epochs=epochs, batch_size=batch_size, seed=seed, width=width,
                 hidden=hidden, desc=name if name != "anon" else f"anon(gamma={gamma:g})",
                 progress=progress)
     row = {"optimizer": name}
     if name == "anon":
       row["gamma"] = gamma
+      if exact:
+        row["exact"] = True
     row.update(learning_rate=lr, **out)
     results.append(row)
   return results
@@ -299,7 +301,7 @@ def plot_curves(results: list[dict[str, Any]], path: str, title: str = "") -> No
 
 
 def results_json(results: list[dict[str, Any]]) -> str:
-  keep = ("optimizer", "gamma", "learning_rate", "test_accuracy", "train_loss", "seconds")
+  keep = ("optimizer", "gamma", "exact", "learning_rate", "test_accuracy", "train_loss", "seconds")
   rows = [{k: r[k] for k in keep if k in r} for r in results]
   return json.dumps({"results": rows})
 
@@ -321,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="rerun the once-only learning-rate search (TUNING_GRIDS) and exit")
   parser.add_argument("--plot", default=None, metavar="PATH", help="save PNG training curves")
   parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
+  parser.add_argument("--exact", action="store_true",
+                      help="Anon with the authors' exact rule (exact=True), without the step guard")
   args = parser.parse_args(argv)
 
   epochs = args.epochs or (10 if args.dataset == "cifar10" else 30)
@@ -340,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     return
   results = run(optimizers, dataset=args.dataset, gamma=args.gamma, epochs=epochs,
                 batch_size=args.batch_size, seed=args.seed, width=args.width,
-                learning_rates=lrs, data_dir=args.data_dir)
+                learning_rates=lrs, data_dir=args.data_dir, exact=args.exact)
   for r in results:
     print(f"{r['optimizer']:>7s}  lr={r['learning_rate']:<7g} test_accuracy={r['test_accuracy']:.4f}"
           f"  train_loss={r['train_loss']:.4f}  {r['seconds']:.1f}s", flush=True)

@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
+  parser.add_argument("--exact", action="store_true",
+                      help="Anon with the authors' exact rule (exact=True), without the step guard")
   args = parser.parse_args(argv)
   if args.distributed:
     jax.distributed.initialize()
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.error(f"--batch-size {args.batch_size} must be divisible by {mesh.size} devices")
 
   data = load_digits(args.seed)
-  tx = anon_optax.anon(args.lr, gamma=args.gamma)
+  tx = anon_optax.anon(args.lr, gamma=args.gamma, exact=args.exact)
   with jax.set_mesh(mesh):
     model, optimizer = create_sharded(tx, seed=args.seed)
     metrics = nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average("loss"))
@@ -277,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
   print(f"test_accuracy={test_accuracy:.4f} (first {n_test} test images) train_loss={train_loss:.4f}"
         f" {seconds:.1f}s", flush=True)
   print(json.dumps({
-      "results": [{"optimizer": "anon", "gamma": args.gamma, "learning_rate": args.lr,
+      "results": [{"optimizer": "anon", "gamma": args.gamma,
+                   **({"exact": True} if args.exact else {}), "learning_rate": args.lr,
                    "test_accuracy": test_accuracy, "train_loss": train_loss,
                    "seconds": round(seconds, 2)}],
       "devices": jax.device_count(),

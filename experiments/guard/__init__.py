@@ -1,0 +1,1 @@
+"""Measurements of Anon's default step guard (its factor C) against the authors' exact rule."""

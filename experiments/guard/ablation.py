@@ -1,0 +1,89 @@
+"""The IDU ablation of the paper reproduction under the default guard and under the exact rule.
+
+Run from the repository root::
+
+    python -m experiments.guard.ablation              # writes results/ablation.json
+    python -m experiments.guard.ablation --seeds 1 --lrs 0.01 --json /tmp/a.json   # shorter
+
+The digits CNN and budget of ``python -m experiments.paper.run_all`` (its default vision config:
+the program of ``experiments.paper.vision.DigitsRunner``), Anon with gamma 1 over beta3 in
+{0.1, ..., 0.9} x refresh sequences a_n = base^(n-1), base in {2, 3, 4}, at the learning rate the
+paper reproduction selected (0.01) and a third of it; once with the default guard
+(C = ``anon_optax._idu.GUARD_FACTOR``) and once with C = inf, the authors' rule
+(``exact=True``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+from anon_optax import _idu
+from experiments import models
+from experiments.guard import sweep
+from experiments.paper import run_all
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--lrs", default="0.01,0.0033")
+  parser.add_argument("--beta3s", default=None, help="default: the paper reproduction's five")
+  parser.add_argument("--json", default=str(HERE / "results" / "ablation.json"))
+  args = parser.parse_args(argv)
+  cfg = run_all.CONFIGS["default"]
+  seeds = list(range(args.seeds))
+  lrs = [float(x) for x in args.lrs.split(",")]
+  command = "python -m experiments.guard.ablation"
+  beta3s = (
+    tuple(float(b) for b in args.beta3s.split(",")) if args.beta3s else tuple(cfg["idu"]["beta3s"])
+  )
+  if args.seeds != 3 or args.lrs != "0.01,0.0033" or args.beta3s:
+    command += f" --seeds {args.seeds} --lrs {args.lrs}"
+    command += f" --beta3s {args.beta3s}" if args.beta3s else ""
+  digits = sweep.GuardedDigits(cfg["vision"], models.load_digits())
+  rules = {"default": _idu.GUARD_FACTOR, "exact": float("inf")}
+  results = {
+    "command": command,
+    "config": cfg["vision"],
+    "seeds": seeds,
+    "versions": run_all.versions(),
+    "rules": {rule: {"guard_factor": sweep.label(f), "ablations": []} for rule, f in rules.items()},
+  }
+  t0 = time.perf_counter()
+  for lr in lrs:
+    cells = {rule: [] for rule in rules}
+    for base in cfg["idu"]["refresh_bases"]:
+      for beta3 in beta3s:
+        for rule, factor in rules.items():
+          outs = [
+            digits.run(s, lr=lr, factor=factor, beta3=beta3, refresh_base=base) for s in seeds
+          ]
+          cells[rule].append({"refresh_base": base, "beta3": beta3, **sweep.summary(outs)})
+          print(
+            f"[{time.perf_counter() - t0:5.0f}s] lr {lr:g} {base}^n beta3 {beta3:g} {rule}: "
+            f"{cells[rule][-1]['test_accuracy_mean']:.4f}",
+            flush=True,
+          )
+    for rule in rules:
+      results["rules"][rule]["ablations"].append(
+        {
+          "learning_rate": lr,
+          "beta3s": list(beta3s),
+          "refresh_bases": list(cfg["idu"]["refresh_bases"]),
+          "cells": cells[rule],
+        }
+      )
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    path = pathlib.Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+  return results
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,375 @@
+"""Sweeps the step guard's factor C of ``anon`` (``anon_optax._idu.GUARD_FACTOR``).
+
+Run from the repository root::
+
+    python -m experiments.guard.sweep                 # all parts, writes results/sweep.json
+    python -m experiments.guard.sweep --quick --json /tmp/guard.json     # a smoke run
+
+Three parts, each over 3 seeds and C in 1, 3, 10, 30, inf (inf: ``min(v, inf) = v``, the
+authors' rule, which ``exact=True`` also selects):
+
+* ``cnn``: the digits CNN of ``examples/digits_cnn.py`` (GELU; at the paper reproduction's
+  small size, ``experiments.paper.run_all``'s vision config) at its tuned learning rate 0.01 and
+  at 3x and 10x that. A well-conditioned run: how much does the guard change it?
+* ``mlp``: a ReLU MLP in the style of Optax's ``reduce_on_plateau`` example (64-128-128-10,
+  ``optax.chain(anon, optax.contrib.reduce_on_plateau)``) on the same digits, at lr 5e-3 and
+  1e-2, where the exact rule diverges.
+* ``binding``: in the CNN run at the tuned rate, the fraction of parameters for which the guard
+  lowers the step's preconditioner (``guarded < v``), per step between refreshes, computed with
+  the package's own ``step_preconditioner``; per C.
+
+C is an argument of each compiled program: the module constant ``GUARD_FACTOR`` is set to the
+traced value while the program is traced (:func:`guard_factor`), so one compilation serves
+every C, learning rate and seed (a 2-core CPU spends most of such a sweep compiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import pathlib
+import time
+import types
+from typing import Any
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import anon_optax
+from anon_optax import _idu
+from experiments import models
+from experiments.paper import run_all
+from experiments.paper import vision
+
+HERE = pathlib.Path(__file__).resolve().parent
+FACTORS = (1.0, 3.0, 10.0, 30.0, float("inf"))
+CNN_LRS = (1e-2, 3e-2, 1e-1)
+MLP_LRS = (5e-3, 1e-2)
+SEEDS = (0, 1, 2)
+
+
+@contextlib.contextmanager
+def guard_factor(factor: Any):
+  """Sets anon's guard factor C (a number or a tracer) for the steps traced inside the block."""
+  saved = _idu.GUARD_FACTOR
+  _idu.GUARD_FACTOR = factor
+  try:
+    yield
+  finally:
+    _idu.GUARD_FACTOR = saved
+
+
+def label(factor: float) -> str:
+  return "inf" if np.isinf(factor) else f"{factor:g}"
+
+
+def _first_nonfinite(curve: np.ndarray) -> int | None:
+  bad = np.flatnonzero(~np.isfinite(curve))
+  return int(bad[0]) + 1 if bad.size else None
+
+
+def summary(outs: list[dict[str, Any]]) -> dict[str, Any]:
+  accs = np.array([float(o["test_accuracy"]) for o in outs])
+  losses = np.array([float(o["train_loss"]) for o in outs])
+  first = [_first_nonfinite(np.asarray(o["loss_curve"])) for o in outs]
+  return {
+    "test_accuracy_mean": float(accs.mean()),
+    "test_accuracy_std": float(accs.std()),
+    "test_accuracy_per_seed": accs.tolist(),
+    "train_loss_per_seed": losses.tolist(),
+    "first_nonfinite_step_per_seed": first,
+  }
+
+
+# ----------------------------------------------------------------------------------------------
+# The digits CNN: the program of experiments.paper.vision.DigitsRunner (same init, batch order,
+# loss and evaluation), with the guard factor as an argument.
+
+
+class GuardedDigits:
+  """One compiled CNN training program per (refresh_base, recording); C, lr, beta3 are traced."""
+
+  def __init__(self, cfg: dict[str, Any], data: models.Dataset):
+    self.runner = vision.DigitsRunner(**cfg, data=data)
+    self.runner.init(0)  # Sets the graphdef.
+    self._programs: dict[tuple[int, bool], Any] = {}
+
+  def _loss(self, params, x, y):
+    logits = nnx.merge(self.runner.graphdef, params)(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+  def _program(self, refresh_base: int, record_binding: bool):
+    key = (refresh_base, record_binding)
+    if key in self._programs:
+      return self._programs[key]
+    r = self.runner
+
+    def train(params, order, lr, beta3, factor):
+      with guard_factor(factor):
+        tx = anon_optax.anon(lr, beta3=beta3, refresh_base=refresh_base)
+
+        def step(carry, idx):
+          params, opt_state = carry
+          (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
+            params, r.x_train[idx], r.y_train[idx]
+          )
+          updates, opt_state = tx.update(grads, opt_state, params)
+          out = {"loss": loss}
+          if record_binding:
+            state = types.SimpleNamespace(
+              precond=optax.tree_utils.tree_get(opt_state, "precond"),
+              nu=optax.tree_utils.tree_get(opt_state, "nu"),
+              num_accumulated=optax.tree_utils.tree_get(opt_state, "num_accumulated"),
+            )
+            guarded = _idu.step_preconditioner(state, exact=False, b2=0.999, eps=1e-16, gamma=1.0)
+            out["lowered"] = sum(
+              jnp.sum(g < v)
+              for g, v in zip(jax.tree.leaves(guarded), jax.tree.leaves(state.precond))
+            )
+            out["between_refreshes"] = state.num_accumulated > 0
+          return (optax.apply_updates(params, updates), opt_state), out
+
+        (params, _), outs = jax.lax.scan(step, (params, tx.init(params)), order)
+      train_loss, _ = self._loss(params, r.x_train, r.y_train)
+      _, logits = self._loss(params, r.x_test, r.y_test)
+      accuracy = jnp.mean(jnp.argmax(logits, -1) == r.y_test)
+      return {
+        "test_accuracy": accuracy,
+        "train_loss": train_loss,
+        "loss_curve": outs.pop("loss"),
+        **outs,
+      }
+
+    self._programs[key] = jax.jit(train)
+    return self._programs[key]
+
+  def run(
+    self,
+    seed: int,
+    *,
+    lr: float,
+    factor: float,
+    beta3: float = 0.5,
+    refresh_base: int = 2,
+    record_binding: bool = False,
+  ) -> dict[str, np.ndarray]:
+    params, order = self.runner.init(seed)
+    out = self._program(refresh_base, record_binding)(
+      params, order, jnp.float32(lr), jnp.float32(beta3), jnp.float32(factor)
+    )
+    out = {k: np.asarray(v) for k, v in out.items()}
+    out["parameters"] = sum(np.size(p) for p in jax.tree.leaves(params))
+    return out
+
+
+def cnn_sweep(digits: GuardedDigits, factors, lrs, seeds, log=print) -> list[dict[str, Any]]:
+  rows = []
+  for factor in factors:
+    for lr in lrs:
+      outs = [digits.run(s, lr=lr, factor=factor) for s in seeds]
+      rows.append({"factor": label(factor), "learning_rate": lr, **summary(outs)})
+      log(
+        f"  cnn C={label(factor):>3s} lr={lr:<6g} acc {rows[-1]['test_accuracy_mean']:.4f}"
+        f" first non-finite {rows[-1]['first_nonfinite_step_per_seed']}"
+      )
+  return rows
+
+
+def cnn_binding(digits: GuardedDigits, factors, lr: float, seed: int) -> list[dict[str, Any]]:
+  """Fraction of parameters the guard lowers, per step between refreshes, in one CNN run."""
+  rows = []
+  for factor in factors:
+    if np.isinf(factor):
+      continue  # An infinite factor never binds.
+    out = digits.run(seed, lr=lr, factor=factor, record_binding=True)
+    between = out["between_refreshes"]
+    frac = out["lowered"] / out["parameters"]
+    rows.append(
+      {
+        "factor": label(factor),
+        "learning_rate": lr,
+        "seed": seed,
+        "parameters": int(out["parameters"]),
+        "steps": int(len(between)),
+        "steps_between_refreshes": int(between.sum()),
+        "fraction_of_elements_lowered": float(frac[between].mean()),
+        "fraction_of_steps_with_any_lowered": float((out["lowered"][between] > 0).mean()),
+        "max_fraction_in_one_step": float(frac[between].max()),
+      }
+    )
+  return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The reduce_on_plateau ReLU MLP.
+
+
+def mlp_init(key, widths=(64, 128, 128, 10)):
+  """Flax Linen's Dense init: lecun_normal kernels, zero biases."""
+  params = []
+  for layer_key, fan_in, fan_out in zip(jax.random.split(key, len(widths) - 1), widths, widths[1:]):
+    params.append(
+      {
+        "w": jax.nn.initializers.lecun_normal()(layer_key, (fan_in, fan_out)),
+        "b": jnp.zeros(fan_out),
+      }
+    )
+  return params
+
+
+def mlp_apply(params, x):
+  x = x.reshape(x.shape[0], -1)
+  for layer in params[:-1]:
+    x = jax.nn.relu(x @ layer["w"] + layer["b"])
+  return x @ params[-1]["w"] + params[-1]["b"]
+
+
+def mlp_sweep(
+  data, factors, lrs, seeds, *, epochs: int, batch_size: int = 32, log=print
+) -> list[dict[str, Any]]:
+  x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+  steps_per_epoch = len(x_train) // batch_size
+
+  def loss_fn(params, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(mlp_apply(params, x), y).mean()
+
+  def batch_order(seed):
+    rng = np.random.default_rng(seed)
+    n = steps_per_epoch * batch_size
+    return jnp.asarray(
+      np.stack([rng.permutation(len(x_train))[:n] for _ in range(epochs)]).reshape(-1, batch_size)
+    )
+
+  def make_tx(name, lr):
+    base = anon_optax.anon(lr) if name == "anon" else optax.adam(lr)
+    return optax.chain(
+      base,
+      optax.contrib.reduce_on_plateau(
+        factor=0.5, patience=5, cooldown=0, accumulation_size=steps_per_epoch
+      ),
+    )
+
+  # Seeds, rates and factors loop over one compiled program per optimizer: a vmap would batch
+  # the refresh counters.
+  @functools.partial(jax.jit, static_argnums=0)
+  def train(name, seed, order, lr, factor):
+    with guard_factor(factor):
+      tx = make_tx(name, lr)
+      params = mlp_init(jax.random.key(seed))
+
+      def step(carry, idx):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
+        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+      (params, _), curve = jax.lax.scan(step, (params, tx.init(params)), order)
+    accuracy = jnp.mean(jnp.argmax(mlp_apply(params, x_test), -1) == y_test)
+    return {
+      "test_accuracy": accuracy,
+      "train_loss": loss_fn(params, x_train, y_train),
+      "loss_curve": curve,
+    }
+
+  orders = {s: batch_order(s) for s in seeds}
+  rows = []
+  for name, row_factors in (("anon", factors), ("adam", (1.0,))):
+    for factor in row_factors:
+      for lr in lrs:
+        outs = [
+          jax.tree.map(
+            np.asarray, train(name, jnp.int32(s), orders[s], jnp.float32(lr), jnp.float32(factor))
+          )
+          for s in seeds
+        ]
+        rows.append(
+          {
+            "factor": label(factor) if name == "anon" else "adam",
+            "learning_rate": lr,
+            **summary(outs),
+          }
+        )
+        log(
+          f"  mlp {rows[-1]['factor']:>4s} lr={lr:<6g} acc "
+          f"{rows[-1]['test_accuracy_mean']:.4f} first non-finite "
+          f"{rows[-1]['first_nonfinite_step_per_seed']}"
+        )
+  return rows
+
+
+def main(argv=None) -> dict[str, Any]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--parts", default="binding,mlp,cnn")
+  parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+  parser.add_argument("--json", default=str(HERE / "results" / "sweep.json"))
+  parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per cell (default 3)")
+  parser.add_argument("--cnn-lrs", default=",".join(map(str, CNN_LRS)))
+  parser.add_argument(
+    "--update",
+    action="store_true",
+    help="keep the other parts of an existing --json file, rerun --parts",
+  )
+  args = parser.parse_args(argv)
+  parts = args.parts.split(",")
+  cfg = dict(run_all.CONFIGS["quick" if args.quick else "default"]["vision"])
+  mlp_epochs = 1 if args.quick else 10
+  seeds = SEEDS[:1] if args.quick else tuple(range(args.seeds))
+  cnn_lrs = tuple(float(x) for x in args.cnn_lrs.split(","))
+  data = models.load_digits()
+  digits = GuardedDigits(cfg, data)
+  t0 = time.perf_counter()
+
+  def log(msg):
+    print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
+
+  command = "python -m experiments.guard.sweep" + (" --quick" if args.quick else "")
+  if args.seeds != len(SEEDS) or cnn_lrs != CNN_LRS:
+    command += f" --parts {args.parts} --seeds {args.seeds} --cnn-lrs {args.cnn_lrs}"
+  path = pathlib.Path(args.json)
+  results: dict[str, Any] = {
+    "factors": [label(f) for f in FACTORS],
+    "cnn_config": cfg,
+    "mlp_config": {
+      "widths": [64, 128, 128, 10],
+      "activation": "relu",
+      "epochs": mlp_epochs,
+      "batch_size": 32,
+      "plateau": {"factor": 0.5, "patience": 5},
+    },
+    "versions": run_all.versions(),
+    "seconds": {},
+    "commands": {},
+    "seeds": {},
+  }
+  if args.update and path.exists():
+    results = json.loads(path.read_text())
+  for part in parts:
+    t = time.perf_counter()
+    if part == "cnn":
+      results["cnn"] = cnn_sweep(digits, FACTORS, cnn_lrs, seeds, log=log)
+    elif part == "mlp":
+      results["mlp"] = mlp_sweep(data, FACTORS, MLP_LRS, seeds, epochs=mlp_epochs, log=log)
+    elif part == "binding":
+      results["binding"] = cnn_binding(digits, FACTORS, CNN_LRS[0], seeds[0])
+      for row in results["binding"]:
+        log(f"  binding C={row['factor']}: {100 * row['fraction_of_elements_lowered']:.2f}%")
+    else:
+      parser.error(f"unknown part {part!r}")
+    results["seconds"][part] = round(time.perf_counter() - t, 1)
+    results["commands"][part] = command
+    results["seeds"][part] = list(seeds)
+    # Written after every part, so that a long run keeps what it has measured.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"wrote {path}")
+  return results
+
+
+if __name__ == "__main__":
+  main()
