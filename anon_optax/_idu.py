@@ -44,7 +44,7 @@ _MAX_INT32 = int(np.iinfo(np.int32).max)
 
 # The step guard's factor C: the step never uses a preconditioner larger than
 # C times the one a refresh at this very step would give (docs/algorithm.md,
-# "The step guard", has the measurements that chose it).
+# "The default guard (exact=False)", has the measurements that chose it).
 GUARD_FACTOR = 10.0
 
 

@@ -110,7 +110,7 @@ def refresh_scalar(s: float, v_prev: float | None, n: int, *, b2: float,
 
 
 def approximate_power(x: np.ndarray, exponent: float) -> np.ndarray:
-  """The guard's power ``x ** exponent`` (docs/algorithm.md, "The step guard").
+  """The guard's power ``x ** exponent`` (docs/algorithm.md, "The default guard (exact=False)").
 
   ``x = (1 + f) 2**e`` with ``f`` in [0, 1); ``log2 x ~ e + f (a - b f)``;
   ``2**y = 2**floor(y) * 2**r`` with ``2**r ~ 1 + r (c + d r)``, ``y`` clipped
