@@ -218,6 +218,14 @@ def anon(
   bounds each step's :math:`v` by 10 times what a refresh at that step would
   give (docs/algorithm.md, "The default guard").
 
+  With :func:`optax.inject_hyperparams`, pass
+  ``hyperparam_dtype=jnp.float32`` for bfloat16 (or float16) parameters:
+  otherwise the hyperparameters are stored in the parameters' dtype, and
+  ``b2 = 0.999`` rounds to 1.0 in bfloat16 (as for :func:`optax.adam`). Pass
+  ``static_args=("refresh_base", "max_refresh_interval")``: they are
+  structural integers, and injected they come back from a checkpoint with
+  another type, which compiles the step again.
+
   Args:
     learning_rate: a float or an Optax schedule of the step count.
     b1: decay rate of the first moment, in [0, 1).

@@ -11,6 +11,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import optax
 
 _STATE_NAMES = ("ScaleByAnonState", "ScaleByIDUState")
@@ -26,6 +28,21 @@ def _key_name(entry: Any) -> str:
 
 def _path_name(path) -> str:
   return "/".join(_key_name(entry) for entry in path)
+
+
+def _unsharded(v: jax.Array) -> jax.Array:
+  """``v`` resharded to replicated if its type is sharded over explicit axes.
+
+  Under a mesh with `jax.sharding.AxisType.Explicit` axes the sharding is
+  part of the array's type, and sorting (the median) or flattening an array
+  sharded along that dimension is a `ShardingTypeError`; a replicated copy
+  can be sorted. Arrays without explicit sharding (Auto meshes, a single
+  device) are returned as they are: there the compiler places the sort.
+  """
+  sharding = jax.typeof(v).sharding
+  if any(axis is not None for axis in sharding.spec):
+    return jax.sharding.reshard(v, NamedSharding(sharding.mesh, P()))
+  return v
 
 
 def preconditioner_stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
@@ -47,8 +64,15 @@ def preconditioner_stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
   :func:`optax.multi_transform`), every key is prefixed with the path of its
   state in ``opt_state`` and a ``/``.
 
-  The function is jittable. Minima and maxima are one pass over :math:`v`; the
-  medians sort it. :math:`v` only changes at refresh steps (1, 2, 4, 8, ...), so
+  Zero-size parameter arrays have no per-parameter entries and do not count in
+  the global ones; if every array is empty, the global ``v_min``,
+  ``v_median`` and ``v_max`` are NaN.
+
+  The function is jittable, and works with parameters sharded over Auto and
+  Explicit (`jax.sharding.AxisType`) meshes. Minima and maxima are one pass
+  over :math:`v`; the medians sort it, on a replicated copy where :math:`v` is
+  sharded explicitly (and the global median on all of :math:`v` gathered in
+  one array). :math:`v` only changes at refresh steps (1, 2, 4, 8, ...), so
   there is no need to log it every step.
 
   Args:
@@ -86,19 +110,29 @@ def preconditioner_stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
   stats = {}
   for state_path, state in found:
     prefix = _path_name(state_path) + "/" if len(found) > 1 else ""
-    leaves = jax.tree_util.tree_leaves_with_path(state.precond)
-    for leaf_path, v in leaves:
-      leaf_name = _path_name(leaf_path)
-      suffix = "/" + leaf_name if leaf_name else ""
-      stats[f"{prefix}v_min{suffix}"] = jnp.min(v)
-      stats[f"{prefix}v_median{suffix}"] = jnp.median(v)
-      stats[f"{prefix}v_max{suffix}"] = jnp.max(v)
-    if leaves and any(_path_name(path) for path, _ in leaves):
-      dtype = jnp.result_type(*(v for _, v in leaves))
-      every_v = jnp.concatenate([jnp.ravel(v).astype(dtype) for _, v in leaves])
-      stats[f"{prefix}v_min"] = jnp.min(every_v)
+    leaves = [(_path_name(path), v) for path, v in
+              jax.tree_util.tree_leaves_with_path(state.precond)]
+    # Zero-size leaves have no minimum, median or maximum: they get no
+    # per-leaf entries and do not count in the global ones.
+    nonempty = [(name, v) for name, v in leaves if jnp.size(v) > 0]
+    for leaf_name, v in nonempty:
+      if leaf_name:  # A single unnamed array only has the global entries.
+        stats[f"{prefix}v_min/{leaf_name}"] = jnp.min(v)
+        stats[f"{prefix}v_median/{leaf_name}"] = jnp.median(_unsharded(v))
+        stats[f"{prefix}v_max/{leaf_name}"] = jnp.max(v)
+    dtype = jnp.result_type(*(v for _, v in leaves)) if leaves else jnp.float32
+    if nonempty:
+      every_v = jnp.concatenate(
+          [jnp.ravel(_unsharded(v)).astype(dtype) for _, v in nonempty])
+      # Per-leaf reductions combined: no gathered copy for the extremes.
+      stats[f"{prefix}v_min"] = jnp.min(
+          jnp.stack([jnp.min(v).astype(dtype) for _, v in nonempty]))
       stats[f"{prefix}v_median"] = jnp.median(every_v)
-      stats[f"{prefix}v_max"] = jnp.max(every_v)
+      stats[f"{prefix}v_max"] = jnp.max(
+          jnp.stack([jnp.max(v).astype(dtype) for _, v in nonempty]))
+    else:
+      for statistic in ("v_min", "v_median", "v_max"):
+        stats[f"{prefix}{statistic}"] = jnp.full((), jnp.nan, dtype)
     stats[f"{prefix}num_refreshes"] = jnp.asarray(state.num_refreshes)
     stats[f"{prefix}count"] = jnp.asarray(state.count)
     stats[f"{prefix}next_refresh"] = jnp.asarray(state.next_refresh)

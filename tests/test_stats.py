@@ -161,3 +161,35 @@ def test_state_without_anon_raises():
   state = optax.adam(1e-3).init(_params())
   with pytest.raises(ValueError, match="ScaleByAnonState"):
     anon_optax.preconditioner_stats(state)
+
+
+def test_zero_size_leaf_is_left_out():
+  # A zero-size array has no minimum, median or maximum: no entries of its
+  # own, and the global entries are those of the other arrays. (Before, the
+  # reductions raised "zero-size array to reduction operation".)
+  params = dict(_params(), empty=jnp.zeros((0, 3)))
+  tx = anon_optax.anon(1e-2, gamma=1.1)
+  state = tx.init(params)
+  grads = dict(_grads(0), empty=jnp.zeros((0, 3)))
+  _, state = tx.update(grads, state, params)
+  for stats in (anon_optax.preconditioner_stats(state),
+                jax.jit(anon_optax.preconditioner_stats)(state)):
+    assert not any(key.endswith("/empty") for key in stats)
+    without_empty = optax.tree.get(state, "ScaleByAnonState")
+    without_empty = without_empty._replace(precond={
+        k: v for k, v in without_empty.precond.items() if k != "empty"})
+    _assert_stats_equal(stats, _expected(without_empty))
+
+
+@pytest.mark.parametrize("params", [jnp.zeros((0,)), {"a": jnp.zeros((2, 0)),
+                                                      "b": jnp.zeros(0)}])
+def test_all_empty_leaves_give_nan(params):
+  tx = anon_optax.scale_by_idu()
+  state = tx.init(params)
+  _, state = tx.update(params, state)
+  stats = jax.jit(anon_optax.preconditioner_stats)(state)
+  assert set(stats) == {"v_min", "v_median", "v_max", "num_refreshes", "count",
+                        "next_refresh"}
+  for key in ("v_min", "v_median", "v_max"):
+    assert np.isnan(stats[key]), key
+  assert int(stats["count"]) == 1

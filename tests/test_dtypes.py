@@ -1,0 +1,126 @@
+"""Dtypes and leaves off the float32 path: update dtypes as optax.adam's,
+Python float leaves, a zero gradient at a refresh with a large gamma, and
+inject_hyperparams with bfloat16 parameters.
+
+Before the fix (commit 12f56bb): float32 parameters with bfloat16 gradients
+gave bfloat16 updates and integer gradients gave integer (zero) updates;
+a Python float leaf raised AttributeError; a zero gradient at a refresh with
+gamma >= 4.9 (or eps <= 1e-38, or eps = 0) stored v = inf and made the
+parameter 0 * inf = NaN.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import anon_optax
+
+_PARAM_DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64]
+_GRAD_DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64, jnp.int32]
+
+
+def _update(tx, param_dtype, grad_dtype, jit):
+  params = jnp.array([1.0, -2.0, 3.0]).astype(param_dtype)
+  grads = jnp.array([1, -2, 0]).astype(grad_dtype)
+  update = jax.jit(tx.update) if jit else tx.update
+  state = tx.init(params)
+  updates, state = update(grads, state, params)
+  updates, _ = update(grads, state, params)
+  return updates
+
+
+@pytest.mark.parametrize("grad_dtype", _GRAD_DTYPES)
+@pytest.mark.parametrize("param_dtype", _PARAM_DTYPES)
+def test_update_dtype_is_adams(param_dtype, grad_dtype):
+  if (jnp.issubdtype(grad_dtype, jnp.complexfloating)
+      and not jnp.issubdtype(param_dtype, jnp.complexfloating)):
+    pytest.skip("complex gradients of real parameters")
+  expected = _update(optax.adam(1e-2), param_dtype, grad_dtype, jit=True).dtype
+  for exact in (False, True):
+    got = _update(anon_optax.anon(1e-2, exact=exact), param_dtype, grad_dtype,
+                  jit=True)
+    assert got.dtype == expected, (exact, got.dtype, expected)
+    assert bool(jnp.all(jnp.isfinite(got)))
+  # Integer gradients are not silently zero: the nonzero ones move.
+  assert bool(jnp.any(got != 0))
+
+
+def test_update_dtype_is_adams_float64():
+  with jax.enable_x64(True):
+    for param_dtype in (jnp.float64, jnp.float32):
+      for grad_dtype in (jnp.float64, jnp.float32, jnp.int32):
+        expected = _update(optax.adam(1e-2), param_dtype, grad_dtype, True).dtype
+        got = _update(anon_optax.anon(1e-2), param_dtype, grad_dtype, True)
+        assert got.dtype == expected, (param_dtype, grad_dtype)
+
+
+def test_scale_by_idu_gives_floating_output_for_integer_input():
+  tx = anon_optax.scale_by_idu()
+  params = jnp.ones(3)
+  state = tx.init(params)
+  updates, _ = tx.update(jnp.array([1, -2, 4], jnp.int32), state)
+  assert jnp.issubdtype(updates.dtype, jnp.floating)
+  # First refresh at gamma = 1: v = 1/|u|, so the output is the sign.
+  np.testing.assert_allclose(updates, [1.0, -1.0, 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_python_float_leaf_works_like_adam(jit):
+  params = {"scale": 2.0, "w": jnp.array([1.0, -1.0])}
+  results = {}
+  for name, tx in (("adam", optax.adam(1e-1)), ("anon", anon_optax.anon(1e-1))):
+    p = params
+    state = tx.init(p)
+    update = jax.jit(tx.update) if jit else tx.update
+    for step in range(5):
+      grads = {"scale": 0.5 * (step + 1), "w": jnp.array([0.3, -0.2])}
+      updates, state = update(grads, state, p)
+      p = optax.apply_updates(p, updates)
+    results[name] = p
+  # At gamma = 1 with a constant-sign gradient both take the same first step
+  # of lr; and both moved the float leaf down.
+  assert float(results["anon"]["scale"]) < 2.0
+  assert jnp.shape(results["anon"]["scale"]) == jnp.shape(results["adam"]["scale"])
+
+
+@pytest.mark.parametrize("eps, gamma", [(1e-16, 4.9), (1e-16, 8.0), (1e-38, 1.0),
+                                        (1e-45, 2.0), (0.0, 1.0), (0.0, 0.5)])
+@pytest.mark.parametrize("kind", ["anon", "anon_exact", "scale_by_idu"])
+def test_zero_gradient_at_refresh_keeps_params_finite(kind, eps, gamma):
+  if kind == "scale_by_idu":
+    tx = optax.chain(optax.trace(0.9), anon_optax.scale_by_idu(eps=eps, gamma=gamma),
+                     optax.scale(-1e-2))
+  else:
+    tx = anon_optax.anon(1e-2, eps=eps, gamma=gamma, exact=kind == "anon_exact")
+  params = jnp.array([1.0, -2.0, 0.5], jnp.float32)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  # Coordinate 0 has a zero gradient at every refresh (1, 2, 4, 8) and a
+  # nonzero one between them; the others are ordinary.
+  for step in range(1, 13):
+    first = 0.0 if step in (1, 2, 4, 8) else 1e-3
+    grads = jnp.array([first, 0.5, -1.0], jnp.float32)
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    assert bool(jnp.all(jnp.isfinite(params))), (step, params)
+  precond = optax.tree.get(state, "precond")
+  assert bool(jnp.all(jnp.isfinite(precond)))
+
+
+def test_inject_hyperparams_with_bfloat16_params_and_float32_hyperparams():
+  tx = optax.inject_hyperparams(anon_optax.anon, hyperparam_dtype=jnp.float32)(
+      learning_rate=1e-2, b2=0.999, gamma=1.1)
+  params = {"w": jnp.linspace(-1, 1, 8, dtype=jnp.bfloat16)}
+  state = tx.init(params)
+  assert state.hyperparams["b2"].dtype == jnp.float32
+  step = jax.jit(tx.update)
+  start = params
+  for i in range(50):
+    grads = jax.tree.map(lambda p: (p - 0.3 + 0.01 * i).astype(jnp.bfloat16), params)
+    updates, state = step(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params)), i
+  assert params["w"].dtype == jnp.bfloat16
+  assert float(jnp.max(jnp.abs(params["w"] - start["w"]))) > 0.05
