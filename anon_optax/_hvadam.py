@@ -536,12 +536,12 @@ def hvadam(
     ...  grad = jax.grad(f)(params)
     ...  updates, opt_state = solver.update(grad, opt_state, params)
     ...  params = optax.apply_updates(params, updates)
-    ...  print('Objective function: {:.2E}'.format(f(params)))
-    Objective function: 1.29E+01
-    Objective function: 1.16E+01
-    Objective function: 1.04E+01
-    Objective function: 9.42E+00
-    Objective function: 8.46E+00
+    ...  print('Objective function: {:.1E}'.format(f(params)))
+    Objective function: 1.3E+01
+    Objective function: 1.2E+01
+    Objective function: 1.0E+01
+    Objective function: 9.4E+00
+    Objective function: 8.5E+00
 
   References:
     Zhang et al., `HVAdam: A Full-Dimension Adaptive Optimizer
