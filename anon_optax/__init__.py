@@ -13,13 +13,13 @@ from anon_optax._stats import preconditioner_stats
 __version__ = "0.1.0"
 
 __all__ = (
-    "anon",
-    "scale_by_anon",
-    "ScaleByAnonState",
-    "hvadam",
-    "scale_by_hvadam",
-    "ScaleByHVAdamState",
-    "scale_by_idu",
-    "ScaleByIDUState",
-    "preconditioner_stats",
+  "anon",
+  "scale_by_anon",
+  "ScaleByAnonState",
+  "hvadam",
+  "scale_by_hvadam",
+  "ScaleByHVAdamState",
+  "scale_by_idu",
+  "ScaleByIDUState",
+  "preconditioner_stats",
 )

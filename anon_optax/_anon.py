@@ -10,7 +10,7 @@ steps 1, 2, 4, 8, ... by the incremental delay update (IDU) of
 :mod:`anon_optax._idu`.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,18 +49,18 @@ class ScaleByAnonState(NamedTuple):
 
 
 def scale_by_anon(
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-16,
-    gamma: optax.ScalarOrSchedule = 1.0,
-    *,
-    beta3: jax.typing.ArrayLike = 0.5,
-    refresh_base: int = 2,
-    max_refresh_interval: Optional[int] = None,
-    exact: bool = False,
-    mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    nu_dtype: Optional[jax.typing.DTypeLike] = None,
-    precond_dtype: Optional[jax.typing.DTypeLike] = None,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-16,
+  gamma: optax.ScalarOrSchedule = 1.0,
+  *,
+  beta3: jax.typing.ArrayLike = 0.5,
+  refresh_base: int = 2,
+  max_refresh_interval: int | None = None,
+  exact: bool = False,
+  mu_dtype: jax.typing.DTypeLike | None = None,
+  nu_dtype: jax.typing.DTypeLike | None = None,
+  precond_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   r"""Rescale updates according to the Anon algorithm.
 
@@ -115,8 +115,7 @@ def scale_by_anon(
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
   _validation.check_interval("b1", b1, 0.0, 1.0)
-  _idu.check_preconditioner_hyperparams(
-      b2, eps, gamma, beta3, refresh_base, max_refresh_interval)
+  _idu.check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base, max_refresh_interval)
   _validation.check_bool("exact", exact)
   mu_dtype = _idu.check_storage_dtype("mu_dtype", mu_dtype, complex_ok=True)
   nu_dtype = _idu.check_storage_dtype("nu_dtype", nu_dtype)
@@ -125,13 +124,13 @@ def scale_by_anon(
   def init_fn(params):
     nu, precond = _idu.init_preconditioner(params, nu_dtype, precond_dtype)
     return ScaleByAnonState(
-        count=jnp.zeros([], jnp.int32),
-        next_refresh=jnp.ones([], jnp.int32),
-        num_refreshes=jnp.zeros([], jnp.int32),
-        num_accumulated=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=nu,
-        precond=precond,
+      count=jnp.zeros([], jnp.int32),
+      next_refresh=jnp.ones([], jnp.int32),
+      num_refreshes=jnp.zeros([], jnp.int32),
+      num_accumulated=jnp.zeros([], jnp.int32),
+      mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+      nu=nu,
+      precond=precond,
     )
 
   def update_fn(updates, state, params=None):
@@ -139,30 +138,34 @@ def scale_by_anon(
     _common.check_updates_match(updates, state.nu)
     gamma_t = _common.resolve_schedule(gamma, state.count)
     new_state = _idu.update_preconditioner(
-        updates, state, b2=b2, eps=eps, gamma=gamma_t, beta3=beta3,
-        refresh_base=refresh_base, max_refresh_interval=max_refresh_interval,
-        guarded=not exact,
+      updates,
+      state,
+      b2=b2,
+      eps=eps,
+      gamma=gamma_t,
+      beta3=beta3,
+      refresh_base=refresh_base,
+      max_refresh_interval=max_refresh_interval,
+      guarded=not exact,
     )
-    scale = _idu.step_preconditioner(
-        new_state, exact=exact, b2=b2, eps=eps, gamma=gamma_t)
+    scale = _idu.step_preconditioner(new_state, exact=exact, b2=b2, eps=eps, gamma=gamma_t)
     # The moment is computed in at least float32 and stored in its dtype; the
     # step uses the stored value, so that no parameter-sized float32 moment is
     # kept beside the stored one (with bfloat16 moments that was a whole
     # float32 scratch buffer).
     mu = optax.tree.cast_like(
-        optax.tree.update_moment(
-            updates, state.mu, _common.at_least_float32(b1), 1),
-        state.mu)
+      optax.tree.update_moment(updates, state.mu, _common.at_least_float32(b1), 1), state.mu
+    )
     # The bias correction as one scalar reciprocal times the moment: dividing
     # every element (optax.tree.bias_correction) costs ~15% of a CPU step. The
     # power takes a traced exponent: a concrete integer one (an eager call)
     # would compile a new program for every step count.
-    inverse_bias_correction = 1 / (
-        1 - jax.lax.pow(_common.at_least_float32(b1), new_state.count))
+    inverse_bias_correction = 1 / (1 - jax.lax.pow(_common.at_least_float32(b1), new_state.count))
     updates = jax.tree.map(
-        lambda v, m, g: (v * (m * inverse_bias_correction)).astype(
-            _common.update_dtype(g, m)),
-        scale, mu, updates,
+      lambda v, m, g: (v * (m * inverse_bias_correction)).astype(_common.update_dtype(g, m)),
+      scale,
+      mu,
+      updates,
     )
     return updates, new_state._replace(mu=mu)
 
@@ -170,22 +173,22 @@ def scale_by_anon(
 
 
 def anon(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-16,
-    gamma: optax.ScalarOrSchedule = 1.0,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    *,
-    weight_decay_mode: str = "l2",
-    mask: Optional[optax.MaskOrFn] = None,
-    beta3: jax.typing.ArrayLike = 0.5,
-    refresh_base: int = 2,
-    max_refresh_interval: Optional[int] = None,
-    exact: bool = False,
-    mu_dtype: Optional[jax.typing.DTypeLike] = None,
-    nu_dtype: Optional[jax.typing.DTypeLike] = None,
-    precond_dtype: Optional[jax.typing.DTypeLike] = None,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-16,
+  gamma: optax.ScalarOrSchedule = 1.0,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  *,
+  weight_decay_mode: str = "l2",
+  mask: optax.MaskOrFn | None = None,
+  beta3: jax.typing.ArrayLike = 0.5,
+  refresh_base: int = 2,
+  max_refresh_interval: int | None = None,
+  exact: bool = False,
+  mu_dtype: jax.typing.DTypeLike | None = None,
+  nu_dtype: jax.typing.DTypeLike | None = None,
+  precond_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The Anon optimizer.
 
@@ -277,14 +280,21 @@ def anon(
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
   return _weight_decay.chain_with_weight_decay(
-      scale_by_anon(
-          b1=b1, b2=b2, eps=eps, gamma=gamma, beta3=beta3,
-          refresh_base=refresh_base, max_refresh_interval=max_refresh_interval,
-          exact=exact, mu_dtype=mu_dtype, nu_dtype=nu_dtype,
-          precond_dtype=precond_dtype,
-      ),
-      learning_rate,
-      weight_decay,
-      weight_decay_mode,
-      mask,
+    scale_by_anon(
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      gamma=gamma,
+      beta3=beta3,
+      refresh_base=refresh_base,
+      max_refresh_interval=max_refresh_interval,
+      exact=exact,
+      mu_dtype=mu_dtype,
+      nu_dtype=nu_dtype,
+      precond_dtype=precond_dtype,
+    ),
+    learning_rate,
+    weight_decay,
+    weight_decay_mode,
+    mask,
   )

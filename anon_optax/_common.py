@@ -45,8 +45,8 @@ def check_params(params: optax.Params) -> None:
     dtype = jnp.asarray(leaf).dtype if not hasattr(leaf, "dtype") else leaf.dtype
     if not jnp.issubdtype(dtype, jnp.inexact):
       raise TypeError(
-          "anon_optax optimizers need floating-point or complex parameters; "
-          f"the leaf at {jax.tree_util.keystr(path)} has dtype {dtype}."
+        "anon_optax optimizers need floating-point or complex parameters; "
+        f"the leaf at {jax.tree_util.keystr(path)} has dtype {dtype}."
       )
 
 
@@ -61,18 +61,18 @@ def check_updates_match(updates: optax.Updates, reference: optax.Updates) -> Non
   state_tree = jax.tree.structure(reference)
   if updates_tree != state_tree:
     raise ValueError(
-        "The updates (gradients) do not have the structure of the parameters "
-        f"the optimizer was initialised with: got {updates_tree}, expected "
-        f"{state_tree}."
+      "The updates (gradients) do not have the structure of the parameters "
+      f"the optimizer was initialised with: got {updates_tree}, expected "
+      f"{state_tree}."
     )
   for (path, update), moment in zip(
-      jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(reference)
+    jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(reference)
   ):
     if jnp.shape(update) != jnp.shape(moment):
       raise ValueError(
-          f"The update at {jax.tree_util.keystr(path)} has shape "
-          f"{jnp.shape(update)}, but the parameter it updates has shape "
-          f"{jnp.shape(moment)}."
+        f"The update at {jax.tree_util.keystr(path)} has shape "
+        f"{jnp.shape(update)}, but the parameter it updates has shape "
+        f"{jnp.shape(moment)}."
       )
 
 
@@ -101,4 +101,5 @@ def update_dtype(update: Any, moment: Any) -> jnp.dtype:
   # The weak Python float makes integer updates floating and changes no
   # floating dtype.
   return jax.dtypes.canonicalize_dtype(
-      jnp.result_type(jnp.result_type(update), jnp.result_type(moment), 1.0))
+    jnp.result_type(jnp.result_type(update), jnp.result_type(moment), 1.0)
+  )

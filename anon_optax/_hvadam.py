@@ -14,7 +14,7 @@ parameter group of the authors' code.
 
 import math
 import numbers
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 from jax import core as jax_core
@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from anon_optax import _common, _weight_decay
+from anon_optax import _common
+from anon_optax import _weight_decay
 
 
 class ScaleByHVAdamState(NamedTuple):
@@ -54,14 +55,17 @@ class ScaleByHVAdamState(NamedTuple):
 
 def _scalar_dtype(params: optax.Params) -> Any:
   """float64 if any leaf has float64 (or complex128) precision, else float32."""
-  dtypes = [_common.real_statistics_dtype(jnp.result_type(x))
-            for x in jax.tree.leaves(params)]
+  dtypes = [_common.real_statistics_dtype(jnp.result_type(x)) for x in jax.tree.leaves(params)]
   return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.float32
 
 
 def _check_real_scalar(
-    name: str, value: Any, low: float = -math.inf, high: float = math.inf, *,
-    why: str = "",
+  name: str,
+  value: Any,
+  low: float = -math.inf,
+  high: float = math.inf,
+  *,
+  why: str = "",
 ) -> None:
   """Raises unless a hyperparameter is a finite real scalar in ``[low, high)``.
 
@@ -86,34 +90,34 @@ def _check_real_scalar(
     allowed = f"a real number in [{low:g}, {closing}"
   if isinstance(value, jax_core.Tracer):
     if jnp.ndim(value) != 0:
-      raise ValueError(f"`{name}` must be a scalar, got a traced array of "
-                       f"shape {jnp.shape(value)}.")
+      raise ValueError(
+        f"`{name}` must be a scalar, got a traced array of shape {jnp.shape(value)}."
+      )
     return
   if isinstance(value, (bool, np.bool_)):
     raise TypeError(f"`{name}` must be {allowed}, got the boolean {value!r}.")
   if isinstance(value, numbers.Real):
     number = float(value)
   elif isinstance(value, (np.ndarray, np.generic, jax.Array)):
-    if not (jnp.issubdtype(value.dtype, jnp.integer)
-            or jnp.issubdtype(value.dtype, jnp.floating)):
-      raise TypeError(f"`{name}` must be {allowed}, got an array of dtype "
-                      f"{value.dtype}.")
+    if not (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)):
+      raise TypeError(f"`{name}` must be {allowed}, got an array of dtype {value.dtype}.")
     if np.ndim(value) != 0:
-      raise ValueError(f"`{name}` must be a scalar ({allowed}), got an array "
-                       f"of shape {np.shape(value)}.")
+      raise ValueError(
+        f"`{name}` must be a scalar ({allowed}), got an array of shape {np.shape(value)}."
+      )
     number = float(value)
   else:
-    raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type "
-                    f"{type(value).__name__}.")
+    raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type {type(value).__name__}.")
   if not (math.isfinite(number) and low <= number < high):
     raise ValueError(f"`{name}` must be {allowed}, got {value!r}.{why}")
 
 
 _GAMMA_RANGE_REASON = (
-    " With gamma < 0 the weighting's denominator q + gamma r + eps becomes "
-    "negative when a gradient equals the previous momentum (q = 0 < r), and "
-    "at the first step already for gamma < -b1**2 (where q = b1**2 r), which "
-    "makes the second moment negative and the step NaN.")
+  " With gamma < 0 the weighting's denominator q + gamma r + eps becomes "
+  "negative when a gradient equals the previous momentum (q = 0 < r), and "
+  "at the first step already for gamma < -b1**2 (where q = b1**2 r), which "
+  "makes the second moment negative and the step NaN."
+)
 
 
 def _partial_inner_products(m, hidden, bias1):
@@ -135,9 +139,9 @@ def _real_product(x, y):
 def _divide_or_zero(numerator, denominator):
   """``numerator / denominator``, defined as 0 where the denominator is 0."""
   is_zero = denominator == 0
-  return jnp.where(
-      is_zero, 0, numerator / jnp.where(is_zero, 1, denominator)
-  ).astype(jnp.result_type(numerator, denominator))
+  return jnp.where(is_zero, 0, numerator / jnp.where(is_zero, 1, denominator)).astype(
+    jnp.result_type(numerator, denominator)
+  )
 
 
 def _complement(value):
@@ -169,8 +173,7 @@ def _update_dtype(grad, param, statistics_dtype):
 
 
 @jax.jit
-def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1,
-            one_minus_b2):
+def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_b2):
   """One HVAdam step (see `scale_by_hvadam`); `gamma` already evaluated.
 
   One compiled program per tree structure and dtypes: the hyperparameters
@@ -205,81 +208,81 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1,
 
   leaves = jax.tree.leaves
   treedef = jax.tree.structure(state.mu)
-  new_moments = [moments(g, m, v, h) for g, m, v, h in zip(
-      leaves(updates), leaves(state.mu), leaves(state.var),
-      leaves(state.hidden))]
+  new_moments = [
+    moments(g, m, v, h)
+    for g, m, v, h in zip(
+      leaves(updates), leaves(state.mu), leaves(state.var), leaves(state.hidden)
+    )
+  ]
   mu = jax.tree.unflatten(treedef, [x[0] for x in new_moments])
   var = jax.tree.unflatten(treedef, [x[1] for x in new_moments])
-  sums = [_partial_inner_products(m, h, bias1) for m, h in zip(
-      leaves(mu), leaves(state.hidden))]
+  sums = [_partial_inner_products(m, h, bias1) for m, h in zip(leaves(mu), leaves(state.hidden))]
   zero = jnp.zeros([], scalar_dtype)
-  mm, ml, ll = (sum((x[i].astype(scalar_dtype) for x in sums), zero)
-                for i in range(3))
+  mm, ml, ll = (sum((x[i].astype(scalar_dtype) for x in sums), zero) for i in range(3))
 
   # Agreement between the momentum and the hidden vector, tree-wide.
   k = _divide_or_zero(mm - ml, mm + ll - 2 * ml)
   vv = jnp.abs(k**2 * ll + (1 - k) ** 2 * mm + 2 * k * (1 - k) * ml)
   cosine_denominator = jnp.sqrt(vv) * jnp.sqrt(mm)
-  delta = jnp.where(
-      mm > 0, _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator),
-      jnp.nan)
+  delta = jnp.where(mm > 0, _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator), jnp.nan)
 
   # Branches: restart, skip (NaN fails `<=`), switch-off, extra step.
   restart = state.flag == -1
   accept = jnp.logical_and(~restart, jnp.abs(delta) <= 1)
   step2 = jnp.where(
-      restart, 0,
-      jnp.where(accept, optax.safe_increment(state.step2), state.step2),
+    restart,
+    0,
+    jnp.where(accept, optax.safe_increment(state.step2), state.step2),
   ).astype(jnp.int32)
   exp_delta = jnp.where(
-      restart, 0,
-      jnp.where(accept, b2_ * state.exp_delta + one_minus_b2 * delta,
-                state.exp_delta),
+    restart,
+    0,
+    jnp.where(accept, b2_ * state.exp_delta + one_minus_b2 * delta, state.exp_delta),
   ).astype(scalar_dtype)
   bias = jnp.where(step2 > 0, 1 - jax.lax.pow(b2_, step2), 1)
   switch_off = jnp.logical_and(accept, exp_delta / bias < 0.1)
   extra_step = jnp.logical_and(accept, ~switch_off)
   flag = jnp.where(restart, 0, jnp.where(switch_off, -1, state.flag))
-  hidden_scale = jnp.where(
-      extra_step, jnp.power(as_scalar(10), 6 * exp_delta - 3), 0)
+  hidden_scale = jnp.where(extra_step, jnp.power(as_scalar(10), 6 * exp_delta - 3), 0)
 
   def step(m, v, h, g, p):
     """The new hidden vector and the update: both parameter moves."""
     real = lambda x: x.astype(v.dtype)
     mu_hat = m / real(bias1)
-    adam_step = _divide_or_zero(
-        mu_hat, jnp.sqrt(v) / real(sqrt_bias2) + real(eps_))
+    adam_step = _divide_or_zero(mu_hat, jnp.sqrt(v) / real(sqrt_bias2) + real(eps_))
     new_h = jnp.where(
-        restart, mu_hat,
-        jnp.where(extra_step, real(k) * h + real(1 - k) * mu_hat, h),
+      restart,
+      mu_hat,
+      jnp.where(extra_step, real(k) * h + real(1 - k) * mu_hat, h),
     ).astype(h.dtype)
     update = adam_step + real(hidden_scale) * new_h
     return new_h, update.astype(_update_dtype(g, p, m.dtype))
 
-  param_leaves = (leaves(params) if params is not None
-                  else [None] * len(new_moments))
-  stepped = [step(m, v, h, g, p) for m, v, h, g, p in zip(
-      leaves(mu), leaves(var), leaves(state.hidden), leaves(updates),
-      param_leaves)]
+  param_leaves = leaves(params) if params is not None else [None] * len(new_moments)
+  stepped = [
+    step(m, v, h, g, p)
+    for m, v, h, g, p in zip(
+      leaves(mu), leaves(var), leaves(state.hidden), leaves(updates), param_leaves
+    )
+  ]
   hidden = jax.tree.unflatten(treedef, [x[0] for x in stepped])
-  new_updates = jax.tree.unflatten(jax.tree.structure(updates),
-                                   [x[1] for x in stepped])
+  new_updates = jax.tree.unflatten(jax.tree.structure(updates), [x[1] for x in stepped])
   return new_updates, ScaleByHVAdamState(
-      count=count,
-      mu=mu,
-      var=var,
-      hidden=hidden,
-      flag=flag.astype(jnp.int32),
-      step2=step2,
-      exp_delta=exp_delta,
+    count=count,
+    mu=mu,
+    var=var,
+    hidden=hidden,
+    flag=flag.astype(jnp.int32),
+    step2=step2,
+    exp_delta=exp_delta,
   )
 
 
 def scale_by_hvadam(
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-16,
-    gamma: optax.ScalarOrSchedule = 0.0,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-16,
+  gamma: optax.ScalarOrSchedule = 0.0,
 ) -> optax.GradientTransformation:
   r"""Rescale updates according to the HVAdam algorithm.
 
@@ -426,52 +429,58 @@ def scale_by_hvadam(
   def init_fn(params):
     _common.check_params(params)
     # zeros_like keeps each parameter's sharding (also under `jax.eval_shape`).
-    moment = lambda x: jnp.zeros_like(x, _common.statistics_dtype(
-        jnp.result_type(x)))
-    real_moment = lambda x: jnp.zeros_like(x, _common.real_statistics_dtype(
-        jnp.result_type(x)))
+    moment = lambda x: jnp.zeros_like(x, _common.statistics_dtype(jnp.result_type(x)))
+    real_moment = lambda x: jnp.zeros_like(x, _common.real_statistics_dtype(jnp.result_type(x)))
     return ScaleByHVAdamState(
-        count=jnp.zeros([], jnp.int32),
-        mu=jax.tree.map(moment, params),
-        var=jax.tree.map(real_moment, params),
-        hidden=jax.tree.map(moment, params),
-        flag=jnp.full([], -1, jnp.int32),
-        step2=jnp.zeros([], jnp.int32),
-        exp_delta=jnp.zeros([], _scalar_dtype(params)),
+      count=jnp.zeros([], jnp.int32),
+      mu=jax.tree.map(moment, params),
+      var=jax.tree.map(real_moment, params),
+      hidden=jax.tree.map(moment, params),
+      flag=jnp.full([], -1, jnp.int32),
+      step2=jnp.zeros([], jnp.int32),
+      exp_delta=jnp.zeros([], _scalar_dtype(params)),
     )
 
   def update_fn(updates, state, params=None):
     _common.check_updates_match(updates, state.mu)
     for grad, moment in zip(jax.tree.leaves(updates), jax.tree.leaves(state.mu)):
-      if (jnp.iscomplexobj(grad)
-          and not jnp.issubdtype(moment.dtype, jnp.complexfloating)):
+      if jnp.iscomplexobj(grad) and not jnp.issubdtype(moment.dtype, jnp.complexfloating):
         raise TypeError(
-            "scale_by_hvadam got complex gradients for real parameters; "
-            "the parameters must be complex too.")
-    if params is not None and (
-        jax.tree.structure(params) != jax.tree.structure(state.mu)):
+          "scale_by_hvadam got complex gradients for real parameters; "
+          "the parameters must be complex too."
+        )
+    if params is not None and (jax.tree.structure(params) != jax.tree.structure(state.mu)):
       raise ValueError(
-          "The parameters passed to update do not have the structure of "
-          "those the optimizer was initialised with: got "
-          f"{jax.tree.structure(params)}, expected "
-          f"{jax.tree.structure(state.mu)}.")
-    return _update(updates, state, params, b1, b2, eps,
-                   _common.resolve_schedule(gamma, state.count),
-                   _complement(b1), _complement(b2))
+        "The parameters passed to update do not have the structure of "
+        "those the optimizer was initialised with: got "
+        f"{jax.tree.structure(params)}, expected "
+        f"{jax.tree.structure(state.mu)}."
+      )
+    return _update(
+      updates,
+      state,
+      params,
+      b1,
+      b2,
+      eps,
+      _common.resolve_schedule(gamma, state.count),
+      _complement(b1),
+      _complement(b2),
+    )
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
 def hvadam(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-16,
-    gamma: optax.ScalarOrSchedule = 0.0,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    *,
-    weight_decay_mode: str = "l2",
-    mask: Optional[optax.MaskOrFn] = None,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-16,
+  gamma: optax.ScalarOrSchedule = 0.0,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  *,
+  weight_decay_mode: str = "l2",
+  mask: optax.MaskOrFn | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The HVAdam optimizer.
 
@@ -552,9 +561,9 @@ def hvadam(
   if not callable(weight_decay):
     _check_real_scalar("weight_decay", weight_decay, 0.0)
   return _weight_decay.chain_with_weight_decay(
-      scale_by_hvadam(b1=b1, b2=b2, eps=eps, gamma=gamma),
-      learning_rate,
-      weight_decay,
-      weight_decay_mode,
-      mask,
+    scale_by_hvadam(b1=b1, b2=b2, eps=eps, gamma=gamma),
+    learning_rate,
+    weight_decay,
+    weight_decay_mode,
+    mask,
   )

@@ -30,7 +30,7 @@ overflows its storage dtype is stored as that dtype's largest finite value, so
 that a zero momentum gives a zero step instead of ``0 * inf = NaN``.
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -78,9 +78,9 @@ class ScaleByIDUState(NamedTuple):
 
 
 def next_refresh_step(
-    refresh_step: jax.Array,
-    refresh_base: Any,
-    max_refresh_interval: Optional[Any] = None,
+  refresh_step: jax.Array,
+  refresh_base: Any,
+  max_refresh_interval: Any | None = None,
 ) -> jax.Array:
   r"""Returns the refresh step after ``refresh_step``.
 
@@ -106,18 +106,14 @@ def next_refresh_step(
   """
   growth = jnp.asarray(refresh_base).astype(jnp.int32) - 1
   # (base - 1) * a_k, saturated at int32's maximum instead of wrapping around.
-  gap = jnp.where(
-      refresh_step <= _MAX_INT32 // growth, refresh_step * growth, _MAX_INT32
-  )
+  gap = jnp.where(refresh_step <= _MAX_INT32 // growth, refresh_step * growth, _MAX_INT32)
   if max_refresh_interval is not None:
     gap = jnp.minimum(gap, jnp.asarray(max_refresh_interval).astype(jnp.int32))
   fits = refresh_step <= _MAX_INT32 - gap
   return jnp.where(fits, refresh_step + gap, 0).astype(jnp.int32)
 
 
-def bias_correction_inverse(
-    one_minus_b2: Any, num_accumulated: jax.Array, dtype: Any
-) -> jax.Array:
+def bias_correction_inverse(one_minus_b2: Any, num_accumulated: jax.Array, dtype: Any) -> jax.Array:
   r"""Returns :math:`1 / (1 - b_2^n)` as a scalar of ``dtype``.
 
   Computed as :math:`-1/\mathrm{expm1}(n \log(1 - (1 - b_2)))`, which keeps
@@ -136,7 +132,7 @@ def bias_correction_inverse(
 
 
 def log_bias_corrected_sigma(
-    nu: jax.Array, one_minus_b2: Any, num_accumulated: jax.Array, eps: Any
+  nu: jax.Array, one_minus_b2: Any, num_accumulated: jax.Array, eps: Any
 ) -> jax.Array:
   r"""Returns :math:`\log \sigma` with :math:`\sigma = s / (1 - b_2^n) + \epsilon`.
 
@@ -155,15 +151,11 @@ def log_bias_corrected_sigma(
   dtype = nu.dtype
   one_minus_b2 = jnp.asarray(one_minus_b2, dtype)
   # 1 - b2**n as -expm1(n * log(b2)), with log(b2) = log1p(-(1 - b2)).
-  correction = -jnp.expm1(
-      num_accumulated.astype(dtype) * jnp.log1p(-one_minus_b2)
-  )
+  correction = -jnp.expm1(num_accumulated.astype(dtype) * jnp.log1p(-one_minus_b2))
   return jnp.log(nu / correction + jnp.asarray(eps, dtype))
 
 
-def harmonic_refresh(
-    precond: jax.Array, log_sigma: jax.Array, gamma: Any, beta3: Any
-) -> jax.Array:
+def harmonic_refresh(precond: jax.Array, log_sigma: jax.Array, gamma: Any, beta3: Any) -> jax.Array:
   r"""The IDU refresh: a weighted harmonic mean of :math:`v^2` and :math:`\sigma^{-\gamma}`.
 
   .. math::
@@ -209,15 +201,15 @@ def harmonic_refresh(
 
 
 def refresh_preconditioner(
-    nu: jax.Array,
-    precond: jax.Array,
-    *,
-    num_accumulated: jax.Array,
-    is_first: jax.Array,
-    one_minus_b2: Any,
-    eps: Any,
-    gamma: Any,
-    beta3: Any,
+  nu: jax.Array,
+  precond: jax.Array,
+  *,
+  num_accumulated: jax.Array,
+  is_first: jax.Array,
+  one_minus_b2: Any,
+  eps: Any,
+  gamma: Any,
+  beta3: Any,
 ) -> jax.Array:
   r"""Returns the preconditioner refreshed from ``nu``, in the dtype of ``nu``.
 
@@ -238,8 +230,7 @@ def refresh_preconditioner(
   """
   log_sigma = log_bias_corrected_sigma(nu, one_minus_b2, num_accumulated, eps)
   effective_beta3 = jnp.where(is_first, 0, beta3)
-  return harmonic_refresh(
-      precond.astype(nu.dtype), log_sigma, gamma, effective_beta3)
+  return harmonic_refresh(precond.astype(nu.dtype), log_sigma, gamma, effective_beta3)
 
 
 # Quadratic approximations on [0, 1] that are exact at both ends, so that the
@@ -252,24 +243,24 @@ _EXP2_A, _EXP2_B = 0.6565, 0.3435
 def approximate_power(x: jax.Array, exponent: Any) -> jax.Array:
   r"""``x ** exponent`` for ``x >= 0``, to about ``0.9% * max(1, |exponent|)``.
 
-  :math:`x = (1 + f)\,2^e` is split exactly by its bits, :math:`\log_2 x
-  pprox e + f(a - b f)`, and :math:`2^y = 2^{\lfloor y 
-floor}
-  2^{y - \lfloor y 
-floor}` with :math:`2^r pprox 1 + r(c + d r)`: a few
-  multiply-adds and integer operations, where ``exp(exponent * log(x))`` costs
-  more than the rest of an optimizer step on a CPU. Both quadratics are exact
-  at the ends of [0, 1], so the result is continuous and monotone in ``x``.
-  ``x = 0`` counts as :math:`2^{-127}` (float32), ``inf`` as :math:`2^{128}`;
-  the result is clipped to the normal range, so it is never 0, inf or NaN for
-  a non-NaN ``x``.
+    :math:`x = (1 + f)\,2^e` is split exactly by its bits, :math:`\log_2 x
+    pprox e + f(a - b f)`, and :math:`2^y = 2^{\lfloor y
+  floor}
+    2^{y - \lfloor y
+  floor}` with :math:`2^r pprox 1 + r(c + d r)`: a few
+    multiply-adds and integer operations, where ``exp(exponent * log(x))`` costs
+    more than the rest of an optimizer step on a CPU. Both quadratics are exact
+    at the ends of [0, 1], so the result is continuous and monotone in ``x``.
+    ``x = 0`` counts as :math:`2^{-127}` (float32), ``inf`` as :math:`2^{128}`;
+    the result is clipped to the normal range, so it is never 0, inf or NaN for
+    a non-NaN ``x``.
 
-  Args:
-    x: a float32 or float64 array, >= 0.
-    exponent: a scalar (maybe traced).
+    Args:
+      x: a float32 or float64 array, >= 0.
+      exponent: a scalar (maybe traced).
 
-  Returns:
-    The approximate power, in the dtype of ``x``.
+    Returns:
+      The approximate power, in the dtype of ``x``.
   """
   dtype = x.dtype
   info = jnp.finfo(dtype)
@@ -279,8 +270,8 @@ floor}` with :math:`2^r pprox 1 + r(c + d r)`: a few
   bits = jax.lax.bitcast_convert_type(x, int_dtype)
   biased_exponent = bits >> num_mantissa_bits
   one_plus_f = jax.lax.bitcast_convert_type(
-      (bits & ((1 << num_mantissa_bits) - 1)) | (bias << num_mantissa_bits),
-      dtype)
+    (bits & ((1 << num_mantissa_bits) - 1)) | (bias << num_mantissa_bits), dtype
+  )
   f = one_plus_f - 1
   log2_x = (biased_exponent - bias).astype(dtype) + f * (_LOG2_A - _LOG2_B * f)
   y = jnp.clip(jnp.asarray(exponent, dtype) * log2_x, 1 - bias, bias)
@@ -288,18 +279,19 @@ floor}` with :math:`2^r pprox 1 + r(c + d r)`: a few
   r = y - whole
   mantissa = 1 + r * (_EXP2_A + _EXP2_B * r)  # In [1, 2].
   result_bits = jax.lax.bitcast_convert_type(mantissa, int_dtype) + (
-      whole.astype(int_dtype) << num_mantissa_bits)
+    whole.astype(int_dtype) << num_mantissa_bits
+  )
   return jax.lax.bitcast_convert_type(result_bits, dtype)
 
 
 def guarded_preconditioner(
-    precond: jax.Array,
-    nu: jax.Array,
-    *,
-    inverse_correction: jax.Array,
-    eps: Any,
-    gamma: Any,
-    factor: Any = GUARD_FACTOR,
+  precond: jax.Array,
+  nu: jax.Array,
+  *,
+  inverse_correction: jax.Array,
+  eps: Any,
+  gamma: Any,
+  factor: Any = GUARD_FACTOR,
 ) -> jax.Array:
   r"""The preconditioner a step between refreshes uses under the guard.
 
@@ -330,8 +322,7 @@ def guarded_preconditioner(
     :math:`v_\mathrm{step}`, in at least float32.
   """
   dtype = jnp.promote_types(nu.dtype, jnp.float32)
-  sigma = nu.astype(dtype) * inverse_correction.astype(dtype) + jnp.asarray(
-      eps, dtype)
+  sigma = nu.astype(dtype) * inverse_correction.astype(dtype) + jnp.asarray(eps, dtype)
   gamma = _common.at_least_float32(gamma)
   bound = factor * approximate_power(sigma, -0.5 * gamma)
   return jnp.minimum(precond.astype(dtype), bound)
@@ -376,9 +367,9 @@ def _hash_bits(shape, step: jax.Array, salt: int) -> jax.Array:
   index = jax.lax.iota(jnp.uint32, int(np.prod(shape, dtype=np.int64)))
   index = index.reshape(shape)
   h = (
-      index * jnp.uint32(0x9E3779B1)
-      + step.astype(jnp.uint32) * jnp.uint32(0x85EBCA77)
-      + jnp.uint32((salt * 0xC2B2AE3D) & 0xFFFFFFFF)
+    index * jnp.uint32(0x9E3779B1)
+    + step.astype(jnp.uint32) * jnp.uint32(0x85EBCA77)
+    + jnp.uint32((salt * 0xC2B2AE3D) & 0xFFFFFFFF)
   )
   # A 32-bit finaliser (xor-shift-multiply rounds) mixes every input bit.
   h = h ^ (h >> 16)
@@ -424,10 +415,9 @@ def _squared_magnitude(update: jax.Array, dtype: Any) -> jax.Array:
 
 def _accumulate_leaf(update, nu, b2, one_minus_b2, dtype):
   """``(1 - b2) |u|**2 + b2 s`` in ``dtype`` (at least float32)."""
-  return (
-      jnp.asarray(one_minus_b2, dtype) * _squared_magnitude(update, dtype)
-      + jnp.asarray(b2, dtype) * nu.astype(dtype)
-  )
+  return jnp.asarray(one_minus_b2, dtype) * _squared_magnitude(update, dtype) + jnp.asarray(
+    b2, dtype
+  ) * nu.astype(dtype)
 
 
 def _accumulate(updates, nu, b2, one_minus_b2):
@@ -438,9 +428,9 @@ def _accumulate(updates, nu, b2, one_minus_b2):
   round it the same way.
   """
   return jax.tree.map(
-      lambda u, s: _accumulate_leaf(
-          u, s, b2, one_minus_b2, jnp.promote_types(s.dtype, jnp.float32)),
-      updates, nu,
+    lambda u, s: _accumulate_leaf(u, s, b2, one_minus_b2, jnp.promote_types(s.dtype, jnp.float32)),
+    updates,
+    nu,
   )
 
 
@@ -453,9 +443,11 @@ def init_preconditioner(params: optax.Params, nu_dtype=None, precond_dtype=None)
   :func:`optax.adam`) they get the parameters' sharding.
   """
   _common.check_params(params)
+
   def zeros(p, dtype):
     dtype = dtype or _common.real_statistics_dtype(jnp.result_type(p))
     return jnp.zeros_like(p, dtype=dtype)
+
   nu = jax.tree.map(lambda p: zeros(p, nu_dtype), params)
   precond = jax.tree.map(lambda p: zeros(p, precond_dtype) + 1, params)
   return nu, precond
@@ -467,11 +459,12 @@ def init_preconditioner(params: optax.Params, nu_dtype=None, precond_dtype=None)
 def _refresh_branch(updates, nu, precond, b2, refresh, hyperparams):
   accumulated = _accumulate(updates, nu, b2, hyperparams["one_minus_b2"])
   new_precond = jax.tree.map(
-      lambda s, v: _store(
-          _at_most_largest_finite(
-              refresh_preconditioner(s, v, **refresh, **hyperparams), v.dtype),
-          v.dtype),
-      accumulated, precond,
+    lambda s, v: _store(
+      _at_most_largest_finite(refresh_preconditioner(s, v, **refresh, **hyperparams), v.dtype),
+      v.dtype,
+    ),
+    accumulated,
+    precond,
   )
   return new_precond, jnp.asarray(True)
 
@@ -482,16 +475,16 @@ def _keep_branch(updates, nu, precond, b2, refresh, hyperparams):
 
 
 def update_preconditioner(
-    updates: optax.Updates,
-    state: Any,
-    *,
-    b2: Any,
-    eps: Any,
-    gamma: Any,
-    beta3: Any,
-    refresh_base: Any,
-    max_refresh_interval: Optional[Any] = None,
-    guarded: bool = False,
+  updates: optax.Updates,
+  state: Any,
+  *,
+  b2: Any,
+  eps: Any,
+  gamma: Any,
+  beta3: Any,
+  refresh_base: Any,
+  max_refresh_interval: Any | None = None,
+  guarded: bool = False,
 ):
   """Advances the preconditioner state by one step of ``updates``.
 
@@ -524,13 +517,18 @@ def update_preconditioner(
   num_accumulated = optax.safe_increment(state.num_accumulated)
   is_refresh = step == state.next_refresh
   one_minus_b2 = _one_minus(b2)
-  hyperparams = dict(
-      one_minus_b2=one_minus_b2, eps=eps, gamma=gamma, beta3=beta3)
-  refresh = dict(
-      num_accumulated=num_accumulated, is_first=state.num_refreshes == 0)
+  hyperparams = dict(one_minus_b2=one_minus_b2, eps=eps, gamma=gamma, beta3=beta3)
+  refresh = dict(num_accumulated=num_accumulated, is_first=state.num_refreshes == 0)
   precond, reset = jax.lax.cond(
-      is_refresh, _refresh_branch, _keep_branch,
-      updates, state.nu, state.precond, b2, refresh, hyperparams,
+    is_refresh,
+    _refresh_branch,
+    _keep_branch,
+    updates,
+    state.nu,
+    state.precond,
+    b2,
+    refresh,
+    hyperparams,
   )
   accumulated = _accumulate(updates, state.nu, b2, one_minus_b2)
   leaves, treedef = jax.tree.flatten(accumulated)
@@ -543,30 +541,31 @@ def update_preconditioner(
     # is overwritten in place: XLA would keep a copy of all of it to do so.
     one = 1 + 0 * jnp.asarray(step, jnp.float32)
     leaves = [s / one.astype(s.dtype) for s in leaves]
-  nu = treedef.unflatten([
+  nu = treedef.unflatten(
+    [
       _store(s, old.dtype, step=step, salt=index)
       for index, (s, old) in enumerate(zip(leaves, nu_leaves))
-  ])
+    ]
+  )
   next_refresh = jnp.where(
-      is_refresh,
-      next_refresh_step(state.next_refresh, refresh_base, max_refresh_interval),
-      state.next_refresh,
+    is_refresh,
+    next_refresh_step(state.next_refresh, refresh_base, max_refresh_interval),
+    state.next_refresh,
   )
   return state._replace(
-      count=step,
-      next_refresh=next_refresh,
-      num_refreshes=jnp.where(
-          is_refresh, optax.safe_increment(state.num_refreshes),
-          state.num_refreshes),
-      num_accumulated=jnp.where(is_refresh, 0, num_accumulated).astype(
-          jnp.int32),
-      nu=nu,
-      precond=precond,
+    count=step,
+    next_refresh=next_refresh,
+    num_refreshes=jnp.where(
+      is_refresh, optax.safe_increment(state.num_refreshes), state.num_refreshes
+    ),
+    num_accumulated=jnp.where(is_refresh, 0, num_accumulated).astype(jnp.int32),
+    nu=nu,
+    precond=precond,
   )
 
 
 def step_preconditioner(
-    new_state: Any, *, exact: bool, b2: Any, eps: Any, gamma: Any
+  new_state: Any, *, exact: bool, b2: Any, eps: Any, gamma: Any
 ) -> optax.Updates:
   r"""The preconditioner this step multiplies by: ``precond``, or guarded.
 
@@ -589,13 +588,14 @@ def step_preconditioner(
   refreshed = new_state.num_accumulated == 0
   num_accumulated = jnp.maximum(new_state.num_accumulated, 1)
   factor = jnp.where(refreshed, jnp.inf, GUARD_FACTOR)
+
   def guard(v, s):
     dtype = jnp.promote_types(s.dtype, jnp.float32)
-    inverse_correction = bias_correction_inverse(
-        one_minus_b2, num_accumulated, dtype)
+    inverse_correction = bias_correction_inverse(one_minus_b2, num_accumulated, dtype)
     return guarded_preconditioner(
-        v, s, inverse_correction=inverse_correction, eps=eps, gamma=gamma,
-        factor=factor.astype(dtype))
+      v, s, inverse_correction=inverse_correction, eps=eps, gamma=gamma, factor=factor.astype(dtype)
+    )
+
   return jax.tree.map(guard, new_state.precond, new_state.nu)
 
 
@@ -606,8 +606,7 @@ def _one_minus(b2: Any) -> Any:
   return 1 - _common.at_least_float32(b2)
 
 
-def check_preconditioner_hyperparams(
-    b2, eps, gamma, beta3, refresh_base, max_refresh_interval):
+def check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base, max_refresh_interval):
   """Eagerly validates the hyperparameters shared by the preconditioners."""
   _validation.check_interval("b2", b2, 0.0, 1.0)
   _validation.check_interval("eps", eps, 0.0)
@@ -615,8 +614,7 @@ def check_preconditioner_hyperparams(
   _validation.check_interval("beta3", beta3, 0.0, 1.0)
   _validation.check_integer_in("refresh_base", refresh_base, 2, _MAX_INT32)
   if max_refresh_interval is not None:
-    _validation.check_integer_in(
-        "max_refresh_interval", max_refresh_interval, 1, _MAX_INT32)
+    _validation.check_integer_in("max_refresh_interval", max_refresh_interval, 1, _MAX_INT32)
 
 
 def check_storage_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> Any:
@@ -631,23 +629,22 @@ def check_storage_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> A
   if not jnp.issubdtype(canonical, allowed):
     kind = "floating or complex" if complex_ok else "real floating"
     raise TypeError(
-        f"`{name}` must be a {kind} dtype (e.g. jnp.bfloat16, jnp.float32) "
-        f"or None, got {dtype!r}."
+      f"`{name}` must be a {kind} dtype (e.g. jnp.bfloat16, jnp.float32) or None, got {dtype!r}."
     )
   return jax.dtypes.canonicalize_dtype(canonical)
 
 
 def scale_by_idu(
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-16,
-    gamma: optax.ScalarOrSchedule = 1.0,
-    *,
-    beta3: jax.typing.ArrayLike = 0.5,
-    refresh_base: int = 2,
-    max_refresh_interval: Optional[int] = None,
-    exact: bool = False,
-    nu_dtype: Optional[jax.typing.DTypeLike] = None,
-    precond_dtype: Optional[jax.typing.DTypeLike] = None,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-16,
+  gamma: optax.ScalarOrSchedule = 1.0,
+  *,
+  beta3: jax.typing.ArrayLike = 0.5,
+  refresh_base: int = 2,
+  max_refresh_interval: int | None = None,
+  exact: bool = False,
+  nu_dtype: jax.typing.DTypeLike | None = None,
+  precond_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   r"""Scale updates by the gamma-preconditioner refreshed by IDU.
 
@@ -710,8 +707,7 @@ def scale_by_idu(
     Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
-  check_preconditioner_hyperparams(
-      b2, eps, gamma, beta3, refresh_base, max_refresh_interval)
+  check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base, max_refresh_interval)
   _validation.check_bool("exact", exact)
   nu_dtype = check_storage_dtype("nu_dtype", nu_dtype)
   precond_dtype = check_storage_dtype("precond_dtype", precond_dtype)
@@ -719,12 +715,12 @@ def scale_by_idu(
   def init_fn(params):
     nu, precond = init_preconditioner(params, nu_dtype, precond_dtype)
     return ScaleByIDUState(
-        count=jnp.zeros([], jnp.int32),
-        next_refresh=jnp.ones([], jnp.int32),
-        num_refreshes=jnp.zeros([], jnp.int32),
-        num_accumulated=jnp.zeros([], jnp.int32),
-        nu=nu,
-        precond=precond,
+      count=jnp.zeros([], jnp.int32),
+      next_refresh=jnp.ones([], jnp.int32),
+      num_refreshes=jnp.zeros([], jnp.int32),
+      num_accumulated=jnp.zeros([], jnp.int32),
+      nu=nu,
+      precond=precond,
     )
 
   def update_fn(updates, state, params=None):
@@ -732,15 +728,18 @@ def scale_by_idu(
     _common.check_updates_match(updates, state.nu)
     gamma_t = _common.resolve_schedule(gamma, state.count)
     new_state = update_preconditioner(
-        updates, state, b2=b2, eps=eps, gamma=gamma_t, beta3=beta3,
-        refresh_base=refresh_base, max_refresh_interval=max_refresh_interval,
-        guarded=not exact,
+      updates,
+      state,
+      b2=b2,
+      eps=eps,
+      gamma=gamma_t,
+      beta3=beta3,
+      refresh_base=refresh_base,
+      max_refresh_interval=max_refresh_interval,
+      guarded=not exact,
     )
-    scale = step_preconditioner(
-        new_state, exact=exact, b2=b2, eps=eps, gamma=gamma_t)
-    updates = jax.tree.map(
-        lambda v, u: (v * u).astype(_common.update_dtype(u, u)), scale, updates
-    )
+    scale = step_preconditioner(new_state, exact=exact, b2=b2, eps=eps, gamma=gamma_t)
+    updates = jax.tree.map(lambda v, u: (v * u).astype(_common.update_dtype(u, u)), scale, updates)
     return updates, new_state
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -104,14 +104,15 @@ def preconditioner_stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
     found.extend(optax.tree.get_all_with_path(opt_state, name))
   if not found:
     raise ValueError(
-        "`opt_state` contains no ScaleByAnonState or ScaleByIDUState; "
-        "preconditioner_stats needs the state of an anon_optax optimizer."
+      "`opt_state` contains no ScaleByAnonState or ScaleByIDUState; "
+      "preconditioner_stats needs the state of an anon_optax optimizer."
     )
   stats = {}
   for state_path, state in found:
     prefix = _path_name(state_path) + "/" if len(found) > 1 else ""
-    leaves = [(_path_name(path), v) for path, v in
-              jax.tree_util.tree_leaves_with_path(state.precond)]
+    leaves = [
+      (_path_name(path), v) for path, v in jax.tree_util.tree_leaves_with_path(state.precond)
+    ]
     # Zero-size leaves have no minimum, median or maximum: they get no
     # per-leaf entries and do not count in the global ones.
     nonempty = [(name, v) for name, v in leaves if jnp.size(v) > 0]
@@ -122,14 +123,11 @@ def preconditioner_stats(opt_state: optax.OptState) -> dict[str, jax.Array]:
         stats[f"{prefix}v_max/{leaf_name}"] = jnp.max(v)
     dtype = jnp.result_type(*(v for _, v in leaves)) if leaves else jnp.float32
     if nonempty:
-      every_v = jnp.concatenate(
-          [jnp.ravel(_unsharded(v)).astype(dtype) for _, v in nonempty])
+      every_v = jnp.concatenate([jnp.ravel(_unsharded(v)).astype(dtype) for _, v in nonempty])
       # Per-leaf reductions combined: no gathered copy for the extremes.
-      stats[f"{prefix}v_min"] = jnp.min(
-          jnp.stack([jnp.min(v).astype(dtype) for _, v in nonempty]))
+      stats[f"{prefix}v_min"] = jnp.min(jnp.stack([jnp.min(v).astype(dtype) for _, v in nonempty]))
       stats[f"{prefix}v_median"] = jnp.median(every_v)
-      stats[f"{prefix}v_max"] = jnp.max(
-          jnp.stack([jnp.max(v).astype(dtype) for _, v in nonempty]))
+      stats[f"{prefix}v_max"] = jnp.max(jnp.stack([jnp.max(v).astype(dtype) for _, v in nonempty]))
     else:
       for statistic in ("v_min", "v_median", "v_max"):
         stats[f"{prefix}{statistic}"] = jnp.full((), jnp.nan, dtype)

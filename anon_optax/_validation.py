@@ -29,31 +29,26 @@ def _scalar_value(name: str, value: Any) -> float | None:
     ValueError: if it is an array with more than one element.
   """
   if isinstance(value, bool) or value is None or isinstance(value, str):
-    raise TypeError(
-        f"`{name}` must be a real number or a real scalar array, got "
-        f"{value!r}."
-    )
+    raise TypeError(f"`{name}` must be a real number or a real scalar array, got {value!r}.")
   if isinstance(value, numbers.Real):
     return float(value)
   if isinstance(value, (np.ndarray, np.generic, jax.Array)):
     if np.ndim(value) != 0:
       raise ValueError(
-          f"`{name}` must be a scalar (shape ()), got an array of shape "
-          f"{np.shape(value)}."
+        f"`{name}` must be a scalar (shape ()), got an array of shape {np.shape(value)}."
       )
     dtype = value.dtype
-    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
-            or dtype == jax.numpy.bfloat16):
-      raise TypeError(
-          f"`{name}` must be a real number or a real scalar array, got dtype "
-          f"{dtype}."
-      )
+    if not (
+      np.issubdtype(dtype, np.floating)
+      or np.issubdtype(dtype, np.integer)
+      or dtype == jax.numpy.bfloat16
+    ):
+      raise TypeError(f"`{name}` must be a real number or a real scalar array, got dtype {dtype}.")
     if isinstance(value, jax_core.Tracer):
       return None
     return float(value)
   raise TypeError(
-      f"`{name}` must be a real number or a real scalar array, got "
-      f"{type(value).__name__} {value!r}."
+    f"`{name}` must be a real number or a real scalar array, got {type(value).__name__} {value!r}."
   )
 
 
@@ -71,12 +66,12 @@ def check_real_scalar_or_schedule(name: str, value: Any) -> None:
 
 
 def check_interval(
-    name: str,
-    value: Any,
-    low: float,
-    high: float = math.inf,
-    *,
-    high_inclusive: bool = False,
+  name: str,
+  value: Any,
+  low: float,
+  high: float = math.inf,
+  *,
+  high_inclusive: bool = False,
 ) -> None:
   """Raises unless a concrete `value` lies in [low, high) or [low, high]."""
   number = _scalar_value(name, value)
@@ -86,9 +81,7 @@ def check_interval(
   if not inside:  # Also true for NaN, whose comparisons are all False.
     closing = "]" if high_inclusive else ")"
     upper = "inf" if high == math.inf else f"{high:g}"
-    raise ValueError(
-        f"`{name}` must lie in [{low:g}, {upper}{closing}, got {value!r}."
-    )
+    raise ValueError(f"`{name}` must lie in [{low:g}, {upper}{closing}, got {value!r}.")
 
 
 def check_integer_in(name: str, value: Any, low: int, high: int) -> None:
@@ -97,9 +90,7 @@ def check_integer_in(name: str, value: Any, low: int, high: int) -> None:
   if number is None:
     return
   if not (number.is_integer() and low <= number <= high):
-    raise ValueError(
-        f"`{name}` must be an integer in [{low}, {high}], got {value!r}."
-    )
+    raise ValueError(f"`{name}` must be an integer in [{low}, {high}], got {value!r}.")
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -111,7 +102,7 @@ def check_bool(name: str, value: Any) -> None:
 def check_weight_decay_mode(weight_decay_mode: Any) -> None:
   if weight_decay_mode not in WEIGHT_DECAY_MODES:
     raise ValueError(
-        "`weight_decay_mode` must be one of "
-        f"{', '.join(repr(m) for m in WEIGHT_DECAY_MODES)}; "
-        f"got {weight_decay_mode!r}."
+      "`weight_decay_mode` must be one of "
+      f"{', '.join(repr(m) for m in WEIGHT_DECAY_MODES)}; "
+      f"got {weight_decay_mode!r}."
     )

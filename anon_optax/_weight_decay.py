@@ -12,11 +12,11 @@ from anon_optax import _validation
 
 
 def chain_with_weight_decay(
-    scale_by: optax.GradientTransformation,
-    learning_rate: optax.ScalarOrSchedule,
-    weight_decay: optax.ScalarOrSchedule,
-    weight_decay_mode: str,
-    mask=None,
+  scale_by: optax.GradientTransformation,
+  learning_rate: optax.ScalarOrSchedule,
+  weight_decay: optax.ScalarOrSchedule,
+  weight_decay_mode: str,
+  mask=None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Returns `scale_by` chained with weight decay and the learning rate.
 
@@ -51,15 +51,15 @@ def chain_with_weight_decay(
   _validation.check_weight_decay_mode(weight_decay_mode)
   if weight_decay_mode == "l2":
     return optax.chain(
-        optax.add_decayed_weights(weight_decay, mask),
-        scale_by,
-        optax.scale_by_learning_rate(learning_rate),
+      optax.add_decayed_weights(weight_decay, mask),
+      scale_by,
+      optax.scale_by_learning_rate(learning_rate),
     )
   if weight_decay_mode == "decoupled":
     return optax.chain(
-        scale_by,
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
+      scale_by,
+      optax.add_decayed_weights(weight_decay, mask),
+      optax.scale_by_learning_rate(learning_rate),
     )
   # "fixed": the decay is added after the (negated) learning rate is applied,
   # so its sign is flipped here to shrink the parameters by (1 - weight_decay).
@@ -68,7 +68,7 @@ def chain_with_weight_decay(
   else:
     negated_decay = -weight_decay
   return optax.chain(
-      scale_by,
-      optax.scale_by_learning_rate(learning_rate),
-      optax.add_decayed_weights(negated_decay, mask),
+    scale_by,
+    optax.scale_by_learning_rate(learning_rate),
+    optax.add_decayed_weights(negated_decay, mask),
   )

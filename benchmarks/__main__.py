@@ -20,7 +20,9 @@ BENCHMARKS = ("memory", "compile_time", "vmapped_sweep", "step_time")
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--only", default="", help="comma-separated subset of " + ",".join(BENCHMARKS))
+  parser.add_argument(
+    "--only", default="", help="comma-separated subset of " + ",".join(BENCHMARKS)
+  )
   args, rest = parser.parse_known_args()
   only = {s.strip() for s in args.only.split(",") if s.strip()}
   unknown = only - set(BENCHMARKS)

@@ -20,6 +20,9 @@ what the tables report.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 import datetime
 import json
 import os
@@ -29,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,14 +85,15 @@ def make_tree(shapes: Sequence[tuple[int, ...]], seed: int = 0, scale: float = 1
   """Returns a dict pytree of float32 numpy arrays with the given shapes."""
   rng = np.random.default_rng(seed)
   return {
-      f"layer_{i:03d}": (scale * rng.standard_normal(s)).astype(np.float32)
-      for i, s in enumerate(shapes)
+    f"layer_{i:03d}": (scale * rng.standard_normal(s)).astype(np.float32)
+    for i, s in enumerate(shapes)
   }
 
 
 def tree_size(tree) -> int:
   """Total number of elements in a pytree of arrays."""
   import jax
+
   return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
 
 
@@ -121,11 +125,11 @@ def size_label(n: int) -> str:
 
 
 def interleaved(
-    contenders: Mapping[str, Callable[[], float]],
-    rounds: int,
-    *,
-    warmup_rounds: int = 1,
-    log: Callable[[str], None] | None = None,
+  contenders: Mapping[str, Callable[[], float]],
+  rounds: int,
+  *,
+  warmup_rounds: int = 1,
+  log: Callable[[str], None] | None = None,
 ) -> dict[str, list[float]]:
   """Runs ``contenders`` round-robin and returns their samples.
 
@@ -144,16 +148,18 @@ def interleaved(
       if r >= warmup_rounds:
         samples[name].append(seconds)
     if log is not None and r >= warmup_rounds:
-      log(f"  round {r - warmup_rounds + 1}/{rounds}: " + ", ".join(
-          f"{n}={samples[n][-1] * 1e3:.2f}ms" for n in names))
+      log(
+        f"  round {r - warmup_rounds + 1}/{rounds}: "
+        + ", ".join(f"{n}={samples[n][-1] * 1e3:.2f}ms" for n in names)
+      )
   return samples
 
 
 def summarise(
-    samples: Mapping[str, Sequence[float]],
-    baselines: Sequence[str] = (),
-    *,
-    per: float = 1.0,
+  samples: Mapping[str, Sequence[float]],
+  baselines: Sequence[str] = (),
+  *,
+  per: float = 1.0,
 ) -> dict[str, Any]:
   """Medians (divided by ``per``) and ratios of medians against baselines.
 
@@ -164,12 +170,12 @@ def summarise(
   for name, values in samples.items():
     values = [v / per for v in values]
     entry: dict[str, Any] = {
-        "median_s": statistics.median(values),
-        "min_s": min(values),
-        "max_s": max(values),
-        "samples_s": values,
-        "ratio_vs": {},
-        "paired_ratio_vs": {},
+      "median_s": statistics.median(values),
+      "min_s": min(values),
+      "max_s": max(values),
+      "samples_s": values,
+      "ratio_vs": {},
+      "paired_ratio_vs": {},
     }
     for base in baselines:
       if base not in samples or base == name:
@@ -194,8 +200,11 @@ def timer() -> float:
 def _git_commit() -> str | None:
   try:
     return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-        cwd=pathlib.Path(__file__).resolve().parent, check=True,
+      ["git", "rev-parse", "--short", "HEAD"],
+      capture_output=True,
+      text=True,
+      cwd=pathlib.Path(__file__).resolve().parent,
+      check=True,
     ).stdout.strip()
   except Exception:  # pylint: disable=broad-except
     return None
@@ -215,39 +224,44 @@ def machine_info() -> dict[str, Any]:
   """Machine, library versions and date, for every results file."""
   import jax
   import optax
+
   info: dict[str, Any] = {
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "platform": platform.platform(),
-      "python": sys.version.split()[0],
-      "cpu": _cpu_model(),
-      "cpu_count": os.cpu_count(),
-      # Cores this process may run on (fewer under `taskset`).
-      "cpus_usable": jax_num_threads(),
-      "jax": jax.__version__,
-      "jaxlib": getattr(__import__("jaxlib"), "__version__", None),
-      "optax": optax.__version__,
-      "numpy": np.__version__,
-      "jax_backend": jax.default_backend(),
-      "jax_devices": [str(d) for d in jax.devices()],
-      "git_commit": _git_commit(),
-      "note": "CPU timings on a machine shared with other jobs; compare ratios "
-              "from the same file, not absolute times across files.",
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "platform": platform.platform(),
+    "python": sys.version.split()[0],
+    "cpu": _cpu_model(),
+    "cpu_count": os.cpu_count(),
+    # Cores this process may run on (fewer under `taskset`).
+    "cpus_usable": jax_num_threads(),
+    "jax": jax.__version__,
+    "jaxlib": getattr(__import__("jaxlib"), "__version__", None),
+    "optax": optax.__version__,
+    "numpy": np.__version__,
+    "jax_backend": jax.default_backend(),
+    "jax_devices": [str(d) for d in jax.devices()],
+    "git_commit": _git_commit(),
+    "note": "CPU timings on a machine shared with other jobs; compare ratios "
+    "from the same file, not absolute times across files.",
   }
   try:
     import torch  # pylint: disable=import-outside-toplevel
+
     info["torch"] = torch.__version__
     info["torch_threads"] = torch.get_num_threads()
   except ImportError:
     info["torch"] = None
   try:
     import anon_optax  # pylint: disable=import-outside-toplevel
+
     info["anon_optax"] = getattr(anon_optax, "__version__", None)
   except ImportError:
     info["anon_optax"] = None
   return info
 
 
-def write_json(name: str, payload: Mapping[str, Any], out_dir: str | os.PathLike | None = None) -> pathlib.Path:
+def write_json(
+  name: str, payload: Mapping[str, Any], out_dir: str | os.PathLike | None = None
+) -> pathlib.Path:
   """Writes ``{"machine": ..., **payload}`` to ``<out_dir>/<name>.json``."""
   directory = pathlib.Path(out_dir) if out_dir else RESULTS_DIR
   directory.mkdir(parents=True, exist_ok=True)
@@ -265,17 +279,22 @@ def _json_default(obj):
   return str(obj)
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
+def print_table(
+  headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
+) -> str:
   """Prints (and returns) a GitHub-markdown table."""
+
   def fmt(x):
     if isinstance(x, float):
       if x == 0 or 1e-2 <= abs(x) < 1e5:
         return f"{x:.3f}"
       return f"{x:.3g}"
     return str(x)
+
   cells = [[fmt(c) for c in row] for row in rows]
-  widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-            for i, h in enumerate(headers)]
+  widths = [
+    max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+  ]
   lines = []
   if title:
     lines.append(f"\n{title}\n")

@@ -27,8 +27,7 @@ from experiments import models
 
 
 def make_optimizers():
-  return {"anon": lambda: anon_optax.anon(1e-3, gamma=1.0),
-          "adam": lambda: optax.adam(1e-3)}
+  return {"anon": lambda: anon_optax.anon(1e-3, gamma=1.0), "adam": lambda: optax.adam(1e-3)}
 
 
 def sample(model: str, make_tx, quick: bool):
@@ -65,8 +64,9 @@ def sample(model: str, make_tx, quick: bool):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--quick", action="store_true",
-                      help="tiny MLP only, 1 round, no warm-up round.")
+  parser.add_argument(
+    "--quick", action="store_true", help="tiny MLP only, 1 round, no warm-up round."
+  )
   parser.add_argument("--out-dir", default=None)
   parser.add_argument("--name", default="compile_time")
   args = parser.parse_args(argv)
@@ -80,8 +80,7 @@ def main(argv=None):
   optimizers = make_optimizers()
   results = {}
   for model in model_names:
-    split: dict[str, dict[str, list[float]]] = {n: {"lower": [], "compile": []}
-                                                for n in optimizers}
+    split: dict[str, dict[str, list[float]]] = {n: {"lower": [], "compile": []} for n in optimizers}
 
     def contender(name, model=model, split=split):
       def go():
@@ -89,10 +88,12 @@ def main(argv=None):
         split[name]["lower"].append(lower_s)
         split[name]["compile"].append(compile_s)
         return lower_s + compile_s
+
       return go
 
-    samples = common.interleaved({n: contender(n) for n in optimizers}, rounds,
-                                 warmup_rounds=warmup)
+    samples = common.interleaved(
+      {n: contender(n) for n in optimizers}, rounds, warmup_rounds=warmup
+    )
     for n in optimizers:  # Drop the warm-up round's split too.
       split[n]["lower"] = split[n]["lower"][warmup:]
       split[n]["compile"] = split[n]["compile"][warmup:]
@@ -105,14 +106,36 @@ def main(argv=None):
   rows = []
   for model, summary in results.items():
     for n, e in summary.items():
-      rows.append([model, n, e["lower"] * 1e3, e["compile"] * 1e3, e["median_s"] * 1e3,
-                   e["paired_ratio_vs"].get("adam", 1.0)])
-  common.print_table(["model", "optimizer", "trace+lower ms", "XLA compile ms",
-                      "total ms (median)", "x adam (paired)"], rows,
-                     title=f"compile time of a jitted train step ({rounds} fresh compiles each)")
-  path = common.write_json(args.name, {"config": {"rounds": rounds, "warmup_rounds": warmup,
-                                                  "quick": args.quick},
-                                       "results": results}, args.out_dir)
+      rows.append(
+        [
+          model,
+          n,
+          e["lower"] * 1e3,
+          e["compile"] * 1e3,
+          e["median_s"] * 1e3,
+          e["paired_ratio_vs"].get("adam", 1.0),
+        ]
+      )
+  common.print_table(
+    [
+      "model",
+      "optimizer",
+      "trace+lower ms",
+      "XLA compile ms",
+      "total ms (median)",
+      "x adam (paired)",
+    ],
+    rows,
+    title=f"compile time of a jitted train step ({rounds} fresh compiles each)",
+  )
+  path = common.write_json(
+    args.name,
+    {
+      "config": {"rounds": rounds, "warmup_rounds": warmup, "quick": args.quick},
+      "results": results,
+    },
+    args.out_dir,
+  )
   print(f"\nwrote {path}")
 
 

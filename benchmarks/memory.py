@@ -32,8 +32,9 @@ from benchmarks import common
 
 
 def tree_bytes(tree) -> int:
-  return int(sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize
-                 for x in jax.tree.leaves(tree)))
+  return int(
+    sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+  )
 
 
 def state_ratio(tx, params) -> tuple[int, int, float]:
@@ -52,8 +53,12 @@ def step_memory(tx, params) -> tuple[int, int]:
 
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
   analysis = compiled.memory_analysis()
-  peak = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-          - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
+  peak = (
+    analysis.argument_size_in_bytes
+    + analysis.output_size_in_bytes
+    - analysis.alias_size_in_bytes
+    + analysis.temp_size_in_bytes
+  )
   return int(analysis.temp_size_in_bytes), int(peak)
 
 
@@ -62,19 +67,19 @@ BF16 = jnp.bfloat16
 
 def contenders():
   out = {
-      "anon": lambda: anon_optax.anon(1e-3),
-      "anon (exact=True)": lambda: anon_optax.anon(1e-3, exact=True),
-      "anon (mu_dtype=bfloat16)": lambda: anon_optax.anon(1e-3, mu_dtype=BF16),
-      "anon (mu, precond bfloat16)": lambda: anon_optax.anon(
-          1e-3, mu_dtype=BF16, precond_dtype=BF16),
-      "anon (mu, nu, precond bfloat16)": lambda: anon_optax.anon(
-          1e-3, mu_dtype=BF16, nu_dtype=BF16, precond_dtype=BF16),
-      "optax.adam": lambda: optax.adam(1e-3),
-      "optax.adam (mu_dtype=bfloat16)": lambda: optax.adam(1e-3, mu_dtype=jnp.bfloat16),
-      "optax.adamw": lambda: optax.adamw(1e-3),
-      "optax.sgd (momentum 0.9)": lambda: optax.sgd(1e-3, momentum=0.9),
-      "optax.lion": lambda: optax.lion(1e-4),
-      "anon_optax.hvadam": lambda: anon_optax.hvadam(1e-3),
+    "anon": lambda: anon_optax.anon(1e-3),
+    "anon (exact=True)": lambda: anon_optax.anon(1e-3, exact=True),
+    "anon (mu_dtype=bfloat16)": lambda: anon_optax.anon(1e-3, mu_dtype=BF16),
+    "anon (mu, precond bfloat16)": lambda: anon_optax.anon(1e-3, mu_dtype=BF16, precond_dtype=BF16),
+    "anon (mu, nu, precond bfloat16)": lambda: anon_optax.anon(
+      1e-3, mu_dtype=BF16, nu_dtype=BF16, precond_dtype=BF16
+    ),
+    "optax.adam": lambda: optax.adam(1e-3),
+    "optax.adam (mu_dtype=bfloat16)": lambda: optax.adam(1e-3, mu_dtype=jnp.bfloat16),
+    "optax.adamw": lambda: optax.adamw(1e-3),
+    "optax.sgd (momentum 0.9)": lambda: optax.sgd(1e-3, momentum=0.9),
+    "optax.lion": lambda: optax.lion(1e-4),
+    "anon_optax.hvadam": lambda: anon_optax.hvadam(1e-3),
   }
   return out
 
@@ -93,35 +98,67 @@ def main(argv=None):
 
   results = []
   for param_dtype in (jnp.float32, jnp.bfloat16):
-    params = {f"layer_{i:03d}": jax.ShapeDtypeStruct(s, param_dtype)
-              for i, s in enumerate(shapes)}
+    params = {f"layer_{i:03d}": jax.ShapeDtypeStruct(s, param_dtype) for i, s in enumerate(shapes)}
     for name, make in contenders().items():
       tx = make()
       sb, pb, ratio = state_ratio(tx, params)
       temp, peak = step_memory(tx, params)
-      results.append({"optimizer": name, "param_dtype": jnp.dtype(param_dtype).name,
-                      "state_bytes": sb, "param_bytes": pb,
-                      "state_bytes_per_param_byte": ratio,
-                      "step_temp_bytes": temp, "step_peak_bytes": peak,
-                      "step_temp_per_param_byte": temp / pb,
-                      "step_peak_per_param_byte": peak / pb})
+      results.append(
+        {
+          "optimizer": name,
+          "param_dtype": jnp.dtype(param_dtype).name,
+          "state_bytes": sb,
+          "param_bytes": pb,
+          "state_bytes_per_param_byte": ratio,
+          "step_temp_bytes": temp,
+          "step_peak_bytes": peak,
+          "step_temp_per_param_byte": temp / pb,
+          "step_peak_per_param_byte": peak / pb,
+        }
+      )
 
   by_key = {(r["optimizer"], r["param_dtype"]): r for r in results}
   rows = []
   for r in results:
     adam = by_key[("optax.adam", r["param_dtype"])]["state_bytes_per_param_byte"]
     r["ratio_vs_adam"] = r["state_bytes_per_param_byte"] / adam
-    rows.append([r["optimizer"], r["param_dtype"], f"{r['state_bytes'] / 2**20:.2f}",
-                 f"{r['state_bytes_per_param_byte']:.6f}", f"{r['ratio_vs_adam']:.4f}",
-                 f"{r['step_temp_per_param_byte']:.4f}", f"{r['step_peak_per_param_byte']:.3f}"])
-  common.print_table(["optimizer", "params", "state MiB", "state bytes / param byte",
-                      "x optax.adam", "step temp / param byte", "step peak / param byte"],
-                     rows, title=f"optimizer state, {common.tree_size(shapes_tree(shapes))} "
-                                 f"params in {len(shapes)} leaves")
-  path = common.write_json(args.name, {
-      "config": {"num_params": common.tree_size(shapes_tree(shapes)),
-                 "num_leaves": len(shapes), "quick": args.quick},
-      "results": results}, args.out_dir)
+    rows.append(
+      [
+        r["optimizer"],
+        r["param_dtype"],
+        f"{r['state_bytes'] / 2**20:.2f}",
+        f"{r['state_bytes_per_param_byte']:.6f}",
+        f"{r['ratio_vs_adam']:.4f}",
+        f"{r['step_temp_per_param_byte']:.4f}",
+        f"{r['step_peak_per_param_byte']:.3f}",
+      ]
+    )
+  common.print_table(
+    [
+      "optimizer",
+      "params",
+      "state MiB",
+      "state bytes / param byte",
+      "x optax.adam",
+      "step temp / param byte",
+      "step peak / param byte",
+    ],
+    rows,
+    title=f"optimizer state, {common.tree_size(shapes_tree(shapes))} "
+    f"params in {len(shapes)} leaves",
+  )
+  path = common.write_json(
+    args.name,
+    {
+      "config": {
+        "num_params": common.tree_size(shapes_tree(shapes)),
+        "num_leaves": len(shapes),
+        "quick": args.quick,
+      },
+      "results": results,
+    },
+    args.out_dir,
+  )
   print(f"\nwrote {path}")
 
 

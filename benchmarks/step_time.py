@@ -54,7 +54,8 @@ fraction of the copy's (``x copy bw``).
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,8 +69,19 @@ from benchmarks import common
 LR = 1e-3
 B1, B2, EPS, GAMMA, BETA3 = 0.9, 0.999, 1e-16, 1.0, 0.5
 
-ALL_CONTENDERS = ("anon", "anon_exact", "floor", "floor_exact", "adam", "adamw", "sgd_momentum", "lion",
-                  "hvadam", "torch", "torch_1thread")
+ALL_CONTENDERS = (
+  "anon",
+  "anon_exact",
+  "floor",
+  "floor_exact",
+  "adam",
+  "adamw",
+  "sgd_momentum",
+  "lion",
+  "hvadam",
+  "torch",
+  "torch_1thread",
+)
 QUICK_CONTENDERS = ("anon", "anon_exact", "floor", "floor_exact", "adam", "torch")
 
 REFRESH_SPIKE_STEP = 1024  # A refresh step of the default schedule (base 2), timed alone.
@@ -79,10 +91,17 @@ DEFAULT_LEAVES = {1 << 20: 40, 4 << 20: 40, 16 << 20: 100, 64 << 20: 200}
 # read plus arrays written, 4 bytes each. None: not a simple count (hvadam's
 # step reduces over the whole tree several times).
 MIN_BYTES_PER_PARAM = {
-    "anon": 32, "floor": 32, "anon_exact": 32, "floor_exact": 32, "torch": 32, "torch_1thread": 32,  # r g m s v p; w m s p
-    "adam": 28, "adamw": 28,  # r g m s p; w m s p
-    "sgd_momentum": 20, "lion": 20,  # r g m p; w m p
-    "copy": 8,  # r x; w y
+  "anon": 32,
+  "floor": 32,
+  "anon_exact": 32,
+  "floor_exact": 32,
+  "torch": 32,
+  "torch_1thread": 32,  # r g m s v p; w m s p
+  "adam": 28,
+  "adamw": 28,  # r g m s p; w m s p
+  "sgd_momentum": 20,
+  "lion": 20,  # r g m p; w m p
+  "copy": 8,  # r x; w y
 }
 
 
@@ -157,9 +176,12 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
 
   def init_fn(params):
     zeros = lambda p: jnp.zeros_like(p)
-    return FloorState(jnp.zeros([], jnp.int32), jax.tree.map(zeros, params),
-                      jax.tree.map(zeros, params),
-                      jax.tree.map(lambda g: jax.lax.rsqrt(g * g + 1e-8), fixed_grads))
+    return FloorState(
+      jnp.zeros([], jnp.int32),
+      jax.tree.map(zeros, params),
+      jax.tree.map(zeros, params),
+      jax.tree.map(lambda g: jax.lax.rsqrt(g * g + 1e-8), fixed_grads),
+    )
 
   def update_fn(updates, state, params=None):
     del params
@@ -175,9 +197,12 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
       nu = jax.tree.map(lambda s: s / one, nu)
       correction = 1 / (1 - B2 ** count.astype(jnp.float32))
       precond = jax.tree.map(
-          lambda v, s: _idu.guarded_preconditioner(
-              v, s, inverse_correction=correction, eps=EPS, gamma=GAMMA),
-          precond, nu)
+        lambda v, s: _idu.guarded_preconditioner(
+          v, s, inverse_correction=correction, eps=EPS, gamma=GAMMA
+        ),
+        precond,
+        nu,
+      )
     updates = jax.tree.map(lambda v, m: scale * v * m, precond, mu)
     return updates, FloorState(count, mu, nu, state.precond)
 
@@ -284,10 +309,12 @@ class TorchAnonReference:
   ``anon`` refreshes (``counters``, from :func:`anon_counters`: 1, 2, 4, 8, ...).
   """
 
-  def __init__(self, params_np, grads_np, start_step: int, counters, warm_steps: int = 3,
-               num_threads: int = 1):
+  def __init__(
+    self, params_np, grads_np, start_step: int, counters, warm_steps: int = 3, num_threads: int = 1
+  ):
     self.num_refreshes_after = np.concatenate([[0], counters["num_refreshes"]])
     import torch  # pylint: disable=import-outside-toplevel
+
     self.torch = torch
     self.num_threads = num_threads
     torch.set_num_threads(num_threads)
@@ -321,11 +348,10 @@ class TorchAnonReference:
       if refresh:
         first = self.num_refreshes == 0
         n = 1 if first else t - self.last_refresh  # Steps accumulated in s.
-        bias_correction2 = 1 - B2 ** n
-      bias_correction1 = 1 - B1 ** t
+        bias_correction2 = 1 - B2**n
+      bias_correction1 = 1 - B1**t
       step_size = LR / bias_correction1
-      for p, g, m, s, v in zip(self.params, self.grads, self.exp_avg,
-                               self.exp_avg_sq, self.v):
+      for p, g, m, s, v in zip(self.params, self.grads, self.exp_avg, self.exp_avg_sq, self.v):
         m.mul_(B1).add_(g, alpha=1 - B1)
         s.mul_(B2).addcmul_(g, g, value=1 - B2)
         if refresh:
@@ -358,28 +384,32 @@ class TorchAnonReference:
 
 def build_contenders(params_np, grads, grads_np, start_step, counters, names, log):
   optax_contenders: dict[str, Callable[[], optax.GradientTransformation]] = {
-      "anon": make_anon,
-      "anon_exact": lambda: make_anon(exact=True),
-      "floor": lambda: one_pass_floor(grads, guarded=True),
-      "floor_exact": lambda: one_pass_floor(grads),
-      "adam": lambda: optax.adam(LR),
-      "adamw": lambda: optax.adamw(LR),
-      "sgd_momentum": lambda: optax.sgd(LR, momentum=0.9),
-      "lion": lambda: optax.lion(LR * 0.1),
-      "hvadam": lambda: anon_optax.hvadam(LR),
+    "anon": make_anon,
+    "anon_exact": lambda: make_anon(exact=True),
+    "floor": lambda: one_pass_floor(grads, guarded=True),
+    "floor_exact": lambda: one_pass_floor(grads),
+    "adam": lambda: optax.adam(LR),
+    "adamw": lambda: optax.adamw(LR),
+    "sgd_momentum": lambda: optax.sgd(LR, momentum=0.9),
+    "lion": lambda: optax.lion(LR * 0.1),
+    "hvadam": lambda: anon_optax.hvadam(LR),
   }
   factories: dict[str, Callable[[], Any]] = {
-      name: (lambda make=make: OptaxContender(make(), params_np, grads, start_step, counters))
-      for name, make in optax_contenders.items()}
+    name: (lambda make=make: OptaxContender(make(), params_np, grads, start_step, counters))
+    for name, make in optax_contenders.items()
+  }
   try:
     import torch  # pylint: disable=import-outside-toplevel
+
     del torch
     threads = common.jax_num_threads()
     factories["torch"] = lambda: TorchAnonReference(
-        params_np, grads_np, start_step, counters, num_threads=threads)
+      params_np, grads_np, start_step, counters, num_threads=threads
+    )
     if threads > 1:
       factories["torch_1thread"] = lambda: TorchAnonReference(
-          params_np, grads_np, start_step, counters, num_threads=1)
+        params_np, grads_np, start_step, counters, num_threads=1
+      )
   except ImportError:
     log("torch not installed: skipping the PyTorch reference (pip install -e '.[bench]')")
   contenders = {}
@@ -394,6 +424,7 @@ def build_contenders(params_np, grads, grads_np, start_step, counters, names, lo
 
 def refresh_spike(contender: OptaxContender, rounds: int, reps: int, log) -> dict[str, Any]:
   """Times a single refresh step (t = 1024) against a single normal step."""
+
   def single(step_before):
     def go():
       total = 0.0
@@ -401,32 +432,56 @@ def refresh_spike(contender: OptaxContender, rounds: int, reps: int, log) -> dic
         contender.set_step(step_before)
         total += contender.run(1)
       return total / reps
+
     return go
 
   samples = common.interleaved(
-      {"normal_step_t1001": single(1000), "refresh_step_t1024": single(REFRESH_SPIKE_STEP - 1)},
-      rounds, warmup_rounds=1, log=log)
+    {"normal_step_t1001": single(1000), "refresh_step_t1024": single(REFRESH_SPIKE_STEP - 1)},
+    rounds,
+    warmup_rounds=1,
+    log=log,
+  )
   return common.summarise(samples, baselines=("normal_step_t1001",))
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--sizes", default="1M,4M,16M,64M",
-                      help="comma-separated parameter counts (K/M suffix).")
-  parser.add_argument("--leaves", default="",
-                      help="comma-separated leaf counts, one per size "
-                           "(default 40 for 1M and 4M, 100 for 16M, 200 for 64M).")
-  parser.add_argument("--rounds", type=int, default=0,
-                      help="timed rounds per size (default: 9 up to 4M, 5 at 16M, 3 above).")
-  parser.add_argument("--window", type=int, default=0,
-                      help="consecutive steps per sample (default: 64 up to 4M, 32 at 16M, 8 above).")
+  parser.add_argument(
+    "--sizes", default="1M,4M,16M,64M", help="comma-separated parameter counts (K/M suffix)."
+  )
+  parser.add_argument(
+    "--leaves",
+    default="",
+    help="comma-separated leaf counts, one per size "
+    "(default 40 for 1M and 4M, 100 for 16M, 200 for 64M).",
+  )
+  parser.add_argument(
+    "--rounds",
+    type=int,
+    default=0,
+    help="timed rounds per size (default: 9 up to 4M, 5 at 16M, 3 above).",
+  )
+  parser.add_argument(
+    "--window",
+    type=int,
+    default=0,
+    help="consecutive steps per sample (default: 64 up to 4M, 32 at 16M, 8 above).",
+  )
   parser.add_argument("--start-step", type=int, default=1000)
-  parser.add_argument("--contenders", default="",
-                      help="comma-separated subset of: " + ",".join(ALL_CONTENDERS))
-  parser.add_argument("--refresh-rounds", type=int, default=0,
-                      help="rounds of the refresh-spike test (default: 9 up to 4M, 5 above).")
-  parser.add_argument("--quick", action="store_true",
-                      help="tiny smoke configuration (64K params in 12 leaves, 2 rounds of 4 steps).")
+  parser.add_argument(
+    "--contenders", default="", help="comma-separated subset of: " + ",".join(ALL_CONTENDERS)
+  )
+  parser.add_argument(
+    "--refresh-rounds",
+    type=int,
+    default=0,
+    help="rounds of the refresh-spike test (default: 9 up to 4M, 5 above).",
+  )
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="tiny smoke configuration (64K params in 12 leaves, 2 rounds of 4 steps).",
+  )
   parser.add_argument("--out-dir", default=None)
   parser.add_argument("--name", default="step_time")
   parser.add_argument("--quiet", action="store_true")
@@ -437,10 +492,14 @@ def main(argv=None):
     sizes, leaves = [1 << 16], [12]
   else:
     sizes = common.parse_sizes(args.sizes)
-    leaves = ([int(x) for x in args.leaves.split(",")] if args.leaves
-              else [DEFAULT_LEAVES.get(n, 40) for n in sizes])
-  names = ([n.strip() for n in args.contenders.split(",") if n.strip()] or
-           (QUICK_CONTENDERS if args.quick else ALL_CONTENDERS))
+    leaves = (
+      [int(x) for x in args.leaves.split(",")]
+      if args.leaves
+      else [DEFAULT_LEAVES.get(n, 40) for n in sizes]
+    )
+  names = [n.strip() for n in args.contenders.split(",") if n.strip()] or (
+    QUICK_CONTENDERS if args.quick else ALL_CONTENDERS
+  )
   unknown = sorted(set(names) - set(ALL_CONTENDERS))
   if unknown:
     parser.error(f"--contenders: unknown {unknown}; choose from {','.join(ALL_CONTENDERS)}")
@@ -448,37 +507,47 @@ def main(argv=None):
   results = []
   for num_params, num_leaves in zip(sizes, leaves):
     small = num_params <= (4 << 20)
-    rounds = 2 if args.quick else (args.rounds or (9 if small else 5 if num_params <= (16 << 20) else 3))
-    window = 4 if args.quick else (args.window or (64 if small else 32 if num_params <= (16 << 20) else 8))
+    rounds = (
+      2 if args.quick else (args.rounds or (9 if small else 5 if num_params <= (16 << 20) else 3))
+    )
+    window = (
+      4 if args.quick else (args.window or (64 if small else 32 if num_params <= (16 << 20) else 8))
+    )
     refresh_rounds = 2 if args.quick else (args.refresh_rounds or (9 if small else 5))
     shapes = common.leaf_sizes(num_params, num_leaves)
     params_np = common.make_tree(shapes, seed=0)
     grads_np = common.make_tree(shapes, seed=1, scale=1e-2)
     grads = jax.tree.map(jnp.asarray, grads_np)
     exact = common.tree_size(params_np)
-    log(f"\n== {common.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
-        f"{rounds} rounds x {window} steps ==")
+    log(
+      f"\n== {common.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
+      f"{rounds} rounds x {window} steps =="
+    )
     timed_first = args.start_step + 1 + window
     timed_last = args.start_step + window * (rounds + 1)
     # Anon's counters as far as any contender steps (the refresh-spike test ends at t = 1024).
     counters = anon_counters(max(timed_last, REFRESH_SPIKE_STEP) + window)
-    contenders = build_contenders(params_np, grads, grads_np, args.start_step, counters, names,
-                                  log)
+    contenders = build_contenders(params_np, grads, grads_np, args.start_step, counters, names, log)
     contenders["copy"] = CopyContender(exact)
     first_step = {n: c.step for n, c in contenders.items()}
     # The first window of each contender is the discarded warm-up round.
     samples = common.interleaved(
-        {n: (lambda c=c: c.run(window)) for n, c in contenders.items()},
-        rounds, warmup_rounds=1, log=log)
+      {n: (lambda c=c: c.run(window)) for n, c in contenders.items()},
+      rounds,
+      warmup_rounds=1,
+      log=log,
+    )
     summary = common.summarise(
-        samples, baselines=("floor", "floor_exact", "adam", "torch", "torch_1thread"), per=window)
+      samples, baselines=("floor", "floor_exact", "adam", "torch", "torch_1thread"), per=window
+    )
     copy_gbps = add_bandwidth(summary, exact)
     refresh_in_windows = refresh_steps(counters, timed_first, timed_last)
     spike = None
     if "anon" in contenders:
       log("  refresh step alone vs a normal step (anon):")
       spike = refresh_spike(contenders["anon"], refresh_rounds, reps=3, log=log)
-    results.append({
+    results.append(
+      {
         "num_params": exact,
         "num_params_label": common.size_label(num_params),
         "num_leaves": len(shapes),
@@ -491,15 +560,24 @@ def main(argv=None):
         "per_step": summary,
         "copy_bandwidth_gbps": copy_gbps,
         "refresh_spike": spike,
-    })
+      }
+    )
     _print_size_table(results[-1])
     del contenders
 
   payload = {
-      "config": {"lr": LR, "b1": B1, "b2": B2, "eps": EPS, "gamma": GAMMA,
-                 "beta3": BETA3, "start_step": args.start_step, "quick": args.quick,
-                 "jax_threads": common.jax_num_threads()},
-      "results": results,
+    "config": {
+      "lr": LR,
+      "b1": B1,
+      "b2": B2,
+      "eps": EPS,
+      "gamma": GAMMA,
+      "beta3": BETA3,
+      "start_step": args.start_step,
+      "quick": args.quick,
+      "jax_threads": common.jax_num_threads(),
+    },
+    "results": results,
   }
   path = common.write_json(args.name, payload, args.out_dir)
   log(f"\nwrote {path}")
@@ -511,29 +589,48 @@ def _print_size_table(res):
     if name == base:
       return 1.0
     return entry["ratio_vs"].get(base, float("nan"))
+
   rows = []
   for name, e in res["per_step"].items():
-    rows.append([
-        name, e["median_s"] * 1e3, ratio(e, name, "floor"), ratio(e, name, "floor_exact"),
+    rows.append(
+      [
+        name,
+        e["median_s"] * 1e3,
+        ratio(e, name, "floor"),
+        ratio(e, name, "floor_exact"),
         ratio(e, name, "adam"),
-        ratio(e, name, "torch"), ratio(e, name, "torch_1thread"),
+        ratio(e, name, "torch"),
+        ratio(e, name, "torch_1thread"),
         e["paired_ratio_vs"].get("floor", 1.0 if name == "floor" else float("nan")),
         float("nan") if e["achieved_gbps"] is None else e["achieved_gbps"],
         float("nan") if e["achieved_gbps"] is None else e["fraction_of_copy_bandwidth"],
-    ])
+      ]
+    )
   common.print_table(
-      ["contender", "ms/step (median)", "x floor", "x floor_exact", "x adam", "x torch",
-       "x torch_1thread", "x floor (paired)", "GB/s (min bytes)", "x copy bw"],
-      rows, title=f"{res['num_params_label']} params / {res['num_leaves']} leaves "
-                  f"(steps {res['timed_steps'][0]}..{res['timed_steps'][1]}, "
-                  f"refreshes in window: {res['refresh_steps_in_timed_windows']})")
+    [
+      "contender",
+      "ms/step (median)",
+      "x floor",
+      "x floor_exact",
+      "x adam",
+      "x torch",
+      "x torch_1thread",
+      "x floor (paired)",
+      "GB/s (min bytes)",
+      "x copy bw",
+    ],
+    rows,
+    title=f"{res['num_params_label']} params / {res['num_leaves']} leaves "
+    f"(steps {res['timed_steps'][0]}..{res['timed_steps'][1]}, "
+    f"refreshes in window: {res['refresh_steps_in_timed_windows']})",
+  )
   if res["refresh_spike"]:
     s = res["refresh_spike"]
     common.print_table(
-        ["step", "ms (median)", "x normal step"],
-        [[n, e["median_s"] * 1e3, e["ratio_vs"].get("normal_step_t1001", 1.0)]
-         for n, e in s.items()],
-        title="anon refresh step alone")
+      ["step", "ms (median)", "x normal step"],
+      [[n, e["median_s"] * 1e3, e["ratio_vs"].get("normal_step_t1001", 1.0)] for n, e in s.items()],
+      title="anon refresh step alone",
+    )
 
 
 if __name__ == "__main__":

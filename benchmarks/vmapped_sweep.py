@@ -44,16 +44,18 @@ BATCH = 64
 
 
 MODELS = {
-    # The digits CNN with its convolutions written as patches @ matrix
-    # (`models.conv_im2col`), so that vmap over the weights gives batched
-    # matmuls rather than grouped convolutions.
-    "cnn": (lambda key: models.cnn_init(key), models.cnn_apply_im2col),
-    # The same CNN with `jax.lax` convolutions (a diagnostic: grouped
-    # convolutions under vmap).
-    "cnn_lax": (lambda key: models.cnn_init(key), models.cnn_apply),
-    # The diagnostic model: 8x8 images flattened into an MLP (64-256-256-10).
-    "mlp": (lambda key: models.mlp_init(key, (64, 256, 256, 10)),
-            lambda p, x: models.mlp_apply(p, x.reshape(x.shape[0], -1))),
+  # The digits CNN with its convolutions written as patches @ matrix
+  # (`models.conv_im2col`), so that vmap over the weights gives batched
+  # matmuls rather than grouped convolutions.
+  "cnn": (lambda key: models.cnn_init(key), models.cnn_apply_im2col),
+  # The same CNN with `jax.lax` convolutions (a diagnostic: grouped
+  # convolutions under vmap).
+  "cnn_lax": (lambda key: models.cnn_init(key), models.cnn_apply),
+  # The diagnostic model: 8x8 images flattened into an MLP (64-256-256-10).
+  "mlp": (
+    lambda key: models.mlp_init(key, (64, 256, 256, 10)),
+    lambda p, x: models.mlp_apply(p, x.reshape(x.shape[0], -1)),
+  ),
 }
 
 
@@ -61,8 +63,11 @@ def make_programs(train, num_steps, quick, model="cnn"):
   """Returns the pieces shared by all modes (fresh closures on every call)."""
   x_train, y_train = (jnp.asarray(a) for a in train)
   rng = np.random.default_rng(1)
-  batches = jnp.asarray(np.stack([rng.choice(len(x_train), BATCH, replace=False)
-                                  for _ in range(num_steps)]).astype(np.int32))
+  batches = jnp.asarray(
+    np.stack([rng.choice(len(x_train), BATCH, replace=False) for _ in range(num_steps)]).astype(
+      np.int32
+    )
+  )
   del quick  # The model is the same in quick mode; only the step count shrinks.
   init, apply = MODELS[model]
   params0 = init(jax.random.key(0))
@@ -83,6 +88,7 @@ def make_programs(train, num_steps, quick, model="cnn"):
       p, s = carry
       p, s, loss = train_step(p, s, idx, gamma)
       return (p, s), loss
+
     (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), batches)
     return params, opt_state, losses
 
@@ -92,7 +98,8 @@ def make_programs(train, num_steps, quick, model="cnn"):
 def stack(tree, n):
   """Stacks ``n`` copies of the array leaves; scalar leaves stay shared."""
   return jax.tree.map(
-      lambda x: x if jnp.ndim(x) == 0 else jnp.broadcast_to(x, (n,) + x.shape), tree)
+    lambda x: x if jnp.ndim(x) == 0 else jnp.broadcast_to(x, (n,) + x.shape), tree
+  )
 
 
 def batch_axes(tree):
@@ -108,14 +115,16 @@ def batch_axes(tree):
 
 def time_mode(mode, vmapped, train, num_steps, quick, model="cnn"):
   """Fresh compile + one full sweep of 8 gammas; returns timings and params."""
-  params0, state0, batches, train_step, run = make_programs(
-      train, num_steps, quick, model)
+  params0, state0, batches, train_step, run = make_programs(train, num_steps, quick, model)
   gammas = jnp.asarray(GAMMAS, jnp.float32)
   n = len(GAMMAS)
   if mode == "loop":
     axes = batch_axes(state0)
-    fn = (jax.vmap(train_step, in_axes=(0, axes, None, 0), out_axes=(0, axes, 0))
-          if vmapped else train_step)
+    fn = (
+      jax.vmap(train_step, in_axes=(0, axes, None, 0), out_axes=(0, axes, 0))
+      if vmapped
+      else train_step
+    )
     jitted = jax.jit(fn, donate_argnums=(0, 1))
     if vmapped:
       args = (stack(params0, n), stack(state0, n), batches[0], gammas)
@@ -123,11 +132,11 @@ def time_mode(mode, vmapped, train, num_steps, quick, model="cnn"):
       args = (params0, state0, batches[0], gammas[0])
   else:
     axes = batch_axes(state0)
-    fn = (jax.vmap(run, in_axes=(0, axes, 0), out_axes=(0, axes, 0))
-          if vmapped else run)
+    fn = jax.vmap(run, in_axes=(0, axes, 0), out_axes=(0, axes, 0)) if vmapped else run
     jitted = jax.jit(fn, donate_argnums=(0, 1))
-    args = ((stack(params0, n), stack(state0, n), gammas) if vmapped
-            else (params0, state0, gammas[0]))
+    args = (
+      (stack(params0, n), stack(state0, n), gammas) if vmapped else (params0, state0, gammas[0])
+    )
   t0 = common.timer()
   compiled = jitted.lower(*args).compile()
   compile_s = common.timer() - t0
@@ -172,6 +181,7 @@ def _trace_per_op(compiled, call, reps):
   import pathlib  # pylint: disable=import-outside-toplevel
   import re  # pylint: disable=import-outside-toplevel
   import tempfile  # pylint: disable=import-outside-toplevel
+
   op_names = set(re.findall(r"%([\w.\-]+) = ", compiled.as_text()))
   with tempfile.TemporaryDirectory(prefix="sweep_trace_") as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
@@ -206,8 +216,11 @@ def profile_loop(train, num_steps, model):
     else:  # 8 runs, each with its own state, advanced step by step together.
       fn = train_step
       runs = [(copy(params0), copy(state0), g) for g in gammas]
-    compiled = jax.jit(fn, donate_argnums=(0, 1)).lower(
-        runs[0][0], runs[0][1], batches[0], runs[0][2]).compile()
+    compiled = (
+      jax.jit(fn, donate_argnums=(0, 1))
+      .lower(runs[0][0], runs[0][1], batches[0], runs[0][2])
+      .compile()
+    )
 
     def advance(steps, first, runs=runs, compiled=compiled):
       for i in range(first, first + steps):
@@ -220,10 +233,10 @@ def profile_loop(train, num_steps, model):
     per_op = _trace_per_op(compiled, lambda: advance(num_steps, 10), num_steps)
     matmul = sum(us for name, us in per_op.items() if name.startswith(_MATMUL_PREFIXES))
     out[kind] = {
-        "calls_per_sweep_step": len(runs),
-        "matmul_ms_per_sweep_step": matmul / 1e3,
-        "other_ms_per_sweep_step": (sum(per_op.values()) - matmul) / 1e3,
-        "top_ops_us_per_sweep_step": dict(sorted(per_op.items(), key=lambda kv: -kv[1])[:25]),
+      "calls_per_sweep_step": len(runs),
+      "matmul_ms_per_sweep_step": matmul / 1e3,
+      "other_ms_per_sweep_step": (sum(per_op.values()) - matmul) / 1e3,
+      "top_ops_us_per_sweep_step": dict(sorted(per_op.items(), key=lambda kv: -kv[1])[:25]),
     }
   return out
 
@@ -239,15 +252,21 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--modes", default="loop,scan")
-  parser.add_argument("--model", default="cnn", choices=sorted(MODELS),
-                      help="cnn (the issue's digits CNN, im2col convolutions), "
-                           "cnn_lax (the same CNN with lax convolutions) or mlp "
-                           "(diagnostics).")
-  parser.add_argument("--quick", action="store_true",
-                      help="10 steps, 1 round, scan mode only.")
-  parser.add_argument("--profile", action="store_true",
-                      help="instead of timing: per-op profile (jax.profiler) of --steps steps "
-                           "of the vmapped and the sequential loop, matmuls vs the rest.")
+  parser.add_argument(
+    "--model",
+    default="cnn",
+    choices=sorted(MODELS),
+    help="cnn (the issue's digits CNN, im2col convolutions), "
+    "cnn_lax (the same CNN with lax convolutions) or mlp "
+    "(diagnostics).",
+  )
+  parser.add_argument("--quick", action="store_true", help="10 steps, 1 round, scan mode only.")
+  parser.add_argument(
+    "--profile",
+    action="store_true",
+    help="instead of timing: per-op profile (jax.profiler) of --steps steps "
+    "of the vmapped and the sequential loop, matmuls vs the rest.",
+  )
   parser.add_argument("--out-dir", default=None)
   parser.add_argument("--name", default="vmapped_sweep")
   args = parser.parse_args(argv)
@@ -256,18 +275,40 @@ def main(argv=None):
     steps = 4 if args.quick else args.steps
     prof = profile_loop(train, steps, args.model)
     common.print_table(
-        ["program", "matmul ms", "other ms", "sum ms"],
-        [[k, e["matmul_ms_per_sweep_step"], e["other_ms_per_sweep_step"],
-          e["matmul_ms_per_sweep_step"] + e["other_ms_per_sweep_step"]] for k, e in prof.items()],
-        title=f"Per-op profile, digits {args.model}, one step of all 8 gammas "
-              f"(mean over {steps} traced steps)")
+      ["program", "matmul ms", "other ms", "sum ms"],
+      [
+        [
+          k,
+          e["matmul_ms_per_sweep_step"],
+          e["other_ms_per_sweep_step"],
+          e["matmul_ms_per_sweep_step"] + e["other_ms_per_sweep_step"],
+        ]
+        for k, e in prof.items()
+      ],
+      title=f"Per-op profile, digits {args.model}, one step of all 8 gammas "
+      f"(mean over {steps} traced steps)",
+    )
     for kind, e in prof.items():
-      print(f"{kind}: " + ", ".join(f"{k} {v:.0f}us" for k, v in
-                                    list(e["top_ops_us_per_sweep_step"].items())[:10]))
-    path = common.write_json(args.name, {
-        "config": {"model": args.model, "gammas": GAMMAS, "lr": LR, "batch": BATCH,
-                   "traced_steps": steps, "quick": args.quick, "profile": True},
-        "results": prof}, args.out_dir)
+      print(
+        f"{kind}: "
+        + ", ".join(f"{k} {v:.0f}us" for k, v in list(e["top_ops_us_per_sweep_step"].items())[:10])
+      )
+    path = common.write_json(
+      args.name,
+      {
+        "config": {
+          "model": args.model,
+          "gammas": GAMMAS,
+          "lr": LR,
+          "batch": BATCH,
+          "traced_steps": steps,
+          "quick": args.quick,
+          "profile": True,
+        },
+        "results": prof,
+      },
+      args.out_dir,
+    )
     print(f"\nwrote {path}")
     return
   steps = 10 if args.quick else args.steps
@@ -282,62 +323,116 @@ def main(argv=None):
 
     def contender(kind, mode=mode, splits=splits, finals=finals):
       def go():
-        t, final = time_mode(mode, kind == "vmapped", train, steps, args.quick,
-                             args.model)
+        t, final = time_mode(mode, kind == "vmapped", train, steps, args.quick, args.model)
         splits[kind].append(t)
         finals[kind] = final
         return t["run_s"]
+
       return go
 
-    samples = common.interleaved({k: contender(k) for k in splits}, rounds,
-                                 warmup_rounds=0)
+    samples = common.interleaved({k: contender(k) for k in splits}, rounds, warmup_rounds=0)
     entry = {}
     for kind in splits:
       entry[kind] = {
-          key: float(np.median([t[key] for t in splits[kind]]))
-          for key in ("compile_s", "run_s", "total_s")}
+        key: float(np.median([t[key] for t in splits[kind]]))
+        for key in ("compile_s", "run_s", "total_s")
+      }
       entry[kind]["samples"] = splits[kind]
     # What a plain loop `for g in gammas: train(anon(lr, gamma=g))` pays: with
     # gamma a Python number every run compiles its own program. (The timed
     # sequential runs pass gamma as an argument and share one compile.)
     entry["sequential"]["total_s_compile_per_gamma"] = (
-        entry["sequential"]["run_s"] + len(GAMMAS) * entry["sequential"]["compile_s"])
+      entry["sequential"]["run_s"] + len(GAMMAS) * entry["sequential"]["compile_s"]
+    )
     entry["ratio_total_s_compile_per_gamma"] = (
-        entry["vmapped"]["total_s"] / entry["sequential"]["total_s_compile_per_gamma"])
+      entry["vmapped"]["total_s"] / entry["sequential"]["total_s_compile_per_gamma"]
+    )
     for key in ("run_s", "total_s"):
       entry[f"ratio_{key}"] = entry["vmapped"][key] / entry["sequential"][key]
-      entry[f"paired_ratio_{key}"] = float(np.median(
-          [a[key] / b[key] for a, b in zip(splits["vmapped"], splits["sequential"])]))
-    diffs = jax.tree.leaves(jax.tree.map(
+      entry[f"paired_ratio_{key}"] = float(
+        np.median([a[key] / b[key] for a, b in zip(splits["vmapped"], splits["sequential"])])
+      )
+    diffs = jax.tree.leaves(
+      jax.tree.map(
         lambda a, b: float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30)),
-        finals["vmapped"], finals["sequential"]))
+        finals["vmapped"],
+        finals["sequential"],
+      )
+    )
     entry["max_rel_param_diff_vmapped_vs_sequential"] = max(diffs)
-    entry["test_accuracy"] = dict(zip(map(str, GAMMAS),
-                                      accuracy(finals["vmapped"], test, args.model).tolist()))
+    entry["test_accuracy"] = dict(
+      zip(map(str, GAMMAS), accuracy(finals["vmapped"], test, args.model).tolist())
+    )
     del samples
     results[mode] = entry
 
   rows = []
   for mode, e in results.items():
-    rows.append([mode, "vmapped", e["vmapped"]["run_s"], e["vmapped"]["compile_s"],
-                 e["vmapped"]["total_s"], ""])
+    rows.append(
+      [
+        mode,
+        "vmapped",
+        e["vmapped"]["run_s"],
+        e["vmapped"]["compile_s"],
+        e["vmapped"]["total_s"],
+        "",
+      ]
+    )
     seq = e["sequential"]
-    rows.append([mode, "sequential", seq["run_s"], seq["compile_s"], seq["total_s"],
-                 seq["total_s_compile_per_gamma"]])
-    rows.append([mode, "vmapped / sequential", e["paired_ratio_run_s"], "",
-                 e["paired_ratio_total_s"], e["ratio_total_s_compile_per_gamma"]])
-  common.print_table(["mode", "program", "run s (median)", "compile s", "run + compile s",
-                      "seq. run + a compile per gamma"],
-                     rows, title=f"8-gamma sweep, digits {args.model}, {steps} steps x batch {BATCH}, "
-                                 f"{rounds} rounds")
+    rows.append(
+      [
+        mode,
+        "sequential",
+        seq["run_s"],
+        seq["compile_s"],
+        seq["total_s"],
+        seq["total_s_compile_per_gamma"],
+      ]
+    )
+    rows.append(
+      [
+        mode,
+        "vmapped / sequential",
+        e["paired_ratio_run_s"],
+        "",
+        e["paired_ratio_total_s"],
+        e["ratio_total_s_compile_per_gamma"],
+      ]
+    )
+  common.print_table(
+    [
+      "mode",
+      "program",
+      "run s (median)",
+      "compile s",
+      "run + compile s",
+      "seq. run + a compile per gamma",
+    ],
+    rows,
+    title=f"8-gamma sweep, digits {args.model}, {steps} steps x batch {BATCH}, {rounds} rounds",
+  )
   for mode, e in results.items():
-    print(f"{mode}: max |vmapped - sequential| / max |sequential| over final param leaves = "
-          f"{e['max_rel_param_diff_vmapped_vs_sequential']:.2e}; test accuracy per gamma: "
-          + ", ".join(f"{g}: {a:.3f}" for g, a in e["test_accuracy"].items()))
-  path = common.write_json(args.name, {
-      "config": {"model": args.model, "gammas": GAMMAS, "lr": LR, "batch": BATCH, "steps": steps,
-                 "rounds": rounds, "quick": args.quick},
-      "results": results}, args.out_dir)
+    print(
+      f"{mode}: max |vmapped - sequential| / max |sequential| over final param leaves = "
+      f"{e['max_rel_param_diff_vmapped_vs_sequential']:.2e}; test accuracy per gamma: "
+      + ", ".join(f"{g}: {a:.3f}" for g, a in e["test_accuracy"].items())
+    )
+  path = common.write_json(
+    args.name,
+    {
+      "config": {
+        "model": args.model,
+        "gammas": GAMMAS,
+        "lr": LR,
+        "batch": BATCH,
+        "steps": steps,
+        "rounds": rounds,
+        "quick": args.quick,
+      },
+      "results": results,
+    },
+    args.out_dir,
+  )
   print(f"\nwrote {path}")
 
 

@@ -43,21 +43,32 @@ def rosenbrock(p):
 
 
 PROBLEMS = {
-    "Rastrigin": dict(f=rastrigin, start=(-2.0, 3.5), minimum=(0.0, 0.0),
-                      box=((-4.5, 4.5), (-4.5, 4.5))),
-    "Rosenbrock": dict(f=rosenbrock, start=(-2.0, 2.0), minimum=(1.0, 1.0),
-                       box=((-2.5, 2.5), (-1.0, 3.5))),
+  "Rastrigin": dict(
+    f=rastrigin, start=(-2.0, 3.5), minimum=(0.0, 0.0), box=((-4.5, 4.5), (-4.5, 4.5))
+  ),
+  "Rosenbrock": dict(
+    f=rosenbrock, start=(-2.0, 2.0), minimum=(1.0, 1.0), box=((-2.5, 2.5), (-1.0, 3.5))
+  ),
 }
 LR_GRID = jnp.logspace(-6, 1, 29)
 STEPS = 500
 
 
 def contenders():
-  out = {f"anon gamma={g:g}": (lambda g: lambda lr: anon_optax.anon(lr, gamma=g))(g)
-         for g in (-0.5, 0.0, 0.5, 1.0, 1.5)}
-  out.update({"adam": optax.adam, "sgd (momentum 0.9)": lambda lr: optax.sgd(lr, momentum=0.9),
-              "adabelief": optax.adabelief, "radam": optax.radam, "yogi": optax.yogi,
-              "hvadam": anon_optax.hvadam})
+  out = {
+    f"anon gamma={g:g}": (lambda g: lambda lr: anon_optax.anon(lr, gamma=g))(g)
+    for g in (-0.5, 0.0, 0.5, 1.0, 1.5)
+  }
+  out.update(
+    {
+      "adam": optax.adam,
+      "sgd (momentum 0.9)": lambda lr: optax.sgd(lr, momentum=0.9),
+      "adabelief": optax.adabelief,
+      "radam": optax.radam,
+      "yogi": optax.yogi,
+      "hvadam": anon_optax.hvadam,
+    }
+  )
   return out
 
 
@@ -77,9 +88,10 @@ def trajectory(make_tx, lr, f, start, steps=STEPS):
 
 def best_path(make_tx, problem):
   paths = jax.jit(jax.vmap(lambda lr: trajectory(make_tx, lr, problem["f"], problem["start"])))(
-      LR_GRID)
+    LR_GRID
+  )
   # Mean loss over the second half of the path: ends low and stays there (no lucky jumps).
-  score = jax.vmap(jax.vmap(problem["f"]))(paths[:, paths.shape[1] // 2:]).mean(-1)
+  score = jax.vmap(jax.vmap(problem["f"]))(paths[:, paths.shape[1] // 2 :]).mean(-1)
   score = jnp.where(jnp.isfinite(score), score, jnp.inf)  # Diverged: worst.
   i = int(jnp.argmin(score))
   return float(LR_GRID[i]), np.asarray(paths[i])
@@ -87,8 +99,10 @@ def best_path(make_tx, problem):
 
 def make_trajectories(path=FIGURES / "trajectories.png"):
   tx = contenders()
-  results = {name: {label: best_path(make, prob) for label, make in tx.items()}
-             for name, prob in PROBLEMS.items()}
+  results = {
+    name: {label: best_path(make, prob) for label, make in tx.items()}
+    for name, prob in PROBLEMS.items()
+  }
   anon_labels = [k for k in tx if k.startswith("anon")]
   other_labels = ["anon gamma=1", *[k for k in tx if not k.startswith("anon")]]
   fig, axes = plt.subplots(2, 2, figsize=(10, 9.5))
@@ -97,8 +111,9 @@ def make_trajectories(path=FIGURES / "trajectories.png"):
     (x0, x1), (y0, y1) = prob["box"]
     xs, ys = np.meshgrid(np.linspace(x0, x1, 150), np.linspace(y0, y1, 150))
     zs = np.asarray(jax.vmap(prob["f"])(jnp.stack([xs.ravel(), ys.ravel()], -1))).reshape(xs.shape)
-    for col, (labels, what) in enumerate(((anon_labels, "Anon across gamma"),
-                                          (other_labels, "Anon vs Optax"))):
+    for col, (labels, what) in enumerate(
+      ((anon_labels, "Anon across gamma"), (other_labels, "Anon vs Optax"))
+    ):
       ax = axes[row, col]
       ax.contourf(xs, ys, np.log1p(zs), levels=20, cmap="Greys")
       for label in labels:
@@ -109,8 +124,11 @@ def make_trajectories(path=FIGURES / "trajectories.png"):
       ax.plot(*prob["minimum"], "r*", ms=12)
       ax.set(xlim=(x0, x1), ylim=(y0, y1), title=f"{name}: {what}")
       ax.legend(fontsize=6, loc="lower left")
-  fig.suptitle(f"{STEPS} steps from the black dot; red star = minimum; "
-               "each optimizer at its best learning rate of one grid", fontsize=9)
+  fig.suptitle(
+    f"{STEPS} steps from the black dot; red star = minimum; "
+    "each optimizer at its best learning rate of one grid",
+    fontsize=9,
+  )
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=60)
@@ -121,21 +139,28 @@ def make_trajectories(path=FIGURES / "trajectories.png"):
       print(f"  {name:<10s} {label:<20s} lr={lr:<8.2g} end=({p[-1, 0]: .3f}, {p[-1, 1]: .3f})")
 
 
-def make_digits(results_file=ROOT / "docs" / "results" / "digits_cnn.json",
-                curves=FIGURES / "digits_curves.png"):
+def make_digits(
+  results_file=ROOT / "docs" / "results" / "digits_cnn.json", curves=FIGURES / "digits_curves.png"
+):
   """Runs the digits example with its defaults; writes its results JSON and the curves.
 
   The README and docs/EXAMPLES.md quote the table that `python -m docs.tables --write` renders
   from the JSON.
   """
-  proc = subprocess.run([sys.executable, str(ROOT / "examples" / "digits_cnn.py"), "--plot",
-                         str(curves)], check=True, stdout=subprocess.PIPE, text=True)
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "examples" / "digits_cnn.py"), "--plot", str(curves)],
+    check=True,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   last_line = proc.stdout.strip().splitlines()[-1]
   json.loads(last_line)  # The example's results, one JSON object.
   results_file.parent.mkdir(parents=True, exist_ok=True)
   results_file.write_text(last_line + "\n")
-  print(f"saved {results_file.relative_to(ROOT)} and {curves.relative_to(ROOT)}; "
-        "now run `python -m docs.tables --write`")
+  print(
+    f"saved {results_file.relative_to(ROOT)} and {curves.relative_to(ROOT)}; "
+    "now run `python -m docs.tables --write`"
+  )
 
 
 def main():

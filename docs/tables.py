@@ -168,8 +168,14 @@ def render_memory(results: dict[str, Any]) -> str:
     for r in results["results"]
   ]
   return _markdown_table(
-    ["optimizer", "params", "state bytes / param byte", "x optax.adam",
-     "step scratch / param byte", "step peak / param byte"],
+    [
+      "optimizer",
+      "params",
+      "state bytes / param byte",
+      "x optax.adam",
+      "step scratch / param byte",
+      "step peak / param byte",
+    ],
     rows,
   )
 
@@ -181,8 +187,10 @@ def _accuracy_cell(row: dict[str, Any]) -> str:
     cell += f" ± {row['test_accuracy_std']:.4f}"
   broken = [s for s in row["first_nonfinite_step_per_seed"] if s is not None]
   if broken:
-    cell += (f" (non-finite in {len(broken)} seed{'s' if len(broken) != 1 else ''},"
-             f" first at step {min(broken)})")
+    cell += (
+      f" (non-finite in {len(broken)} seed{'s' if len(broken) != 1 else ''},"
+      f" first at step {min(broken)})"
+    )
   return cell
 
 
@@ -202,37 +210,53 @@ def _factor_table(rows: list[dict[str, Any]]) -> str:
       return "optax.adam"
     return "C = inf (exact rule)" if factor == "inf" else f"C = {factor}"
 
-  body = [[name(f)] + [_accuracy_cell(cells[f, lr]) if (f, lr) in cells else "" for lr in rates]
-          for f in factors]
+  body = [
+    [name(f)] + [_accuracy_cell(cells[f, lr]) if (f, lr) in cells else "" for lr in rates]
+    for f in factors
+  ]
   return _markdown_table(["", *[f"lr {_rate(lr)}" for lr in rates]], body)
 
 
 def render_guard_cnn(results: dict[str, Any]) -> str:
   """experiments/guard/sweep.py, part cnn: the digits CNN per guard factor and learning rate."""
   seeds = _seed_count(results["cnn"])
-  return (f"Test accuracy of the digits CNN (GELU), {seeds}:\n\n"
-          + _factor_table(results["cnn"]))
+  return f"Test accuracy of the digits CNN (GELU), {seeds}:\n\n" + _factor_table(results["cnn"])
 
 
 def render_guard_mlp(results: dict[str, Any]) -> str:
   """experiments/guard/sweep.py, part mlp: the reduce_on_plateau ReLU MLP."""
   seeds = _seed_count(results["mlp"])
-  return (f"Test accuracy of the `reduce_on_plateau` ReLU MLP, {seeds}:"
-          "\n\n" + _factor_table(results["mlp"]))
+  return f"Test accuracy of the `reduce_on_plateau` ReLU MLP, {seeds}:\n\n" + _factor_table(
+    results["mlp"]
+  )
 
 
 def render_guard_binding(results: dict[str, Any]) -> str:
   """experiments/guard/sweep.py, part binding: how often the guard lowers v in a CNN run."""
-  rows = [[f"C = {r['factor']}", f"{100 * r['fraction_of_elements_lowered']:.2f}%",
-           f"{100 * r['max_fraction_in_one_step']:.2f}%",
-           f"{100 * r['fraction_of_steps_with_any_lowered']:.0f}%"]
-          for r in results["binding"]]
+  rows = [
+    [
+      f"C = {r['factor']}",
+      f"{100 * r['fraction_of_elements_lowered']:.2f}%",
+      f"{100 * r['max_fraction_in_one_step']:.2f}%",
+      f"{100 * r['fraction_of_steps_with_any_lowered']:.0f}%",
+    ]
+    for r in results["binding"]
+  ]
   first = results["binding"][0]
-  return (f"Digits CNN, lr {_rate(first['learning_rate'])}, seed {first['seed']}: "
-          f"{first['parameters']} parameters, {first['steps_between_refreshes']} of "
-          f"{first['steps']} steps between refreshes.\n\n"
-          + _markdown_table(["factor", "elements lowered (mean over steps)",
-                             "most in one step", "steps with any lowered"], rows))
+  return (
+    f"Digits CNN, lr {_rate(first['learning_rate'])}, seed {first['seed']}: "
+    f"{first['parameters']} parameters, {first['steps_between_refreshes']} of "
+    f"{first['steps']} steps between refreshes.\n\n"
+    + _markdown_table(
+      [
+        "factor",
+        "elements lowered (mean over steps)",
+        "most in one step",
+        "steps with any lowered",
+      ],
+      rows,
+    )
+  )
 
 
 def render_guard_ablation(results: dict[str, Any]) -> str:
@@ -246,16 +270,25 @@ def render_guard_ablation(results: dict[str, Any]) -> str:
       for rule, label in (("default", "default"), ("exact", "exact")):
         if rule not in rules:
           continue
-        cells = {c["beta3"]: c for c in rules[rule]["ablations"][index]["cells"]
-                 if c["refresh_base"] == base}
-        body.append([f"{base}^n", label] + [
-          f"{100 * cells[b]['test_accuracy_mean']:.2f}"
-          + (f" ± {100 * cells[b]['test_accuracy_std']:.2f}" if len(results["seeds"]) > 1 else "")
-          for b in beta3s])
+        cells = {
+          c["beta3"]: c
+          for c in rules[rule]["ablations"][index]["cells"]
+          if c["refresh_base"] == base
+        }
+        body.append(
+          [f"{base}^n", label]
+          + [
+            f"{100 * cells[b]['test_accuracy_mean']:.2f}"
+            + (f" ± {100 * cells[b]['test_accuracy_std']:.2f}" if len(results["seeds"]) > 1 else "")
+            for b in beta3s
+          ]
+        )
     seeds = len(results["seeds"])
     spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
-    parts.append(f"lr {_rate(ablation['learning_rate'])}, test accuracy %, {spread}:\n\n"
-                 + _markdown_table(["a_n", "rule", *[f"beta3 {b:g}" for b in beta3s]], body))
+    parts.append(
+      f"lr {_rate(ablation['learning_rate'])}, test accuracy %, {spread}:\n\n"
+      + _markdown_table(["a_n", "rule", *[f"beta3 {b:g}" for b in beta3s]], body)
+    )
   return "\n\n".join(parts)
 
 

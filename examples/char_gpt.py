@@ -32,15 +32,14 @@ import sysconfig
 import time
 from typing import Any, NamedTuple
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 from tqdm.auto import tqdm
 
 import anon_optax
-
 
 # ----------------------------------------------------------------------------------------------
 # Model
@@ -48,7 +47,6 @@ import anon_optax
 
 
 class CausalSelfAttention(nnx.Module):
-
   def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs):
     if width % heads:
       raise ValueError(f"width {width} must be divisible by heads {heads}")
@@ -65,7 +63,6 @@ class CausalSelfAttention(nnx.Module):
 
 
 class Block(nnx.Module):
-
   def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs):
     self.ln1 = nnx.LayerNorm(width, rngs=rngs)
     self.attn = CausalSelfAttention(width, heads, rngs=rngs)
@@ -81,8 +78,16 @@ class Block(nnx.Module):
 class GPT(nnx.Module):
   """Decoder-only transformer: token + learned position embeddings, pre-LN blocks, linear head."""
 
-  def __init__(self, vocab_size: int, *, context: int = 64, width: int = 64, layers: int = 2,
-               heads: int = 4, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    vocab_size: int,
+    *,
+    context: int = 64,
+    width: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    rngs: nnx.Rngs,
+  ):
     self.embed = nnx.Embed(vocab_size, width, rngs=rngs)
     self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (context, width)))
     self.blocks = nnx.List([Block(width, heads, rngs=rngs) for _ in range(layers)])
@@ -90,7 +95,7 @@ class GPT(nnx.Module):
     self.head = nnx.Linear(width, vocab_size, rngs=rngs)
 
   def __call__(self, tokens):
-    x = self.embed(tokens) + self.pos_embed[None, :tokens.shape[1]]
+    x = self.embed(tokens) + self.pos_embed[None, : tokens.shape[1]]
     for block in self.blocks:
       x = block(x)
     return self.head(self.ln_f(x))
@@ -102,10 +107,26 @@ class GPT(nnx.Module):
 
 # Pure-Python standard-library modules present in every CPython 3.10+, in sorted order.
 STDLIB_MODULES = (
-    "abc.py", "bisect.py", "calendar.py", "colorsys.py", "contextlib.py", "copy.py",
-    "dataclasses.py", "fnmatch.py", "fractions.py", "functools.py", "heapq.py", "keyword.py",
-    "numbers.py", "operator.py", "queue.py", "random.py", "shlex.py", "string.py", "textwrap.py",
-    "types.py",
+  "abc.py",
+  "bisect.py",
+  "calendar.py",
+  "colorsys.py",
+  "contextlib.py",
+  "copy.py",
+  "dataclasses.py",
+  "fnmatch.py",
+  "fractions.py",
+  "functools.py",
+  "heapq.py",
+  "keyword.py",
+  "numbers.py",
+  "operator.py",
+  "queue.py",
+  "random.py",
+  "shlex.py",
+  "string.py",
+  "textwrap.py",
+  "types.py",
 )
 
 
@@ -118,15 +139,19 @@ class Corpus(NamedTuple):
 
 def read_stdlib_text() -> tuple[str, str]:
   stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
-  parts = [(stdlib / name).read_text(encoding="utf-8") for name in STDLIB_MODULES
-           if (stdlib / name).is_file()]
+  parts = [
+    (stdlib / name).read_text(encoding="utf-8")
+    for name in STDLIB_MODULES
+    if (stdlib / name).is_file()
+  ]
   if not parts:
     raise FileNotFoundError(f"none of STDLIB_MODULES found under {stdlib}; pass --text PATH")
   return "\n".join(parts), f"{len(parts)} stdlib modules from {stdlib}"
 
 
-def load_corpus(text_path: str | None = None, val_fraction: float = 0.1,
-                max_chars: int | None = None) -> Corpus:
+def load_corpus(
+  text_path: str | None = None, val_fraction: float = 0.1, max_chars: int | None = None
+) -> Corpus:
   if text_path:
     text, source = pathlib.Path(text_path).read_text(encoding="utf-8"), text_path
   else:
@@ -140,8 +165,9 @@ def load_corpus(text_path: str | None = None, val_fraction: float = 0.1,
   return Corpus(ids[:split], ids[split:], chars, source)
 
 
-def sample_batches(ids: np.ndarray, steps: int, batch_size: int, context: int,
-                   seed: int) -> np.ndarray:
+def sample_batches(
+  ids: np.ndarray, steps: int, batch_size: int, context: int, seed: int
+) -> np.ndarray:
   """Random windows of context + 1 tokens: (steps, batch_size, context + 1). Seeded."""
   rng = np.random.default_rng(seed)
   starts = rng.integers(0, len(ids) - context - 1, size=(steps, batch_size))
@@ -161,16 +187,16 @@ def sample_batches(ids: np.ndarray, steps: int, batch_size: int, context: int,
 #   lion  1e-4 3.177, 2e-4 2.847, 4e-4 2.632, 8e-4 2.448, 1.6e-3 2.398, 3.2e-3 2.404
 #   muon  5e-3 2.257, 1e-2 2.152, 2e-2 2.033, 4e-2 1.965, 8e-2 2.061
 TUNED_LEARNING_RATES = {
-    "anon": 8e-3,
-    "adamw": 1.6e-2,
-    "lion": 1.6e-3,
-    "muon": 4e-2,
+  "anon": 8e-3,
+  "adamw": 1.6e-2,
+  "lion": 1.6e-3,
+  "muon": 4e-2,
 }
 TUNING_GRIDS = {
-    "anon": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2),
-    "adamw": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2),
-    "lion": (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3),
-    "muon": (5e-3, 1e-2, 2e-2, 4e-2, 8e-2),
+  "anon": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2),
+  "adamw": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2),
+  "lion": (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3),
+  "muon": (5e-3, 1e-2, 2e-2, 4e-2, 8e-2),
 }
 # Muon's AdamW part (embeddings, head, vectors) keeps the fixed rate it was tuned with.
 MUON_ADAM_LEARNING_RATE = 4e-3
@@ -179,34 +205,50 @@ WEIGHT_DECAY = 0.1  # Decoupled (AdamW-style) for every optimizer.
 
 def _muon_dims(params):
   """Muon for the 2-D hidden matrices; embeddings, head and vectors go to its AdamW."""
+
   def rule(path, x):
     names = jax.tree_util.keystr(path)
     if x.ndim == 2 and "embed" not in names and "head" not in names:
       return optax.contrib.MuonDimensionNumbers(reduction_axis=0, output_axis=1)
     return None
+
   return jax.tree_util.tree_map_with_path(rule, params)
 
 
-def make_optimizer(name: str, learning_rate: float, steps: int,
-                   gamma: float = 1.0, exact: bool = False) -> optax.GradientTransformation:
+def make_optimizer(
+  name: str, learning_rate: float, steps: int, gamma: float = 1.0, exact: bool = False
+) -> optax.GradientTransformation:
   """`name` in anon, adamw, lion, muon; a 5% linear warmup then cosine decay to 10% of peak."""
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, learning_rate, warmup_steps=max(1, steps // 20), decay_steps=steps,
-      end_value=0.1 * learning_rate)
+    0.0,
+    learning_rate,
+    warmup_steps=max(1, steps // 20),
+    decay_steps=steps,
+    end_value=0.1 * learning_rate,
+  )
   if name == "anon":
-    return anon_optax.anon(schedule, gamma=gamma, weight_decay=WEIGHT_DECAY,
-                           weight_decay_mode="decoupled", exact=exact)
+    return anon_optax.anon(
+      schedule, gamma=gamma, weight_decay=WEIGHT_DECAY, weight_decay_mode="decoupled", exact=exact
+    )
   if name == "adamw":
     return optax.adamw(schedule, weight_decay=WEIGHT_DECAY)
   if name == "lion":
     return optax.lion(schedule, weight_decay=WEIGHT_DECAY)
   if name == "muon":
     adam_schedule = optax.warmup_cosine_decay_schedule(
-        0.0, MUON_ADAM_LEARNING_RATE, warmup_steps=max(1, steps // 20), decay_steps=steps,
-        end_value=0.1 * MUON_ADAM_LEARNING_RATE)
-    return optax.contrib.muon(schedule, weight_decay=WEIGHT_DECAY,
-                              adam_weight_decay=WEIGHT_DECAY, adam_learning_rate=adam_schedule,
-                              muon_weight_dimension_numbers=_muon_dims)
+      0.0,
+      MUON_ADAM_LEARNING_RATE,
+      warmup_steps=max(1, steps // 20),
+      decay_steps=steps,
+      end_value=0.1 * MUON_ADAM_LEARNING_RATE,
+    )
+    return optax.contrib.muon(
+      schedule,
+      weight_decay=WEIGHT_DECAY,
+      adam_weight_decay=WEIGHT_DECAY,
+      adam_learning_rate=adam_schedule,
+      muon_weight_dimension_numbers=_muon_dims,
+    )
   raise ValueError(f"unknown optimizer {name!r}")
 
 
@@ -236,13 +278,26 @@ def evaluate(model: GPT, val_batches: np.ndarray) -> float:
   return float(np.mean([eval_step(model, b) for b in val_batches]))
 
 
-def train(corpus: Corpus, tx: optax.GradientTransformation, *, steps: int = 300,
-          batch_size: int = 32, context: int = 64, width: int = 64, layers: int = 2,
-          heads: int = 4, seed: int = 0, eval_every: int = 100, eval_batches: int = 8,
-          desc: str = "", progress: bool = True) -> dict[str, Any]:
+def train(
+  corpus: Corpus,
+  tx: optax.GradientTransformation,
+  *,
+  steps: int = 300,
+  batch_size: int = 32,
+  context: int = 64,
+  width: int = 64,
+  layers: int = 2,
+  heads: int = 4,
+  seed: int = 0,
+  eval_every: int = 100,
+  eval_batches: int = 8,
+  desc: str = "",
+  progress: bool = True,
+) -> dict[str, Any]:
   """Trains a fresh GPT (same init and batches for a given seed); returns metrics and curves."""
-  model = GPT(len(corpus.chars), context=context, width=width, layers=layers, heads=heads,
-              rngs=nnx.Rngs(seed))
+  model = GPT(
+    len(corpus.chars), context=context, width=width, layers=layers, heads=heads, rngs=nnx.Rngs(seed)
+  )
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   train_batches = sample_batches(corpus.train, steps, batch_size, context, seed)
   val_batches = sample_batches(corpus.val, eval_batches, batch_size, context, seed + 1)
@@ -262,31 +317,60 @@ def train(corpus: Corpus, tx: optax.GradientTransformation, *, steps: int = 300,
       recent = recent[-eval_every:]
   seconds = time.perf_counter() - start
   return {
-      "val_loss": history["val_loss"][-1],
-      "train_loss": history["train_loss"][-1],
-      "seconds": round(seconds, 2),
-      "history": history,
+    "val_loss": history["val_loss"][-1],
+    "train_loss": history["train_loss"][-1],
+    "seconds": round(seconds, 2),
+    "history": history,
   }
 
 
-DEFAULT_CONTENDERS = (("anon", 1.0), ("anon", 1.1), ("anon", 1.15), ("adamw", None),
-                      ("lion", None), ("muon", None))
+DEFAULT_CONTENDERS = (
+  ("anon", 1.0),
+  ("anon", 1.1),
+  ("anon", 1.15),
+  ("adamw", None),
+  ("lion", None),
+  ("muon", None),
+)
 
 
-def run(contenders=DEFAULT_CONTENDERS, *, text_path: str | None = None, steps: int = 300,
-        batch_size: int = 32, context: int = 64, width: int = 64, layers: int = 2,
-        heads: int = 4, seed: int = 0, learning_rates: dict[str, float] | None = None,
-        max_chars: int | None = None, eval_every: int = 100, progress: bool = True,
-        exact: bool = False):
+def run(
+  contenders=DEFAULT_CONTENDERS,
+  *,
+  text_path: str | None = None,
+  steps: int = 300,
+  batch_size: int = 32,
+  context: int = 64,
+  width: int = 64,
+  layers: int = 2,
+  heads: int = 4,
+  seed: int = 0,
+  learning_rates: dict[str, float] | None = None,
+  max_chars: int | None = None,
+  eval_every: int = 100,
+  progress: bool = True,
+  exact: bool = False,
+):
   """Trains one GPT per (optimizer, gamma) contender; returns the result rows."""
   corpus = load_corpus(text_path, max_chars=max_chars)
   results = []
   for name, gamma in contenders:
     lr = (learning_rates or {}).get(name, TUNED_LEARNING_RATES[name])
     tx = make_optimizer(name, lr, steps, gamma=1.0 if gamma is None else gamma, exact=exact)
-    out = train(corpus, tx, steps=steps, batch_size=batch_size, context=context, width=width,
-                layers=layers, heads=heads, seed=seed, eval_every=min(eval_every, steps),
-                desc=name if gamma is None else f"{name}(gamma={gamma:g})", progress=progress)
+    out = train(
+      corpus,
+      tx,
+      steps=steps,
+      batch_size=batch_size,
+      context=context,
+      width=width,
+      layers=layers,
+      heads=heads,
+      seed=seed,
+      eval_every=min(eval_every, steps),
+      desc=name if gamma is None else f"{name}(gamma={gamma:g})",
+      progress=progress,
+    )
     row = {"optimizer": name}
     if gamma is not None:
       row["gamma"] = gamma
@@ -299,6 +383,7 @@ def run(contenders=DEFAULT_CONTENDERS, *, text_path: str | None = None, steps: i
 
 def plot_curves(results, path: str, title: str = "") -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -321,12 +406,20 @@ def results_json(results) -> str:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--text", default=None, metavar="PATH",
-                      help="train on this UTF-8 file instead of the stdlib subset")
-  parser.add_argument("--optimizers", default="anon,adamw,lion,muon",
-                      help="comma-separated subset of anon,adamw,lion,muon")
-  parser.add_argument("--gammas", default=None, help="Anon's gammas (default 1.0,1.1,1.15; "
-                      "--quick: 1.0)")
+  parser.add_argument(
+    "--text",
+    default=None,
+    metavar="PATH",
+    help="train on this UTF-8 file instead of the stdlib subset",
+  )
+  parser.add_argument(
+    "--optimizers",
+    default="anon,adamw,lion,muon",
+    help="comma-separated subset of anon,adamw,lion,muon",
+  )
+  parser.add_argument(
+    "--gammas", default=None, help="Anon's gammas (default 1.0,1.1,1.15; --quick: 1.0)"
+  )
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--context", type=int, default=64)
@@ -335,16 +428,29 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--heads", type=int, default=4)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--lr", type=float, default=None, help="override every peak learning rate")
-  parser.add_argument("--tune", action="store_true",
-                      help="rerun the once-only learning-rate search (TUNING_GRIDS) and print it")
+  parser.add_argument(
+    "--tune",
+    action="store_true",
+    help="rerun the once-only learning-rate search (TUNING_GRIDS) and print it",
+  )
   parser.add_argument("--plot", default=None, metavar="PATH", help="save PNG validation curves")
   parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
-  parser.add_argument("--exact", action="store_true",
-                      help="Anon with the authors' exact rule (exact=True), without the step guard")
+  parser.add_argument(
+    "--exact",
+    action="store_true",
+    help="Anon with the authors' exact rule (exact=True), without the step guard",
+  )
   args = parser.parse_args(argv)
 
-  kw = dict(steps=args.steps, batch_size=args.batch_size, context=args.context, width=args.width,
-            layers=args.layers, heads=args.heads, seed=args.seed)
+  kw = dict(
+    steps=args.steps,
+    batch_size=args.batch_size,
+    context=args.context,
+    width=args.width,
+    layers=args.layers,
+    heads=args.heads,
+    seed=args.seed,
+  )
   max_chars = None
   if args.quick:
     kw.update(steps=30, batch_size=8, context=32, width=32, layers=1, heads=2)
@@ -357,27 +463,40 @@ def main(argv: list[str] | None = None) -> None:
   gammas = [float(g) for g in gammas_text.split(",") if g.strip()]
   contenders = [(o, g) for o in names for g in (gammas if o == "anon" else [None])]
 
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}; "
-        + " ".join(f"{k}={v}" for k, v in kw.items()), flush=True)
+  print(
+    f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}; "
+    + " ".join(f"{k}={v}" for k, v in kw.items()),
+    flush=True,
+  )
   if args.tune:
     best = {}
     for o in names:
       scores = []
       for lr in TUNING_GRIDS[o]:
-        (r,) = run([(o, gammas[0] if o == "anon" else None)], text_path=args.text,
-                   learning_rates={o: lr}, max_chars=max_chars, progress=False, **kw)
+        (r,) = run(
+          [(o, gammas[0] if o == "anon" else None)],
+          text_path=args.text,
+          learning_rates={o: lr},
+          max_chars=max_chars,
+          progress=False,
+          **kw,
+        )
         print(f"tune {o:>6s} lr={lr:<7g} val_loss={r['val_loss']:.4f}", flush=True)
         scores.append((r["val_loss"] if np.isfinite(r["val_loss"]) else float("inf"), lr))
       best[o] = min(scores)[1]
     print("best:", json.dumps(best), flush=True)
     return
   lrs = {o: args.lr for o in names} if args.lr is not None else None
-  results = run(contenders, text_path=args.text, learning_rates=lrs, max_chars=max_chars,
-                exact=args.exact, **kw)
+  results = run(
+    contenders, text_path=args.text, learning_rates=lrs, max_chars=max_chars, exact=args.exact, **kw
+  )
   for r in results:
     g = f"(gamma={r['gamma']:g})" if "gamma" in r else ""
-    print(f"{r['optimizer'] + g:>18s}  lr={r['learning_rate']:<7g} val_loss={r['val_loss']:.4f}"
-          f"  train_loss={r['train_loss']:.4f}  {r['seconds']:.1f}s", flush=True)
+    print(
+      f"{r['optimizer'] + g:>18s}  lr={r['learning_rate']:<7g} val_loss={r['val_loss']:.4f}"
+      f"  train_loss={r['train_loss']:.4f}  {r['seconds']:.1f}s",
+      flush=True,
+    )
   if args.plot:
     plot_curves(results, args.plot, title="char GPT")
     print(f"saved {args.plot}", flush=True)

@@ -27,14 +27,13 @@ import sys
 import time
 from typing import Any, NamedTuple
 
+from flax import nnx
 import jax
 import numpy as np
 import optax
-from flax import nnx
 from tqdm.auto import tqdm
 
 import anon_optax
-
 
 # ----------------------------------------------------------------------------------------------
 # Model
@@ -51,8 +50,15 @@ class CNN(nnx.Module):
   3e-3 (see docs/EXAMPLES.md).
   """
 
-  def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 10, *,
-               width: int = 32, hidden: int = 128, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    *,
+    width: int = 32,
+    hidden: int = 128,
+    rngs: nnx.Rngs,
+  ):
     height, w, channels = image_shape
     self.conv1 = nnx.Conv(channels, width, kernel_size=(3, 3), rngs=rngs)
     self.conv2 = nnx.Conv(width, 2 * width, kernel_size=(3, 3), rngs=rngs)
@@ -90,7 +96,8 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
   x = (digits.images / 16.0).astype(np.float32)[..., None]
   y = digits.target.astype(np.int32)
   x_train, x_test, y_train, y_test = train_test_split(
-      x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    x, y, test_size=test_fraction, random_state=seed, stratify=y
+  )
   return Dataset(x_train, y_train, x_test, y_test, "digits")
 
 
@@ -99,22 +106,33 @@ def load_cifar10(data_dir: str | None = None) -> Dataset:
   try:
     import tensorflow_datasets as tfds
   except ImportError:
-    sys.exit("error: --dataset cifar10 needs tensorflow_datasets (`pip install tensorflow "
-             "tensorflow-datasets`) and the cifar10 data already prepared in its data_dir "
-             "(this example never downloads). Use the default --dataset digits instead.")
+    sys.exit(
+      "error: --dataset cifar10 needs tensorflow_datasets (`pip install tensorflow "
+      "tensorflow-datasets`) and the cifar10 data already prepared in its data_dir "
+      "(this example never downloads). Use the default --dataset digits instead."
+    )
   try:
-    train, test = tfds.load("cifar10", split=["train", "test"], batch_size=-1, as_supervised=True,
-                            data_dir=data_dir, download=False)
+    train, test = tfds.load(
+      "cifar10",
+      split=["train", "test"],
+      batch_size=-1,
+      as_supervised=True,
+      data_dir=data_dir,
+      download=False,
+    )
   except Exception as e:  # tfds raises several types for "not prepared here".
-    sys.exit(f"error: cifar10 is not available locally for tensorflow_datasets "
-             f"(data_dir={data_dir or '~/tensorflow_datasets'}; this example never downloads): "
-             f"{type(e).__name__}: {e}")
+    sys.exit(
+      f"error: cifar10 is not available locally for tensorflow_datasets "
+      f"(data_dir={data_dir or '~/tensorflow_datasets'}; this example never downloads): "
+      f"{type(e).__name__}: {e}"
+    )
   (x_train, y_train), (x_test, y_test) = tfds.as_numpy(train), tfds.as_numpy(test)
   mean = np.float32([0.4914, 0.4822, 0.4465])
   std = np.float32([0.2470, 0.2435, 0.2616])
   norm = lambda x: ((x.astype(np.float32) / 255.0) - mean) / std
-  return Dataset(norm(x_train), y_train.astype(np.int32), norm(x_test), y_test.astype(np.int32),
-                 "cifar10")
+  return Dataset(
+    norm(x_train), y_train.astype(np.int32), norm(x_test), y_test.astype(np.int32), "cifar10"
+  )
 
 
 def load_dataset(name: str = "digits", seed: int = 0, data_dir: str | None = None) -> Dataset:
@@ -129,7 +147,7 @@ def batches(x, y, batch_size: int, rng: np.random.Generator):
   """One epoch of shuffled full batches (the remainder is dropped: one compiled shape)."""
   perm = rng.permutation(len(x))
   for i in range(len(x) // batch_size):
-    idx = perm[i * batch_size:(i + 1) * batch_size]
+    idx = perm[i * batch_size : (i + 1) * batch_size]
     yield x[idx], y[idx]
 
 
@@ -146,24 +164,25 @@ def batches(x, y, batch_size: int, rng: np.random.Generator):
 #   hvadam 3e-4 .9578, 1e-3 .9778, 3e-3 .9800, 1e-2 .9800
 # (1e-2 is the top of the adaptive grids; one test image is 0.0022, so these are near-ties.)
 TUNING_GRIDS = {
-    "anon": (3e-4, 1e-3, 3e-3, 1e-2),
-    "adam": (3e-4, 1e-3, 3e-3, 1e-2),
-    "sgd": (1e-2, 3e-2, 1e-1, 3e-1),
-    "hvadam": (3e-4, 1e-3, 3e-3, 1e-2),
+  "anon": (3e-4, 1e-3, 3e-3, 1e-2),
+  "adam": (3e-4, 1e-3, 3e-3, 1e-2),
+  "sgd": (1e-2, 3e-2, 1e-1, 3e-1),
+  "hvadam": (3e-4, 1e-3, 3e-3, 1e-2),
 }
 TUNED_LEARNING_RATES = {
-    "anon": 1e-2,
-    "adam": 1e-2,
-    "sgd": 1e-1,
-    "hvadam": 1e-2,
+  "anon": 1e-2,
+  "adam": 1e-2,
+  "sgd": 1e-1,
+  "hvadam": 1e-2,
 }
 
 
 OPTIMIZERS = ("anon", "adam", "sgd", "hvadam")
 
 
-def make_optimizer(name: str, learning_rate: float | None = None,
-                   gamma: float = 1.0, exact: bool = False) -> optax.GradientTransformation:
+def make_optimizer(
+  name: str, learning_rate: float | None = None, gamma: float = 1.0, exact: bool = False
+) -> optax.GradientTransformation:
   lr = TUNED_LEARNING_RATES[name] if learning_rate is None else learning_rate
   if name == "anon":
     return anon_optax.anon(lr, gamma=gamma, exact=exact)
@@ -203,13 +222,22 @@ def eval_step(model: CNN, metrics: nnx.MultiMetric, x, y):
 def evaluate(model: CNN, x, y, batch_size: int = 1000) -> dict[str, float]:
   metrics = nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average("loss"))
   for i in range(0, len(x), batch_size):
-    eval_step(model, metrics, x[i:i + batch_size], y[i:i + batch_size])
+    eval_step(model, metrics, x[i : i + batch_size], y[i : i + batch_size])
   return {k: float(v) for k, v in metrics.compute().items()}
 
 
-def train(data: Dataset, tx: optax.GradientTransformation, *, epochs: int = 30,
-          batch_size: int = 64, seed: int = 0, width: int = 32, hidden: int = 128,
-          desc: str = "", progress: bool = True) -> dict[str, Any]:
+def train(
+  data: Dataset,
+  tx: optax.GradientTransformation,
+  *,
+  epochs: int = 30,
+  batch_size: int = 64,
+  seed: int = 0,
+  width: int = 32,
+  hidden: int = 128,
+  desc: str = "",
+  progress: bool = True,
+) -> dict[str, Any]:
   """Trains a fresh CNN (same init for a given seed) and returns final metrics and curves."""
   model = CNN(data.x_train.shape[1:], width=width, hidden=hidden, rngs=nnx.Rngs(seed))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -231,26 +259,45 @@ def train(data: Dataset, tx: optax.GradientTransformation, *, epochs: int = 30,
     bar.set_postfix(loss=f"{train_metrics['loss']:.4f}", test_acc=f"{test_metrics['accuracy']:.4f}")
   seconds = time.perf_counter() - start
   return {
-      "test_accuracy": history["test_accuracy"][-1],
-      "train_loss": history["train_loss"][-1],
-      "seconds": round(seconds, 2),
-      "history": history,
+    "test_accuracy": history["test_accuracy"][-1],
+    "train_loss": history["train_loss"][-1],
+    "seconds": round(seconds, 2),
+    "history": history,
   }
 
 
-def run(optimizers: list[str], *, dataset: str = "digits", gamma: float = 1.0, epochs: int = 30,
-        batch_size: int = 64, seed: int = 0, width: int = 32, hidden: int = 128,
-        learning_rates: dict[str, float] | None = None, data_dir: str | None = None,
-        progress: bool = True, exact: bool = False) -> list[dict[str, Any]]:
+def run(
+  optimizers: list[str],
+  *,
+  dataset: str = "digits",
+  gamma: float = 1.0,
+  epochs: int = 30,
+  batch_size: int = 64,
+  seed: int = 0,
+  width: int = 32,
+  hidden: int = 128,
+  learning_rates: dict[str, float] | None = None,
+  data_dir: str | None = None,
+  progress: bool = True,
+  exact: bool = False,
+) -> list[dict[str, Any]]:
   """Trains one CNN per optimizer on the same data, init and batch order; returns result rows."""
   data = load_dataset(dataset, seed=seed, data_dir=data_dir)
   results = []
   for name in optimizers:
     lr = (learning_rates or {}).get(name, TUNED_LEARNING_RATES[name])
     tx = make_optimizer(name, lr, gamma=gamma, exact=exact)
-    out = train(data, tx, epochs=epochs, batch_size=batch_size, seed=seed, width=width,
-                hidden=hidden, desc=name if name != "anon" else f"anon(gamma={gamma:g})",
-                progress=progress)
+    out = train(
+      data,
+      tx,
+      epochs=epochs,
+      batch_size=batch_size,
+      seed=seed,
+      width=width,
+      hidden=hidden,
+      desc=name if name != "anon" else f"anon(gamma={gamma:g})",
+      progress=progress,
+    )
     row = {"optimizer": name}
     if name == "anon":
       row["gamma"] = gamma
@@ -269,8 +316,11 @@ def tune(optimizers: list[str], **run_kw) -> dict[str, float]:
     for lr in TUNING_GRIDS[name]:
       (row,) = run([name], learning_rates={name: lr}, progress=False, **run_kw)
       loss = row["train_loss"] if np.isfinite(row["train_loss"]) else float("inf")
-      print(f"tune {name:>7s} lr={lr:<7g} test_accuracy={row['test_accuracy']:.4f} "
-            f"train_loss={row['train_loss']:.3g}", flush=True)
+      print(
+        f"tune {name:>7s} lr={lr:<7g} test_accuracy={row['test_accuracy']:.4f} "
+        f"train_loss={row['train_loss']:.3g}",
+        flush=True,
+      )
       scores.append((-row["test_accuracy"], loss, lr))
     best[name] = min(scores)[2]
   print("best:", json.dumps(best), flush=True)
@@ -279,6 +329,7 @@ def tune(optimizers: list[str], **run_kw) -> dict[str, float]:
 
 def plot_curves(results: list[dict[str, Any]], path: str, title: str = "") -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -309,22 +360,32 @@ def results_json(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--gamma", type=float, default=1.0, help="Anon's gamma (default 1.0)")
-  parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                      help="comma-separated subset of: " + ",".join(OPTIMIZERS))
+  parser.add_argument(
+    "--optimizers",
+    default=",".join(OPTIMIZERS),
+    help="comma-separated subset of: " + ",".join(OPTIMIZERS),
+  )
   parser.add_argument("--dataset", choices=("digits", "cifar10"), default="digits")
   parser.add_argument("--data-dir", default=None, help="tensorflow_datasets data_dir (cifar10)")
   parser.add_argument("--epochs", type=int, default=None, help="default 30 (digits), 10 (cifar10)")
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--width", type=int, default=32, help="channels of the first conv")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--lr", type=float, default=None,
-                      help="override every optimizer's tuned learning rate")
-  parser.add_argument("--tune", action="store_true",
-                      help="rerun the once-only learning-rate search (TUNING_GRIDS) and exit")
+  parser.add_argument(
+    "--lr", type=float, default=None, help="override every optimizer's tuned learning rate"
+  )
+  parser.add_argument(
+    "--tune",
+    action="store_true",
+    help="rerun the once-only learning-rate search (TUNING_GRIDS) and exit",
+  )
   parser.add_argument("--plot", default=None, metavar="PATH", help="save PNG training curves")
   parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
-  parser.add_argument("--exact", action="store_true",
-                      help="Anon with the authors' exact rule (exact=True), without the step guard")
+  parser.add_argument(
+    "--exact",
+    action="store_true",
+    help="Anon with the authors' exact rule (exact=True), without the step guard",
+  )
   args = parser.parse_args(argv)
 
   epochs = args.epochs or (10 if args.dataset == "cifar10" else 30)
@@ -336,18 +397,41 @@ def main(argv: list[str] | None = None) -> None:
       parser.error(f"unknown optimizer {o!r}; choose from {', '.join(OPTIMIZERS)}")
   lrs = {o: args.lr for o in optimizers} if args.lr is not None else None
 
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}; "
-        f"dataset={args.dataset} epochs={epochs} batch_size={args.batch_size}", flush=True)
+  print(
+    f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}; "
+    f"dataset={args.dataset} epochs={epochs} batch_size={args.batch_size}",
+    flush=True,
+  )
   if args.tune:
-    tune(optimizers, dataset=args.dataset, gamma=args.gamma, epochs=epochs,
-         batch_size=args.batch_size, seed=args.seed, width=args.width, data_dir=args.data_dir)
+    tune(
+      optimizers,
+      dataset=args.dataset,
+      gamma=args.gamma,
+      epochs=epochs,
+      batch_size=args.batch_size,
+      seed=args.seed,
+      width=args.width,
+      data_dir=args.data_dir,
+    )
     return
-  results = run(optimizers, dataset=args.dataset, gamma=args.gamma, epochs=epochs,
-                batch_size=args.batch_size, seed=args.seed, width=args.width,
-                learning_rates=lrs, data_dir=args.data_dir, exact=args.exact)
+  results = run(
+    optimizers,
+    dataset=args.dataset,
+    gamma=args.gamma,
+    epochs=epochs,
+    batch_size=args.batch_size,
+    seed=args.seed,
+    width=args.width,
+    learning_rates=lrs,
+    data_dir=args.data_dir,
+    exact=args.exact,
+  )
   for r in results:
-    print(f"{r['optimizer']:>7s}  lr={r['learning_rate']:<7g} test_accuracy={r['test_accuracy']:.4f}"
-          f"  train_loss={r['train_loss']:.4f}  {r['seconds']:.1f}s", flush=True)
+    print(
+      f"{r['optimizer']:>7s}  lr={r['learning_rate']:<7g} test_accuracy={r['test_accuracy']:.4f}"
+      f"  train_loss={r['train_loss']:.4f}  {r['seconds']:.1f}s",
+      flush=True,
+    )
   if args.plot:
     plot_curves(results, args.plot, title=f"{args.dataset} CNN")
     print(f"saved {args.plot}", flush=True)

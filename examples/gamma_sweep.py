@@ -31,11 +31,11 @@ import sys
 import time
 from typing import Any, NamedTuple
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 from tqdm.auto import tqdm
 
 import anon_optax
@@ -57,7 +57,8 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
   x = (digits.images / 16.0).astype(np.float32)[..., None]
   y = digits.target.astype(np.int32)
   x_train, x_test, y_train, y_test = train_test_split(
-      x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    x, y, test_size=test_fraction, random_state=seed, stratify=y
+  )
   return Dataset(x_train, y_train, x_test, y_test)
 
 
@@ -68,8 +69,9 @@ class MLP(nnx.Module):
   convolution, which is slow on CPU, while a batch of dense layers is a batched matmul.
   """
 
-  def __init__(self, in_features: int = 64, hidden: int = 128, num_classes: int = 10, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int = 64, hidden: int = 128, num_classes: int = 10, *, rngs: nnx.Rngs
+  ):
     self.linear1 = nnx.Linear(in_features, hidden, rngs=rngs)
     self.linear2 = nnx.Linear(hidden, hidden, rngs=rngs)
     self.linear3 = nnx.Linear(hidden, num_classes, rngs=rngs)
@@ -85,9 +87,18 @@ DEFAULT_GAMMAS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch_size: int = 64,
-          hidden: int = 128, data: Dataset | None = None,
-          beta3: float = 0.5, refresh_base: int = 2) -> dict[str, np.ndarray]:
+def sweep(
+  gammas,
+  learning_rates=(3e-3,),
+  seeds=(0,),
+  *,
+  epochs: int = 20,
+  batch_size: int = 64,
+  hidden: int = 128,
+  data: Dataset | None = None,
+  beta3: float = 0.5,
+  refresh_base: int = 2,
+) -> dict[str, np.ndarray]:
   """Trains one MLP per (seed, learning rate, gamma) in a single vmapped program.
 
   Returns arrays of shape (len(seeds), len(learning_rates), len(gammas)): "test_accuracy",
@@ -106,8 +117,11 @@ def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch
     graphdef, params = nnx.split(model, nnx.Param)
     inits.append(params)
     rng = np.random.default_rng(seed)
-    orders.append(np.stack([rng.permutation(len(x_train))[:steps_per_epoch * batch_size]
-                            for _ in range(epochs)]).reshape(-1, batch_size))
+    orders.append(
+      np.stack(
+        [rng.permutation(len(x_train))[: steps_per_epoch * batch_size] for _ in range(epochs)]
+      ).reshape(-1, batch_size)
+    )
   params0 = jax.tree.map(lambda *p: jnp.stack(p), *inits)
   order = jnp.asarray(np.stack(orders))
 
@@ -121,7 +135,8 @@ def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch
     def step(carry, idx):
       params, opt_state = carry
       (loss, _), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(
-          params, x_train[idx], y_train[idx])
+        params, x_train[idx], y_train[idx]
+      )
       updates, opt_state = tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -134,8 +149,9 @@ def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch
   over_gamma = jax.vmap(train_one, in_axes=(None, None, None, 0))
   over_lr = jax.vmap(over_gamma, in_axes=(None, None, 0, None))
   over_seed = jax.vmap(over_lr, in_axes=(0, 0, None, None))
-  out = jax.jit(over_seed)(params0, order, jnp.asarray(learning_rates, jnp.float32),
-                           jnp.asarray(gammas, jnp.float32))
+  out = jax.jit(over_seed)(
+    params0, order, jnp.asarray(learning_rates, jnp.float32), jnp.asarray(gammas, jnp.float32)
+  )
   return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -146,26 +162,41 @@ def best_per_gamma(out: dict[str, np.ndarray], gammas, learning_rates) -> list[d
   rows = []
   for j, g in enumerate(gammas):
     i = int(np.argmax(acc[:, j]))
-    rows.append({"optimizer": "anon", "gamma": float(g), "learning_rate": float(learning_rates[i]),
-                 "test_accuracy": float(out["test_accuracy"][:, i, j].mean()),
-                 "test_accuracy_std": float(out["test_accuracy"][:, i, j].std()),
-                 "train_loss": float(loss[i, j])})
+    rows.append(
+      {
+        "optimizer": "anon",
+        "gamma": float(g),
+        "learning_rate": float(learning_rates[i]),
+        "test_accuracy": float(out["test_accuracy"][:, i, j].mean()),
+        "test_accuracy_std": float(out["test_accuracy"][:, i, j].std()),
+        "train_loss": float(loss[i, j]),
+      }
+    )
   return rows
 
 
 def plot_sweep(rows, path: str, out=None, learning_rates=None, gammas=None) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.4))
   g = [r["gamma"] for r in rows]
-  ax_acc.errorbar(g, [r["test_accuracy"] for r in rows], yerr=[r["test_accuracy_std"] for r in rows],
-                  marker="o", capsize=3, label="best lr per gamma")
+  ax_acc.errorbar(
+    g,
+    [r["test_accuracy"] for r in rows],
+    yerr=[r["test_accuracy_std"] for r in rows],
+    marker="o",
+    capsize=3,
+    label="best lr per gamma",
+  )
   ax_loss.plot(g, [r["train_loss"] for r in rows], marker="o", label="best lr per gamma")
   if out is not None and len(learning_rates) > 1:
     for i, lr in enumerate(learning_rates):
-      ax_acc.plot(gammas, out["test_accuracy"][:, i].mean(0), alpha=0.35, ls="--", label=f"lr={lr:g}")
+      ax_acc.plot(
+        gammas, out["test_accuracy"][:, i].mean(0), alpha=0.35, ls="--", label=f"lr={lr:g}"
+      )
       ax_loss.plot(gammas, out["train_loss"][:, i].mean(0), alpha=0.35, ls="--", label=f"lr={lr:g}")
   ax_acc.set(xlabel="gamma", ylabel="test accuracy", ylim=(0.8, 1.0))
   ax_loss.set(xlabel="gamma", ylabel="final train loss", yscale="log")
@@ -184,10 +215,16 @@ def _floats(text: str) -> list[float]:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--gammas", default=",".join(map(str, DEFAULT_GAMMAS)),
-                      help="comma-separated; use --gammas=-0.5,... for negative values")
-  parser.add_argument("--lrs", default=",".join(map(str, DEFAULT_LRS)),
-                      help="learning-rate grid shared by every gamma")
+  parser.add_argument(
+    "--gammas",
+    default=",".join(map(str, DEFAULT_GAMMAS)),
+    help="comma-separated; use --gammas=-0.5,... for negative values",
+  )
+  parser.add_argument(
+    "--lrs",
+    default=",".join(map(str, DEFAULT_LRS)),
+    help="learning-rate grid shared by every gamma",
+  )
   parser.add_argument("--seeds", type=int, default=1, help="number of seeds (vmapped as well)")
   parser.add_argument("--epochs", type=int, default=20)
   parser.add_argument("--batch-size", type=int, default=64)
@@ -202,27 +239,37 @@ def main(argv: list[str] | None = None) -> None:
     gammas, lrs, epochs = [0.0, 1.0], [3e-3, 3e-2], 3
   seeds = list(range(args.seeds))
   n = len(gammas) * len(lrs) * len(seeds)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {len(gammas)} gammas x "
-        f"{len(lrs)} lrs x {len(seeds)} seeds = {n} runs of {epochs} epochs in one vmap",
-        flush=True)
+  print(
+    f"jax {jax.__version__} on {jax.devices()[0].platform}; {len(gammas)} gammas x "
+    f"{len(lrs)} lrs x {len(seeds)} seeds = {n} runs of {epochs} epochs in one vmap",
+    flush=True,
+  )
   start = time.perf_counter()
   with tqdm(total=1, desc=f"vmapped sweep ({n} runs)", file=sys.stderr) as bar:
-    out = sweep(gammas, lrs, seeds, epochs=epochs, batch_size=args.batch_size,
-                hidden=args.hidden)
+    out = sweep(gammas, lrs, seeds, epochs=epochs, batch_size=args.batch_size, hidden=args.hidden)
     bar.update(1)
   seconds = time.perf_counter() - start
   rows = best_per_gamma(out, gammas, lrs)
   print(f"{'gamma':>6s} {'best lr':>8s} {'test acc':>9s} {'train loss':>11s}")
   for r in rows:
-    print(f"{r['gamma']:>6g} {r['learning_rate']:>8g} {r['test_accuracy']:>9.4f} "
-          f"{r['train_loss']:>11.4g}")
+    print(
+      f"{r['gamma']:>6g} {r['learning_rate']:>8g} {r['test_accuracy']:>9.4f} "
+      f"{r['train_loss']:>11.4g}"
+    )
   print(f"{seconds:.1f}s for the whole sweep (compile included)", flush=True)
   if args.plot:
     plot_sweep(rows, args.plot, out, lrs, gammas)
     print(f"saved {args.plot}", flush=True)
-  print(json.dumps({"results": rows, "seconds": round(seconds, 2),
-                    "grid": {"gammas": gammas, "learning_rates": lrs, "seeds": len(seeds),
-                             "epochs": epochs}}), flush=True)
+  print(
+    json.dumps(
+      {
+        "results": rows,
+        "seconds": round(seconds, 2),
+        "grid": {"gammas": gammas, "learning_rates": lrs, "seeds": len(seeds), "epochs": epochs},
+      }
+    ),
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

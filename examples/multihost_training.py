@@ -90,8 +90,10 @@ def parse_optimizers(text: str, default_mode: str) -> list[OptimizerSpec]:
     if name not in OPTIMIZERS:
       raise ValueError(f"--optimizers: unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
     if mode not in WEIGHT_DECAY_MODES:
-      raise ValueError(f"--optimizers: unknown weight decay mode {mode!r} in {item!r}; "
-                       f"expected one of {WEIGHT_DECAY_MODES}")
+      raise ValueError(
+        f"--optimizers: unknown weight decay mode {mode!r} in {item!r}; "
+        f"expected one of {WEIGHT_DECAY_MODES}"
+      )
     specs.append(OptimizerSpec(name, mode))
   if not specs:
     raise ValueError("--optimizers: give at least one optimizer, e.g. 'anon' or 'anon,hvadam'")
@@ -115,30 +117,69 @@ def parse_kill_at(text: str | None) -> tuple[int, int] | None:
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   launch = parser.add_argument_group("processes and devices")
-  launch.add_argument("--launch-local", type=int, default=None, metavar="N",
-                      help="start N worker processes on this machine (CPU devices, gloo)")
-  launch.add_argument("--devices-per-process", type=int, default=8, metavar="D",
-                      help="simulated CPU devices per process when on CPU (0: don't simulate)")
-  launch.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                      help="process 0's address; with --num-processes and --process-id")
+  launch.add_argument(
+    "--launch-local",
+    type=int,
+    default=None,
+    metavar="N",
+    help="start N worker processes on this machine (CPU devices, gloo)",
+  )
+  launch.add_argument(
+    "--devices-per-process",
+    type=int,
+    default=8,
+    metavar="D",
+    help="simulated CPU devices per process when on CPU (0: don't simulate)",
+  )
+  launch.add_argument(
+    "--coordinator",
+    default=None,
+    metavar="HOST:PORT",
+    help="process 0's address; with --num-processes and --process-id",
+  )
   launch.add_argument("--num-processes", type=int, default=None)
   launch.add_argument("--process-id", type=int, default=None)
-  launch.add_argument("--single-process", action="store_true",
-                      help="do not look for a cluster; run as one process")
-  launch.add_argument("--heartbeat-timeout", type=int, default=60, metavar="S",
-                      help="seconds without heartbeats before the runtime declares a process lost")
-  launch.add_argument("--init-timeout", type=int, default=300, metavar="S",
-                      help="seconds to wait for every process to join")
+  launch.add_argument(
+    "--single-process", action="store_true", help="do not look for a cluster; run as one process"
+  )
+  launch.add_argument(
+    "--heartbeat-timeout",
+    type=int,
+    default=60,
+    metavar="S",
+    help="seconds without heartbeats before the runtime declares a process lost",
+  )
+  launch.add_argument(
+    "--init-timeout",
+    type=int,
+    default=300,
+    metavar="S",
+    help="seconds to wait for every process to join",
+  )
   launch.add_argument("--shutdown-timeout", type=int, default=60, metavar="S")
-  launch.add_argument("--step-timeout", type=float, default=900, metavar="S",
-                      help="watchdog: exit if no step completes for S seconds (0: off)")
-  launch.add_argument("--grace", type=float, default=None, metavar="S",
-                      help="--launch-local: seconds the other workers get to stop by themselves "
-                           "after one fails (default: heartbeat timeout + 60)")
+  launch.add_argument(
+    "--step-timeout",
+    type=float,
+    default=900,
+    metavar="S",
+    help="watchdog: exit if no step completes for S seconds (0: off)",
+  )
+  launch.add_argument(
+    "--grace",
+    type=float,
+    default=None,
+    metavar="S",
+    help="--launch-local: seconds the other workers get to stop by themselves "
+    "after one fails (default: heartbeat timeout + 60)",
+  )
   train_args = parser.add_argument_group("training")
-  train_args.add_argument("--optimizers", default="anon", metavar="NAME[:MODE],...",
-                          help="anon and/or hvadam, each optionally with a weight decay mode "
-                               "(l2, decoupled, fixed), e.g. 'anon:decoupled,hvadam'")
+  train_args.add_argument(
+    "--optimizers",
+    default="anon",
+    metavar="NAME[:MODE],...",
+    help="anon and/or hvadam, each optionally with a weight decay mode "
+    "(l2, decoupled, fixed), e.g. 'anon:decoupled,hvadam'",
+  )
   train_args.add_argument("--lr", type=float, default=1e-2)
   train_args.add_argument("--gamma", type=float, default=1.0, help="Anon's gamma")
   train_args.add_argument("--weight-decay", type=float, default=0.0)
@@ -149,23 +190,42 @@ def build_parser() -> argparse.ArgumentParser:
   train_args.add_argument("--hidden", type=int, default=128, help="units of the dense layer")
   train_args.add_argument("--seed", type=int, default=0)
   train_args.add_argument("--log-every", type=int, default=50)
-  train_args.add_argument("--quick", action="store_true",
-                          help="a short run: 40 steps, a checkpoint every 10")
+  train_args.add_argument(
+    "--quick", action="store_true", help="a short run: 40 steps, a checkpoint every 10"
+  )
   train_args.add_argument("--no-progress", dest="progress", action="store_false")
   ckpt = parser.add_argument_group("checkpoints and outputs")
-  ckpt.add_argument("--checkpoint-dir", default=None,
-                    help="Orbax checkpoints go to DIR/<optimizer>-<mode>; resumed from on start")
+  ckpt.add_argument(
+    "--checkpoint-dir",
+    default=None,
+    help="Orbax checkpoints go to DIR/<optimizer>-<mode>; resumed from on start",
+  )
   ckpt.add_argument("--save-every", type=int, default=100, metavar="K")
   ckpt.add_argument("--keep", type=int, default=3, metavar="N", help="checkpoints kept")
-  ckpt.add_argument("--resume-step", type=int, default=None,
-                    help="resume from this checkpoint instead of the latest")
-  ckpt.add_argument("--save-params", default=None, metavar="DIR",
-                    help="process 0 writes the final parameters to "
-                         "DIR/<optimizer>-<mode>_step<N>.npz")
-  ckpt.add_argument("--snapshot-steps", default="", metavar="S1,S2",
-                    help="also write the parameters after these steps (with --save-params)")
-  ckpt.add_argument("--kill-at", default=None, metavar="PROCESS:STEP",
-                    help="fault injection for tests: that process SIGKILLs itself after STEP")
+  ckpt.add_argument(
+    "--resume-step",
+    type=int,
+    default=None,
+    help="resume from this checkpoint instead of the latest",
+  )
+  ckpt.add_argument(
+    "--save-params",
+    default=None,
+    metavar="DIR",
+    help="process 0 writes the final parameters to DIR/<optimizer>-<mode>_step<N>.npz",
+  )
+  ckpt.add_argument(
+    "--snapshot-steps",
+    default="",
+    metavar="S1,S2",
+    help="also write the parameters after these steps (with --save-params)",
+  )
+  ckpt.add_argument(
+    "--kill-at",
+    default=None,
+    metavar="PROCESS:STEP",
+    help="fault injection for tests: that process SIGKILLs itself after STEP",
+  )
   return parser
 
 
@@ -187,8 +247,9 @@ def _strip_flag(argv: list[str], name: str) -> list[str]:
   return out
 
 
-def launch_local(num_processes: int, devices_per_process: int, argv: list[str],
-                 grace_seconds: float) -> int:
+def launch_local(
+  num_processes: int, devices_per_process: int, argv: list[str], grace_seconds: float
+) -> int:
   """Runs this script as `num_processes` workers on localhost; returns the exit status.
 
   Process 0's stdout is relayed as is (its last line is the JSON result); every worker's stderr
@@ -198,26 +259,45 @@ def launch_local(num_processes: int, devices_per_process: int, argv: list[str],
   """
   port = free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  flags = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                   if "xla_force_host_platform_device_count" not in f)
+  flags = " ".join(
+    f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f
+  )
   env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices_per_process}"
   base = _strip_flag(argv, "--launch-local")
   procs = []
   for i in range(num_processes):
-    cmd = [sys.executable, "-u", os.path.abspath(__file__), *base, "--coordinator",
-           f"localhost:{port}", "--num-processes", str(num_processes), "--process-id", str(i)]
-    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE if i == 0 else
-                                  subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    cmd = [
+      sys.executable,
+      "-u",
+      os.path.abspath(__file__),
+      *base,
+      "--coordinator",
+      f"localhost:{port}",
+      "--num-processes",
+      str(num_processes),
+      "--process-id",
+      str(i),
+    ]
+    procs.append(
+      subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE if i == 0 else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
 
   def pump(stream, sink, prefix):
     for line in stream:
       sink.write(prefix + line)
       sink.flush()
 
-  pumps = [threading.Thread(target=pump, args=(p.stderr, sys.stderr, f"[process {i}] "),
-                            daemon=True) for i, p in enumerate(procs)]
-  pumps.append(threading.Thread(target=pump, args=(procs[0].stdout, sys.stdout, ""),
-                                daemon=True))
+  pumps = [
+    threading.Thread(target=pump, args=(p.stderr, sys.stderr, f"[process {i}] "), daemon=True)
+    for i, p in enumerate(procs)
+  ]
+  pumps.append(threading.Thread(target=pump, args=(procs[0].stdout, sys.stdout, ""), daemon=True))
   for t in pumps:
     t.start()
 
@@ -257,20 +337,31 @@ def launch_local(num_processes: int, devices_per_process: int, argv: list[str],
 
   summary = "; ".join(f"process {i}: {describe(c)}" for i, c in enumerate(codes))
   if killed_by_launcher:
-    detail = (f"Processes {killed_by_launcher} did not stop within {grace_seconds:g} s of the "
-              "first failure and were killed.")
+    detail = (
+      f"Processes {killed_by_launcher} did not stop within {grace_seconds:g} s of the "
+      "first failure and were killed."
+    )
   elif any(c < 0 for c in codes):  # Killed by a signal: lost, and the others were ended.
     detail = "The other processes stopped by themselves (the distributed runtime ended them)."
   else:
     detail = "See the workers' errors above."
-  sys.stderr.write(f"error: a worker failed ({summary}). {detail} Rerunning the same command "
-                   "resumes from the latest complete checkpoint, if any.\n")
-  print(json.dumps({
-      "error": f"worker failed: {summary}", "returncodes": codes,
-      "killed_by_launcher": killed_by_launcher,
-      "exit_seconds_after_first_failure": [round(exit_times[i] - first_failure, 2)
-                                           for i in range(num_processes)],
-  }), flush=True)
+  sys.stderr.write(
+    f"error: a worker failed ({summary}). {detail} Rerunning the same command "
+    "resumes from the latest complete checkpoint, if any.\n"
+  )
+  print(
+    json.dumps(
+      {
+        "error": f"worker failed: {summary}",
+        "returncodes": codes,
+        "killed_by_launcher": killed_by_launcher,
+        "exit_seconds_after_first_failure": [
+          round(exit_times[i] - first_failure, 2) for i in range(num_processes)
+        ],
+      }
+    ),
+    flush=True,
+  )
   return 1
 
 
@@ -327,15 +418,16 @@ if __name__ == "__main__":
   _simulate_host_devices(_ARGS.devices_per_process)
 
 # pylint: disable=wrong-import-position
+from flax import nnx
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from flax import nnx
-from jax.experimental import multihost_utils
-from jax.sharding import AxisType, NamedSharding
-from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 import anon_optax
@@ -369,8 +461,16 @@ class CNN(nnx.Module):
   preconditioner eps**(-gamma/2) and explodes if it revives before the next refresh.
   """
 
-  def __init__(self, *, width: int, hidden: int, mesh_size: int, rngs: nnx.Rngs,
-               image_shape: tuple[int, int, int] = (8, 8, 1), num_classes: int = 10):
+  def __init__(
+    self,
+    *,
+    width: int,
+    hidden: int,
+    mesh_size: int,
+    rngs: nnx.Rngs,
+    image_shape: tuple[int, int, int] = (8, 8, 1),
+    num_classes: int = 10,
+  ):
     height, w, channels = image_shape
     kernel, zeros = nnx.initializers.lecun_normal(), nnx.initializers.zeros_init()
 
@@ -378,13 +478,23 @@ class CNN(nnx.Module):
       return nnx.with_partitioning(init, _fsdp_spec(shape, axis, mesh_size))
 
     def conv(c_in, c_out):
-      return nnx.Conv(c_in, c_out, kernel_size=(3, 3), rngs=rngs,
-                      kernel_init=sharded(kernel, (3, 3, c_in, c_out), 3),
-                      bias_init=sharded(zeros, (c_out,), 0))
+      return nnx.Conv(
+        c_in,
+        c_out,
+        kernel_size=(3, 3),
+        rngs=rngs,
+        kernel_init=sharded(kernel, (3, 3, c_in, c_out), 3),
+        bias_init=sharded(zeros, (c_out,), 0),
+      )
 
     def dense(d_in, d_out):
-      return nnx.Linear(d_in, d_out, rngs=rngs, kernel_init=sharded(kernel, (d_in, d_out), 0),
-                        bias_init=sharded(zeros, (d_out,), 0))
+      return nnx.Linear(
+        d_in,
+        d_out,
+        rngs=rngs,
+        kernel_init=sharded(kernel, (d_in, d_out), 0),
+        bias_init=sharded(zeros, (d_out,), 0),
+      )
 
     self.conv1 = conv(channels, width)
     self.conv2 = conv(width, 2 * width)
@@ -412,8 +522,11 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> dict[str, np.ndar
   about 2 s of CPU, paid by every process of every launch.
   """
   spec = importlib.util.find_spec("sklearn")
-  path = None if spec is None else (pathlib.Path(spec.submodule_search_locations[0])
-                                    / "datasets" / "data" / "digits.csv.gz")
+  path = (
+    None
+    if spec is None
+    else (pathlib.Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz")
+  )
   if path is None or not path.exists():
     raise SystemExit("error: the digits data come with scikit-learn: pip install scikit-learn")
   table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # 64 pixels (0-16), then the label.
@@ -423,7 +536,7 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> dict[str, np.ndar
   is_test = np.zeros(len(y), bool)
   for label in np.unique(y):
     members = rng.permutation(np.flatnonzero(y == label))
-    is_test[members[:round(len(members) * test_fraction)]] = True
+    is_test[members[: round(len(members) * test_fraction)]] = True
   train, test = rng.permutation(np.flatnonzero(~is_test)), np.flatnonzero(is_test)
   return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
 
@@ -434,7 +547,7 @@ def global_batch_indices(step: int, num_examples: int, batch_size: int, seed: in
   per_epoch = num_examples // batch_size
   epoch, i = divmod(step, per_epoch)
   perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
-  return perm[i * batch_size:(i + 1) * batch_size]
+  return perm[i * batch_size : (i + 1) * batch_size]
 
 
 def process_rows(sharding: NamedSharding, global_rows: int) -> slice:
@@ -452,8 +565,10 @@ def put_batch(sharding: NamedSharding, x: np.ndarray, y: np.ndarray, rows: np.nd
   """Loads this process's share of `rows` (indices into x, y) and assembles the global arrays."""
   mine = rows[process_rows(sharding, len(rows))]
   local_x, local_y = x[mine], y[mine]  # A real loader would read only these rows from storage.
-  return (jax.make_array_from_process_local_data(sharding, local_x, (len(rows), *x.shape[1:])),
-          jax.make_array_from_process_local_data(sharding, local_y, (len(rows),)))
+  return (
+    jax.make_array_from_process_local_data(sharding, local_x, (len(rows), *x.shape[1:])),
+    jax.make_array_from_process_local_data(sharding, local_y, (len(rows),)),
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -461,16 +576,18 @@ def put_batch(sharding: NamedSharding, x: np.ndarray, y: np.ndarray, rows: np.nd
 # ----------------------------------------------------------------------------------------------
 
 
-def make_optimizer(spec: OptimizerSpec, learning_rate: float, gamma: float,
-                   weight_decay: float) -> optax.GradientTransformation:
+def make_optimizer(
+  spec: OptimizerSpec, learning_rate: float, gamma: float, weight_decay: float
+) -> optax.GradientTransformation:
   kw = {"weight_decay": weight_decay, "weight_decay_mode": spec.weight_decay_mode}
   if spec.name == "anon":
     return anon_optax.anon(learning_rate, gamma=gamma, **kw)
   return anon_optax.hvadam(learning_rate, **kw)
 
 
-def create_sharded(tx: optax.GradientTransformation, *, seed: int, width: int, hidden: int,
-                   mesh_size: int):
+def create_sharded(
+  tx: optax.GradientTransformation, *, seed: int, width: int, hidden: int, mesh_size: int
+):
   """Builds model and optimizer inside jit so every array is born on its shards (in a mesh).
 
   ``nnx.Optimizer`` gives each state leaf its parameter's partitioning, so Anon's mu, nu and
@@ -509,8 +626,10 @@ def eval_step(model: CNN, x, y):
 
 def checkpoint_tree(model: CNN, optimizer: nnx.Optimizer) -> dict[str, Any]:
   """Parameters and optimizer state as nested dicts of global arrays (what Orbax saves)."""
-  return {"model": nnx.to_pure_dict(nnx.state(model)),
-          "optimizer": nnx.to_pure_dict(nnx.state(optimizer))}
+  return {
+    "model": nnx.to_pure_dict(nnx.state(model)),
+    "optimizer": nnx.to_pure_dict(nnx.state(optimizer)),
+  }
 
 
 def restore_into(model: CNN, optimizer: nnx.Optimizer, restored: dict[str, Any]) -> None:
@@ -543,8 +662,12 @@ def state_sharded_like_params(model: CNN, optimizer: nnx.Optimizer) -> tuple[boo
 
 def gather_params(model: CNN) -> dict[str, np.ndarray]:
   """Every parameter as one global numpy array on every process (a collective: all must call)."""
-  flat = {jax.tree_util.keystr(path): leaf for path, leaf in
-          jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(model, nnx.Param)))}
+  flat = {
+    jax.tree_util.keystr(path): leaf
+    for path, leaf in jax.tree_util.tree_leaves_with_path(
+      nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    )
+  }
   if jax.process_count() == 1:
     return {k: np.asarray(v) for k, v in flat.items()}
   return dict(zip(flat, multihost_utils.process_allgather(list(flat.values()), tiled=True)))
@@ -581,9 +704,10 @@ class Watchdog:
       idle = time.monotonic() - self.last_progress
       if idle > self.timeout:
         sys.stderr.write(
-            f"error: process {jax.process_index()}: no training progress for {idle:.0f} s "
-            f"(--step-timeout {self.timeout:g}; last: {self.what}); a peer process is probably "
-            "stuck or lost. Exiting; rerun to resume from the latest complete checkpoint.\n")
+          f"error: process {jax.process_index()}: no training progress for {idle:.0f} s "
+          f"(--step-timeout {self.timeout:g}; last: {self.what}); a peer process is probably "
+          "stuck or lost. Exiting; rerun to resume from the latest complete checkpoint.\n"
+        )
         sys.stderr.flush()
         os._exit(3)
 
@@ -593,46 +717,57 @@ class Watchdog:
 # ----------------------------------------------------------------------------------------------
 
 
-def train(spec: OptimizerSpec, args, mesh: jax.sharding.Mesh, data: dict[str, np.ndarray],
-          watchdog: Watchdog) -> dict[str, Any]:
+def train(
+  spec: OptimizerSpec,
+  args,
+  mesh: jax.sharding.Mesh,
+  data: dict[str, np.ndarray],
+  watchdog: Watchdog,
+) -> dict[str, Any]:
   """Trains one optimizer to --steps, resuming from and writing to its checkpoint directory."""
   tx = make_optimizer(spec, args.lr, args.gamma, args.weight_decay)
   batch_sharding = NamedSharding(mesh, P(FSDP))
-  model, optimizer = create_sharded(tx, seed=args.seed, width=args.width, hidden=args.hidden,
-                                    mesh_size=mesh.size)
+  model, optimizer = create_sharded(
+    tx, seed=args.seed, width=args.width, hidden=args.hidden, mesh_size=mesh.size
+  )
 
   manager = None
   resumed_from = None
   if args.checkpoint_dir:
     every = args.save_every
     options = ocp.CheckpointManagerOptions(
-        # Exactly every K steps (Orbax's interval policy would also save the first step).
-        should_save_fn=lambda step, last_saved: step % every == 0,
-        max_to_keep=args.keep, enable_async_checkpointing=True,
-        # A crash mid-save leaves "<step>.orbax-checkpoint-tmp", never a step directory; the
-        # next start deletes such leftovers.
-        cleanup_tmp_directories=True)
+      # Exactly every K steps (Orbax's interval policy would also save the first step).
+      should_save_fn=lambda step, last_saved: step % every == 0,
+      max_to_keep=args.keep,
+      enable_async_checkpointing=True,
+      # A crash mid-save leaves "<step>.orbax-checkpoint-tmp", never a step directory; the
+      # next start deletes such leftovers.
+      cleanup_tmp_directories=True,
+    )
     root = args.checkpoint_dir  # A local path, or a URL Orbax understands (gs://...).
     if "://" not in root:
       root = os.path.abspath(root)
     manager = ocp.CheckpointManager(f"{root.rstrip('/')}/{spec.label}", options=options)
     step = manager.latest_step() if args.resume_step is None else args.resume_step
     if step is not None and step not in manager.all_steps():
-      raise SystemExit(f"error: --resume-step {step}: no complete checkpoint of that step in "
-                       f"{manager.directory} (found {sorted(manager.all_steps())})")
+      raise SystemExit(
+        f"error: --resume-step {step}: no complete checkpoint of that step in "
+        f"{manager.directory} (found {sorted(manager.all_steps())})"
+      )
     newer = [s for s in manager.all_steps() if step is not None and s > step]
     if newer:
-      raise SystemExit(f"error: --resume-step {step}: {manager.directory} also holds the later "
-                       f"checkpoints {sorted(newer)}, which this run would overwrite; move them "
-                       "away or use another --checkpoint-dir")
+      raise SystemExit(
+        f"error: --resume-step {step}: {manager.directory} also holds the later "
+        f"checkpoints {sorted(newer)}, which this run would overwrite; move them "
+        "away or use another --checkpoint-dir"
+      )
     if step is not None:
       # The abstract target carries this topology's shardings: Orbax reads and reshards.
       target = jax.tree.map(ocp.utils.to_shape_dtype_struct, checkpoint_tree(model, optimizer))
       restored = manager.restore(step, args=ocp.args.StandardRestore(target))
       restore_into(model, optimizer, restored)
       resumed_from = int(step)
-      log(f"{spec.label}: resumed from the checkpoint of step {step} "
-          f"({manager.directory})")
+      log(f"{spec.label}: resumed from the checkpoint of step {step} ({manager.directory})")
 
   x_train, y_train = data["x_train"], data["y_train"]
   start_step = resumed_from or 0
@@ -640,8 +775,12 @@ def train(spec: OptimizerSpec, args, mesh: jax.sharding.Mesh, data: dict[str, np
   loss = None
   kill = args.kill_at
   start = time.perf_counter()
-  bar = tqdm(range(start_step, args.steps), desc=f"{spec.label} on {mesh.size} devices",
-             file=sys.stderr, disable=jax.process_index() != 0 or not args.progress)
+  bar = tqdm(
+    range(start_step, args.steps),
+    desc=f"{spec.label} on {mesh.size} devices",
+    file=sys.stderr,
+    disable=jax.process_index() != 0 or not args.progress,
+  )
   for step in bar:
     rows = global_batch_indices(step, len(x_train), args.batch_size, args.seed)
     x, y = put_batch(batch_sharding, x_train, y_train, rows)
@@ -650,8 +789,11 @@ def train(spec: OptimizerSpec, args, mesh: jax.sharding.Mesh, data: dict[str, np
     if manager is not None:
       # Every process calls save: each writes its own shards, then process 0 commits (renames
       # the temporary directory) once all have finished; this returns once the write started.
-      manager.save(done, args=ocp.args.StandardSave(checkpoint_tree(model, optimizer)),
-                   force=done == args.steps)
+      manager.save(
+        done,
+        args=ocp.args.StandardSave(checkpoint_tree(model, optimizer)),
+        force=done == args.steps,
+      )
     if done in args.snapshot_steps:
       snapshots[done] = gather_params(model)
     if done % args.log_every == 0 or done == args.steps:
@@ -677,25 +819,33 @@ def train(spec: OptimizerSpec, args, mesh: jax.sharding.Mesh, data: dict[str, np
   final_params = gather_params(model)
   ok, matched = state_sharded_like_params(model, optimizer)
   # Every process checks its own arrays after training; process 0 reports them all.
-  per_process_ok = (multihost_utils.process_allgather(np.int32(ok))
-                    if jax.process_count() > 1 else np.array([ok]))
+  per_process_ok = (
+    multihost_utils.process_allgather(np.int32(ok)) if jax.process_count() > 1 else np.array([ok])
+  )
   if args.save_params and jax.process_index() == 0:
     out = pathlib.Path(args.save_params)
     out.mkdir(parents=True, exist_ok=True)
     for when, params in [*snapshots.items(), ("final", final_params)]:
       np.savez(out / f"{spec.label}_step{args.steps if when == 'final' else when}.npz", **params)
   return {
-      "optimizer": spec.name, "weight_decay_mode": spec.weight_decay_mode,
-      "weight_decay": args.weight_decay, "learning_rate": args.lr,
-      "gamma": args.gamma if spec.name == "anon" else None,
-      "steps": args.steps, "resumed_from_step": resumed_from,
-      "latest_checkpoint": None if manager is None else manager.latest_step(),
-      "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy,
-      "test_examples": n_test, "seconds": round(seconds, 2),
-      "state_sharded_like_params": [bool(v) for v in np.ravel(per_process_ok)],
-      "state_leaves_like_params": matched,
-      "param_specs": {k: s for k, (_, s) in sharding_rows(
-          nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()},
+    "optimizer": spec.name,
+    "weight_decay_mode": spec.weight_decay_mode,
+    "weight_decay": args.weight_decay,
+    "learning_rate": args.lr,
+    "gamma": args.gamma if spec.name == "anon" else None,
+    "steps": args.steps,
+    "resumed_from_step": resumed_from,
+    "latest_checkpoint": None if manager is None else manager.latest_step(),
+    "train_loss": train_loss,
+    "test_loss": test_loss,
+    "test_accuracy": test_accuracy,
+    "test_examples": n_test,
+    "seconds": round(seconds, 2),
+    "state_sharded_like_params": [bool(v) for v in np.ravel(per_process_ok)],
+    "state_leaves_like_params": matched,
+    "param_specs": {
+      k: s for k, (_, s) in sharding_rows(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()
+    },
   }
 
 
@@ -703,9 +853,11 @@ def initialize_distributed(args) -> None:
   """Joins the distributed runtime: explicit flags, else an auto-detected cluster, else alone."""
   # CPU collectives across processes (used by --launch-local; harmless on GPU/TPU hosts).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  timeouts = {"heartbeat_timeout_seconds": args.heartbeat_timeout,
-                  "initialization_timeout": args.init_timeout,
-                  "shutdown_timeout_seconds": args.shutdown_timeout}
+  timeouts = {
+    "heartbeat_timeout_seconds": args.heartbeat_timeout,
+    "initialization_timeout": args.init_timeout,
+    "shutdown_timeout_seconds": args.shutdown_timeout,
+  }
   if args.coordinator is not None:
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id, **timeouts)
   elif not args.single_process:
@@ -721,22 +873,36 @@ def worker_main(args) -> None:
   # Auto axes: the compiler propagates shardings from the annotated parameters and batch.
   mesh = jax.make_mesh((jax.device_count(),), (FSDP,), axis_types=(AxisType.Auto,))
   if args.batch_size % mesh.size:
-    raise SystemExit(f"error: --batch-size {args.batch_size} must be divisible by the "
-                     f"{mesh.size} devices of the mesh")
-  log(f"jax {jax.__version__}: {jax.process_count()} process(es) x {jax.local_device_count()} "
-      f"{jax.devices()[0].platform} device(s) = mesh {dict(mesh.shape)}")
+    raise SystemExit(
+      f"error: --batch-size {args.batch_size} must be divisible by the "
+      f"{mesh.size} devices of the mesh"
+    )
+  log(
+    f"jax {jax.__version__}: {jax.process_count()} process(es) x {jax.local_device_count()} "
+    f"{jax.devices()[0].platform} device(s) = mesh {dict(mesh.shape)}"
+  )
   data = load_digits(args.seed)
   results = []
   with jax.set_mesh(mesh):
     for spec in args.optimizers:
       row = train(spec, args, mesh, data, watchdog)
       results.append(row)
-      log(f"{spec.label}: test_accuracy={row['test_accuracy']:.4f} "
-          f"train_loss={row['train_loss']} {row['seconds']:.1f}s; optimizer state sharded like "
-          f"the parameters in every process: {all(row['state_sharded_like_params'])}")
+      log(
+        f"{spec.label}: test_accuracy={row['test_accuracy']:.4f} "
+        f"train_loss={row['train_loss']} {row['seconds']:.1f}s; optimizer state sharded like "
+        f"the parameters in every process: {all(row['state_sharded_like_params'])}"
+      )
   watchdog.stop()
-  log(json.dumps({"results": results, "processes": jax.process_count(),
-                  "devices": jax.device_count(), "mesh": {FSDP: mesh.size}}))
+  log(
+    json.dumps(
+      {
+        "results": results,
+        "processes": jax.process_count(),
+        "devices": jax.device_count(),
+        "mesh": {FSDP: mesh.size},
+      }
+    )
+  )
   if jax.process_count() > 1:
     jax.distributed.shutdown()
 

@@ -63,11 +63,13 @@ import json
 import time
 from typing import NamedTuple
 
+from flax import nnx
 import jax
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
-from flax import nnx
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 import anon_optax
@@ -97,7 +99,8 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
   x = (digits.images / 16.0).astype(np.float32)[..., None]
   y = digits.target.astype(np.int32)
   x_train, x_test, y_train, y_test = train_test_split(
-      x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    x, y, test_size=test_fraction, random_state=seed, stratify=y
+  )
   return Dataset(x_train, y_train, x_test, y_test)
 
 
@@ -105,7 +108,7 @@ def batches(x, y, batch_size: int, rng: np.random.Generator):
   """One epoch of shuffled full batches (the remainder is dropped: one compiled shape)."""
   perm = rng.permutation(len(x))
   for i in range(len(x) // batch_size):
-    idx = perm[i * batch_size:(i + 1) * batch_size]
+    idx = perm[i * batch_size : (i + 1) * batch_size]
     yield x[idx], y[idx]
 
 
@@ -121,21 +124,39 @@ def _sharded(init, names):
 class ShardedCNN(nnx.Module):
   """The digits CNN; kernels split along their output (conv) or input (dense) axis over "fsdp"."""
 
-  def __init__(self, image_shape=(8, 8, 1), num_classes: int = 10, *, width: int = 32,
-               hidden: int = 128, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image_shape=(8, 8, 1),
+    num_classes: int = 10,
+    *,
+    width: int = 32,
+    hidden: int = 128,
+    rngs: nnx.Rngs,
+  ):
     height, w, channels = image_shape
     kernel, zeros = nnx.initializers.lecun_normal(), nnx.initializers.zeros_init()
-    conv_kw = dict(kernel_size=(3, 3), rngs=rngs,
-                   kernel_init=_sharded(kernel, (None, None, None, "fsdp")),
-                   bias_init=_sharded(zeros, ("fsdp",)))
+    conv_kw = dict(
+      kernel_size=(3, 3),
+      rngs=rngs,
+      kernel_init=_sharded(kernel, (None, None, None, "fsdp")),
+      bias_init=_sharded(zeros, ("fsdp",)),
+    )
     self.conv1 = nnx.Conv(channels, width, **conv_kw)
     self.conv2 = nnx.Conv(width, 2 * width, **conv_kw)
-    self.linear1 = nnx.Linear((height // 2) * (w // 2) * 2 * width, hidden, rngs=rngs,
-                              kernel_init=_sharded(kernel, ("fsdp", None)),
-                              bias_init=_sharded(zeros, ("fsdp",)))
-    self.linear2 = nnx.Linear(hidden, num_classes, rngs=rngs,
-                              kernel_init=_sharded(kernel, ("fsdp", None)),
-                              bias_init=_sharded(zeros, (None,)))  # 10 classes: replicated.
+    self.linear1 = nnx.Linear(
+      (height // 2) * (w // 2) * 2 * width,
+      hidden,
+      rngs=rngs,
+      kernel_init=_sharded(kernel, ("fsdp", None)),
+      bias_init=_sharded(zeros, ("fsdp",)),
+    )
+    self.linear2 = nnx.Linear(
+      hidden,
+      num_classes,
+      rngs=rngs,
+      kernel_init=_sharded(kernel, ("fsdp", None)),
+      bias_init=_sharded(zeros, (None,)),
+    )  # 10 classes: replicated.
 
   def __call__(self, x):
     x = nnx.gelu(self.conv1(x))
@@ -221,19 +242,29 @@ def state_sharded_like_params(model, optimizer) -> tuple[bool, int]:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--host-devices", type=int, default=8,
-                      help="simulated CPU devices when no accelerator is used (0: don't simulate)")
+  parser.add_argument(
+    "--host-devices",
+    type=int,
+    default=8,
+    help="simulated CPU devices when no accelerator is used (0: don't simulate)",
+  )
   parser.add_argument("--mesh", default=None, help="DATA,FSDP sizes, e.g. 2,4 (default: auto)")
-  parser.add_argument("--distributed", action="store_true",
-                      help="call jax.distributed.initialize() first (multi-host)")
+  parser.add_argument(
+    "--distributed",
+    action="store_true",
+    help="call jax.distributed.initialize() first (multi-host)",
+  )
   parser.add_argument("--gamma", type=float, default=1.0)
   parser.add_argument("--lr", type=float, default=LEARNING_RATE)
   parser.add_argument("--epochs", type=int, default=20)
   parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
-  parser.add_argument("--exact", action="store_true",
-                      help="Anon with the authors' exact rule (exact=True), without the step guard")
+  parser.add_argument(
+    "--exact",
+    action="store_true",
+    help="Anon with the authors' exact rule (exact=True), without the step guard",
+  )
   args = parser.parse_args(argv)
   if args.distributed:
     jax.distributed.initialize()
@@ -241,8 +272,11 @@ def main(argv: list[str] | None = None) -> None:
 
   mesh = make_mesh(tuple(int(s) for s in args.mesh.split(",")) if args.mesh else None)
   data_sharding = NamedSharding(mesh, P(("data", "fsdp")))
-  print(f"jax {jax.__version__}: {jax.device_count()} x {jax.devices()[0].platform} devices, "
-        f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}", flush=True)
+  print(
+    f"jax {jax.__version__}: {jax.device_count()} x {jax.devices()[0].platform} devices, "
+    f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}",
+    flush=True,
+  )
   if args.batch_size % mesh.size:
     parser.error(f"--batch-size {args.batch_size} must be divisible by {mesh.size} devices")
 
@@ -253,18 +287,23 @@ def main(argv: list[str] | None = None) -> None:
     metrics = nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average("loss"))
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
-    for _ in tqdm(range(epochs), desc=f"anon(gamma={args.gamma:g}) on {mesh.size} devices",
-                  file=sys.stderr):
+    for _ in tqdm(
+      range(epochs), desc=f"anon(gamma={args.gamma:g}) on {mesh.size} devices", file=sys.stderr
+    ):
       metrics.reset()
       for x, y in batches(data.x_train, data.y_train, args.batch_size, rng):
         x, y = jax.device_put((x, y), data_sharding)
         train_step(model, optimizer, metrics, x, y)
     train_loss = float(metrics.compute()["loss"])
     n_test = len(data.x_test) // mesh.size * mesh.size  # Evenly divisible for the data sharding.
-    test_metrics = nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(),
-                                   loss=nnx.metrics.Average("loss"))
-    eval_step(model, test_metrics, *jax.device_put((data.x_test[:n_test], data.y_test[:n_test]),
-                                                   data_sharding))
+    test_metrics = nnx.MultiMetric(
+      accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average("loss")
+    )
+    eval_step(
+      model,
+      test_metrics,
+      *jax.device_put((data.x_test[:n_test], data.y_test[:n_test]), data_sharding),
+    )
     test_accuracy = float(test_metrics.compute()["accuracy"])
     seconds = time.perf_counter() - start
 
@@ -276,17 +315,32 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {path:<40s} {str(shape):<18s} {spec}")
   ok, matched = state_sharded_like_params(model, optimizer)
   print(f"{matched} optimizer-state arrays shaped like a parameter; all sharded like it: {ok}")
-  print(f"test_accuracy={test_accuracy:.4f} (first {n_test} test images) train_loss={train_loss:.4f}"
-        f" {seconds:.1f}s", flush=True)
-  print(json.dumps({
-      "results": [{"optimizer": "anon", "gamma": args.gamma,
-                   **({"exact": True} if args.exact else {}), "learning_rate": args.lr,
-                   "test_accuracy": test_accuracy, "train_loss": train_loss,
-                   "seconds": round(seconds, 2)}],
-      "devices": jax.device_count(),
-      "mesh": {k: int(v) for k, v in mesh.shape.items()},
-      "state_sharded_like_params": bool(ok),
-  }), flush=True)
+  print(
+    f"test_accuracy={test_accuracy:.4f} (first {n_test} test images) train_loss={train_loss:.4f}"
+    f" {seconds:.1f}s",
+    flush=True,
+  )
+  print(
+    json.dumps(
+      {
+        "results": [
+          {
+            "optimizer": "anon",
+            "gamma": args.gamma,
+            **({"exact": True} if args.exact else {}),
+            "learning_rate": args.lr,
+            "test_accuracy": test_accuracy,
+            "train_loss": train_loss,
+            "seconds": round(seconds, 2),
+          }
+        ],
+        "devices": jax.device_count(),
+        "mesh": {k: int(v) for k, v in mesh.shape.items()},
+        "state_sharded_like_params": bool(ok),
+      }
+    ),
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ import pathlib
 import sysconfig
 from typing import NamedTuple
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 # ----------------------------------------------------------------------------------------------
 # Data
@@ -51,7 +51,8 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
   x = (digits.images / 16.0).astype(np.float32)[..., None]
   y = digits.target.astype(np.int32)
   x_train, x_test, y_train, y_test = train_test_split(
-      x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    x, y, test_size=test_fraction, random_state=seed, stratify=y
+  )
   return Dataset(x_train, y_train, x_test, y_test, "digits")
 
 
@@ -61,6 +62,7 @@ def load_digits_first_1500():
   Returns ``((x_train, y_train), (x_test, y_test))``, images (n, 8, 8, 1) float32 in [0, 1].
   """
   from sklearn.datasets import load_digits as _load  # pylint: disable=import-outside-toplevel
+
   digits = _load()
   x = (digits.images / 16.0).astype(np.float32)[..., None]
   y = digits.target.astype(np.int32)
@@ -71,10 +73,26 @@ def load_digits_first_1500():
 
 # Pure-Python standard-library modules present in every CPython 3.10+, in sorted order.
 STDLIB_MODULES = (
-    "abc.py", "bisect.py", "calendar.py", "colorsys.py", "contextlib.py", "copy.py",
-    "dataclasses.py", "fnmatch.py", "fractions.py", "functools.py", "heapq.py", "keyword.py",
-    "numbers.py", "operator.py", "queue.py", "random.py", "shlex.py", "string.py", "textwrap.py",
-    "types.py",
+  "abc.py",
+  "bisect.py",
+  "calendar.py",
+  "colorsys.py",
+  "contextlib.py",
+  "copy.py",
+  "dataclasses.py",
+  "fnmatch.py",
+  "fractions.py",
+  "functools.py",
+  "heapq.py",
+  "keyword.py",
+  "numbers.py",
+  "operator.py",
+  "queue.py",
+  "random.py",
+  "shlex.py",
+  "string.py",
+  "textwrap.py",
+  "types.py",
 )
 
 
@@ -87,15 +105,19 @@ class Corpus(NamedTuple):
 
 def read_stdlib_text() -> tuple[str, str]:
   stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
-  parts = [(stdlib / name).read_text(encoding="utf-8") for name in STDLIB_MODULES
-           if (stdlib / name).is_file()]
+  parts = [
+    (stdlib / name).read_text(encoding="utf-8")
+    for name in STDLIB_MODULES
+    if (stdlib / name).is_file()
+  ]
   if not parts:
     raise FileNotFoundError(f"none of STDLIB_MODULES found under {stdlib}")
   return "\n".join(parts), f"{len(parts)} stdlib modules from {stdlib}"
 
 
-def load_corpus(text_path: str | None = None, val_fraction: float = 0.1,
-                max_chars: int | None = None) -> Corpus:
+def load_corpus(
+  text_path: str | None = None, val_fraction: float = 0.1, max_chars: int | None = None
+) -> Corpus:
   """``examples/char_gpt.py``'s corpus: characters as ids, the first 90% train, the rest val."""
   if text_path:
     text, source = pathlib.Path(text_path).read_text(encoding="utf-8"), text_path
@@ -110,8 +132,9 @@ def load_corpus(text_path: str | None = None, val_fraction: float = 0.1,
   return Corpus(ids[:split], ids[split:], chars, source)
 
 
-def sample_batches(ids: np.ndarray, steps: int, batch_size: int, context: int,
-                   seed: int) -> np.ndarray:
+def sample_batches(
+  ids: np.ndarray, steps: int, batch_size: int, context: int, seed: int
+) -> np.ndarray:
   """Random windows of context + 1 tokens: (steps, batch_size, context + 1). Seeded."""
   rng = np.random.default_rng(seed)
   starts = rng.integers(0, len(ids) - context - 1, size=(steps, batch_size))
@@ -126,8 +149,15 @@ def sample_batches(ids: np.ndarray, steps: int, batch_size: int, context: int,
 class CNN(nnx.Module):
   """Two 3x3 conv layers, one 2x2 average pool, two dense layers; GELU activations."""
 
-  def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 10, *,
-               width: int = 32, hidden: int = 128, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    *,
+    width: int = 32,
+    hidden: int = 128,
+    rngs: nnx.Rngs,
+  ):
     height, w, channels = image_shape
     self.conv1 = nnx.Conv(channels, width, kernel_size=(3, 3), rngs=rngs)
     self.conv2 = nnx.Conv(width, 2 * width, kernel_size=(3, 3), rngs=rngs)
@@ -146,8 +176,9 @@ class CNN(nnx.Module):
 class MLP(nnx.Module):
   """Flattened 8x8 image -> two GELU hidden layers -> 10 logits."""
 
-  def __init__(self, in_features: int = 64, hidden: int = 128, num_classes: int = 10, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int = 64, hidden: int = 128, num_classes: int = 10, *, rngs: nnx.Rngs
+  ):
     self.linear1 = nnx.Linear(in_features, hidden, rngs=rngs)
     self.linear2 = nnx.Linear(hidden, hidden, rngs=rngs)
     self.linear3 = nnx.Linear(hidden, num_classes, rngs=rngs)
@@ -160,7 +191,6 @@ class MLP(nnx.Module):
 
 
 class CausalSelfAttention(nnx.Module):
-
   def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs):
     if width % heads:
       raise ValueError(f"width {width} must be divisible by heads {heads}")
@@ -177,7 +207,6 @@ class CausalSelfAttention(nnx.Module):
 
 
 class Block(nnx.Module):
-
   def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs):
     self.ln1 = nnx.LayerNorm(width, rngs=rngs)
     self.attn = CausalSelfAttention(width, heads, rngs=rngs)
@@ -193,8 +222,16 @@ class Block(nnx.Module):
 class GPT(nnx.Module):
   """Decoder-only transformer: token + learned position embeddings, pre-LN blocks, linear head."""
 
-  def __init__(self, vocab_size: int, *, context: int = 64, width: int = 64, layers: int = 2,
-               heads: int = 4, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    vocab_size: int,
+    *,
+    context: int = 64,
+    width: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    rngs: nnx.Rngs,
+  ):
     self.embed = nnx.Embed(vocab_size, width, rngs=rngs)
     self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (context, width)))
     self.blocks = nnx.List([Block(width, heads, rngs=rngs) for _ in range(layers)])
@@ -202,7 +239,7 @@ class GPT(nnx.Module):
     self.head = nnx.Linear(width, vocab_size, rngs=rngs)
 
   def __call__(self, tokens):
-    x = self.embed(tokens) + self.pos_embed[None, :tokens.shape[1]]
+    x = self.embed(tokens) + self.pos_embed[None, : tokens.shape[1]]
     for block in self.blocks:
       x = block(x)
     return self.head(self.ln_f(x))
@@ -234,18 +271,23 @@ def cnn_init(key, quick: bool = False):
   c1, c2 = (4, 8) if quick else (16, 32)
   k1, k2, k3 = jax.random.split(key, 3)
   return {
-      "conv1": {"w": jax.random.normal(k1, (3, 3, 1, c1)) * jnp.sqrt(2.0 / 9),
-                "b": jnp.zeros((c1,))},
-      "conv2": {"w": jax.random.normal(k2, (3, 3, c1, c2)) * jnp.sqrt(2.0 / (9 * c1)),
-                "b": jnp.zeros((c2,))},
-      "dense": _dense_init(k3, 4 * 4 * c2, 10),
+    "conv1": {"w": jax.random.normal(k1, (3, 3, 1, c1)) * jnp.sqrt(2.0 / 9), "b": jnp.zeros((c1,))},
+    "conv2": {
+      "w": jax.random.normal(k2, (3, 3, c1, c2)) * jnp.sqrt(2.0 / (9 * c1)),
+      "b": jnp.zeros((c2,)),
+    },
+    "dense": _dense_init(k3, 4 * 4 * c2, 10),
   }
 
 
 def _conv(x, w, b, stride):
   y = jax.lax.conv_general_dilated(
-      x, w, window_strides=(stride, stride), padding="SAME",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x,
+    w,
+    window_strides=(stride, stride),
+    padding="SAME",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
   return y + b
 
 
@@ -271,8 +313,13 @@ def conv_im2col(x, w, b, stride):
   out_w, pad_w = same(width, kw)
   x = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
   patches = jnp.concatenate(
-      [x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
-       for i in range(kh) for j in range(kw)], axis=-1)
+    [
+      x[:, i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
+      for i in range(kh)
+      for j in range(kw)
+    ],
+    axis=-1,
+  )
   return patches @ w.reshape(kh * kw * cin, cout) + b
 
 
@@ -282,10 +329,13 @@ def _cnn(conv):
     x = jax.nn.relu(conv(x, params["conv2"]["w"], params["conv2"]["b"], 2))
     x = x.reshape(x.shape[0], -1)
     return x @ params["dense"]["w"] + params["dense"]["b"]
+
   return apply
 
 
 cnn_apply = _cnn(_conv)
-cnn_apply.__doc__ = """``x``: (batch, 8, 8, 1) -> logits (batch, 10), with `jax.lax` convolutions."""
+cnn_apply.__doc__ = (
+  """``x``: (batch, 8, 8, 1) -> logits (batch, 10), with `jax.lax` convolutions."""
+)
 cnn_apply_im2col = _cnn(conv_im2col)
 cnn_apply_im2col.__doc__ = """`cnn_apply` with `conv_im2col`: the same function, vmap-friendly."""

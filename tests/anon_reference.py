@@ -31,29 +31,28 @@ count ``t - 1``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence
 import math
-from collections.abc import Callable, Sequence
-from typing import Union
 
 import numpy as np
 
-Scalar = Union[float, Callable[[int], float]]
+Scalar = float | Callable[[int], float]
 
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
 
 # Deliberately wrong variants of the rule, used only by the negative-control
 # tests to prove that the equivalence tests can fail.
 MUTATIONS = (
-    "refresh_every_step",  # refresh the preconditioner at every step
-    "b2_pow_t",  # sigma = s / (1 - b2**t) instead of (1 - b2**n)
-    "b2_in_first_moment",  # m_hat = m / (1 - b2**t), as in the seed text
-    "no_accumulator_reset",  # s is not restarted after a refresh
-    "eps_before_bias_correction",  # sigma = (s + eps) / (1 - b2**n)
+  "refresh_every_step",  # refresh the preconditioner at every step
+  "b2_pow_t",  # sigma = s / (1 - b2**t) instead of (1 - b2**n)
+  "b2_in_first_moment",  # m_hat = m / (1 - b2**t), as in the seed text
+  "no_accumulator_reset",  # s is not restarted after a refresh
+  "eps_before_bias_correction",  # sigma = (s + eps) / (1 - b2**n)
 )
 
 
-def refresh_steps(base: int, up_to: int,
-                  max_interval: int | None = None) -> list[int]:
+def refresh_steps(base: int, up_to: int, max_interval: int | None = None) -> list[int]:
   """The refresh steps ``1, base, base**2, ...`` that are ``<= up_to``.
 
   With ``max_interval``, once the gap to the next power would exceed it, the
@@ -70,8 +69,7 @@ def refresh_steps(base: int, up_to: int,
   return steps
 
 
-def accumulated_counts(base: int, up_to: int,
-                       max_interval: int | None = None) -> dict[int, int]:
+def accumulated_counts(base: int, up_to: int, max_interval: int | None = None) -> dict[int, int]:
   """Maps each refresh step ``a_k`` to ``n = a_k - a_{k-1}`` (1 at ``a_0``)."""
   counts = {}
   previous = None
@@ -81,10 +79,18 @@ def accumulated_counts(base: int, up_to: int,
   return counts
 
 
-def refresh_scalar(s: float, v_prev: float | None, n: int, *, b2: float,
-                   eps: float, gamma: float, beta3: float,
-                   b2_power: int | None = None,
-                   eps_inside: bool = False) -> float:
+def refresh_scalar(
+  s: float,
+  v_prev: float | None,
+  n: int,
+  *,
+  b2: float,
+  eps: float,
+  gamma: float,
+  beta3: float,
+  b2_power: int | None = None,
+  eps_inside: bool = False,
+) -> float:
   """The preconditioner refresh for one element (docs/algorithm.md, refresh steps).
 
   Args:
@@ -130,25 +136,24 @@ def _value(x: Scalar, count: int) -> float:
 
 
 def anon_reference(
-    params: Sequence[np.ndarray],
-    grads: Callable[[int, list[np.ndarray]], Sequence[np.ndarray]]
-    | Sequence[Sequence[np.ndarray]],
-    *,
-    num_steps: int,
-    learning_rate: Scalar = 1e-3,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-16,
-    gamma: Scalar = 1.0,
-    weight_decay: float = 0.0,
-    weight_decay_mode: str = "l2",
-    mask: Sequence[bool] | None = None,
-    beta3: float = 0.5,
-    refresh_base: int = 2,
-    max_refresh_interval: int | None = None,
-    guard: float | None = None,
-    dtype=np.float64,
-    mutation: str | None = None,
+  params: Sequence[np.ndarray],
+  grads: Callable[[int, list[np.ndarray]], Sequence[np.ndarray]] | Sequence[Sequence[np.ndarray]],
+  *,
+  num_steps: int,
+  learning_rate: Scalar = 1e-3,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-16,
+  gamma: Scalar = 1.0,
+  weight_decay: float = 0.0,
+  weight_decay_mode: str = "l2",
+  mask: Sequence[bool] | None = None,
+  beta3: float = 0.5,
+  refresh_base: int = 2,
+  max_refresh_interval: int | None = None,
+  guard: float | None = None,
+  dtype=np.float64,
+  mutation: str | None = None,
 ) -> list[list[np.ndarray]]:
   """Runs Anon for ``num_steps`` steps and returns the parameters after each.
 
@@ -233,9 +238,16 @@ def anon_reference(
         for idx in np.ndindex(s[i].shape):
           prev = None if v[i] is None else v[i][idx]
           new_v[idx] = refresh_scalar(
-              s[i][idx], prev, n, b2=b2, eps=eps, gamma=gamma_t,
-              beta3=beta3, b2_power=b2_power,
-              eps_inside=mutation == "eps_before_bias_correction")
+            s[i][idx],
+            prev,
+            n,
+            b2=b2,
+            eps=eps,
+            gamma=gamma_t,
+            beta3=beta3,
+            b2_power=b2_power,
+            eps_inside=mutation == "eps_before_bias_correction",
+          )
         v[i] = new_v
         if mutation != "no_accumulator_reset":
           s[i] = np.zeros_like(s[i])
@@ -255,9 +267,13 @@ def anon_reference(
   return snapshots
 
 
-def ema_sgd_reference(params: Sequence[np.ndarray],
-                      grads: Sequence[Sequence[np.ndarray]], *,
-                      learning_rate: float, b1: float) -> list[list[np.ndarray]]:
+def ema_sgd_reference(
+  params: Sequence[np.ndarray],
+  grads: Sequence[Sequence[np.ndarray]],
+  *,
+  learning_rate: float,
+  b1: float,
+) -> list[list[np.ndarray]]:
   """Bias-corrected EMA-momentum SGD, the gamma = 0 special case of Anon."""
   theta = [np.array(p, dtype=np.float64) for p in params]
   m = [np.zeros_like(p) for p in theta]
@@ -273,16 +289,20 @@ def ema_sgd_reference(params: Sequence[np.ndarray],
 
 def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0):
   """NumPy twin of ``optax.cosine_decay_schedule`` (count is zero-based)."""
+
   def schedule(count: int) -> float:
     frac = min(count, decay_steps) / decay_steps
     cosine = 0.5 * (1 + math.cos(math.pi * frac))
     return init_value * ((1 - alpha) * cosine + alpha)
+
   return schedule
 
 
 def linear(init_value: float, end_value: float, transition_steps: int):
   """NumPy twin of ``optax.linear_schedule`` (count is zero-based)."""
+
   def schedule(count: int) -> float:
     frac = min(max(count, 0), transition_steps) / transition_steps
     return init_value + (end_value - init_value) * frac
+
   return schedule

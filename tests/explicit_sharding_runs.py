@@ -21,8 +21,8 @@ import json
 import os
 
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_force_host_platform_device_count=8")
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -38,25 +38,22 @@ import anon_optax
 
 STEPS = 12  # Refreshes at 1, 2, 4 and 8.
 NUM_DEVICES = 8
-SHAPES = {"w1": (16, 64), "b1": (64,), "w2": (64, 8), "b2": (3,),
-          "empty": (0, 8)}
+SHAPES = {"w1": (16, 64), "b1": (64,), "w2": (64, 8), "b2": (3,), "empty": (0, 8)}
 # FSDP: each array split along its largest dimension where it divides; the
 # 3-element bias and the empty leaf are replicated.
-SPECS = {"w1": P(None, "fsdp"), "b1": P("fsdp"), "w2": P("fsdp", None),
-         "b2": P(), "empty": P()}
+SPECS = {"w1": P(None, "fsdp"), "b1": P("fsdp"), "w2": P("fsdp", None), "b2": P(), "empty": P()}
 TRANSFORMATIONS = {
-    "anon": lambda: anon_optax.anon(1e-2, gamma=1.1, weight_decay=1e-3),
-    "trace_idu": lambda: optax.chain(
-        optax.trace(0.9), anon_optax.scale_by_idu(gamma=1.5),
-        optax.scale(-1e-2)),
+  "anon": lambda: anon_optax.anon(1e-2, gamma=1.1, weight_decay=1e-3),
+  "trace_idu": lambda: optax.chain(
+    optax.trace(0.9), anon_optax.scale_by_idu(gamma=1.5), optax.scale(-1e-2)
+  ),
 }
 STATE_FIELDS = ("mu", "nu", "precond")
 
 
 def init_params():
   rng = np.random.default_rng(0)
-  return {name: jnp.asarray(rng.normal(size=shape), jnp.float32)
-          for name, shape in SHAPES.items()}
+  return {name: jnp.asarray(rng.normal(size=shape), jnp.float32) for name, shape in SHAPES.items()}
 
 
 def loss_fn(params):
@@ -83,19 +80,15 @@ def describe(tree, param_shardings):
     sharding, param_sharding = leaf.sharding, param_shardings[name]
     ndim = len(leaf.shape)
     described[name] = {
-        "spec": str(getattr(sharding, "spec", sharding)),
-        "same_as_param": isinstance(sharding, jax.sharding.Sharding)
-                         and not isinstance(getattr(sharding, "mesh", None),
-                                            jax.sharding.AbstractMesh)
-                         and bool(sharding.is_equivalent_to(param_sharding,
-                                                            ndim)),
-        "same_spec_as_param": isinstance(sharding, NamedSharding)
-                              and _padded_spec(sharding, ndim)
-                              == _padded_spec(param_sharding, ndim)
-                              and dict(sharding.mesh.shape)
-                              == dict(param_sharding.mesh.shape),
-        "shape": list(leaf.shape),
-        "dtype": str(leaf.dtype),
+      "spec": str(getattr(sharding, "spec", sharding)),
+      "same_as_param": isinstance(sharding, jax.sharding.Sharding)
+      and not isinstance(getattr(sharding, "mesh", None), jax.sharding.AbstractMesh)
+      and bool(sharding.is_equivalent_to(param_sharding, ndim)),
+      "same_spec_as_param": isinstance(sharding, NamedSharding)
+      and _padded_spec(sharding, ndim) == _padded_spec(param_sharding, ndim)
+      and dict(sharding.mesh.shape) == dict(param_sharding.mesh.shape),
+      "shape": list(leaf.shape),
+      "dtype": str(leaf.dtype),
     }
   return described
 
@@ -107,8 +100,7 @@ def describe_state(state, param_shardings):
     for inner in optax.tree.get_all_with_path(state, name):
       for field in STATE_FIELDS:
         if hasattr(inner[1], field):
-          described[field] = describe(getattr(inner[1], field),
-                                      param_shardings)
+          described[field] = describe(getattr(inner[1], field), param_shardings)
   return described
 
 
@@ -116,8 +108,7 @@ def numpy_stats(state):
   """The global statistics of preconditioner_stats, from gathered arrays."""
   precond = optax.tree.get(state, "precond")
   every_v = np.concatenate([np.asarray(v).ravel() for v in precond.values()])
-  result = {"v_min": every_v.min(), "v_median": np.median(every_v),
-            "v_max": every_v.max()}
+  result = {"v_min": every_v.min(), "v_median": np.median(every_v), "v_max": every_v.max()}
   for name, v in precond.items():
     if np.size(v):
       result[f"v_median/{name}"] = np.median(np.asarray(v))
@@ -134,9 +125,8 @@ def run(axis_type, name):
   tx = TRANSFORMATIONS[name]()
   params = jax.device_put(init_params(), param_shardings)
   abstract_params = {
-      k: jax.ShapeDtypeStruct(SHAPES[k], jnp.float32,
-                              sharding=param_shardings[k])
-      for k in SHAPES}
+    k: jax.ShapeDtypeStruct(SHAPES[k], jnp.float32, sharding=param_shardings[k]) for k in SHAPES
+  }
 
   state = tx.init(params)
   result = {"init": describe_state(state, param_shardings)}
@@ -157,9 +147,11 @@ def run(axis_type, name):
   result["after_steps"] = describe_state(state, param_shardings)
   result["params"] = describe(params, param_shardings)
   result["updates"] = describe(updates, param_shardings)
-  result["stats"] = {"eager": as_floats(stats_eager),
-                     "jitted": as_floats(stats_jitted),
-                     "numpy": numpy_stats(state)}
+  result["stats"] = {
+    "eager": as_floats(stats_eager),
+    "jitted": as_floats(stats_jitted),
+    "numpy": numpy_stats(state),
+  }
   result["final"] = {k: np.asarray(v).tolist() for k, v in params.items()}
   return result
 

@@ -62,14 +62,14 @@ as ``optax.scale_by_learning_rate`` does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
-from typing import Union
 
 import numpy as np
 
-Scalar = Union[float, Callable[[int], float]]
+Scalar = float | Callable[[int], float]
 
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
 BRANCHES = ("restart", "skip", "switch_off", "extra_step")
@@ -124,19 +124,19 @@ def _agreement(mm: float, ml: float, ll: float, literal: bool):
 
 
 def hvadam_reference(
-    params: Sequence[np.ndarray],
-    grads: Sequence[Sequence[np.ndarray]],
-    *,
-    learning_rate: Scalar,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-16,
-    gamma: Scalar = 0.0,
-    weight_decay: float = 0.0,
-    weight_decay_mode: str = "l2",
-    mask: Sequence[bool] | None = None,
-    literal_division: bool = False,
-    dtype=np.float64,
+  params: Sequence[np.ndarray],
+  grads: Sequence[Sequence[np.ndarray]],
+  *,
+  learning_rate: Scalar,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-16,
+  gamma: Scalar = 0.0,
+  weight_decay: float = 0.0,
+  weight_decay_mode: str = "l2",
+  mask: Sequence[bool] | None = None,
+  literal_division: bool = False,
+  dtype=np.float64,
 ) -> HVAdamTrace:
   """Runs HVAdam for ``len(grads)`` steps from ``params``.
 

@@ -20,44 +20,47 @@ import json
 import os
 
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_force_host_platform_device_count=8")
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import jax.numpy as jnp
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
-from jax.sharding import AxisType, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 import anon_optax
 
 STEPS = 12
 NUM_DEVICES = 8
 FIELDS = ("mu", "var", "hidden")
-PARAM_SPECS = {"w1": P(None, "fsdp"), "b1": P("fsdp"), "w2": P("fsdp", None),
-               "b2": P()}
+PARAM_SPECS = {"w1": P(None, "fsdp"), "b1": P("fsdp"), "w2": P("fsdp", None), "b2": P()}
 
 
 def init_params():
   rng = np.random.default_rng(0)
   return {
-      "w1": rng.normal(size=(16, 64)).astype(np.float32) / 4,
-      "b1": np.zeros(64, np.float32),
-      "w2": rng.normal(size=(64, 8)).astype(np.float32) / 8,
-      "b2": np.zeros(3, np.float32),  # Replicated.
+    "w1": rng.normal(size=(16, 64)).astype(np.float32) / 4,
+    "b1": np.zeros(64, np.float32),
+    "w2": rng.normal(size=(64, 8)).astype(np.float32) / 8,
+    "b2": np.zeros(3, np.float32),  # Replicated.
   }
 
 
 def gradients(step):
   """Gradients that do not depend on the parameters (the run is not chaotic)."""
   rng = np.random.default_rng(100 + step)
-  return {k: (1.2 ** (step % 6) * np.cos(np.arange(v.size) + i)
-              .reshape(v.shape) + 0.3 * rng.normal(size=v.shape))
-          .astype(np.float32)
-          for i, (k, v) in enumerate(sorted(init_params().items()))}
+  return {
+    k: (
+      1.2 ** (step % 6) * np.cos(np.arange(v.size) + i).reshape(v.shape)
+      + 0.3 * rng.normal(size=v.shape)
+    ).astype(np.float32)
+    for i, (k, v) in enumerate(sorted(init_params().items()))
+  }
 
 
 def make_tx():
@@ -68,6 +71,7 @@ def step_fn(tx):
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state, updates
+
   return jax.jit(step)
 
 
@@ -84,16 +88,15 @@ def same_sharding(tree, param_shardings):
     same = False
     if isinstance(sharding, NamedSharding):
       same = NamedSharding(param_sharding.mesh, sharding.spec).is_equivalent_to(
-          param_sharding, len(leaf.shape))
-    out[name] = {"spec": str(getattr(sharding, "spec", sharding)),
-                 "same": bool(same)}
+        param_sharding, len(leaf.shape)
+      )
+    out[name] = {"spec": str(getattr(sharding, "spec", sharding)), "same": bool(same)}
   return out
 
 
 def describe(state, param_shardings):
   hv_state = optax.tree.get(state, "ScaleByHVAdamState")
-  return {f: same_sharding(getattr(hv_state, f), param_shardings)
-          for f in FIELDS}
+  return {f: same_sharding(getattr(hv_state, f), param_shardings) for f in FIELDS}
 
 
 def single_device_run():
@@ -115,23 +118,23 @@ def sharded_run(axis_type):
     state = tx.init(params)
     abstract = jax.eval_shape(tx.init, params)
     result = {
-        "params": same_sharding(params, param_shardings),
-        "init": describe(state, param_shardings),
-        "abstract": describe(abstract, param_shardings),
-        # What Optax's Adam gets from eval_shape, for comparison.
-        "adam_abstract": same_sharding(
-            optax.tree.get(jax.eval_shape(optax.adam(1e-2).init, params),
-                           "mu"), param_shardings),
+      "params": same_sharding(params, param_shardings),
+      "init": describe(state, param_shardings),
+      "abstract": describe(abstract, param_shardings),
+      # What Optax's Adam gets from eval_shape, for comparison.
+      "adam_abstract": same_sharding(
+        optax.tree.get(jax.eval_shape(optax.adam(1e-2).init, params), "mu"), param_shardings
+      ),
     }
     step = step_fn(tx)
     for t in range(STEPS):
       grads = jax.device_put(gradients(t), param_shardings)
       params, state, updates = step(params, state, grads)
     result.update(
-        updates=same_sharding(updates, param_shardings),
-        after=describe(state, param_shardings),
-        params_after=same_sharding(params, param_shardings),
-        final={k: np.asarray(v).tolist() for k, v in params.items()},
+      updates=same_sharding(updates, param_shardings),
+      after=describe(state, param_shardings),
+      params_after=same_sharding(params, param_shardings),
+      final={k: np.asarray(v).tolist() for k, v in params.items()},
     )
   return result
 
@@ -140,10 +143,9 @@ def main():
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   single = single_device_run()
   result = {
-      "device_count": jax.device_count(),
-      "single": {k: np.asarray(v).tolist() for k, v in single.items()},
-      "moved": max(float(np.abs(np.asarray(single[k]) - v).max())
-                   for k, v in init_params().items()),
+    "device_count": jax.device_count(),
+    "single": {k: np.asarray(v).tolist() for k, v in single.items()},
+    "moved": max(float(np.abs(np.asarray(single[k]) - v).max()) for k, v in init_params().items()),
   }
   for axis_type in (AxisType.Auto, AxisType.Explicit):
     try:

@@ -18,18 +18,18 @@ import json
 import os
 
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_force_host_platform_device_count=8")
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
 
 import anon_optax
 
@@ -40,16 +40,15 @@ NUM_DEVICES = 8
 def init_params():
   rng = np.random.default_rng(0)
   return {
-      "w1": jnp.asarray(rng.normal(size=(16, 64)) / 4, jnp.float32),
-      "b1": jnp.zeros(64, jnp.float32),
-      "w2": jnp.asarray(rng.normal(size=(64, 8)) / 8, jnp.float32),
-      "b2": jnp.zeros(3, jnp.float32),  # Too small to shard: replicated.
+    "w1": jnp.asarray(rng.normal(size=(16, 64)) / 4, jnp.float32),
+    "b1": jnp.zeros(64, jnp.float32),
+    "w2": jnp.asarray(rng.normal(size=(64, 8)) / 8, jnp.float32),
+    "b2": jnp.zeros(3, jnp.float32),  # Too small to shard: replicated.
   }
 
 
 # FSDP: each array split along its largest dimension where it divides.
-PARAM_SPECS = {"w1": P(None, "fsdp"), "b1": P("fsdp"), "w2": P("fsdp", None),
-               "b2": P()}
+PARAM_SPECS = {"w1": P(None, "fsdp"), "b1": P("fsdp"), "w2": P("fsdp", None), "b2": P()}
 
 
 def batch():
@@ -89,8 +88,10 @@ def single_device_run():
 
 def spec_of(array):
   sharding = array.sharding
-  return {"spec": str(getattr(sharding, "spec", None)),
-          "replicated": bool(sharding.is_fully_replicated)}
+  return {
+    "spec": str(getattr(sharding, "spec", None)),
+    "replicated": bool(sharding.is_fully_replicated),
+  }
 
 
 def describe_state(state, param_shardings, params):
@@ -100,22 +101,20 @@ def describe_state(state, param_shardings, params):
   for field in ("mu", "nu", "precond"):
     tree = getattr(anon_state, field)
     described[field] = {
-        name: {
-            "spec": str(getattr(leaf.sharding, "spec", None)),
-            "replicated": bool(leaf.sharding.is_fully_replicated),
-            "same_as_param": bool(leaf.sharding.is_equivalent_to(
-                param_shardings[name], leaf.ndim)),
-            "same_shape_as_param": leaf.shape == params[name].shape,
-        }
-        for name, leaf in tree.items()
+      name: {
+        "spec": str(getattr(leaf.sharding, "spec", None)),
+        "replicated": bool(leaf.sharding.is_fully_replicated),
+        "same_as_param": bool(leaf.sharding.is_equivalent_to(param_shardings[name], leaf.ndim)),
+        "same_shape_as_param": leaf.shape == params[name].shape,
+      }
+      for name, leaf in tree.items()
     }
   return described
 
 
 def fsdp_run():
   mesh = Mesh(np.array(jax.devices()[:NUM_DEVICES]), ("fsdp",))
-  param_shardings = {k: NamedSharding(mesh, spec)
-                     for k, spec in PARAM_SPECS.items()}
+  param_shardings = {k: NamedSharding(mesh, spec) for k, spec in PARAM_SPECS.items()}
   data_sharding = NamedSharding(mesh, P("fsdp"))
   tx = make_tx()
   params = jax.device_put(init_params(), param_shardings)
@@ -124,24 +123,24 @@ def fsdp_run():
   # The scalar counters do not depend on the parameters (as in optax.adam):
   # they are replicated over the mesh here.
   state_shardings = jax.tree.map(
-      lambda a: a.sharding if isinstance(a.sharding, NamedSharding)
-      else NamedSharding(mesh, P()), state)
+    lambda a: a.sharding if isinstance(a.sharding, NamedSharding) else NamedSharding(mesh, P()),
+    state,
+  )
   state = jax.device_put(state, state_shardings)
   x, y = jax.device_put(batch(), data_sharding)
   step = jax.jit(
-      lambda p, s, x, y: train_step(tx, p, s, x, y),
-      in_shardings=(param_shardings, state_shardings, data_sharding,
-                    data_sharding),
-      out_shardings=(param_shardings, state_shardings),
+    lambda p, s, x, y: train_step(tx, p, s, x, y),
+    in_shardings=(param_shardings, state_shardings, data_sharding, data_sharding),
+    out_shardings=(param_shardings, state_shardings),
   )
   for _ in range(STEPS):
     params, state = step(params, state, x, y)
   return {
-      "params": {k: spec_of(v) for k, v in params.items()},
-      "state_after_init": initial_state,
-      "state_after_training": describe_state(state, param_shardings, params),
-      "num_refreshes": int(optax.tree.get(state, "num_refreshes")),
-      "final": {k: np.asarray(v).tolist() for k, v in params.items()},
+    "params": {k: spec_of(v) for k, v in params.items()},
+    "state_after_init": initial_state,
+    "state_after_training": describe_state(state, param_shardings, params),
+    "num_refreshes": int(optax.tree.get(state, "num_refreshes")),
+    "final": {k: np.asarray(v).tolist() for k, v in params.items()},
   }
 
 
@@ -153,7 +152,8 @@ def pmap_run():
   # One copy per device along a leading axis (jax.device_put_replicated is
   # gone in JAX 0.10; pmap splits the leading axis over the devices).
   replicate = lambda tree: jax.tree.map(
-      lambda a: jnp.broadcast_to(a, (NUM_DEVICES,) + a.shape), tree)
+    lambda a: jnp.broadcast_to(a, (NUM_DEVICES,) + a.shape), tree
+  )
   params, state = replicate(params), replicate(state)
   x, y = batch()
   shard = lambda a: a.reshape((NUM_DEVICES, -1) + a.shape[1:])
@@ -169,12 +169,13 @@ def pmap_run():
   for _ in range(STEPS):
     params, state = step(params, state, x, y)
   replicas_agree = all(
-      bool(np.all(np.asarray(leaf) == np.asarray(leaf)[:1]))
-      for leaf in jax.tree.leaves((params, state)))
+    bool(np.all(np.asarray(leaf) == np.asarray(leaf)[:1]))
+    for leaf in jax.tree.leaves((params, state))
+  )
   return {
-      "replicas_agree": replicas_agree,
-      "num_refreshes": int(optax.tree.get(state, "num_refreshes")[0]),
-      "final": {k: np.asarray(v[0]).tolist() for k, v in params.items()},
+    "replicas_agree": replicas_agree,
+    "num_refreshes": int(optax.tree.get(state, "num_refreshes")[0]),
+    "final": {k: np.asarray(v[0]).tolist() for k, v in params.items()},
   }
 
 
@@ -182,12 +183,11 @@ def main():
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   single = single_device_run()
   result = {
-      "device_count": jax.device_count(),
-      "single": {k: np.asarray(v).tolist() for k, v in single.items()},
-      "single_moved": max(float(np.abs(single[k] - v).max())
-                          for k, v in init_params().items()),
-      "fsdp": fsdp_run(),
-      "pmap": pmap_run(),
+    "device_count": jax.device_count(),
+    "single": {k: np.asarray(v).tolist() for k, v in single.items()},
+    "single_moved": max(float(np.abs(single[k] - v).max()) for k, v in init_params().items()),
+    "fsdp": fsdp_run(),
+    "pmap": pmap_run(),
   }
   print(json.dumps(result))
 

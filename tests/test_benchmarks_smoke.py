@@ -24,10 +24,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _run(module, out_dir, *extra):
   cmd = [sys.executable, "-m", module, "--quick", "--out-dir", str(out_dir), *extra]
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-      [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
-                        cwd=out_dir, env=env)
+  env = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+  }
+  proc = subprocess.run(
+    cmd, capture_output=True, text=True, timeout=600, check=False, cwd=out_dir, env=env
+  )
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   name = module.rsplit(".", 1)[-1]
   data = json.loads((out_dir / f"{name}.json").read_text())
@@ -52,10 +55,10 @@ def test_step_time_quick(tmp_path):
   for name, per_param in (("anon", 32), ("floor", 32), ("adam", 28), ("copy", 8)):
     entry = res["per_step"][name]
     assert entry["min_bytes_per_param"] == per_param
-    assert entry["achieved_gbps"] == pytest.approx(
-        per_param * num_params / entry["median_s"] / 1e9)
+    assert entry["achieved_gbps"] == pytest.approx(per_param * num_params / entry["median_s"] / 1e9)
     assert entry["fraction_of_copy_bandwidth"] == pytest.approx(
-        entry["achieved_gbps"] / res["copy_bandwidth_gbps"])
+      entry["achieved_gbps"] / res["copy_bandwidth_gbps"]
+    )
   assert res["per_step"]["copy"]["fraction_of_copy_bandwidth"] == pytest.approx(1.0)
   assert res["per_step"]["anon"]["ratio_vs"].keys() == {"floor", "adam"}
   assert res["refresh_spike"]["refresh_step_t1024"]["median_s"] > 0
@@ -65,8 +68,9 @@ def test_step_time_quick(tmp_path):
 @pytest.mark.slow
 def test_memory_quick(tmp_path):
   data = _run("benchmarks.memory", tmp_path)
-  ratios = {(r["optimizer"], r["param_dtype"]): r["state_bytes_per_param_byte"]
-            for r in data["results"]}
+  ratios = {
+    (r["optimizer"], r["param_dtype"]): r["state_bytes_per_param_byte"] for r in data["results"]
+  }
   # Exact byte counts: adam keeps 2 float32 moments; anon m, s and v.
   assert ratios[("optax.adam", "float32")] == pytest.approx(2.0, abs=1e-3)
   assert ratios[("anon", "float32")] == pytest.approx(3.0, abs=1e-3)
@@ -90,8 +94,7 @@ def test_vmapped_sweep_quick(tmp_path):
   # The vmapped sweep computes the same runs as the sequential one.
   assert entry["max_rel_param_diff_vmapped_vs_sequential"] < 1e-3
   seq = entry["sequential"]
-  assert seq["total_s_compile_per_gamma"] == pytest.approx(
-      seq["run_s"] + 8 * seq["compile_s"])
+  assert seq["total_s_compile_per_gamma"] == pytest.approx(seq["run_s"] + 8 * seq["compile_s"])
 
 
 @pytest.mark.slow
@@ -119,6 +122,7 @@ def test_im2col_convolution_equals_lax_convolution(shape, stride):
   # The sweep's CNN uses models.conv_im2col; it must be the same function as
   # the jax.lax convolution (SAME padding, odd sizes included).
   import jax  # pylint: disable=import-outside-toplevel
+
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], shape)
   w = jax.random.normal(keys[1], (3, 3, shape[-1], 4))
@@ -142,6 +146,7 @@ def test_step_time_takes_the_refresh_schedule_from_anon():
 
 def test_one_pass_floor_is_anons_step_with_a_fixed_preconditioner():
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
   grads = {"w": jnp.asarray([0.5, -2.0, 1e-3])}
   floor = step_time.one_pass_floor(grads)
   state = floor.init(grads)
@@ -155,11 +160,19 @@ def test_one_pass_floor_is_anons_step_with_a_fixed_preconditioner():
 def test_jump_state_sets_every_contenders_counters():
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
+
   import anon_optax  # pylint: disable=import-outside-toplevel
+
   params = {"w": jnp.ones((3,))}
   counters = step_time.anon_counters(1001)
-  for tx in (step_time.make_anon(), step_time.one_pass_floor(params), optax.adam(1e-3),
-             optax.sgd(1e-3, momentum=0.9), optax.lion(1e-4), anon_optax.hvadam(1e-3)):
+  for tx in (
+    step_time.make_anon(),
+    step_time.one_pass_floor(params),
+    optax.adam(1e-3),
+    optax.sgd(1e-3, momentum=0.9),
+    optax.lion(1e-4),
+    anon_optax.hvadam(1e-3),
+  ):
     state = step_time.jump_state(tx.init(params), 1000, counters)
     count = optax.tree_utils.tree_get(state, "count", None)
     assert count is None or int(count) == 1000

@@ -29,8 +29,8 @@ def _refresh_steps_seen(refresh_base, num_steps):
 
 
 @pytest.mark.parametrize(
-    "refresh_base, expected",
-    [(2, [1, 2, 4, 8, 16, 32, 64]), (3, [1, 3, 9, 27, 81]), (4, [1, 4, 16, 64])],
+  "refresh_base, expected",
+  [(2, [1, 2, 4, 8, 16, 32, 64]), (3, [1, 3, 9, 27, 81]), (4, [1, 4, 16, 64])],
 )
 def test_refresh_steps_are_powers_of_the_base(refresh_base, expected):
   assert _refresh_steps_seen(refresh_base, 100) == expected
@@ -55,12 +55,15 @@ def test_traced_refresh_base_gives_the_same_schedule():
 
 
 @pytest.mark.parametrize(
-    "refresh_base, cap, expected",
-    [(2, None, [1, 1, 2, 4, 8, 16, 32]), (3, None, [1, 2, 6, 18]),
-     (2, 5, [1, 1, 2, 4, 5, 5, 5]), (3, 1, [1, 1, 1, 1, 1])],
+  "refresh_base, cap, expected",
+  [
+    (2, None, [1, 1, 2, 4, 8, 16, 32]),
+    (3, None, [1, 2, 6, 18]),
+    (2, 5, [1, 1, 2, 4, 5, 5, 5]),
+    (3, 1, [1, 1, 1, 1, 1]),
+  ],
 )
-def test_refresh_uses_the_steps_accumulated_since_the_last_one(
-    refresh_base, cap, expected):
+def test_refresh_uses_the_steps_accumulated_since_the_last_one(refresh_base, cap, expected):
   # n = a_k - a_{k-1}, and n = 1 at the first refresh (a_0 = 1).
   tx = anon_optax.scale_by_idu(refresh_base=refresh_base, max_refresh_interval=cap)
   state = tx.init(jnp.zeros(3))
@@ -86,8 +89,7 @@ def test_bias_corrected_sigma(num_accumulated, b2):
     nu = jnp.float64(0.0)
     for _ in range(num_accumulated):
       nu = b2 * nu + (1 - b2) * grad**2
-    log_sigma = _idu.log_bias_corrected_sigma(
-        nu, 1 - b2, jnp.int32(num_accumulated), eps)
+    log_sigma = _idu.log_bias_corrected_sigma(nu, 1 - b2, jnp.int32(num_accumulated), eps)
     np.testing.assert_allclose(np.exp(log_sigma), grad**2 + eps, rtol=1e-13)
 
 
@@ -106,13 +108,17 @@ def test_first_refresh_is_sigma_to_the_minus_gamma_over_two(gamma):
     nu = jnp.array([0.0, 1e-3, 2.0, 50.0])
     b2, eps = 0.999, 1e-16
     precond = _idu.refresh_preconditioner(
-        nu * (1 - b2), jnp.full(4, 123.0), num_accumulated=jnp.int32(1),
-        is_first=jnp.bool_(True), one_minus_b2=1 - b2,
-        eps=eps, gamma=gamma, beta3=0.5,
+      nu * (1 - b2),
+      jnp.full(4, 123.0),
+      num_accumulated=jnp.int32(1),
+      is_first=jnp.bool_(True),
+      one_minus_b2=1 - b2,
+      eps=eps,
+      gamma=gamma,
+      beta3=0.5,
     )
     # The previous preconditioner (123) must carry no weight at step 1.
-    np.testing.assert_allclose(
-        precond, (np.asarray(nu) + eps) ** (-gamma / 2), rtol=1e-12)
+    np.testing.assert_allclose(precond, (np.asarray(nu) + eps) ** (-gamma / 2), rtol=1e-12)
 
 
 @pytest.mark.parametrize("beta3", [0.0, 0.1, 0.5, 0.9])
@@ -122,8 +128,7 @@ def test_harmonic_refresh_matches_direct_formula(beta3, gamma):
     rng = np.random.default_rng(0)
     precond = rng.uniform(0.1, 10.0, size=16)
     sigma = rng.uniform(1e-6, 4.0, size=16)
-    got = _idu.harmonic_refresh(
-        jnp.asarray(precond), jnp.log(sigma), gamma, beta3)
+    got = _idu.harmonic_refresh(jnp.asarray(precond), jnp.log(sigma), gamma, beta3)
     want = (beta3 * precond**-2 + (1 - beta3) * sigma**gamma) ** -0.5
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
@@ -142,8 +147,7 @@ def test_harmonic_refresh_does_not_underflow_in_float32(gamma):
   sigma = np.float64(1e-16) if gamma > 0 else np.float64(1e16)
   precond = sigma ** (-gamma / 2)
   want = (0.5 * precond**-2 + 0.5 * sigma**gamma) ** -0.5
-  got = _idu.harmonic_refresh(
-      jnp.float32(precond), jnp.log(jnp.float32(sigma)), gamma, 0.5)
+  got = _idu.harmonic_refresh(jnp.float32(precond), jnp.log(jnp.float32(sigma)), gamma, 0.5)
   assert np.isfinite(got)
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -173,14 +177,12 @@ def test_gamma_zero_keeps_preconditioner_exactly_one(beta3):
   for step in range(70):
     grads = jax.tree.map(lambda p: (step + 1) * 5.0 * p, params)
     _, state = update(grads, state)
-  chex.assert_trees_all_equal(
-      state.precond, jax.tree.map(jnp.ones_like, state.precond))
+  chex.assert_trees_all_equal(state.precond, jax.tree.map(jnp.ones_like, state.precond))
 
 
 def test_gamma_zero_is_finite_when_sigma_overflows():
   # 0 * log(inf) would be NaN; sigma**0 is 1 whatever sigma is.
-  precond = _idu.harmonic_refresh(
-      jnp.float32(1.0), jnp.log(jnp.float32(np.inf)), 0.0, 0.5)
+  precond = _idu.harmonic_refresh(jnp.float32(1.0), jnp.log(jnp.float32(np.inf)), 0.0, 0.5)
   assert float(precond) == 1.0
 
 
@@ -223,8 +225,7 @@ def test_saturated_step_counter_never_refreshes():
   state = tx.init(params)
   _, state = tx.update(jnp.ones(3), state)
   # 2**30 is the last power of two in int32; its refresh is the last one.
-  state = state._replace(
-      count=jnp.int32(2**30 - 2), next_refresh=jnp.int32(2**30))
+  state = state._replace(count=jnp.int32(2**30 - 2), next_refresh=jnp.int32(2**30))
   update = jax.jit(tx.update)
   _, state = update(jnp.ones(3), state)
   _, state = update(jnp.ones(3), state)

@@ -2,13 +2,13 @@
 
 import contextlib
 
+from flax import serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from flax import serialization
 
 import anon_optax
 
@@ -18,8 +18,8 @@ TOTAL = 12
 
 def _params():
   return {
-      "w": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(4, 3),
-      "emb": jnp.linspace(0.5, 1.5, 6, dtype=jnp.float32).astype(jnp.bfloat16),
+    "w": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(4, 3),
+    "emb": jnp.linspace(0.5, 1.5, 6, dtype=jnp.float32).astype(jnp.bfloat16),
   }
 
 
@@ -27,17 +27,19 @@ def _tx():
   # Schedules and a wrapper give the state more than Anon's own counters.
   schedule = optax.linear_schedule(1e-2, 1e-3, TOTAL)
   return optax.chain(
-      optax.clip_by_global_norm(5.0),
-      anon_optax.anon(schedule, gamma=1.1, weight_decay=1e-2,
-                      weight_decay_mode="decoupled"),
+    optax.clip_by_global_norm(5.0),
+    anon_optax.anon(schedule, gamma=1.1, weight_decay=1e-2, weight_decay_mode="decoupled"),
   )
 
 
 def _grads(step, params):
   rng = np.random.default_rng(step)
   return jax.tree.map(
-      lambda p: (jnp.asarray(rng.normal(size=p.shape), jnp.float32)
-                 + p.astype(jnp.float32)).astype(p.dtype), params)
+    lambda p: (jnp.asarray(rng.normal(size=p.shape), jnp.float32) + p.astype(jnp.float32)).astype(
+      p.dtype
+    ),
+    params,
+  )
 
 
 @jax.jit
@@ -99,12 +101,12 @@ def test_resume_before_refresh_is_bit_for_bit(method, tmp_path):
   else:
     restored = _flax_state_dict_round_trip(tree, fresh)
   _assert_bitwise(restored, tree)
-  assert isinstance(optax.tree.get(restored["opt_state"], "ScaleByAnonState"),
-                    anon_optax.ScaleByAnonState)
+  assert isinstance(
+    optax.tree.get(restored["opt_state"], "ScaleByAnonState"), anon_optax.ScaleByAnonState
+  )
 
   # Resume across the refresh at step 8: every later step is bit-identical.
-  _, _, resumed = _train(restored["params"], restored["opt_state"],
-                         SAVE_AFTER, TOTAL)
+  _, _, resumed = _train(restored["params"], restored["opt_state"], SAVE_AFTER, TOTAL)
   for got, want in zip(resumed, uninterrupted[SAVE_AFTER:]):
     _assert_bitwise(got, want)
   final_state = optax.tree.get(resumed[-1][1], "ScaleByAnonState")
@@ -140,8 +142,7 @@ def test_restoring_into_another_refresh_base_follows_the_documented_schedule():
 def _count_compilations():
   """Yields a list of the traces and backend compilations while inside."""
   events = []
-  names = ("/jax/core/compile/jaxpr_trace_duration",
-           "/jax/core/compile/backend_compile_duration")
+  names = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration")
 
   def listener(event, duration_secs, **kwargs):
     del duration_secs, kwargs
@@ -161,8 +162,9 @@ def test_orbax_restore_of_inject_hyperparams_does_not_recompile(tmp_path):
   # state. (Injected, the int refresh_base is stored weakly typed and comes
   # back from Orbax strongly typed: a second compilation of the step.)
   tx = optax.inject_hyperparams(
-      anon_optax.anon, static_args=("refresh_base", "max_refresh_interval"),
-      hyperparam_dtype=jnp.float32,
+    anon_optax.anon,
+    static_args=("refresh_base", "max_refresh_interval"),
+    hyperparam_dtype=jnp.float32,
   )(learning_rate=1e-2, gamma=1.1, refresh_base=3)
   # Committed to a device, as Orbax restores them: uncommitted arrays would
   # give a second compilation for that difference alone.
@@ -185,8 +187,7 @@ def test_orbax_restore_of_injected_int_refresh_base_changes_its_type(tmp_path):
   # Why the recipe above: without static_args the weak int32 comes back
   # strongly typed, and the jitted step compiles once more. If this starts
   # failing (Orbax or Optax keep weak types), the recipe is no longer needed.
-  tx = optax.inject_hyperparams(anon_optax.anon)(learning_rate=1e-2,
-                                                 refresh_base=3)
+  tx = optax.inject_hyperparams(anon_optax.anon)(learning_rate=1e-2, refresh_base=3)
   params = jax.device_put(_params(), jax.devices()[0])
   state = jax.device_put(tx.init(params), jax.devices()[0])
   assert state.hyperparams["refresh_base"].weak_type

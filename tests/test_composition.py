@@ -6,6 +6,7 @@ the same optimizer run without the wrapper on what the wrapper should hand it.
 
 import functools
 
+import anon_reference
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,16 +14,15 @@ import optax
 import pytest
 
 import anon_optax
-import anon_reference
 
 STEPS = 20  # Refreshes at steps 1, 2, 4, 8, 16.
 
 
 def _params():
   return {
-      "w": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(4, 3),
-      "b": jnp.array([0.1, -0.2, 0.3], jnp.float32),
-      "norm_scale": jnp.ones(3, jnp.float32),
+    "w": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(4, 3),
+    "b": jnp.array([0.1, -0.2, 0.3], jnp.float32),
+    "norm_scale": jnp.ones(3, jnp.float32),
   }
 
 
@@ -30,14 +30,15 @@ def _grads(steps=STEPS, seed=0):
   """A fixed sequence of gradients (leading axis: step), varied magnitudes."""
   rng = np.random.default_rng(seed)
   return jax.tree.map(
-      lambda p: jnp.asarray(
-          rng.normal(size=(steps,) + p.shape)
-          * 10.0 ** rng.uniform(-2, 1, size=(steps,) + p.shape), jnp.float32),
-      _params(),
+    lambda p: jnp.asarray(
+      rng.normal(size=(steps,) + p.shape) * 10.0 ** rng.uniform(-2, 1, size=(steps,) + p.shape),
+      jnp.float32,
+    ),
+    _params(),
   )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_scan(tx):
   """One jitted scan per transformation (reused for every run of it)."""
 
@@ -77,8 +78,8 @@ def _concat(a, b):
 
 def _assert_close(actual, expected, rtol=1e-6, atol=1e-7):
   jax.tree.map(
-      functools.partial(np.testing.assert_allclose, rtol=rtol, atol=atol),
-      actual, expected)
+    functools.partial(np.testing.assert_allclose, rtol=rtol, atol=atol), actual, expected
+  )
 
 
 def _assert_equal(actual, expected):
@@ -107,11 +108,14 @@ def _reference(grads, params=None, **hyperparams):
   grad_leaves = [np.asarray(g, np.float64) for g in jax.tree.leaves(grads)]
   steps = len(grad_leaves[0])
   snapshots = anon_reference.anon_reference(
-      [np.asarray(p, np.float64) for p in leaves],
-      [[g[t] for g in grad_leaves] for t in range(steps)],
-      num_steps=steps, **hyperparams)
+    [np.asarray(p, np.float64) for p in leaves],
+    [[g[t] for g in grad_leaves] for t in range(steps)],
+    num_steps=steps,
+    **hyperparams,
+  )
   return jax.tree.unflatten(
-      treedef, [np.stack([s[i] for s in snapshots]) for i in range(len(leaves))])
+    treedef, [np.stack([s[i] for s in snapshots]) for i in range(len(leaves))]
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -122,25 +126,24 @@ def _reference(grads, params=None, **hyperparams):
 
 def test_chain_after_clip_by_global_norm_sees_clipped_gradients():
   grads = _grads()
-  clipped, _ = _run(optax.chain(optax.clip_by_global_norm(1.0),
-                                anon_optax.anon(1e-2, gamma=1.1)), grads)
+  clipped, _ = _run(
+    optax.chain(optax.clip_by_global_norm(1.0), anon_optax.anon(1e-2, gamma=1.1)), grads
+  )
   # Independent: clip each step's gradients by hand, then plain anon.
-  norms = np.sqrt(sum(np.sum(np.asarray(g).reshape(STEPS, -1) ** 2, axis=1)
-                      for g in jax.tree.leaves(grads)))
+  norms = np.sqrt(
+    sum(np.sum(np.asarray(g).reshape(STEPS, -1) ** 2, axis=1) for g in jax.tree.leaves(grads))
+  )
   assert np.all(norms > 1.0)  # Every step is clipped.
   factor = jnp.asarray(1.0 / norms, jnp.float32)
-  by_hand = jax.tree.map(
-      lambda g: g * factor.reshape((-1,) + (1,) * (g.ndim - 1)), grads)
+  by_hand = jax.tree.map(lambda g: g * factor.reshape((-1,) + (1,) * (g.ndim - 1)), grads)
   plain = anon_optax.anon(1e-2, gamma=1.1)
   _assert_close(clipped, _run(plain, by_hand)[0], rtol=2e-5, atol=1e-6)
   unclipped, _ = _run(plain, grads)
   assert not np.allclose(clipped["w"], unclipped["w"], rtol=1e-3)
 
 
-_HYPERPARAMS = dict(learning_rate=1e-2, gamma=1.1, b1=0.9, b2=0.999, eps=1e-16,
-                    weight_decay=1e-2)
-_CHANGED = dict(learning_rate=3e-2, gamma=-0.5, b1=0.5, b2=0.9, eps=1e-3,
-                weight_decay=0.3)
+_HYPERPARAMS = dict(learning_rate=1e-2, gamma=1.1, b1=0.9, b2=0.999, eps=1e-16, weight_decay=1e-2)
+_CHANGED = dict(learning_rate=3e-2, gamma=-0.5, b1=0.5, b2=0.9, eps=1e-3, weight_decay=0.3)
 
 
 def test_inject_hyperparams_all_six_are_injected_and_used():
@@ -149,18 +152,15 @@ def test_inject_hyperparams_all_six_are_injected_and_used():
   state0 = injected.init(_params())
   assert set(_HYPERPARAMS) <= set(state0.hyperparams)
   baseline, _ = _run(injected, grads, state=state0)
-  _assert_close(baseline, _run(anon_optax.anon(**_HYPERPARAMS), grads)[0],
-                rtol=1e-4, atol=1e-6)
-  _assert_close(baseline, _reference(grads, **_HYPERPARAMS), rtol=1e-4,
-                atol=1e-6)
+  _assert_close(baseline, _run(anon_optax.anon(**_HYPERPARAMS), grads)[0], rtol=1e-4, atol=1e-6)
+  _assert_close(baseline, _reference(grads, **_HYPERPARAMS), rtol=1e-4, atol=1e-6)
   # Setting each hyperparameter in the injected state (same compiled program)
   # gives what the float64 reference gives with that value, and not the
   # baseline: the injected value is used.
   for name, value in _CHANGED.items():
     hyperparams = dict(state0.hyperparams)
     hyperparams[name] = jnp.asarray(value, jnp.float32)
-    trajectory, _ = _run(injected, grads,
-                         state=state0._replace(hyperparams=hyperparams))
+    trajectory, _ = _run(injected, grads, state=state0._replace(hyperparams=hyperparams))
     expected = _reference(grads, **{**_HYPERPARAMS, name: value})
     _assert_close(trajectory, expected, rtol=1e-4, atol=1e-6)
     assert _first_difference(trajectory, baseline) is not None, name
@@ -170,16 +170,18 @@ def test_injected_gamma_change_takes_effect_at_next_refresh():
   # The authors' rule: gamma enters only at refreshes. (The default's step
   # guard reads the current gamma at every step; see docs/algorithm.md.)
   grads = _grads()
-  injected = optax.inject_hyperparams(anon_optax.anon)(learning_rate=1e-2,
-                                                       gamma=1.0, exact=True)
+  injected = optax.inject_hyperparams(anon_optax.anon)(learning_rate=1e-2, gamma=1.0, exact=True)
 
   def run_changing_gamma_after_step_5(new_gamma):
     first, states = _run(injected, _slice(grads, 0, 5))
     state = _at(states, 5)
-    hyperparams = dict(state.hyperparams,
-                       gamma=jnp.asarray(new_gamma, jnp.float32))
-    rest, _ = _run(injected, _slice(grads, 5), params=_at(first, 5),
-                   state=state._replace(hyperparams=hyperparams))
+    hyperparams = dict(state.hyperparams, gamma=jnp.asarray(new_gamma, jnp.float32))
+    rest, _ = _run(
+      injected,
+      _slice(grads, 5),
+      params=_at(first, 5),
+      state=state._replace(hyperparams=hyperparams),
+    )
     return _concat(first, rest)
 
   # The same compiled programs either way, so the comparison is bitwise:
@@ -202,10 +204,10 @@ def test_gamma_schedule_is_read_only_at_refresh_steps():
   def run_with_window(start, stop, value):
     # gamma is 1 except `value` for counts in [start, stop); one program for
     # every window, so trajectories compare bitwise.
-    gamma = lambda count: jnp.where((count >= start) & (count < stop), value,
-                                    1.0)
+    gamma = lambda count: jnp.where((count >= start) & (count < stop), value, 1.0)
     return _compiled_scan.__wrapped__(anon_optax.anon(1e-2, gamma=gamma, exact=True))(
-        (_params(), anon_optax.anon(1e-2).init(_params())), grads)[0]
+      (_params(), anon_optax.anon(1e-2).init(_params())), grads
+    )[0]
 
   constant = run_with_window(0, 0, 1.0)
   # Refreshes read gamma at counts 0, 1, 3, 7, 15 (steps 1, 2, 4, 8, 16). A
@@ -216,8 +218,12 @@ def test_gamma_schedule_is_read_only_at_refresh_steps():
   assert _first_difference(switched, constant) == 16
   # ... and from there it is gamma = 3 continued from the state at step 10.
   first, states = _run(anon_optax.anon(1e-2, gamma=1.0, exact=True), _slice(grads, 0, 10))
-  rest, _ = _run(anon_optax.anon(1e-2, gamma=3.0, exact=True), _slice(grads, 10),
-                 params=_at(first, 10), state=_at(states, 10))
+  rest, _ = _run(
+    anon_optax.anon(1e-2, gamma=3.0, exact=True),
+    _slice(grads, 10),
+    params=_at(first, 10),
+    state=_at(states, 10),
+  )
   _assert_close(switched, _concat(first, rest))
   # And it is read at the refresh itself: a window covering only count 15.
   assert _first_difference(run_with_window(15, 16, 3.0), constant) == 16
@@ -227,37 +233,43 @@ def test_learning_rate_schedule_scales_each_step():
   grads = _grads()
   schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 5, STEPS, 1e-4)
   params = _params()
+
   # With fixed gradients and no weight decay the Anon state does not depend
   # on the parameters, so the updates are schedule(t - 1) times those at lr 1.
   def updates_of(tx):
     def step(state, grad):
       updates, state = tx.update(grad, state, params)
       return state, updates
+
     return jax.jit(lambda g: jax.lax.scan(step, tx.init(params), g)[1])(grads)
+
   scheduled = updates_of(anon_optax.anon(schedule, gamma=1.1))
   unit = updates_of(anon_optax.anon(1.0, gamma=1.1))
   lrs = np.array([schedule(i) for i in range(STEPS)], np.float32)
   assert lrs[0] == 0.0 and lrs.max() > lrs[-1]
-  _assert_close(scheduled, jax.tree.map(
-      lambda u: u * lrs.reshape((-1,) + (1,) * (u.ndim - 1)), unit),
-      rtol=1e-5, atol=1e-12)
+  _assert_close(
+    scheduled,
+    jax.tree.map(lambda u: u * lrs.reshape((-1,) + (1,) * (u.ndim - 1)), unit),
+    rtol=1e-5,
+    atol=1e-12,
+  )
 
 
 def test_multi_transform_per_group_gamma_equals_separate_optimizers():
   grads = _grads()
   labels = {"w": "matrices", "b": "vectors", "norm_scale": "vectors"}
   tx = optax.multi_transform(
-      {"matrices": anon_optax.anon(1e-2, gamma=1.1),
-       "vectors": anon_optax.anon(1e-2, gamma=0.0)},
-      labels)
+    {"matrices": anon_optax.anon(1e-2, gamma=1.1), "vectors": anon_optax.anon(1e-2, gamma=0.0)},
+    labels,
+  )
   trajectory, states = _run(tx, grads)
   params = _params()
-  matrices, _ = _run(anon_optax.anon(1e-2, gamma=1.1), {"w": grads["w"]},
-                     params={"w": params["w"]})
+  matrices, _ = _run(anon_optax.anon(1e-2, gamma=1.1), {"w": grads["w"]}, params={"w": params["w"]})
   vectors, _ = _run(
-      anon_optax.anon(1e-2, gamma=0.0),
-      {"b": grads["b"], "norm_scale": grads["norm_scale"]},
-      params={"b": params["b"], "norm_scale": params["norm_scale"]})
+    anon_optax.anon(1e-2, gamma=0.0),
+    {"b": grads["b"], "norm_scale": grads["norm_scale"]},
+    params={"b": params["b"], "norm_scale": params["norm_scale"]},
+  )
   _assert_close(trajectory, {**matrices, **vectors})
   # gamma = 0 keeps v == 1 for the vectors; gamma = 1.1 does not for w.
   stats = anon_optax.preconditioner_stats(_at(states, STEPS))
@@ -278,13 +290,11 @@ def test_multi_steps_refreshes_count_optimizer_steps():
   assert int(inner.next_refresh) == 8
   assert int(state.gradient_step) == real_steps
   # Equal to plain anon on the averages of each k micro-gradients.
-  averaged = jax.tree.map(
-      lambda g: g.reshape((real_steps, k) + g.shape[1:]).mean(axis=1), micro)
+  averaged = jax.tree.map(lambda g: g.reshape((real_steps, k) + g.shape[1:]).mean(axis=1), micro)
   expected, expected_states = _run(anon_optax.anon(1e-2, gamma=1.1), averaged)
-  after_real_steps = jax.tree.map(lambda x: x[k - 1::k], trajectory)
+  after_real_steps = jax.tree.map(lambda x: x[k - 1 :: k], trajectory)
   _assert_close(after_real_steps, expected, rtol=1e-5, atol=1e-6)
-  _assert_close(inner.precond, _at(expected_states, real_steps)[1].precond,
-                rtol=1e-5)
+  _assert_close(inner.precond, _at(expected_states, real_steps)[1].precond, rtol=1e-5)
 
 
 @pytest.mark.parametrize("bad_step", [4, 6])  # A refresh step and another.
@@ -300,24 +310,26 @@ def test_apply_if_finite_skips_nan_step_leaving_state_untouched(bad_step):
   assert int(after.notfinite_count) == 1 and not bool(after.last_finite)
   assert int(_at(states, 10).total_notfinite) == 1
   # The whole run equals plain anon with that step's gradient left out.
-  skipped = jax.tree.map(
-      lambda g: jnp.concatenate([g[:bad_step - 1], g[bad_step:]]), grads)
+  skipped = jax.tree.map(lambda g: jnp.concatenate([g[: bad_step - 1], g[bad_step:]]), grads)
   expected, _ = _run(anon_optax.anon(1e-2, gamma=1.1), skipped)
   without_bad = jax.tree.map(
-      lambda x: jnp.concatenate([x[:bad_step - 1], x[bad_step:]]), trajectory)
+    lambda x: jnp.concatenate([x[: bad_step - 1], x[bad_step:]]), trajectory
+  )
   _assert_close(without_bad, expected)
 
 
 def test_masked_applies_anon_to_the_masked_leaves_only():
   grads = _grads()
   mask = {"w": True, "b": False, "norm_scale": False}
-  tx = optax.chain(optax.masked(anon_optax.anon(1e-2, gamma=1.1), mask),
-                   optax.masked(optax.sgd(0.1), {"w": False, "b": True,
-                                                 "norm_scale": True}))
+  tx = optax.chain(
+    optax.masked(anon_optax.anon(1e-2, gamma=1.1), mask),
+    optax.masked(optax.sgd(0.1), {"w": False, "b": True, "norm_scale": True}),
+  )
   trajectory, _ = _run(tx, grads)
   params = _params()
-  expected_w, _ = _run(anon_optax.anon(1e-2, gamma=1.1), {"w": grads["w"]},
-                       params={"w": params["w"]})
+  expected_w, _ = _run(
+    anon_optax.anon(1e-2, gamma=1.1), {"w": grads["w"]}, params={"w": params["w"]}
+  )
   _assert_close(trajectory["w"], expected_w["w"])
   for name in ("b", "norm_scale"):
     sgd = params[name] - 0.1 * np.cumsum(np.asarray(grads[name]), axis=0)
@@ -357,7 +369,6 @@ def test_flax_nnx_optimizer_trains_and_matches_optax_loop():
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
   class MLP(nnx.Module):
-
     def __init__(self, rngs):
       self.hidden = nnx.Linear(4, 16, rngs=rngs)
       self.norm = nnx.LayerNorm(16, rngs=rngs)
@@ -381,8 +392,7 @@ def test_flax_nnx_optimizer_trains_and_matches_optax_loop():
 
   losses = [float(train_step(model, optimizer)) for _ in range(30)]
   assert losses[-1] < 0.5 * losses[0]
-  anon_state = optax.tree.get(nnx.to_pure_dict(nnx.state(optimizer)),
-                              "num_refreshes")
+  anon_state = optax.tree.get(nnx.to_pure_dict(nnx.state(optimizer)), "num_refreshes")
   assert int(anon_state) == 5  # Steps 1, 2, 4, 8, 16.
 
   def loss_fn(params):
@@ -398,7 +408,6 @@ def test_flax_train_state_trains_and_matches_optax_loop():
   from flax.training import train_state  # pylint: disable=g-import-not-at-top
 
   class MLP(nn.Module):
-
     @nn.compact
     def __call__(self, x):
       x = nn.relu(nn.LayerNorm()(nn.Dense(16)(x)))
@@ -407,10 +416,8 @@ def test_flax_train_state_trains_and_matches_optax_loop():
   x, y = _data()
   model = MLP()
   params = model.init(jax.random.key(0), x)["params"]
-  tx = anon_optax.anon(3e-2, gamma=1.1, weight_decay=1e-2,
-                       weight_decay_mode="decoupled")
-  state = train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                        tx=tx)
+  tx = anon_optax.anon(3e-2, gamma=1.1, weight_decay=1e-2, weight_decay_mode="decoupled")
+  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
   def loss_fn(params):
     return jnp.mean((model.apply({"params": params}, x) - y) ** 2)

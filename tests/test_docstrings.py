@@ -9,8 +9,7 @@ import pytest
 import anon_optax
 
 _MODULES = sorted(
-    info.name for info in pkgutil.iter_modules(
-        anon_optax.__path__, prefix="anon_optax.")
+  info.name for info in pkgutil.iter_modules(anon_optax.__path__, prefix="anon_optax.")
 )
 
 

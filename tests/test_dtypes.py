@@ -34,13 +34,13 @@ def _update(tx, param_dtype, grad_dtype, jit):
 @pytest.mark.parametrize("grad_dtype", _GRAD_DTYPES)
 @pytest.mark.parametrize("param_dtype", _PARAM_DTYPES)
 def test_update_dtype_is_adams(param_dtype, grad_dtype):
-  if (jnp.issubdtype(grad_dtype, jnp.complexfloating)
-      and not jnp.issubdtype(param_dtype, jnp.complexfloating)):
+  if jnp.issubdtype(grad_dtype, jnp.complexfloating) and not jnp.issubdtype(
+    param_dtype, jnp.complexfloating
+  ):
     pytest.skip("complex gradients of real parameters")
   expected = _update(optax.adam(1e-2), param_dtype, grad_dtype, jit=True).dtype
   for exact in (False, True):
-    got = _update(anon_optax.anon(1e-2, exact=exact), param_dtype, grad_dtype,
-                  jit=True)
+    got = _update(anon_optax.anon(1e-2, exact=exact), param_dtype, grad_dtype, jit=True)
     assert got.dtype == expected, (exact, got.dtype, expected)
     assert bool(jnp.all(jnp.isfinite(got)))
   # Integer gradients are not silently zero: the nonzero ones move.
@@ -85,13 +85,15 @@ def test_python_float_leaf_works_like_adam(jit):
   assert jnp.shape(results["anon"]["scale"]) == jnp.shape(results["adam"]["scale"])
 
 
-@pytest.mark.parametrize("eps, gamma", [(1e-16, 4.9), (1e-16, 8.0), (1e-38, 1.0),
-                                        (1e-45, 2.0), (0.0, 1.0), (0.0, 0.5)])
+@pytest.mark.parametrize(
+  "eps, gamma", [(1e-16, 4.9), (1e-16, 8.0), (1e-38, 1.0), (1e-45, 2.0), (0.0, 1.0), (0.0, 0.5)]
+)
 @pytest.mark.parametrize("kind", ["anon", "anon_exact", "scale_by_idu"])
 def test_zero_gradient_at_refresh_keeps_params_finite(kind, eps, gamma):
   if kind == "scale_by_idu":
-    tx = optax.chain(optax.trace(0.9), anon_optax.scale_by_idu(eps=eps, gamma=gamma),
-                     optax.scale(-1e-2))
+    tx = optax.chain(
+      optax.trace(0.9), anon_optax.scale_by_idu(eps=eps, gamma=gamma), optax.scale(-1e-2)
+    )
   else:
     tx = anon_optax.anon(1e-2, eps=eps, gamma=gamma, exact=kind == "anon_exact")
   params = jnp.array([1.0, -2.0, 0.5], jnp.float32)
@@ -111,7 +113,8 @@ def test_zero_gradient_at_refresh_keeps_params_finite(kind, eps, gamma):
 
 def test_inject_hyperparams_with_bfloat16_params_and_float32_hyperparams():
   tx = optax.inject_hyperparams(anon_optax.anon, hyperparam_dtype=jnp.float32)(
-      learning_rate=1e-2, b2=0.999, gamma=1.1)
+    learning_rate=1e-2, b2=0.999, gamma=1.1
+  )
   params = {"w": jnp.linspace(-1, 1, 8, dtype=jnp.bfloat16)}
   state = tx.init(params)
   assert state.hyperparams["b2"].dtype == jnp.float32

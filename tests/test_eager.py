@@ -29,8 +29,8 @@ import anon_optax
 # shows as a trace; with a persistent compilation cache a compile may be
 # skipped, so both are counted.
 _COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/backend_compile_duration",
+  "/jax/core/compile/jaxpr_trace_duration",
+  "/jax/core/compile/backend_compile_duration",
 )
 # Warm-up steps 1-20 run both branches (refreshes at 1, 2, 4, 8, 16); steps
 # 21-150 include the refreshes at 32, 64 and 128.
@@ -65,12 +65,11 @@ def _grads(params, step):
 
 
 _TRANSFORMATIONS = {
-    "anon": lambda: anon_optax.anon(1e-2, gamma=1.1, weight_decay=1e-3),
-    "anon_exact": lambda: anon_optax.anon(1e-2, gamma=1.1, exact=True),
-    "scale_by_anon": lambda: anon_optax.scale_by_anon(gamma=0.8),
-    "scale_by_idu": lambda: anon_optax.scale_by_idu(gamma=1.5),
-    "anon_capped": lambda: anon_optax.anon(
-        1e-2, refresh_base=3, max_refresh_interval=7),
+  "anon": lambda: anon_optax.anon(1e-2, gamma=1.1, weight_decay=1e-3),
+  "anon_exact": lambda: anon_optax.anon(1e-2, gamma=1.1, exact=True),
+  "scale_by_anon": lambda: anon_optax.scale_by_anon(gamma=0.8),
+  "scale_by_idu": lambda: anon_optax.scale_by_idu(gamma=1.5),
+  "anon_capped": lambda: anon_optax.anon(1e-2, refresh_base=3, max_refresh_interval=7),
 }
 
 
@@ -82,8 +81,9 @@ def _eager_step(tx, params, state, step, with_stats):
   return params, state
 
 
-@pytest.mark.parametrize("name, with_stats", [
-    (name, False) for name in sorted(_TRANSFORMATIONS)] + [("anon", True)])
+@pytest.mark.parametrize(
+  "name, with_stats", [(name, False) for name in sorted(_TRANSFORMATIONS)] + [("anon", True)]
+)
 def test_eager_steps_stop_compiling(name, with_stats):
   # Programs cached by earlier tests in this process would hide per-step
   # compilations of the step counts they already ran.
@@ -148,17 +148,20 @@ print(json.dumps({
 """
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"),
-                    reason="needs Linux /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 def test_eager_steps_keep_memory_flat():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = os.pathsep.join(
-      [str(pathlib.Path(__file__).resolve().parents[1])]
-      + [p for p in [env.get("PYTHONPATH")] if p])
+    [str(pathlib.Path(__file__).resolve().parents[1])] + [p for p in [env.get("PYTHONPATH")] if p]
+  )
   completed = subprocess.run(
-      [sys.executable, "-c", _MEMORY_RUN, str(WARMUP_STEPS),
-       str(MEASURED_STEPS)],
-      env=env, capture_output=True, text=True, timeout=600, check=False)
+    [sys.executable, "-c", _MEMORY_RUN, str(WARMUP_STEPS), str(MEASURED_STEPS)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert completed.returncode == 0, completed.stderr[-4000:]
   result = json.loads(completed.stdout.strip().splitlines()[-1])
   # Nothing accumulates: the same arrays are alive (params and state), and

@@ -34,9 +34,14 @@ def run_example(name, package_only, *args, env=None, cwd=None, timeout=600):
   outside, site = package_only
   env = {**os.environ, "PYTHONPATH": str(site), **(env or {})}
   env.setdefault("MPLBACKEND", "Agg")
-  proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--quick", *args],
-                        cwd=cwd or outside, env=env, capture_output=True, text=True,
-                        timeout=timeout)
+  proc = subprocess.run(
+    [sys.executable, str(EXAMPLES / name), "--quick", *args],
+    cwd=cwd or outside,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
   lines = proc.stdout.strip().splitlines()
   assert lines, f"{name} printed nothing on stdout"
@@ -98,13 +103,19 @@ def test_digits_cnn_quick(tmp_path, package_only):
 def test_digits_cnn_cifar10_missing_is_a_clear_error(package_only):
   try:
     import tensorflow_datasets  # noqa: F401
+
     pytest.skip("tensorflow_datasets installed: the error path is not reachable")
   except ImportError:
     pass
   outside, site = package_only
-  proc = subprocess.run([sys.executable, str(EXAMPLES / "digits_cnn.py"), "--dataset", "cifar10"],
-                        cwd=outside, capture_output=True, text=True, timeout=300,
-                        env={**os.environ, "PYTHONPATH": str(site)})
+  proc = subprocess.run(
+    [sys.executable, str(EXAMPLES / "digits_cnn.py"), "--dataset", "cifar10"],
+    cwd=outside,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "PYTHONPATH": str(site)},
+  )
   assert proc.returncode != 0
   assert "tensorflow_datasets" in proc.stderr and "never downloads" in proc.stderr
 

@@ -29,14 +29,19 @@ _FIELDS = {"anon": ("mu", "nu", "precond"), "trace_idu": ("nu", "precond")}
 @pytest.fixture(scope="module")
 def runs():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                      + " --xla_force_host_platform_device_count=8")
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join(
-      [str(_TESTS.parent)] + [p for p in [env.get("PYTHONPATH")] if p])
+    [str(_TESTS.parent)] + [p for p in [env.get("PYTHONPATH")] if p]
+  )
   completed = subprocess.run(
-      [sys.executable, str(_TESTS / "explicit_sharding_runs.py")], env=env,
-      capture_output=True, text=True, timeout=900, check=False)
+    [sys.executable, str(_TESTS / "explicit_sharding_runs.py")],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+    check=False,
+  )
   assert completed.returncode == 0, completed.stderr[-4000:]
   result = json.loads(completed.stdout.strip().splitlines()[-1])
   assert result["device_count"] == 8
@@ -72,16 +77,14 @@ def test_abstract_init_has_the_params_shardings_on_explicit_meshes(runs, name):
     for leaf_name, leaf in leaves.items():
       assert leaf["same_spec_as_param"], (field, leaf_name, leaf["spec"])
       concrete = explicit["init"][field][leaf_name]
-      assert (leaf["shape"], leaf["dtype"]) == (concrete["shape"],
-                                                concrete["dtype"])
+      assert (leaf["shape"], leaf["dtype"]) == (concrete["shape"], concrete["dtype"])
   # On an Auto mesh shardings are not part of the types: jax.eval_shape gives
   # shapes and dtypes only (as for optax.adam), and they match the eager ones.
   auto = runs["runs"][f"Auto/{name}"]
   for field, leaves in auto["abstract_init"].items():
     for leaf_name, leaf in leaves.items():
       concrete = auto["init"][field][leaf_name]
-      assert (leaf["shape"], leaf["dtype"]) == (concrete["shape"],
-                                                concrete["dtype"])
+      assert (leaf["shape"], leaf["dtype"]) == (concrete["shape"], concrete["dtype"])
 
 
 @pytest.mark.slow
@@ -92,8 +95,7 @@ def test_preconditioner_stats_on_sharded_state(runs, axis_type, name):
   # state; the empty leaf has no entries and is left out of the global ones.
   assert stats["eager"] == stats["jitted"]
   for key, expected in stats["numpy"].items():
-    np.testing.assert_allclose(stats["jitted"][key], expected, rtol=1e-6,
-                               err_msg=key)
+    np.testing.assert_allclose(stats["jitted"][key], expected, rtol=1e-6, err_msg=key)
   assert not any(key.endswith("/empty") for key in stats["jitted"])
   assert stats["jitted"]["num_refreshes"] == 4  # Steps 1, 2, 4, 8 of 12.
   assert stats["jitted"]["v_min"] < stats["jitted"]["v_median"]
@@ -102,7 +104,8 @@ def test_preconditioner_stats_on_sharded_state(runs, axis_type, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("axis_type, name", _cases())
 def test_sharded_run_matches_single_device_run(runs, axis_type, name):
-  final = {k: np.asarray(v, np.float32)
-           for k, v in runs["runs"][f"{axis_type}/{name}"]["final"].items()}
+  final = {
+    k: np.asarray(v, np.float32) for k, v in runs["runs"][f"{axis_type}/{name}"]["final"].items()
+  }
   single = {k: np.asarray(v, np.float32) for k, v in runs["single"][name].items()}
   chex.assert_trees_all_close(final, single, rtol=1e-5, atol=1e-6)

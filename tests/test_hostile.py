@@ -24,8 +24,11 @@ def _hostile_gradients():
   zero_first[:ZERO_STEPS] = 0.0  # Exactly zero for the first steps.
   tiny = rng.normal(size=(STEPS, 4)) * 1e-20
   # Each column has its own magnitude, 1e-3 ... 1e2, with a random sign.
-  span = (np.sign(rng.normal(size=(STEPS, 6))) * np.logspace(-3, 2, 6)
-          * rng.uniform(0.5, 1.5, size=(STEPS, 6)))
+  span = (
+    np.sign(rng.normal(size=(STEPS, 6)))
+    * np.logspace(-3, 2, 6)
+    * rng.uniform(0.5, 1.5, size=(STEPS, 6))
+  )
   return {"zero_first": zero_first, "tiny": tiny, "span": span}
 
 
@@ -34,10 +37,10 @@ def _hostile_gradients():
 # preconditioner, and a larger decay makes that loop diverge past 1e38 in
 # float64 itself, which no float32 run can represent.
 _DECAY_SETTINGS = {
-    "none": (1e-3, 0.0),
-    "l2": (1e-4, 1e-4),
-    "decoupled": (1e-3, 1e-2),
-    "fixed": (1e-3, 1e-2),
+  "none": (1e-3, 0.0),
+  "l2": (1e-4, 1e-4),
+  "decoupled": (1e-3, 1e-2),
+  "fixed": (1e-3, 1e-2),
 }
 
 
@@ -50,25 +53,26 @@ def _run_sweep(dtype, decay_mode, exact=False):
 
   def one_run(gamma):
     tx = anon_optax.anon(
-        learning_rate, gamma=gamma, weight_decay=weight_decay,
-        weight_decay_mode="l2" if decay_mode == "none" else decay_mode,
-        exact=exact,
+      learning_rate,
+      gamma=gamma,
+      weight_decay=weight_decay,
+      weight_decay_mode="l2" if decay_mode == "none" else decay_mode,
+      exact=exact,
     )
 
     def step(carry, grad):
       params, state = carry
       updates, state = tx.update(grad, state, params)
       params = optax.apply_updates(params, updates)
-      return (params, state), {"updates": updates, "state": state,
-                               "params": params}
+      return (params, state), {"updates": updates, "state": state, "params": params}
 
     return jax.lax.scan(step, (params, tx.init(params)), grads)[1]
 
   outputs = jax.jit(jax.vmap(one_run))(jnp.asarray(GAMMAS, real_dtype))
   return {
-      jax.tree_util.keystr(path): np.asarray(leaf.astype(real_dtype))
-      for path, leaf in jax.tree_util.tree_leaves_with_path(outputs)
-      if jnp.issubdtype(leaf.dtype, jnp.floating)
+    jax.tree_util.keystr(path): np.asarray(leaf.astype(real_dtype))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(outputs)
+    if jnp.issubdtype(leaf.dtype, jnp.floating)
   }
 
 
@@ -102,9 +106,10 @@ def test_hostile_gradients_stay_finite(decay_mode, exact):
       if bad.any():
         gamma_index, step = np.argwhere(bad)[0][:2]
         pytest.fail(
-            f"{jnp.dtype(dtype).name}: non-finite {name} at gamma="
-            f"{GAMMAS[gamma_index]}, step {step + 1}, where float64 is "
-            f"{reference[name][gamma_index, step].ravel()[:4]}")
+          f"{jnp.dtype(dtype).name}: non-finite {name} at gamma="
+          f"{GAMMAS[gamma_index]}, step {step + 1}, where float64 is "
+          f"{reference[name][gamma_index, step].ravel()[:4]}"
+        )
     # The low-precision runs track the float64 preconditioner (not merely
     # finite): relative error well below the bfloat16/float32 resolution in
     # log space, over every step and gamma. With "l2" decay the gradients
@@ -115,8 +120,9 @@ def test_hostile_gradients_stay_finite(decay_mode, exact):
     if decay_mode == "l2" and not exact:
       continue
     name = _key(reference, "precond['span']")
-    np.testing.assert_allclose(np.log(low[name]), np.log(reference[name]),
-                               atol=0.1 if dtype == jnp.bfloat16 else 1e-3)
+    np.testing.assert_allclose(
+      np.log(low[name]), np.log(reference[name]), atol=0.1 if dtype == jnp.bfloat16 else 1e-3
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -139,9 +145,12 @@ def test_counter_near_int32_limit_keeps_running_without_refresh():
   update = jax.jit(tx.update)
   state = _warm_state(update, tx.init(params), params)
   # Past the last refresh that fits in int32 (2**30): next_refresh is 0.
-  state = optax.tree.set(state, count=jnp.asarray(2**31 - 5, jnp.int32),
-                         next_refresh=jnp.asarray(0, jnp.int32),
-                         num_refreshes=jnp.asarray(31, jnp.int32))
+  state = optax.tree.set(
+    state,
+    count=jnp.asarray(2**31 - 5, jnp.int32),
+    next_refresh=jnp.asarray(0, jnp.int32),
+    num_refreshes=jnp.asarray(31, jnp.int32),
+  )
   anon_before = optax.tree.get(state, "ScaleByAnonState")
   for step in range(12):
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3 + step), params)
@@ -152,14 +161,11 @@ def test_counter_near_int32_limit_keeps_running_without_refresh():
     assert int(anon_state.count) == min(2**31 - 5 + step + 1, 2**31 - 1)
     # No refresh: the preconditioner is bit-identical and the accumulator only
     # keeps accumulating (it is reset at refreshes).
-    for v, v0 in zip(jax.tree.leaves(anon_state.precond),
-                     jax.tree.leaves(anon_before.precond)):
+    for v, v0 in zip(jax.tree.leaves(anon_state.precond), jax.tree.leaves(anon_before.precond)):
       np.testing.assert_array_equal(v, v0)
     # The update is -lr * v * m (the bias correction is 1 at this count).
-    expected = jax.tree.map(lambda v, m: -1e-2 * v * m, anon_state.precond,
-                            anon_state.mu)
-    jax.tree.map(lambda u, e: np.testing.assert_allclose(u, e, rtol=1e-6),
-                 updates, expected)
+    expected = jax.tree.map(lambda v, m: -1e-2 * v * m, anon_state.precond, anon_state.mu)
+    jax.tree.map(lambda u, e: np.testing.assert_allclose(u, e, rtol=1e-6), updates, expected)
   assert int(anon_state.count) == 2**31 - 1
   total = sum(np.sum(s) for s in jax.tree.leaves(anon_state.nu))
   assert total > sum(np.sum(s) for s in jax.tree.leaves(anon_before.nu))
@@ -170,14 +176,15 @@ def test_last_int32_refresh_happens_and_then_none():
   tx = anon_optax.scale_by_anon(gamma=1.0)
   update = jax.jit(tx.update)
   state = _warm_state(update, tx.init(params), params)
-  state = state._replace(count=jnp.asarray(2**30 - 3, jnp.int32),
-                         next_refresh=jnp.asarray(2**30, jnp.int32),
-                         num_refreshes=jnp.asarray(30, jnp.int32))
+  state = state._replace(
+    count=jnp.asarray(2**30 - 3, jnp.int32),
+    next_refresh=jnp.asarray(2**30, jnp.int32),
+    num_refreshes=jnp.asarray(30, jnp.int32),
+  )
   history = []
   for _ in range(8):
     _, state = update(jnp.array([0.5, -1.0, 2.0]), state)
-    history.append((int(state.count), int(state.num_refreshes),
-                    int(state.next_refresh)))
+    history.append((int(state.count), int(state.num_refreshes), int(state.next_refresh)))
   # Exactly one refresh, at step 2**30; 2**31 does not fit, so no next one.
   assert history[2] == (2**30, 31, 0)
   assert history[1] == (2**30 - 1, 30, 2**30)
@@ -191,8 +198,11 @@ def test_last_int32_refresh_happens_and_then_none():
 
 def test_mismatched_gradient_tree_raises():
   params = {"w": jnp.ones(3), "b": jnp.ones(2)}
-  for tx in (anon_optax.scale_by_anon(), anon_optax.scale_by_idu(),
-             anon_optax.anon(1e-3, weight_decay_mode="decoupled")):
+  for tx in (
+    anon_optax.scale_by_anon(),
+    anon_optax.scale_by_idu(),
+    anon_optax.anon(1e-3, weight_decay_mode="decoupled"),
+  ):
     state = tx.init(params)
     with pytest.raises(ValueError, match="structure"):
       tx.update({"w": jnp.ones(3)}, state, params)
@@ -201,16 +211,15 @@ def test_mismatched_gradient_tree_raises():
 
 
 def test_integer_params_raise():
-  for tx in (anon_optax.anon(1e-3), anon_optax.scale_by_anon(),
-             anon_optax.scale_by_idu()):
+  for tx in (anon_optax.anon(1e-3), anon_optax.scale_by_anon(), anon_optax.scale_by_idu()):
     with pytest.raises(TypeError, match=r"\['steps'\] has dtype int32"):
       tx.init({"w": jnp.ones(3), "steps": jnp.arange(3, dtype=jnp.int32)})
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize(
-    "name", ["learning_rate", "b1", "b2", "eps", "gamma", "weight_decay",
-             "beta3"])
+  "name", ["learning_rate", "b1", "b2", "eps", "gamma", "weight_decay", "beta3"]
+)
 def test_non_finite_hyperparameters_raise(name, value):
   with pytest.raises(ValueError, match=f"`{name}`"):
     anon_optax.anon(**{"learning_rate": 1e-3, name: value})

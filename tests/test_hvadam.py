@@ -25,6 +25,7 @@ The tests assert from the reference's branch log that each branch was taken.
 import functools
 
 import chex
+import hvadam_reference as ref
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +33,6 @@ import optax
 import pytest
 
 import anon_optax
-import hvadam_reference as ref
 
 NUM_STEPS = 48
 LR = 0.1
@@ -71,8 +71,7 @@ def _gradients(seed=0, num_steps=NUM_STEPS, growth=1.3, noise=0.01):
     if t <= 2:
       grads.append([np.zeros(s) for s in shapes])
     elif t <= GROWTH_END:
-      grads.append([growth ** (t - 2) * d + noise * rng.normal(size=d.shape)
-                    for d in direction])
+      grads.append([growth ** (t - 2) * d + noise * rng.normal(size=d.shape) for d in direction])
     else:
       size = growth ** (GROWTH_END - 2)
       grads.append([size * rng.normal(size=s) for s in shapes])
@@ -86,9 +85,11 @@ def _initial_params():
 
 def _hvadam_state(state):
   """The ScaleByHVAdamState inside a chain's state."""
-  found = [s for s in jax.tree.leaves(
-      state, is_leaf=lambda x: isinstance(x, anon_optax.ScaleByHVAdamState))
-           if isinstance(s, anon_optax.ScaleByHVAdamState)]
+  found = [
+    s
+    for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, anon_optax.ScaleByHVAdamState))
+    if isinstance(s, anon_optax.ScaleByHVAdamState)
+  ]
   assert len(found) == 1
   return found[0]
 
@@ -124,12 +125,9 @@ def _run(tx, params, grads, *, update=None, state=None):
 
 def _assert_matches(out, trace, rtol=F64_RTOL, atol=F64_ATOL):
   assert out["branches"] == trace.branches
-  chex.assert_trees_all_close(out["params"], trace.params, rtol=rtol,
-                              atol=atol)
-  chex.assert_trees_all_close(out["hidden"], trace.hidden, rtol=rtol,
-                              atol=atol)
-  np.testing.assert_allclose(out["exp_delta"], trace.exp_delta,
-                             rtol=rtol, atol=atol)
+  chex.assert_trees_all_close(out["params"], trace.params, rtol=rtol, atol=atol)
+  chex.assert_trees_all_close(out["hidden"], trace.hidden, rtol=rtol, atol=atol)
+  np.testing.assert_allclose(out["exp_delta"], trace.exp_delta, rtol=rtol, atol=atol)
 
 
 def _assert_all_branches(trace):
@@ -157,10 +155,13 @@ def _update_with_traced_gamma(mode, weight_decay):
   Python branch looks at gamma's value; and the three gammas share one
   compilation, which keeps this file fast.
   """
+
   def update(gamma, grads, state, params):
-    tx = anon_optax.hvadam(LR, gamma=gamma, weight_decay=weight_decay,
-                           weight_decay_mode=mode, mask=MASK)
+    tx = anon_optax.hvadam(
+      LR, gamma=gamma, weight_decay=weight_decay, weight_decay_mode=mode, mask=MASK
+    )
     return tx.update(grads, state, params)
+
   return jax.jit(update)
 
 
@@ -170,16 +171,20 @@ def test_matches_reference(x64, gamma, mode, weight_decay):
   del x64
   grads = _gradients()
   trace = ref.hvadam_reference(
-      _initial_params(), grads, learning_rate=LR, gamma=gamma,
-      weight_decay=weight_decay, weight_decay_mode=mode,
-      mask=jax.tree.leaves(MASK))
+    _initial_params(),
+    grads,
+    learning_rate=LR,
+    gamma=gamma,
+    weight_decay=weight_decay,
+    weight_decay_mode=mode,
+    mask=jax.tree.leaves(MASK),
+  )
   _assert_all_branches(trace)
-  tx = anon_optax.hvadam(LR, gamma=gamma, weight_decay=weight_decay,
-                         weight_decay_mode=mode, mask=MASK)
-  update = functools.partial(_update_with_traced_gamma(mode, weight_decay),
-                             jnp.asarray(gamma))
-  out = _run(tx, _to_tree(jnp.asarray(p) for p in _initial_params()), grads,
-             update=update)
+  tx = anon_optax.hvadam(
+    LR, gamma=gamma, weight_decay=weight_decay, weight_decay_mode=mode, mask=MASK
+  )
+  update = functools.partial(_update_with_traced_gamma(mode, weight_decay), jnp.asarray(gamma))
+  out = _run(tx, _to_tree(jnp.asarray(p) for p in _initial_params()), grads, update=update)
   _assert_matches(out, trace)
 
 
@@ -190,21 +195,22 @@ def test_matches_reference_without_jit(x64):
   params = {"w": jnp.zeros(3), "b": [jnp.zeros(())]}
   rng = np.random.default_rng(1)
   grads = [[np.zeros(()), np.zeros(3)]] * 2 + [
-      [1.3**t * np.array(0.5) + 0.01 * rng.normal(),
-       1.3**t * np.array([1.0, -2.0, 0.5]) + 0.01 * rng.normal(size=3)]
-      for t in range(6)]
-  trace = ref.hvadam_reference([np.zeros(()), np.zeros(3)], grads,
-                               learning_rate=LR, gamma=0.5)
+    [
+      1.3**t * np.array(0.5) + 0.01 * rng.normal(),
+      1.3**t * np.array([1.0, -2.0, 0.5]) + 0.01 * rng.normal(size=3),
+    ]
+    for t in range(6)
+  ]
+  trace = ref.hvadam_reference([np.zeros(()), np.zeros(3)], grads, learning_rate=LR, gamma=0.5)
   assert {"restart", "skip", "switch_off"} <= set(trace.branches)
   tx = anon_optax.hvadam(LR, gamma=0.5)
   state = tx.init(params)
   for step_grads, expected in zip(grads, trace.params):
     updates, state = tx.update(
-        {"b": [jnp.asarray(step_grads[0])], "w": jnp.asarray(step_grads[1])},
-        state, params)
+      {"b": [jnp.asarray(step_grads[0])], "w": jnp.asarray(step_grads[1])}, state, params
+    )
     params = optax.apply_updates(params, updates)
-    chex.assert_trees_all_close(jax.tree.leaves(params), expected,
-                                rtol=F64_RTOL, atol=F64_ATOL)
+    chex.assert_trees_all_close(jax.tree.leaves(params), expected, rtol=F64_RTOL, atol=F64_ATOL)
 
 
 def test_schedules_match_reference(x64):
@@ -217,12 +223,25 @@ def test_schedules_match_reference(x64):
   # eps = 1e-3 is large enough for each of its three uses (in w, stored into
   # var every step, in the denominator) to show at the tolerance.
   trace = ref.hvadam_reference(
-      _initial_params(), grads, b1=0.8, b2=0.99, eps=1e-3,
-      learning_rate=learning_rate, gamma=gamma,
-      weight_decay=0.05, weight_decay_mode="decoupled")
-  tx = anon_optax.hvadam(learning_rate, b1=0.8, b2=0.99, eps=1e-3,
-                         gamma=gamma, weight_decay=0.05,
-                         weight_decay_mode="decoupled")
+    _initial_params(),
+    grads,
+    b1=0.8,
+    b2=0.99,
+    eps=1e-3,
+    learning_rate=learning_rate,
+    gamma=gamma,
+    weight_decay=0.05,
+    weight_decay_mode="decoupled",
+  )
+  tx = anon_optax.hvadam(
+    learning_rate,
+    b1=0.8,
+    b2=0.99,
+    eps=1e-3,
+    gamma=gamma,
+    weight_decay=0.05,
+    weight_decay_mode="decoupled",
+  )
   out = _run(tx, _to_tree(jnp.asarray(p) for p in _initial_params()), grads)
   _assert_matches(out, trace)
 
@@ -231,11 +250,13 @@ def test_complex_params_match_reference(x64):
   del x64
   rng = np.random.default_rng(3)
   real = _gradients(seed=3)
-  grads = [[g + 1j * rng.normal(size=g.shape) * np.max(np.abs(g)) * 0.01
-            for g in step] for step in real]
+  grads = [
+    [g + 1j * rng.normal(size=g.shape) * np.max(np.abs(g)) * 0.01 for g in step] for step in real
+  ]
   params = [np.zeros(s, np.complex128) for s in _leaves_shapes()]
-  trace = ref.hvadam_reference(params, grads, learning_rate=LR, gamma=0.5,
-                               weight_decay=0.1, weight_decay_mode="l2")
+  trace = ref.hvadam_reference(
+    params, grads, learning_rate=LR, gamma=0.5, weight_decay=0.1, weight_decay_mode="l2"
+  )
   tx = anon_optax.hvadam(LR, gamma=0.5, weight_decay=0.1)
   out = _run(tx, _to_tree(jnp.asarray(p) for p in params), grads)
   _assert_matches(out, trace)
@@ -243,15 +264,13 @@ def test_complex_params_match_reference(x64):
 
 def test_float32_close_to_reference():
   grads = _gradients(seed=4)
-  trace = ref.hvadam_reference(_initial_params(), grads, learning_rate=LR,
-                               gamma=0.5)
+  trace = ref.hvadam_reference(_initial_params(), grads, learning_rate=LR, gamma=0.5)
   tx = anon_optax.hvadam(LR, gamma=0.5)
   grads32 = [[g.astype(np.float32) for g in step] for step in grads]
   params = _to_tree(jnp.zeros(s, jnp.float32) for s in _leaves_shapes())
   out = _run(tx, params, grads32)
   assert out["branches"] == trace.branches
-  chex.assert_trees_all_close(out["params"][-1], trace.params[-1],
-                              rtol=1e-4, atol=1e-4)
+  chex.assert_trees_all_close(out["params"][-1], trace.params[-1], rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------
@@ -259,8 +278,7 @@ def test_float32_close_to_reference():
 
 
 def _alternating_grads(num_steps=6):
-  g = [np.linspace(-1.0, 1.0, int(np.prod(s))).reshape(s) + 0.25
-       for s in _leaves_shapes()]
+  g = [np.linspace(-1.0, 1.0, int(np.prod(s))).reshape(s) + 0.25 for s in _leaves_shapes()]
   return [[(-1) ** t * x for x in g] for t in range(num_steps)]
 
 
@@ -270,19 +288,18 @@ def test_collinear_hidden_vector_stays_finite(case):
     grads, b1 = _gradients(num_steps=6), 0.9
   else:  # b1 = 0 and alternating signs: mh = -h exactly.
     grads, b1 = _alternating_grads(), 0.0
-  literal = ref.hvadam_reference(_initial_params(), grads, learning_rate=LR,
-                                 b1=b1, literal_division=True)
+  literal = ref.hvadam_reference(
+    _initial_params(), grads, learning_rate=LR, b1=b1, literal_division=True
+  )
   assert not np.all(np.isfinite(literal.params[-1][0]))  # The authors' NaN.
-  trace = ref.hvadam_reference(_initial_params(), grads, learning_rate=LR,
-                               b1=b1)
+  trace = ref.hvadam_reference(_initial_params(), grads, learning_rate=LR, b1=b1)
   assert "switch_off" in trace.branches  # Our delta = 0 there.
   tx = anon_optax.hvadam(LR, b1=b1)
   params = _to_tree(jnp.zeros(s, jnp.float32) for s in _leaves_shapes())
   out = _run(tx, params, grads)
   assert out["branches"] == trace.branches
   chex.assert_tree_all_finite(out["params"][-1])
-  chex.assert_trees_all_close(out["params"][-1], trace.params[-1], rtol=1e-5,
-                              atol=1e-6)
+  chex.assert_trees_all_close(out["params"][-1], trace.params[-1], rtol=1e-5, atol=1e-6)
 
 
 def test_zero_eps_and_zero_gradients_stay_finite():
@@ -305,8 +322,7 @@ def _state_signature(state):
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32, jnp.complex64])
 def test_dtypes_are_kept(dtype):
-  tx = anon_optax.hvadam(1e-2, gamma=0.5, weight_decay=1e-3,
-                         weight_decay_mode="decoupled")
+  tx = anon_optax.hvadam(1e-2, gamma=0.5, weight_decay=1e-3, weight_decay_mode="decoupled")
   params = {"w": jnp.ones((3, 2), dtype), "b": [jnp.zeros((2,), dtype)]}
   state = tx.init(params)
   signature = _state_signature(state)
@@ -317,47 +333,38 @@ def test_dtypes_are_kept(dtype):
   update = jax.jit(tx.update)
   rng = np.random.default_rng(0)
   for _ in range(3):
-    grads = jax.tree.map(
-        lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
     updates, state = update(grads, state, params)
     params = optax.apply_updates(params, updates)
-    jax.tree.map(lambda u, p: (u.dtype == p.dtype) or pytest.fail(u.dtype),
-                 updates, params)
+    jax.tree.map(lambda u, p: (u.dtype == p.dtype) or pytest.fail(u.dtype), updates, params)
     assert _state_signature(state) == signature
     chex.assert_tree_all_finite(params)
   assert update._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_inject_hyperparams_matches_plain():
-  grads = [[g.astype(np.float32) for g in step]
-           for step in _gradients(seed=5, num_steps=24)]
+  grads = [[g.astype(np.float32) for g in step] for step in _gradients(seed=5, num_steps=24)]
   params = _to_tree(jnp.zeros(s, jnp.float32) for s in _leaves_shapes())
-  kwargs = dict(b1=0.85, b2=0.995, eps=1e-12, weight_decay=0.05,
-                weight_decay_mode="fixed")
+  kwargs = dict(b1=0.85, b2=0.995, eps=1e-12, weight_decay=0.05, weight_decay_mode="fixed")
   plain = _run(anon_optax.hvadam(LR, gamma=2.0, **kwargs), params, grads)
-  injected_tx = optax.inject_hyperparams(anon_optax.hvadam)(
-      learning_rate=LR, gamma=2.0, **kwargs)
+  injected_tx = optax.inject_hyperparams(anon_optax.hvadam)(learning_rate=LR, gamma=2.0, **kwargs)
   update = jax.jit(injected_tx.update)
   injected = _run(injected_tx, params, grads, update=update)
   assert injected["branches"] == plain["branches"]
-  chex.assert_trees_all_close(injected["params"], plain["params"], rtol=1e-5,
-                              atol=1e-6)
+  chex.assert_trees_all_close(injected["params"], plain["params"], rtol=1e-5, atol=1e-6)
   # A hyperparameter changed in the state takes effect, without recompiling.
   state = injected_tx.init(params)
   state.hyperparams["gamma"] = jnp.full_like(state.hyperparams["gamma"], 0.5)
   changed = _run(injected_tx, params, grads, update=update, state=state)
   assert update._cache_size() == 1  # pylint: disable=protected-access
   expected = _run(anon_optax.hvadam(LR, gamma=0.5, **kwargs), params, grads)
-  chex.assert_trees_all_close(changed["params"], expected["params"],
-                              rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(changed["params"], expected["params"], rtol=1e-5, atol=1e-6)
   assert not np.allclose(changed["params"][-1][0], plain["params"][-1][0])
 
 
 def test_vmap_over_gamma():
-  steps = [[g.astype(np.float32) for g in step]
-           for step in _gradients(seed=6, num_steps=24)]
-  grads = _to_tree(np.stack([step[i] for step in steps])
-                   for i in range(len(_leaves_shapes())))
+  steps = [[g.astype(np.float32) for g in step] for step in _gradients(seed=6, num_steps=24)]
+  grads = _to_tree(np.stack([step[i] for step in steps]) for i in range(len(_leaves_shapes())))
   params = _to_tree(jnp.zeros(s, jnp.float32) for s in _leaves_shapes())
 
   def final_params(gamma):
@@ -373,14 +380,18 @@ def test_vmap_over_gamma():
 
   swept = jax.jit(jax.vmap(final_params))(jnp.array(GAMMAS))
   for i, gamma in enumerate(GAMMAS):
-    trace = ref.hvadam_reference(_initial_params(), steps, learning_rate=LR,
-                                 gamma=gamma)
+    trace = ref.hvadam_reference(_initial_params(), steps, learning_rate=LR, gamma=gamma)
     chex.assert_trees_all_close(
-        jax.tree.leaves(jax.tree.map(lambda x, i=i: x[i], swept)),
-        trace.params[-1], rtol=1e-4, atol=1e-5)
+      jax.tree.leaves(jax.tree.map(lambda x, i=i: x[i], swept)),
+      trace.params[-1],
+      rtol=1e-4,
+      atol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("kwargs,name", [
+@pytest.mark.parametrize(
+  "kwargs,name",
+  [
     ({"b1": 1.0}, "b1"),
     ({"b1": -0.1}, "b1"),
     ({"b2": 1.0}, "b2"),
@@ -391,13 +402,13 @@ def test_vmap_over_gamma():
     ({"weight_decay": -0.1}, "weight_decay"),
     ({"weight_decay_mode": "l1"}, "weight_decay_mode"),
     ({"learning_rate": float("nan")}, "learning_rate"),
-])
+  ],
+)
 def test_invalid_hyperparameters_raise(kwargs, name):
   kwargs = {"learning_rate": 1e-3, **kwargs}
   with pytest.raises(ValueError, match=name):
     anon_optax.hvadam(**kwargs)
-  scale_kwargs = {k: v for k, v in kwargs.items()
-                  if k in ("b1", "b2", "eps", "gamma")}
+  scale_kwargs = {k: v for k, v in kwargs.items() if k in ("b1", "b2", "eps", "gamma")}
   if scale_kwargs:
     with pytest.raises(ValueError, match=name):
       anon_optax.scale_by_hvadam(**scale_kwargs)
@@ -412,5 +423,4 @@ def test_first_state_restarts_hidden_vector():
   assert int(state.flag) == 0 and int(state.step2) == 0
   chex.assert_trees_all_close(state.hidden, grads, rtol=1e-6)  # h = mh.
   # The first step: 0.9 sign(g) at gamma = 0 (r = g^2, q = 0.81 g^2).
-  chex.assert_trees_all_close(updates, {"w": jnp.array([0.9, -0.9])},
-                              rtol=1e-5)
+  chex.assert_trees_all_close(updates, {"w": jnp.array([0.9, -0.9])}, rtol=1e-5)

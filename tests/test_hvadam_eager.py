@@ -48,10 +48,11 @@ def _eager_loop(tx, params, num_steps, seed=0):
     # (extra steps), in cycles of 20 steps.
     phase = t % 20
     grads = jax.tree.map(
-        lambda d, phase=phase: jnp.asarray(
-            1.3 ** phase * d if phase < 10
-            else 1.3 ** 10 * rng.normal(size=d.shape), jnp.float32),
-        direction)
+      lambda d, phase=phase: jnp.asarray(
+        1.3**phase * d if phase < 10 else 1.3**10 * rng.normal(size=d.shape), jnp.float32
+      ),
+      direction,
+    )
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)
   return params, state
@@ -60,21 +61,28 @@ def _eager_loop(tx, params, num_steps, seed=0):
 def _hvadam_state(state):
   if isinstance(state, anon_optax.ScaleByHVAdamState):
     return state
-  return next(s for s in jax.tree.leaves(
-      state, is_leaf=lambda x: isinstance(x, anon_optax.ScaleByHVAdamState))
-              if isinstance(s, anon_optax.ScaleByHVAdamState))
+  return next(
+    s
+    for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, anon_optax.ScaleByHVAdamState))
+    if isinstance(s, anon_optax.ScaleByHVAdamState)
+  )
 
 
 def _params():
   return {"w": jnp.zeros((4, 3)), "b": [jnp.zeros(3), jnp.zeros(())]}
 
 
-@pytest.mark.parametrize("make_tx", [
+@pytest.mark.parametrize(
+  "make_tx",
+  [
     lambda: anon_optax.hvadam(0.05, gamma=0.5, weight_decay=1e-3),
     lambda: anon_optax.scale_by_hvadam(gamma=0.5),
-    lambda: anon_optax.hvadam(optax.linear_schedule(0.1, 0.01, 100),
-                              gamma=optax.linear_schedule(1.0, 0.0, 100)),
-], ids=["hvadam", "scale_by_hvadam", "schedules"])
+    lambda: anon_optax.hvadam(
+      optax.linear_schedule(0.1, 0.01, 100), gamma=optax.linear_schedule(1.0, 0.0, 100)
+    ),
+  ],
+  ids=["hvadam", "scale_by_hvadam", "schedules"],
+)
 def test_eager_steps_do_not_compile(make_tx):
   tx = make_tx()
   params = _params()
@@ -93,8 +101,7 @@ def test_a_new_optimizer_reuses_the_compiled_step():
   params = _params()
   _eager_loop(anon_optax.hvadam(0.05, gamma=0.5), params, num_steps=2)
   with _count_compiles() as compiles:
-    _eager_loop(anon_optax.hvadam(0.01, b1=0.8, gamma=2.0), params,
-                num_steps=5)
+    _eager_loop(anon_optax.hvadam(0.01, b1=0.8, gamma=2.0), params, num_steps=5)
   assert compiles[0] <= 3, compiles[0]
 
 

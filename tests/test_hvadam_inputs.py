@@ -23,8 +23,7 @@ GRAD_DTYPES = FLOAT_DTYPES + (jnp.complex64, jnp.int32)
 
 
 def _tree(dtype, values=(0.5, -1.5, 2.0)):
-  return {"w": jnp.asarray(np.reshape(values, (3, 1)), dtype),
-          "b": jnp.asarray(values[0], dtype)}
+  return {"w": jnp.asarray(np.reshape(values, (3, 1)), dtype), "b": jnp.asarray(values[0], dtype)}
 
 
 def _first_update(tx, param_dtype, grad_dtype):
@@ -41,12 +40,12 @@ def _first_update(tx, param_dtype, grad_dtype):
 @pytest.mark.parametrize("grad_dtype", GRAD_DTYPES)
 @pytest.mark.parametrize("param_dtype", PARAM_DTYPES)
 def test_update_dtype_is_adams(param_dtype, grad_dtype):
-  if (jnp.issubdtype(grad_dtype, jnp.complexfloating)
-      and not jnp.issubdtype(param_dtype, jnp.complexfloating)):
+  if jnp.issubdtype(grad_dtype, jnp.complexfloating) and not jnp.issubdtype(
+    param_dtype, jnp.complexfloating
+  ):
     pytest.skip("complex gradients of real parameters: see the test below")
   expected = _first_update(optax.adam(1e-2), param_dtype, grad_dtype)
-  updates = _first_update(anon_optax.hvadam(1e-2, gamma=0.5), param_dtype,
-                          grad_dtype)
+  updates = _first_update(anon_optax.hvadam(1e-2, gamma=0.5), param_dtype, grad_dtype)
   chex.assert_trees_all_equal_dtypes(updates, expected)
   # Integer gradients used to be cast back to int: zero updates.
   for leaf in jax.tree.leaves(updates):
@@ -58,8 +57,7 @@ def test_update_dtype_is_adams_in_float64():
     for param_dtype in (jnp.float64, jnp.float32, jnp.complex128):
       for grad_dtype in (jnp.float64, jnp.float32, jnp.bfloat16, jnp.int64):
         expected = _first_update(optax.adam(1e-2), param_dtype, grad_dtype)
-        updates = _first_update(anon_optax.hvadam(1e-2), param_dtype,
-                                grad_dtype)
+        updates = _first_update(anon_optax.hvadam(1e-2), param_dtype, grad_dtype)
         chex.assert_trees_all_equal_dtypes(updates, expected)
 
 
@@ -78,23 +76,22 @@ def test_scale_by_hvadam_without_params_keeps_the_gradient_dtype():
   # Integer gradients: the statistics' dtype, not a truncation to zero.
   updates, _ = tx.update(_tree(jnp.int32, values=(1, -2, 3)), state)
   chex.assert_trees_all_equal_dtypes(updates, _tree(jnp.float32))
-  chex.assert_trees_all_close(updates, _tree(jnp.float32, (0.9, -0.9, 0.9)),
-                              rtol=1e-5)
+  chex.assert_trees_all_close(updates, _tree(jnp.float32, (0.9, -0.9, 0.9)), rtol=1e-5)
 
 
 def test_python_float_leaves_work_like_arrays():
   tx = anon_optax.hvadam(0.1, gamma=0.5)
   as_floats = {"a": 1.0, "b": [2.0, -3.0]}
   as_arrays = jax.tree.map(jnp.asarray, as_floats)
-  expected = jax.tree.map(jnp.asarray, optax.adam(0.1).update(
-      as_floats, optax.adam(0.1).init(as_floats), as_floats)[0])
+  expected = jax.tree.map(
+    jnp.asarray, optax.adam(0.1).update(as_floats, optax.adam(0.1).init(as_floats), as_floats)[0]
+  )
   state_f, state_a = tx.init(as_floats), tx.init(as_arrays)
   params_f, params_a = as_floats, as_arrays
   for step in range(4):
     grads_f = {"a": 1.0 + step, "b": [0.5, -0.25 * step]}
     updates_f, state_f = tx.update(grads_f, state_f, params_f)
-    updates_a, state_a = tx.update(jax.tree.map(jnp.asarray, grads_f),
-                                   state_a, params_a)
+    updates_a, state_a = tx.update(jax.tree.map(jnp.asarray, grads_f), state_a, params_a)
     chex.assert_trees_all_equal_dtypes(updates_f, expected)
     chex.assert_trees_all_close(updates_f, updates_a)
     params_f = optax.apply_updates(params_f, updates_f)
@@ -110,7 +107,9 @@ def test_integer_parameters_raise():
 # Validation at construction.
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
+@pytest.mark.parametrize(
+  "kwargs,error,match",
+  [
     ({"gamma": None}, TypeError, "`gamma` must be a real number"),
     ({"gamma": "1.1"}, TypeError, "`gamma` must be a real number"),
     ({"b1": "0.9"}, TypeError, r"`b1` must be a real number in \[0, 1\)"),
@@ -127,7 +126,8 @@ def test_integer_parameters_raise():
     ({"gamma": -1.0}, ValueError, r"`gamma` must be a real number in \[0, inf\)"),
     ({"gamma": -0.01}, ValueError, r"-b1\*\*2"),
     ({"gamma": jnp.array(-0.5)}, ValueError, "`gamma`"),
-])
+  ],
+)
 def test_invalid_hyperparameters_raise_at_construction(kwargs, error, match):
   with pytest.raises(error, match=match):
     anon_optax.scale_by_hvadam(**kwargs)
@@ -135,22 +135,31 @@ def test_invalid_hyperparameters_raise_at_construction(kwargs, error, match):
     anon_optax.hvadam(1e-2, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
+@pytest.mark.parametrize(
+  "kwargs,error,match",
+  [
     ({"learning_rate": "0.1"}, TypeError, "`learning_rate`"),
     ({"learning_rate": jnp.ones(2)}, ValueError, "`learning_rate`"),
     ({"weight_decay": None}, TypeError, "`weight_decay`"),
     ({"weight_decay": "0.1"}, TypeError, "`weight_decay`"),
-])
+  ],
+)
 def test_invalid_optimizer_arguments_raise(kwargs, error, match):
   with pytest.raises(error, match=match):
     anon_optax.hvadam(**{"learning_rate": 1e-2, **kwargs})
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"gamma": 0.0}, {"gamma": jnp.asarray(2.0)}, {"gamma": np.float32(0.5)},
-    {"b1": np.float64(0.0)}, {"eps": 0}, {"gamma": optax.linear_schedule(
-        1.0, 0.0, 10)},
-])
+@pytest.mark.parametrize(
+  "kwargs",
+  [
+    {"gamma": 0.0},
+    {"gamma": jnp.asarray(2.0)},
+    {"gamma": np.float32(0.5)},
+    {"b1": np.float64(0.0)},
+    {"eps": 0},
+    {"gamma": optax.linear_schedule(1.0, 0.0, 10)},
+  ],
+)
 def test_valid_hyperparameters_are_accepted(kwargs):
   tx = anon_optax.hvadam(1e-2, **kwargs)
   params = _tree(jnp.float32)
@@ -193,16 +202,18 @@ def test_traced_hyperparameters_pass_unchecked():
     params = _tree(jnp.float32)
     return tx.update(_tree(jnp.float32), tx.init(params), params)[0]
 
-  swept = jax.jit(jax.vmap(first_update))(jnp.array([0.8, 0.9]),
-                                           jnp.array([0.0, 1.0]))
+  swept = jax.jit(jax.vmap(first_update))(jnp.array([0.8, 0.9]), jnp.array([0.0, 1.0]))
   chex.assert_tree_all_finite(swept)
 
 
-@pytest.mark.parametrize("grads,match", [
+@pytest.mark.parametrize(
+  "grads,match",
+  [
     ({"w": jnp.ones((3, 1))}, "structure"),
     ({"w": jnp.ones((3, 1)), "b": jnp.ones(()), "c": jnp.ones(2)}, "structure"),
     ({"w": jnp.ones((1, 3)), "b": jnp.ones(())}, r"\['w'\] has shape \(1, 3\)"),
-])
+  ],
+)
 def test_mismatched_gradients_raise(grads, match):
   tx = anon_optax.hvadam(1e-2)
   params = _tree(jnp.float32)
@@ -236,13 +247,11 @@ def _bf16_run(tx, num_steps=12, grad_dtype=jnp.bfloat16):
 
 
 def test_inject_hyperparams_float32_with_bfloat16_params():
-  tx = optax.inject_hyperparams(
-      anon_optax.hvadam, hyperparam_dtype=jnp.float32)(1e-2, gamma=0.5)
+  tx = optax.inject_hyperparams(anon_optax.hvadam, hyperparam_dtype=jnp.float32)(1e-2, gamma=0.5)
   params, _ = _bf16_run(tx, num_steps=30)
   chex.assert_tree_all_finite(params)
   start = _bf16_run(tx, num_steps=0)[0]
-  assert not np.allclose(np.asarray(params["w"], np.float32),
-                         np.asarray(start["w"], np.float32))
+  assert not np.allclose(np.asarray(params["w"], np.float32), np.asarray(start["w"], np.float32))
 
 
 def test_bfloat16_hyperparameters_do_not_make_the_arithmetic_bfloat16():

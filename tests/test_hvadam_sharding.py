@@ -25,14 +25,19 @@ _FIELDS = ("mu", "var", "hidden")
 @pytest.fixture(scope="module")
 def runs():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                      + " --xla_force_host_platform_device_count=8")
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join(
-      [str(_TESTS.parent)] + [p for p in [env.get("PYTHONPATH")] if p])
+    [str(_TESTS.parent)] + [p for p in [env.get("PYTHONPATH")] if p]
+  )
   completed = subprocess.run(
-      [sys.executable, str(_TESTS / "hvadam_sharding_runs.py")], env=env,
-      capture_output=True, text=True, timeout=600, check=False)
+    [sys.executable, str(_TESTS / "hvadam_sharding_runs.py")],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert completed.returncode == 0, completed.stderr[-4000:]
   result = json.loads(completed.stdout.strip().splitlines()[-1])
   assert result["device_count"] == 8
@@ -59,8 +64,7 @@ def test_state_is_sharded_like_the_params(runs, axis_type):
   assert sum("fsdp" in leaf["spec"] for leaf in run["params"].values()) == 3
   for when in ("init", "after"):
     for field in _FIELDS:
-      _assert_all_sharded_like_params(run[when][field],
-                                      f"{axis_type} {when} {field}")
+      _assert_all_sharded_like_params(run[when][field], f"{axis_type} {when} {field}")
 
 
 @pytest.mark.slow
@@ -75,8 +79,7 @@ def test_jitted_step_keeps_the_params_shardings(runs, axis_type):
 def test_abstract_init_has_the_shardings_of_init(runs):
   # Explicit axes: the shardings are part of the types, eval_shape sees them.
   for field in _FIELDS:
-    _assert_all_sharded_like_params(runs["Explicit"]["abstract"][field],
-                                    f"abstract {field}")
+    _assert_all_sharded_like_params(runs["Explicit"]["abstract"][field], f"abstract {field}")
   # Auto axes: eval_shape leaves shardings to the compiler, as for Adam.
   auto = runs["Auto"]
   for field in _FIELDS:

@@ -32,9 +32,27 @@ HVADAM_HORIZON = 10  # HVAdam's round-off grows ~2x per step after ~15 steps: co
 HEARTBEAT = 10  # Seconds; the runtime declares a silent process lost after this.
 OPTIMIZERS = ("anon:l2", "anon:decoupled", "anon:fixed", "hvadam")
 RESUMED = "anon-decoupled"  # The configuration the checkpoint and fault tests continue.
-COMMON = ["--weight-decay", "1e-3", "--steps", str(STEPS), "--width", "8", "--hidden", "32",
-          "--batch-size", "32", "--no-progress", "--log-every", "100",
-          "--heartbeat-timeout", str(HEARTBEAT), "--save-every", str(SAVE_EVERY), "--keep", "10"]
+COMMON = [
+  "--weight-decay",
+  "1e-3",
+  "--steps",
+  str(STEPS),
+  "--width",
+  "8",
+  "--hidden",
+  "32",
+  "--batch-size",
+  "32",
+  "--no-progress",
+  "--log-every",
+  "100",
+  "--heartbeat-timeout",
+  str(HEARTBEAT),
+  "--save-every",
+  str(SAVE_EVERY),
+  "--keep",
+  "10",
+]
 # Topologies: 1x1 vs 8 devices in any arrangement reduce the batch in a different order, so
 # they agree to round-off only. Measured (max abs difference, at XLA's default optimization
 # level): <= 2.2e-5 for Anon after 20 steps, <= 6.3e-5 for HVAdam after 10; for scale, steps 10
@@ -47,8 +65,9 @@ LAUNCH_TIMEOUT = 420
 
 def subprocess_env():
   path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0",
-              PYTHONPATH=path)
+  return dict(
+    os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0", PYTHONPATH=path
+  )
 
 
 def run_program(topology, out_dir, *args, expect_ok=True):
@@ -57,13 +76,29 @@ def run_program(topology, out_dir, *args, expect_ok=True):
   Returns the JSON object of its last stdout line, and its whole stdout and stderr.
   """
   processes, devices = topology
-  launch = (["--launch-local", str(processes)] if processes > 1 else ["--single-process"])
-  cmd = [sys.executable, str(PROGRAM), *launch, "--devices-per-process", str(devices), *COMMON,
-         "--save-params", str(out_dir), *args]
+  launch = ["--launch-local", str(processes)] if processes > 1 else ["--single-process"]
+  cmd = [
+    sys.executable,
+    str(PROGRAM),
+    *launch,
+    "--devices-per-process",
+    str(devices),
+    *COMMON,
+    "--save-params",
+    str(out_dir),
+    *args,
+  ]
   env = subprocess_env()
   # A session of its own, so a timeout kills the launcher and every worker it started.
-  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, start_new_session=True)
+  proc = subprocess.Popen(
+    cmd,
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,
+  )
   try:
     stdout, stderr = proc.communicate(timeout=LAUNCH_TIMEOUT)
   except subprocess.TimeoutExpired:
@@ -71,7 +106,8 @@ def run_program(topology, out_dir, *args, expect_ok=True):
     stdout, stderr = proc.communicate()
     pytest.fail(f"{topology} timed out after {LAUNCH_TIMEOUT} s:\n{stderr[-4000:]}")
   assert (proc.returncode == 0) == expect_ok, (
-      f"{topology} exited {proc.returncode}:\n{stderr[-4000:]}")
+    f"{topology} exited {proc.returncode}:\n{stderr[-4000:]}"
+  )
   return json.loads(stdout.strip().splitlines()[-1]), stdout, stderr
 
 
@@ -105,8 +141,14 @@ def reference_runs(root):
     out = root / f"{topology[0]}x{topology[1]}"
     extra = ["--checkpoint-dir", str(root / "checkpoints_2x4")] if topology == (2, 4) else []
     results["x".join(map(str, topology))], _, _ = run_program(
-        topology, out, "--optimizers", ",".join(OPTIMIZERS),
-        "--snapshot-steps", str(HVADAM_HORIZON), *extra)
+      topology,
+      out,
+      "--optimizers",
+      ",".join(OPTIMIZERS),
+      "--snapshot-steps",
+      str(HVADAM_HORIZON),
+      *extra,
+    )
   return results
 
 
@@ -128,8 +170,10 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("multihost_reference")
     (root / "results.json").write_text(json.dumps(reference_runs(root)))
   results = json.loads((root / "results.json").read_text())
-  runs = {t: dict(results["x".join(map(str, t))], out=root / f"{t[0]}x{t[1]}")
-          for t in REFERENCE_TOPOLOGIES}
+  runs = {
+    t: dict(results["x".join(map(str, t))], out=root / f"{t[0]}x{t[1]}")
+    for t in REFERENCE_TOPOLOGIES
+  }
   runs["checkpoints"] = root / "checkpoints_2x4"
   return runs
 
@@ -146,8 +190,9 @@ def test_two_processes_match_one_process_and_one_device(reference):
       other = load_params(reference[topology]["out"], label, step)
       chex.assert_trees_all_close(two_by_four, other, atol=tol, rtol=tol)
   # Not vacuous: the three weight-decay modes end far apart, far beyond the tolerance.
-  ends = [load_params(reference[(2, 4)]["out"], f"anon-{m}", STEPS)
-          for m in ("l2", "decoupled", "fixed")]
+  ends = [
+    load_params(reference[(2, 4)]["out"], f"anon-{m}", STEPS) for m in ("l2", "decoupled", "fixed")
+  ]
   assert min(max_moved(ends[i], ends[j]) for i, j in ((0, 1), (0, 2), (1, 2))) > 10 * ANON_TOL
 
 
@@ -168,16 +213,18 @@ def resume_from_reference(reference, tmp_path, topology, step):
   directory = tmp_path / f"ckpt_{topology[0]}x{topology[1]}"
   shutil.copytree(reference["checkpoints"] / RESUMED / str(step), directory / RESUMED / str(step))
   out = tmp_path / f"out_{topology[0]}x{topology[1]}"
-  result, _, _ = run_program(topology, out, "--optimizers", "anon:decoupled",
-                          "--checkpoint-dir", str(directory))
+  result, _, _ = run_program(
+    topology, out, "--optimizers", "anon:decoupled", "--checkpoint-dir", str(directory)
+  )
   return result["results"][0], load_params(out, RESUMED, STEPS)
 
 
 @pytest.mark.slow
 def test_checkpoint_of_two_processes_restores_on_other_topologies(reference, tmp_path):
   assert finalized_steps(reference["checkpoints"] / RESUMED) == [5, 10, 15, 20]
-  uninterrupted = {t: load_params(reference[t]["out"], RESUMED, STEPS)
-                   for t in ((2, 4), (1, 8), (1, 1))}
+  uninterrupted = {
+    t: load_params(reference[t]["out"], RESUMED, STEPS) for t in ((2, 4), (1, 8), (1, 1))
+  }
   # On 2x4 itself a resumed run is bit for bit the uninterrupted one: see the fault test.
   for topology in ((1, 8), (1, 1), (4, 2)):
     row, params = resume_from_reference(reference, tmp_path, topology, 10)
@@ -200,8 +247,16 @@ def run_and_lose_a_process(directory, out, kill_at):
   stdout (empty of results if process 0 was the one killed).
   """
   crashed, stdout, stderr = run_program(
-      (2, 4), out, "--optimizers", "anon:decoupled", "--checkpoint-dir", str(directory),
-      "--kill-at", f"{kill_at[0]}:{kill_at[1]}", expect_ok=False)
+    (2, 4),
+    out,
+    "--optimizers",
+    "anon:decoupled",
+    "--checkpoint-dir",
+    str(directory),
+    "--kill-at",
+    f"{kill_at[0]}:{kill_at[1]}",
+    expect_ok=False,
+  )
   victim, survivor = kill_at[0], 1 - kill_at[0]
   assert crashed["returncodes"][victim] == -signal.SIGKILL, crashed
   # The survivor stopped by itself (the runtime aborts it), not killed by the launcher.
@@ -220,7 +275,8 @@ def test_lost_processes_leave_complete_checkpoints_and_resume_exactly(reference,
   # Step 10 never became a checkpoint: only its temporary directory is left.
   assert finalized_steps(steps_dir) == [5]
   assert sorted(p.name for p in steps_dir.iterdir() if not p.name.isdigit()) == [
-      "10.orbax-checkpoint-tmp"]
+    "10.orbax-checkpoint-tmp"
+  ]
   # 2. Restarted, it resumes from step 5; then process 1 dies between checkpoints, 3 steps after
   # the save of step 10 started.
   stdout = run_and_lose_a_process(directory, tmp_path / "second", (1, 13))
@@ -229,25 +285,37 @@ def test_lost_processes_leave_complete_checkpoints_and_resume_exactly(reference,
   assert on_disk in ([5], [5, 10]), on_disk  # 10 unless its write was still running.
   # 3. Restarted again, it resumes from the latest complete checkpoint and ends bit for bit
   # where the uninterrupted run ended.
-  restarted, _, _ = run_program((2, 4), tmp_path / "third", "--optimizers", "anon:decoupled",
-                                "--checkpoint-dir", str(directory))
+  restarted, _, _ = run_program(
+    (2, 4), tmp_path / "third", "--optimizers", "anon:decoupled", "--checkpoint-dir", str(directory)
+  )
   row = restarted["results"][0]
   assert row["resumed_from_step"] == on_disk[-1], (row, on_disk)
   assert row["latest_checkpoint"] == STEPS
   assert [p.name for p in steps_dir.iterdir() if not p.name.isdigit()] == []  # Cleaned up.
-  assert_bitwise(load_params(tmp_path / "third", RESUMED, STEPS),
-                 load_params(reference[(2, 4)]["out"], RESUMED, STEPS))
+  assert_bitwise(
+    load_params(tmp_path / "third", RESUMED, STEPS),
+    load_params(reference[(2, 4)]["out"], RESUMED, STEPS),
+  )
 
 
 @pytest.mark.slow
 def test_watchdog_ends_a_process_that_makes_no_progress(tmp_path):
   # Compiling the first step takes seconds, far longer than this timeout: to the watchdog that is
   # a process making no progress, as a peer stuck in a collective would be.
-  cmd = [sys.executable, str(PROGRAM), "--single-process", "--devices-per-process", "1", *COMMON,
-         "--step-timeout", "0.5"]
+  cmd = [
+    sys.executable,
+    str(PROGRAM),
+    "--single-process",
+    "--devices-per-process",
+    "1",
+    *COMMON,
+    "--step-timeout",
+    "0.5",
+  ]
   env = subprocess_env()
-  completed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=LAUNCH_TIMEOUT, check=False)
+  completed = subprocess.run(
+    cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, check=False
+  )
   assert completed.returncode == 3, completed.stderr[-3000:]
   assert "no training progress for" in completed.stderr, completed.stderr[-3000:]
   assert '"results"' not in completed.stdout

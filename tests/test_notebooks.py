@@ -26,9 +26,15 @@ def kernel_with_only_the_package(tmp_path, monkeypatch):
   """A `python3` kernelspec running this interpreter, seeing the package and nothing else."""
   spec = tmp_path / "kernels" / "python3"
   spec.mkdir(parents=True)
-  (spec / "kernel.json").write_text(json.dumps({
-      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-      "display_name": "Python 3 (test)", "language": "python"}))
+  (spec / "kernel.json").write_text(
+    json.dumps(
+      {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (test)",
+        "language": "python",
+      }
+    )
+  )
   site = tmp_path / "site"
   site.mkdir()
   (site / "anon_optax").symlink_to(REPO / "anon_optax", target_is_directory=True)
@@ -51,7 +57,8 @@ def test_notebook_is_committed_clean_and_starts_with_a_pip_cell(path):
   assert first and all(line.startswith("#") for line in first), code[0].source
   assert any("%pip install" in line for line in first), code[0].source
   assert any("parameters" in c.metadata.get("tags", ()) for c in code), (
-      f"{path.name} has no cell tagged 'parameters'")
+    f"{path.name} has no cell tagged 'parameters'"
+  )
   source = "\n".join(c.source for c in code)
   assert "sys.path" not in source
 
@@ -63,6 +70,7 @@ def test_notebook_runs(path, where, kernel_with_only_the_package, tmp_path):
   cwd = {"repo_root": REPO, "notebooks_dir": path.parent, "outside_repo": tmp_path / "empty"}[where]
   cwd.mkdir(exist_ok=True)
   nb = nbformat.read(path, as_version=4)
-  client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=300,
-                                   resources={"metadata": {"path": str(cwd)}})
+  client = nbclient.NotebookClient(
+    nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(cwd)}}
+  )
   client.execute()  # Raises CellExecutionError on the first failing cell.

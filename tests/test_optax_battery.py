@@ -17,40 +17,50 @@ import anon_optax
 
 # name -> (factory, kwargs); learning rates are set per problem below.
 _OPTIMIZERS = {
-    "anon_gamma_-0.5": (anon_optax.anon, dict(learning_rate=1e-2, gamma=-0.5)),
-    "anon_gamma_0": (anon_optax.anon, dict(learning_rate=1e-2, gamma=0.0)),
-    "anon_gamma_0.5": (anon_optax.anon, dict(learning_rate=1e-2, gamma=0.5)),
-    "anon_gamma_1": (anon_optax.anon, dict(learning_rate=1e-2, gamma=1.0)),
-    "anon_gamma_1.5": (anon_optax.anon, dict(learning_rate=1e-2, gamma=1.5)),
-    "anon_decoupled": (anon_optax.anon, dict(
-        learning_rate=1e-2, gamma=1.0, weight_decay=1e-4,
-        weight_decay_mode="decoupled")),
-    "anon_base3_beta3": (anon_optax.anon, dict(
-        learning_rate=1e-2, gamma=1.1, beta3=0.9, refresh_base=3)),
-    "hvadam": (anon_optax.hvadam, dict(learning_rate=1e-2)),
+  "anon_gamma_-0.5": (anon_optax.anon, dict(learning_rate=1e-2, gamma=-0.5)),
+  "anon_gamma_0": (anon_optax.anon, dict(learning_rate=1e-2, gamma=0.0)),
+  "anon_gamma_0.5": (anon_optax.anon, dict(learning_rate=1e-2, gamma=0.5)),
+  "anon_gamma_1": (anon_optax.anon, dict(learning_rate=1e-2, gamma=1.0)),
+  "anon_gamma_1.5": (anon_optax.anon, dict(learning_rate=1e-2, gamma=1.5)),
+  "anon_decoupled": (
+    anon_optax.anon,
+    dict(learning_rate=1e-2, gamma=1.0, weight_decay=1e-4, weight_decay_mode="decoupled"),
+  ),
+  "anon_base3_beta3": (
+    anon_optax.anon,
+    dict(learning_rate=1e-2, gamma=1.1, beta3=0.9, refresh_base=3),
+  ),
+  "hvadam": (anon_optax.hvadam, dict(learning_rate=1e-2)),
 }
 # Learning rates tuned once on a grid {1e-3, 3e-3, 1e-2, 3e-2, 1e-1}. The more
 # adaptive settings need larger ones: late in a run the preconditioner is
 # refreshed rarely (steps 1024, 2048, ...) and still reflects the larger
 # gradients seen earlier, which shrinks the step for gamma > 1.
 _PARABOLA_LR = {
-    "anon_gamma_-0.5": 1e-2, "anon_gamma_0": 1e-2, "anon_gamma_0.5": 1e-2,
-    "anon_gamma_1": 3e-2, "anon_gamma_1.5": 1e-1, "anon_decoupled": 3e-2,
-    "anon_base3_beta3": 1e-1,
-    # HVAdam's hidden step is lr * 10**(6 * exp_delta - 3): on a parabola the
-    # agreement tends to 1, the hidden step to 1000 * lr, so it needs a small lr.
-    "hvadam": 3e-3,
+  "anon_gamma_-0.5": 1e-2,
+  "anon_gamma_0": 1e-2,
+  "anon_gamma_0.5": 1e-2,
+  "anon_gamma_1": 3e-2,
+  "anon_gamma_1.5": 1e-1,
+  "anon_decoupled": 3e-2,
+  "anon_base3_beta3": 1e-1,
+  # HVAdam's hidden step is lr * 10**(6 * exp_delta - 3): on a parabola the
+  # agreement tends to 1, the hidden step to 1000 * lr, so it needs a small lr.
+  "hvadam": 3e-3,
 }
 # gamma < 0 makes the step grow with the gradient (v = sigma**(+1/4)), so it
 # needs a much smaller rate on Rosenbrock's steep walls and then crawls along
 # its flat valley floor: it gets more steps and a looser tolerance.
 _ROSENBROCK = {  # name -> (learning rate, steps, tolerance)
-    "anon_gamma_-0.5": (3e-4, 20_000, 0.2), "anon_gamma_0": (3e-3, 10_000, 5e-2),
-    "anon_gamma_0.5": (3e-3, 10_000, 5e-2), "anon_gamma_1": (1e-2, 10_000, 5e-2),
-    "anon_gamma_1.5": (1e-1, 10_000, 5e-2),
-    "anon_decoupled": (1e-2, 10_000, 5e-2),
-    # Base 3 refreshes less often (1, 3, 9, ..., 6561): it needs more steps.
-    "anon_base3_beta3": (1e-1, 20_000, 5e-2), "hvadam": (3e-2, 10_000, 5e-2),
+  "anon_gamma_-0.5": (3e-4, 20_000, 0.2),
+  "anon_gamma_0": (3e-3, 10_000, 5e-2),
+  "anon_gamma_0.5": (3e-3, 10_000, 5e-2),
+  "anon_gamma_1": (1e-2, 10_000, 5e-2),
+  "anon_gamma_1.5": (1e-1, 10_000, 5e-2),
+  "anon_decoupled": (1e-2, 10_000, 5e-2),
+  # Base 3 refreshes less often (1, 3, 9, ..., 6561): it needs more steps.
+  "anon_base3_beta3": (1e-1, 20_000, 5e-2),
+  "hvadam": (3e-2, 10_000, 5e-2),
 }
 _NAMES = sorted(_OPTIMIZERS)
 
@@ -66,13 +76,15 @@ def _parabola():
   # v = eps**(-gamma / 2), and any later push (here decoupled weight decay) is
   # amplified by it. That is the update rule, not what this test is about.
   target = jnp.array([1.0, -1.0, 1.0])
-  return jnp.array([-1.0, 10.0, 3.0]), target, lambda p: jnp.sum((p - target)**2)
+  return jnp.array([-1.0, 10.0, 3.0]), target, lambda p: jnp.sum((p - target) ** 2)
 
 
 def _rosenbrock():
   target = jnp.array([1.0, 1.0])
+
   def loss(p):
-    return (1.0 - p[0])**2 + 100.0 * (p[1] - p[0]**2)**2
+    return (1.0 - p[0]) ** 2 + 100.0 * (p[1] - p[0] ** 2) ** 2
+
   return jnp.array([-1.2, 1.0]), target, loss
 
 
@@ -83,8 +95,7 @@ def _minimise(tx, params, loss, num_steps):
     updates, state = tx.update(grads, state, params)
     return (optax.apply_updates(params, updates), state), None
 
-  (params, _), _ = jax.lax.scan(body, (params, tx.init(params)), None,
-                                length=num_steps)
+  (params, _), _ = jax.lax.scan(body, (params, tx.init(params)), None, length=num_steps)
   return params
 
 
@@ -151,8 +162,7 @@ def test_inject_hyperparams_matches_plain(name):
     u2, injected_state = injected_update(grads, injected_state, injected_params)
     plain_params = optax.apply_updates(plain_params, u1)
     injected_params = optax.apply_updates(injected_params, u2)
-  chex.assert_trees_all_close(plain_params, injected_params, rtol=1e-5,
-                              atol=1e-6)
+  chex.assert_trees_all_close(plain_params, injected_params, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", _NAMES)
@@ -180,8 +190,7 @@ def test_gradient_accumulation_matches_averaged_gradients(name):
   params = jnp.array([0.5, -1.0, 2.0])
   acc_params, acc_state = params, accumulated.init(params)
   dir_params, dir_state = params, direct.init(params)
-  accumulated_update, direct_update = (
-      jax.jit(accumulated.update), jax.jit(direct.update))
+  accumulated_update, direct_update = (jax.jit(accumulated.update), jax.jit(direct.update))
   rng = np.random.default_rng(0)
   for _ in range(6):
     micro = [jnp.asarray(rng.normal(size=3), jnp.float32) for _ in range(k)]
@@ -203,6 +212,5 @@ def test_state_sharding_is_stable(name):
   update = jax.jit(tx.update)
   updates, new_state = update(params, state, params)
   _, newer_state = update(updates, new_state, params)
-  for before, after in zip(jax.tree.leaves(new_state),
-                           jax.tree.leaves(newer_state)):
+  for before, after in zip(jax.tree.leaves(new_state), jax.tree.leaves(newer_state)):
     assert before.sharding.is_equivalent_to(after.sharding, before.ndim)

@@ -44,8 +44,9 @@ gamma_sweep = load_example("gamma_sweep")
 
 
 def test_constants_are_the_examples():
-  assert vision.TUNED_LEARNING_RATES == {k: digits_cnn.TUNED_LEARNING_RATES[k]
-                                         for k in ("anon", "adam", "sgd")}
+  assert vision.TUNED_LEARNING_RATES == {
+    k: digits_cnn.TUNED_LEARNING_RATES[k] for k in ("anon", "adam", "sgd")
+  }
   assert vision.SWEEP_GAMMAS == gamma_sweep.DEFAULT_GAMMAS
   assert vision.SWEEP_LRS == gamma_sweep.DEFAULT_LRS
   assert lm.TUNED_LEARNING_RATES == char_gpt.TUNED_LEARNING_RATES
@@ -58,11 +59,15 @@ def _params(model):
   return jax.tree.leaves(nnx.state(model, nnx.Param))
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda m: m.CNN((8, 8, 1), width=4, hidden=8, rngs=nnx.Rngs(3)),
     lambda m: m.MLP(64, 8, rngs=nnx.Rngs(3)),
     lambda m: m.GPT(20, context=8, width=16, layers=2, heads=2, rngs=nnx.Rngs(3)),
-], ids=["cnn", "mlp", "gpt"])
+  ],
+  ids=["cnn", "mlp", "gpt"],
+)
 def test_models_are_the_examples(make):
   """Same modules, so the same initial parameters and outputs for a seed."""
   example = {"CNN": digits_cnn, "MLP": gamma_sweep, "GPT": char_gpt}
@@ -70,8 +75,11 @@ def test_models_are_the_examples(make):
   theirs = make(example[type(ours).__name__])
   for a, b in zip(_params(ours), _params(theirs), strict=True):
     np.testing.assert_array_equal(a, b)
-  x = (jnp.arange(2 * 8, dtype=jnp.int32).reshape(2, 8) % 20 if type(ours).__name__ == "GPT"
-       else jax.random.uniform(jax.random.key(0), (2, 8, 8, 1)))
+  x = (
+    jnp.arange(2 * 8, dtype=jnp.int32).reshape(2, 8) % 20
+    if type(ours).__name__ == "GPT"
+    else jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
+  )
   np.testing.assert_array_equal(ours(x), theirs(x))
 
 
@@ -79,12 +87,16 @@ def test_data_are_the_examples():
   ours, theirs = models.load_digits(), digits_cnn.load_digits()
   for a, b in zip(ours[:4], theirs[:4]):
     np.testing.assert_array_equal(a, b)
-  corpus, example_corpus = models.load_corpus(max_chars=50_000), char_gpt.load_corpus(
-      max_chars=50_000)
+  corpus, example_corpus = (
+    models.load_corpus(max_chars=50_000),
+    char_gpt.load_corpus(max_chars=50_000),
+  )
   np.testing.assert_array_equal(corpus.train, example_corpus.train)
   assert corpus.chars == example_corpus.chars
-  np.testing.assert_array_equal(models.sample_batches(corpus.train, 3, 2, 8, seed=1),
-                                char_gpt.sample_batches(corpus.train, 3, 2, 8, seed=1))
+  np.testing.assert_array_equal(
+    models.sample_batches(corpus.train, 3, 2, 8, seed=1),
+    char_gpt.sample_batches(corpus.train, 3, 2, 8, seed=1),
+  )
 
 
 @pytest.mark.slow
@@ -97,17 +109,19 @@ def test_adaptivity_sweep_is_the_examples():
 
 
 def test_every_verdict_statistic_has_a_phrase_for_every_value():
-  for statistic, rows in report.VERDICTS.items():
+  for statistic in report.VERDICTS:
     for value in (-np.inf, -1.0, 0.0, 0.6, 1.0, 2.0, np.inf):
       if statistic == "idu_collapsed_cells" and value < 1:
         continue  # Only consulted when some cell collapsed.
-      assert report.verdict(statistic, value, better="b", worse="w", within="", rows="r",
-                            count=1, cells="c")
+      assert report.verdict(
+        statistic, value, better="b", worse="w", within="", rows="r", count=1, cells="c"
+      )
   assert report.verdict("rank_correlation", 1.0) == "the same order as the paper"
   assert report.verdict("rank_correlation", 0.99) == "an order close to the paper's"
   assert report.verdict("rank_correlation", 0.0) == "an order unlike the paper's"
   assert report.verdict("advantage_in_spread", 1.0, better="b", worse="w", within="") == (
-      "within the seed spread")
+    "within the seed spread"
+  )
   assert report.verdict("claim_predicts_negative", -0.1) == "agrees"
   assert report.verdict("claim_predicts_negative", 0.0) == "disagrees"
 
@@ -140,8 +154,10 @@ def test_traced_lr_optimizer_matches_char_gpt(name):
   for _ in range(4):  # Past warmup (1 step) into the cosine part.
     key, sub = jax.random.split(key)
     leaves, treedef = jax.tree.flatten(params)
-    grads = jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape) for k, x in
-                                         zip(jax.random.split(sub, len(leaves)), leaves)])
+    grads = jax.tree.unflatten(
+      treedef,
+      [jax.random.normal(k, x.shape) for k, x in zip(jax.random.split(sub, len(leaves)), leaves)],
+    )
     u_ours, s_ours = update_ours(grads, s_ours, p_ours)
     u_theirs, s_theirs = update_theirs(grads, s_theirs, p_theirs)
     for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
@@ -153,15 +169,30 @@ def test_traced_lr_optimizer_matches_char_gpt(name):
 @pytest.mark.slow
 def test_quick_mode_writes_every_table(tmp_path):
   docs, out = tmp_path / "docs", tmp_path / "paper_quick.json"
-  run_all.main(["--quick", "--results-md", str(docs / "RESULTS.md"),
-                "--figures-dir", str(docs / "figures"), "--json", str(out)])
+  run_all.main(
+    [
+      "--quick",
+      "--results-md",
+      str(docs / "RESULTS.md"),
+      "--figures-dir",
+      str(docs / "figures"),
+      "--json",
+      str(out),
+    ]
+  )
 
   results = json.loads(out.read_text())
   assert results["mode"] == "quick"
   assert {"lm", "vision", "idu", "gamma"} <= set(results)
   labels = [r["label"] for r in results["lm"]["rows"]]
-  assert labels == ["anon (gamma=1)", "anon (gamma=1.1)", "anon (gamma=1.15)", "adamw", "lion",
-                    "muon"]
+  assert labels == [
+    "anon (gamma=1)",
+    "anon (gamma=1.1)",
+    "anon (gamma=1.15)",
+    "adamw",
+    "lion",
+    "muon",
+  ]
   assert all(len(r["learning_rates"]) == 3 for r in results["lm"]["rows"])
   assert [r["optimizer"] for r in results["vision"]["rows"]] == ["anon", "adam", "sgd"]
   for idu in results["idu"]["ablations"]:
@@ -171,8 +202,12 @@ def test_quick_mode_writes_every_table(tmp_path):
     assert results["seconds"][part] > 0
 
   md = (docs / "RESULTS.md").read_text()
-  for heading in ("## 1. Language model", "## 2. Vision", "## 3. IDU ablation",
-                  "## 4. Adaptivity curve"):
+  for heading in (
+    "## 1. Language model",
+    "## 2. Vision",
+    "## 3. IDU ablation",
+    "## 4. Adaptivity curve",
+  ):
     assert heading in md
   assert "python -m experiments.paper.run_all --quick" in md
   assert "2.927" in md and "92.42" in md  # The paper's numbers sit beside ours.

@@ -10,6 +10,7 @@ controls prove that the comparison fails for slightly wrong variants of the rule
 import contextlib
 import functools
 
+import anon_reference as ref
 import chex
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,6 @@ import optax
 import pytest
 
 import anon_optax
-import anon_reference as ref
 
 NUM_STEPS = 300  # base 2 refreshes at 1, 2, 4, ..., 256: 9 refreshes.
 LR = 1e-2
@@ -54,6 +54,7 @@ def _enable_x64():
   if callable(getattr(jax, "enable_x64", None)):
     return jax.enable_x64(True)
   from jax.experimental import enable_x64  # older JAX
+
   return enable_x64()
 
 
@@ -73,16 +74,16 @@ def _precision(dtype):
 def _params(seed, dtype):
   rng = np.random.default_rng(seed)
   return {
-      "dense": {"kernel": rng.normal(size=(3, 4)).astype(dtype),
-                "bias": rng.normal(size=(4,)).astype(dtype)},
-      "blocks": [rng.normal(size=(2, 3, 2)).astype(dtype),
-                 np.asarray(rng.normal(), dtype=dtype)],
-      "scale": np.asarray(0.5, dtype=dtype),
+    "dense": {
+      "kernel": rng.normal(size=(3, 4)).astype(dtype),
+      "bias": rng.normal(size=(4,)).astype(dtype),
+    },
+    "blocks": [rng.normal(size=(2, 3, 2)).astype(dtype), np.asarray(rng.normal(), dtype=dtype)],
+    "scale": np.asarray(0.5, dtype=dtype),
   }
 
 
-MASK = {"dense": {"kernel": True, "bias": False},
-        "blocks": [True, False], "scale": False}
+MASK = {"dense": {"kernel": True, "bias": False}, "blocks": [True, False], "scale": False}
 
 
 def _grad_stack(seed, params, num_steps=NUM_STEPS):
@@ -133,10 +134,8 @@ def _reference(params, grads, num_steps=NUM_STEPS, **kwargs):
     grad_fn = lambda t, _: [g[t - 1] for g in stacks]
   if isinstance(kwargs.get("mask"), dict):
     kwargs["mask"] = [bool(b) for b in jax.tree.leaves(kwargs["mask"])]
-  snapshots = ref.anon_reference(leaves, grad_fn, num_steps=num_steps,
-                                 dtype=dtype, **kwargs)
-  stacked = [np.stack([snap[i] for snap in snapshots])
-             for i in range(len(leaves))]
+  snapshots = ref.anon_reference(leaves, grad_fn, num_steps=num_steps, dtype=dtype, **kwargs)
+  stacked = [np.stack([snap[i] for snap in snapshots]) for i in range(len(leaves))]
   return jax.tree.unflatten(treedef, stacked)
 
 
@@ -173,24 +172,24 @@ def _loop_trajectory(tx, params, grad_fn, num_steps, jit):
 
 def _max_error(actual, expected):
   """Largest |a - e| / (1 + |e|) over the trajectory (for diagnostics)."""
-  errs = [np.max(np.abs(np.asarray(a, np.float64) - e) / (1 + np.abs(e)))
-          for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected))]
+  errs = [
+    np.max(np.abs(np.asarray(a, np.float64) - e) / (1 + np.abs(e)))
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected))
+  ]
   return float(max(errs))
 
 
 def _assert_matches(actual, expected, dtype):
   """The trajectory agrees at every step (leading axis) and every element."""
   chex.assert_trees_all_equal_shapes(actual, expected)
-  actual = jax.tree.map(lambda a: np.asarray(a, np.result_type(a, 1.0)),
-                        actual)
+  actual = jax.tree.map(lambda a: np.asarray(a, np.result_type(a, 1.0)), actual)
   if dtype == np.float64:
     chex.assert_trees_all_close(actual, expected, rtol=F64_RTOL, atol=F64_ATOL)
   else:
     chex.assert_trees_all_close(actual, expected, rtol=F32_RTOL, atol=F32_ATOL)
 
 
-def _compare_fixed_grads(dtype, seed=0, *, jax_kwargs=None, ref_kwargs=None,
-                         num_steps=NUM_STEPS):
+def _compare_fixed_grads(dtype, seed=0, *, jax_kwargs=None, ref_kwargs=None, num_steps=NUM_STEPS):
   """Builds `anon(**jax_kwargs)`, scans it, compares with the reference."""
   jax_kwargs = dict(jax_kwargs or {})
   ref_kwargs = dict(ref_kwargs or jax_kwargs)
@@ -213,8 +212,7 @@ def _compare_fixed_grads(dtype, seed=0, *, jax_kwargs=None, ref_kwargs=None,
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("gamma", GAMMAS)
 def test_matches_reference_over_gamma(gamma, dtype):
-  _compare_fixed_grads(dtype, seed=1,
-                       jax_kwargs=dict(learning_rate=LR, gamma=gamma))
+  _compare_fixed_grads(dtype, seed=1, jax_kwargs=dict(learning_rate=LR, gamma=gamma))
 
 
 @pytest.mark.parametrize("gamma", [-1.0, 1.0, 2.0])
@@ -232,16 +230,20 @@ def test_matches_reference_weight_decay(mode, masked, dtype):
   # wd chosen so each mode moves the parameters visibly over 300 steps:
   # `fixed` is not scaled by the learning rate, so it gets a smaller wd.
   wd = {"l2": 0.1, "decoupled": 0.5, "fixed": 5e-3}[mode]
-  kwargs = dict(learning_rate=LR, gamma=1.1, weight_decay=wd,
-                weight_decay_mode=mode, mask=MASK if masked else None)
+  kwargs = dict(
+    learning_rate=LR,
+    gamma=1.1,
+    weight_decay=wd,
+    weight_decay_mode=mode,
+    mask=MASK if masked else None,
+  )
   _compare_fixed_grads(dtype, seed=2, jax_kwargs=kwargs)
 
 
 @pytest.mark.parametrize("refresh_base", [2, 3, 4])
 @pytest.mark.parametrize("beta3", [0.3, 0.9])
 def test_matches_reference_idu_ablation(beta3, refresh_base):
-  kwargs = dict(learning_rate=LR, gamma=1.15, beta3=beta3,
-                refresh_base=refresh_base, b2=0.99)
+  kwargs = dict(learning_rate=LR, gamma=1.15, beta3=beta3, refresh_base=refresh_base, b2=0.99)
   _compare_fixed_grads(np.float64, seed=3, jax_kwargs=kwargs)
 
 
@@ -266,10 +268,11 @@ def _waking_grad_stack(seed, params, num_steps=NUM_STEPS):
     # Others fall asleep (those asleep before kept a small v for gamma < 0).
     falls_asleep = ~asleep & (rng.uniform(size=g.shape[1:]) < 1 / 2)
     factor = np.where(
-        (t[:, None] >= 129) & (t[:, None] <= 140) & falls_asleep.reshape(1, -1),
-        1e-5, factor)
+      (t[:, None] >= 129) & (t[:, None] <= 140) & falls_asleep.reshape(1, -1), 1e-5, factor
+    )
     factor = factor.reshape(g.shape) * growth.reshape((-1,) + (1,) * (g.ndim - 1))
     return (g * factor).astype(g.dtype)
+
   return jax.tree.map(wake, grads)
 
 
@@ -292,9 +295,16 @@ def test_default_guard_matches_reference(gamma, dtype):
 @pytest.mark.parametrize("mode", ["l2", "decoupled", "fixed"])
 def test_default_guard_matches_reference_weight_decay(mode, dtype):
   wd = {"l2": 0.1, "decoupled": 0.5, "fixed": 5e-3}[mode]
-  kwargs = dict(learning_rate=LR, gamma=1.1, weight_decay=wd,
-                weight_decay_mode=mode, mask=MASK, exact=False, beta3=0.7,
-                refresh_base=3)
+  kwargs = dict(
+    learning_rate=LR,
+    gamma=1.1,
+    weight_decay=wd,
+    weight_decay_mode=mode,
+    mask=MASK,
+    exact=False,
+    beta3=0.7,
+    refresh_base=3,
+  )
   with _precision(dtype):
     params = _params(6, dtype)
     grads = _waking_grad_stack(6, params)
@@ -306,8 +316,9 @@ def test_default_guard_matches_reference_weight_decay(mode, dtype):
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("refresh_base, cap", [(2, 1), (2, 24), (3, 10)])
 def test_refresh_cap_matches_reference(refresh_base, cap, exact, dtype):
-  kwargs = dict(learning_rate=LR, gamma=1.15, refresh_base=refresh_base,
-                max_refresh_interval=cap, exact=exact)
+  kwargs = dict(
+    learning_rate=LR, gamma=1.15, refresh_base=refresh_base, max_refresh_interval=cap, exact=exact
+  )
   with _precision(dtype):
     params = _params(7, dtype)
     grads = _waking_grad_stack(7, params)
@@ -316,9 +327,8 @@ def test_refresh_cap_matches_reference(refresh_base, cap, exact, dtype):
   # Without the cap the trajectory differs: the comparison sees the schedule.
   with pytest.raises(AssertionError):
     _assert_matches(
-        actual,
-        _reference(params, grads, **dict(kwargs, max_refresh_interval=None)),
-        dtype)
+      actual, _reference(params, grads, **dict(kwargs, max_refresh_interval=None)), dtype
+    )
 
 
 def _linear_schedule(init_value, end_value, transition_steps):
@@ -328,21 +338,21 @@ def _linear_schedule(init_value, end_value, transition_steps):
   under x64, so its values are off by ~1e-8 from the exact line; that alone
   moves float64 trajectories by ~5e-9, far above F64_ATOL.
   """
+
   def schedule(count):
     frac = jnp.minimum(jnp.asarray(count, float), transition_steps)
     return init_value + (end_value - init_value) * frac / transition_steps
+
   return schedule
 
 
 def test_matches_reference_complex():
   """Complex parameters: the second moment accumulates |g|**2."""
-  kwargs = dict(learning_rate=LR, gamma=1.15, weight_decay=0.1,
-                weight_decay_mode="l2")
+  kwargs = dict(learning_rate=LR, gamma=1.15, weight_decay=0.1, weight_decay_mode="l2")
   with _enable_x64():
     real, imag = _params(12, np.float64), _params(13, np.float64)
     params = jax.tree.map(lambda a, b: a + 1j * b, real, imag)
-    grads = jax.tree.map(lambda a, b: a + 1j * b, _grad_stack(12, real),
-                         _grad_stack(13, imag))
+    grads = jax.tree.map(lambda a, b: a + 1j * b, _grad_stack(12, real), _grad_stack(13, imag))
     actual = _scan_trajectory(_anon(**kwargs), params, grads)
   for leaf in jax.tree.leaves(actual):
     assert leaf.dtype == np.complex128
@@ -354,20 +364,24 @@ def test_matches_reference_with_schedules(dtype):
   """A learning-rate schedule (read at count t - 1 every step) and a gamma
   schedule (read at count t - 1 at refresh steps)."""
   jax_kwargs = dict(
-      learning_rate=optax.cosine_decay_schedule(LR, NUM_STEPS, alpha=0.1),
-      gamma=_linear_schedule(0.25, 1.5, 200),
-      weight_decay=0.3, weight_decay_mode="decoupled")
-  ref_kwargs = dict(jax_kwargs,
-                    learning_rate=ref.cosine_decay(LR, NUM_STEPS, alpha=0.1),
-                    gamma=ref.linear(0.25, 1.5, 200))
-  actual, _ = _compare_fixed_grads(dtype, seed=4, jax_kwargs=jax_kwargs,
-                                   ref_kwargs=ref_kwargs)
+    learning_rate=optax.cosine_decay_schedule(LR, NUM_STEPS, alpha=0.1),
+    gamma=_linear_schedule(0.25, 1.5, 200),
+    weight_decay=0.3,
+    weight_decay_mode="decoupled",
+  )
+  ref_kwargs = dict(
+    jax_kwargs,
+    learning_rate=ref.cosine_decay(LR, NUM_STEPS, alpha=0.1),
+    gamma=ref.linear(0.25, 1.5, 200),
+  )
+  actual, _ = _compare_fixed_grads(dtype, seed=4, jax_kwargs=jax_kwargs, ref_kwargs=ref_kwargs)
   # Reading either schedule one step late (count t instead of t - 1) is caught.
   params = _params(4, dtype)
   grads = _grad_stack(4, params)
-  for name, schedule in (("learning_rate", ref.cosine_decay(LR, NUM_STEPS,
-                                                            alpha=0.1)),
-                         ("gamma", ref.linear(0.25, 1.5, 200))):
+  for name, schedule in (
+    ("learning_rate", ref.cosine_decay(LR, NUM_STEPS, alpha=0.1)),
+    ("gamma", ref.linear(0.25, 1.5, 200)),
+  ):
     late = dict(ref_kwargs, **{name: lambda c, f=schedule: f(c + 1)})
     with pytest.raises(AssertionError):
       _assert_matches(actual, _reference(params, grads, **late), dtype)
@@ -383,19 +397,17 @@ EAGER_STEPS = 9
 def test_python_loop_matches_reference(jit):
   """`tx.update` and `apply_updates` called step by step, jitted or not."""
   num_steps = NUM_STEPS if jit else EAGER_STEPS
-  kwargs = dict(learning_rate=LR, gamma=1.15, weight_decay=0.05,
-                weight_decay_mode="l2", mask=MASK, beta3=0.3)
+  kwargs = dict(
+    learning_rate=LR, gamma=1.15, weight_decay=0.05, weight_decay_mode="l2", mask=MASK, beta3=0.3
+  )
   with _enable_x64():
     params = _params(5, np.float64)
     grads = _grad_stack(5, params, num_steps)
     stacks = jax.tree.leaves(grads)
     treedef = jax.tree.structure(params)
-    grad_fn = lambda t, _: jax.tree.unflatten(treedef,
-                                              [g[t - 1] for g in stacks])
-    actual = _loop_trajectory(_anon(**kwargs), params, grad_fn,
-                              num_steps, jit)
-  _assert_matches(actual, _reference(params, grads, num_steps, **kwargs),
-                  np.float64)
+    grad_fn = lambda t, _: jax.tree.unflatten(treedef, [g[t - 1] for g in stacks])
+    actual = _loop_trajectory(_anon(**kwargs), params, grad_fn, num_steps, jit)
+  _assert_matches(actual, _reference(params, grads, num_steps, **kwargs), np.float64)
 
 
 # --------------------------------------------------------------------------
@@ -425,7 +437,7 @@ def _lsq_numpy_grads(a, y, params):
     out, start = [], 0
     for shape in shapes:
       size = int(np.prod(shape))
-      out.append(gz[start:start + size].reshape(shape))
+      out.append(gz[start : start + size].reshape(shape))
       start += size
     return out
 
@@ -455,13 +467,13 @@ def _lsq_jax_trajectory(tx, params, a, y):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
 def test_matches_reference_on_least_squares(gamma, dtype):
-  kwargs = dict(learning_rate=3e-2, gamma=gamma, weight_decay=1e-2,
-                weight_decay_mode="l2", refresh_base=3)
+  kwargs = dict(
+    learning_rate=3e-2, gamma=gamma, weight_decay=1e-2, weight_decay_mode="l2", refresh_base=3
+  )
   with _precision(dtype):
     params = _params(6, dtype)
     a, y = _lsq_data(params)
-    actual = _lsq_jax_trajectory(_anon(**kwargs), params,
-                                 a.astype(dtype), y.astype(dtype))
+    actual = _lsq_jax_trajectory(_anon(**kwargs), params, a.astype(dtype), y.astype(dtype))
   grad_fn = _lsq_numpy_grads(a.astype(dtype), y.astype(dtype), params)
   expected = _reference(params, grad_fn, **kwargs)
   _assert_matches(actual, expected, dtype)
@@ -480,11 +492,10 @@ def test_gamma_zero_equals_ema_momentum_sgd(beta3):
   with _enable_x64():
     params = _params(7, np.float64)
     grads = _grad_stack(7, params)
-    anon = _scan_trajectory(
-        _anon(LR, gamma=0.0, beta3=beta3), params, grads)
+    anon = _scan_trajectory(_anon(LR, gamma=0.0, beta3=beta3), params, grads)
     ema_sgd = _scan_trajectory(
-        optax.chain(optax.ema(0.9, debias=True),
-                    optax.scale_by_learning_rate(LR)), params, grads)
+      optax.chain(optax.ema(0.9, debias=True), optax.scale_by_learning_rate(LR)), params, grads
+    )
   # float64 round-off only: a few ulps per step on O(1) parameters.
   chex.assert_trees_all_close(anon, ema_sgd, rtol=1e-13, atol=1e-13)
 
@@ -496,7 +507,7 @@ def test_gamma_zero_equals_ema_momentum_sgd(beta3):
 _CONTROL_KWARGS = dict(learning_rate=LR, gamma=1.0, eps=0.1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _control_run():
   """One passing float64 comparison, shared by the negative controls."""
   return _compare_fixed_grads(np.float64, seed=8, jax_kwargs=_CONTROL_KWARGS)
@@ -506,8 +517,7 @@ def _control_run():
 def test_comparison_detects_wrong_reference(mutation):
   actual, _ = _control_run()
   params = _params(8, np.float64)
-  wrong = _reference(params, _grad_stack(8, params), mutation=mutation,
-                     **_CONTROL_KWARGS)
+  wrong = _reference(params, _grad_stack(8, params), mutation=mutation, **_CONTROL_KWARGS)
   with pytest.raises(AssertionError):
     _assert_matches(actual, wrong, np.float64)
   with pytest.raises(AssertionError):  # not even at the float32 tolerance
@@ -534,7 +544,16 @@ def test_reference_refresh_steps():
   assert ref.refresh_steps(2, 0) == []
   # n = t / 2 for base 2 (1 at t = 1); n = t - t / base in general.
   assert ref.accumulated_counts(2, 300) == {
-      1: 1, 2: 1, 4: 2, 8: 4, 16: 8, 32: 16, 64: 32, 128: 64, 256: 128}
+    1: 1,
+    2: 1,
+    4: 2,
+    8: 4,
+    16: 8,
+    32: 16,
+    64: 32,
+    128: 64,
+    256: 128,
+  }
   assert ref.accumulated_counts(3, 100) == {1: 1, 3: 2, 9: 6, 27: 18, 81: 54}
 
 
@@ -543,11 +562,11 @@ def test_reference_refresh_scalar():
   # First refresh: sigma ** (-gamma / 2) with sigma = s / (1 - b2).
   s = (1 - b2) * 4.0
   np.testing.assert_allclose(
-      ref.refresh_scalar(s, None, 1, b2=b2, eps=eps, gamma=1.0, beta3=0.5),
-      0.5, rtol=1e-15)
+    ref.refresh_scalar(s, None, 1, b2=b2, eps=eps, gamma=1.0, beta3=0.5), 0.5, rtol=1e-15
+  )
   np.testing.assert_allclose(
-      ref.refresh_scalar(s, None, 1, b2=b2, eps=eps, gamma=2.0, beta3=0.9),
-      0.25, rtol=1e-15)
+    ref.refresh_scalar(s, None, 1, b2=b2, eps=eps, gamma=2.0, beta3=0.9), 0.25, rtol=1e-15
+  )
   # beta3 = 0.5: the authors' harmonic mean sqrt(2 / (v**-2 + sigma**gamma)).
   s = (1 - b2**3) * 9.0  # n = 3 accumulated steps of g**2 = 9 -> sigma = 9
   got = ref.refresh_scalar(s, 0.5, 3, b2=b2, eps=eps, gamma=1.0, beta3=0.5)
@@ -555,18 +574,19 @@ def test_reference_refresh_scalar():
   got = ref.refresh_scalar(s, 0.5, 3, b2=b2, eps=eps, gamma=1.0, beta3=0.3)
   np.testing.assert_allclose(got, (0.3 * 4 + 0.7 * 9) ** -0.5, rtol=1e-15)
   # gamma = 0: v == 1 exactly, whatever sigma.
-  assert ref.refresh_scalar(s, 1.0, 3, b2=b2, eps=eps, gamma=0.0,
-                            beta3=0.3) == 1.0
+  assert ref.refresh_scalar(s, 1.0, 3, b2=b2, eps=eps, gamma=0.0, beta3=0.3) == 1.0
 
 
 def test_reference_gamma_zero_is_ema_sgd():
   params = _leaves(_params(9, np.float64))
-  grads = [[g[t] for g in _leaves(_grad_stack(9, _params(9, np.float64)))]
-           for t in range(NUM_STEPS)]
+  grads = [
+    [g[t] for g in _leaves(_grad_stack(9, _params(9, np.float64)))] for t in range(NUM_STEPS)
+  ]
   expected = ref.ema_sgd_reference(params, grads, learning_rate=LR, b1=0.9)
   for beta3 in (0.5, 0.3):
-    got = ref.anon_reference(params, grads, num_steps=NUM_STEPS,
-                             learning_rate=LR, gamma=0.0, beta3=beta3)
+    got = ref.anon_reference(
+      params, grads, num_steps=NUM_STEPS, learning_rate=LR, gamma=0.0, beta3=beta3
+    )
     for step_got, step_expected in zip(got, expected):
       for a, b in zip(step_got, step_expected):
         np.testing.assert_array_equal(a, b)
@@ -581,25 +601,36 @@ def test_reference_constant_gradient_is_sign_descent():
   num_steps = 70
   for base in (2, 3):
     for beta3 in (0.5, 0.9):
-      got = ref.anon_reference([theta0], lambda t, p: [g], num_steps=num_steps,
-                               learning_rate=LR, gamma=1.0, eps=0.0,
-                               beta3=beta3, refresh_base=base)
+      got = ref.anon_reference(
+        [theta0],
+        lambda t, p: [g],
+        num_steps=num_steps,
+        learning_rate=LR,
+        gamma=1.0,
+        eps=0.0,
+        beta3=beta3,
+        refresh_base=base,
+      )
       for t, (theta,) in enumerate(got, start=1):
         np.testing.assert_allclose(theta, -LR * t * np.sign(g), rtol=1e-12)
-  wrong = ref.anon_reference([theta0], lambda t, p: [g], num_steps=num_steps,
-                             learning_rate=LR, gamma=1.0, eps=0.0,
-                             mutation="b2_pow_t")
-  assert not np.allclose(wrong[-1][0], -LR * num_steps * np.sign(g),
-                         rtol=1e-3)
+  wrong = ref.anon_reference(
+    [theta0],
+    lambda t, p: [g],
+    num_steps=num_steps,
+    learning_rate=LR,
+    gamma=1.0,
+    eps=0.0,
+    mutation="b2_pow_t",
+  )
+  assert not np.allclose(wrong[-1][0], -LR * num_steps * np.sign(g), rtol=1e-3)
 
 
 def test_reference_beta3_irrelevant_before_second_refresh():
   params = _leaves(_params(10, np.float64))
-  grads = [[g[t] for g in _leaves(_grad_stack(10, _params(10, np.float64)))]
-           for t in range(20)]
+  grads = [[g[t] for g in _leaves(_grad_stack(10, _params(10, np.float64)))] for t in range(20)]
   run = lambda beta3: ref.anon_reference(
-      params, grads, num_steps=20, learning_rate=LR, gamma=1.0, beta3=beta3,
-      refresh_base=4)
+    params, grads, num_steps=20, learning_rate=LR, gamma=1.0, beta3=beta3, refresh_base=4
+  )
   low, high = run(0.1), run(0.9)
   for t in range(3):  # steps 1, 2, 3 use the first-refresh v only
     for a, b in zip(low[t], high[t]):
@@ -612,8 +643,15 @@ def test_reference_weight_decay_modes():
   theta0 = [np.array([1.0, -2.0]), np.array(3.0)]
   zeros = lambda t, p: [np.zeros_like(x) for x in p]
   run = lambda mode, mask=None: ref.anon_reference(
-      theta0, zeros, num_steps=3, learning_rate=0.1, gamma=0.0,
-      weight_decay=0.2, weight_decay_mode=mode, mask=mask)
+    theta0,
+    zeros,
+    num_steps=3,
+    learning_rate=0.1,
+    gamma=0.0,
+    weight_decay=0.2,
+    weight_decay_mode=mode,
+    mask=mask,
+  )
   # fixed: theta_t = (1 - wd)**t theta_0; decoupled: (1 - lr wd)**t theta_0.
   np.testing.assert_allclose(run("fixed")[-1][0], 0.8**3 * theta0[0])
   np.testing.assert_allclose(run("decoupled")[-1][0], 0.98**3 * theta0[0])
@@ -636,18 +674,18 @@ def test_reference_weight_decay_modes():
 # as much as bfloat16 parameters would, the preconditioner and the
 # (stochastically rounded) accumulator ten times less.
 _COMPACT_BOUNDS = {
-    "mu": (dict(mu_dtype=jnp.bfloat16), 6e-2),
-    "precond": (dict(precond_dtype=jnp.bfloat16), 8e-3),
-    "nu": (dict(nu_dtype=jnp.bfloat16), 8e-3),
-    "all": (dict(mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16,
-                 precond_dtype=jnp.bfloat16), 6e-2),
+  "mu": (dict(mu_dtype=jnp.bfloat16), 6e-2),
+  "precond": (dict(precond_dtype=jnp.bfloat16), 8e-3),
+  "nu": (dict(nu_dtype=jnp.bfloat16), 8e-3),
+  "all": (dict(mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16, precond_dtype=jnp.bfloat16), 6e-2),
 }
 
 
 def _relative_error(actual, expected):
   return max(
-      float(np.max(np.abs(np.asarray(a, np.float64) - e) / (1 + np.abs(e))))
-      for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)))
+    float(np.max(np.abs(np.asarray(a, np.float64) - e) / (1 + np.abs(e))))
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected))
+  )
 
 
 @pytest.mark.parametrize("exact", [True, False])

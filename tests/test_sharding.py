@@ -23,14 +23,19 @@ _SHARDED = ("w1", "b1", "w2")  # "b2" (3 elements) is replicated on purpose.
 @pytest.fixture(scope="module")
 def runs():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                      + " --xla_force_host_platform_device_count=8")
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join(
-      [str(_TESTS.parent)] + [p for p in [env.get("PYTHONPATH")] if p])
+    [str(_TESTS.parent)] + [p for p in [env.get("PYTHONPATH")] if p]
+  )
   completed = subprocess.run(
-      [sys.executable, str(_TESTS / "multidevice_runs.py")], env=env,
-      capture_output=True, text=True, timeout=600, check=False)
+    [sys.executable, str(_TESTS / "multidevice_runs.py")],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert completed.returncode == 0, completed.stderr[-4000:]
   result = json.loads(completed.stdout.strip().splitlines()[-1])
   assert result["device_count"] == 8
@@ -70,6 +75,6 @@ def test_pmap_with_pmean_matches_single_device_run(runs):
   pmap = runs["pmap"]
   assert pmap["replicas_agree"]
   assert pmap["num_refreshes"] == 6
-  chex.assert_trees_all_close(_as_arrays(pmap["final"]),
-                              _as_arrays(runs["single"]), rtol=5e-5,
-                              atol=5e-5)
+  chex.assert_trees_all_close(
+    _as_arrays(pmap["final"]), _as_arrays(runs["single"]), rtol=5e-5, atol=5e-5
+  )

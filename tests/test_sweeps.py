@@ -39,9 +39,7 @@ def _train(learning_rate, gamma):
 
 def _assert_sweep_matches_separate_runs(swept, separate):
   for i, run in enumerate(separate):
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a[i], b, rtol=2e-5, atol=1e-6),
-        swept, run)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=2e-5, atol=1e-6), swept, run)
 
 
 def test_vmap_over_gamma_equals_separate_runs():
@@ -55,19 +53,18 @@ def test_vmap_over_gamma_equals_separate_runs():
   assert sweep._cache_size() == 1
   losses = np.asarray(swept[0])
   assert np.all(losses[:4, -1] < losses[:4, 0])  # gamma 2.5 is too bold here.
-  assert len({round(float(l), 6) for l in losses[:, -1]}) == len(gammas)
+  assert len({round(float(loss), 6) for loss in losses[:, -1]}) == len(gammas)
 
 
 @pytest.mark.slow
 def test_vmap_over_learning_rate_and_gamma_grid():
   learning_rates = jnp.asarray([1e-3, 1e-2, 1e-1])
   gammas = jnp.asarray([0.5, 1.1])
-  grid = jax.jit(jax.vmap(jax.vmap(_train, in_axes=(None, 0)),
-                          in_axes=(0, None)))
+  grid = jax.jit(jax.vmap(jax.vmap(_train, in_axes=(None, 0)), in_axes=(0, None)))
   swept = grid(learning_rates, gammas)
   for i, lr in enumerate([1e-3, 1e-2, 1e-1]):
     row = jax.tree.map(lambda a: a[i], swept)
     separate = [jax.jit(lambda lr=lr, g=g: _train(lr, g))() for g in (0.5, 1.1)]
     _assert_sweep_matches_separate_runs(row, separate)
   final_losses = np.asarray(swept[0])[:, :, -1]
-  assert len({round(float(l), 6) for l in final_losses.ravel()}) == 6
+  assert len({round(float(loss), 6) for loss in final_losses.ravel()}) == 6

@@ -10,37 +10,51 @@ import pytest
 import anon_optax
 
 _BAD_SCALE_BY_ANON = [
-    ("b1", -0.1), ("b1", 1.0), ("b1", math.nan),
-    ("b2", -1e-3), ("b2", 1.0), ("b2", 1.5),
-    ("eps", -1e-16), ("eps", math.inf),
-    ("gamma", math.nan), ("gamma", -math.inf),
-    ("beta3", -0.1), ("beta3", 1.0),
-    ("refresh_base", 1), ("refresh_base", 0), ("refresh_base", 2.5),
-    ("refresh_base", 2**31),
+  ("b1", -0.1),
+  ("b1", 1.0),
+  ("b1", math.nan),
+  ("b2", -1e-3),
+  ("b2", 1.0),
+  ("b2", 1.5),
+  ("eps", -1e-16),
+  ("eps", math.inf),
+  ("gamma", math.nan),
+  ("gamma", -math.inf),
+  ("beta3", -0.1),
+  ("beta3", 1.0),
+  ("refresh_base", 1),
+  ("refresh_base", 0),
+  ("refresh_base", 2.5),
+  ("refresh_base", 2**31),
 ]
 
 
 @pytest.mark.parametrize("name, value", _BAD_SCALE_BY_ANON)
 @pytest.mark.parametrize(
-    "factory", [anon_optax.scale_by_anon, lambda **kw: anon_optax.anon(1e-3, **kw)],
-    ids=["scale_by_anon", "anon"],
+  "factory",
+  [anon_optax.scale_by_anon, lambda **kw: anon_optax.anon(1e-3, **kw)],
+  ids=["scale_by_anon", "anon"],
 )
 def test_invalid_hyperparameter_raises_value_error(factory, name, value):
   with pytest.raises(ValueError, match=f"`{name}`"):
     factory(**{name: value})
 
 
-@pytest.mark.parametrize("name, value", [
-    (n, v) for n, v in _BAD_SCALE_BY_ANON if n != "b1"])
+@pytest.mark.parametrize("name, value", [(n, v) for n, v in _BAD_SCALE_BY_ANON if n != "b1"])
 def test_scale_by_idu_validates_its_hyperparameters(name, value):
   with pytest.raises(ValueError, match=f"`{name}`"):
     anon_optax.scale_by_idu(**{name: value})
 
 
-@pytest.mark.parametrize("name, value", [
-    ("weight_decay", -1e-4), ("weight_decay", math.nan),
-    ("learning_rate", math.nan), ("learning_rate", math.inf),
-])
+@pytest.mark.parametrize(
+  "name, value",
+  [
+    ("weight_decay", -1e-4),
+    ("weight_decay", math.nan),
+    ("learning_rate", math.nan),
+    ("learning_rate", math.inf),
+  ],
+)
 def test_invalid_optimizer_argument_raises_value_error(name, value):
   kwargs = {"learning_rate": 1e-3, name: value}
   with pytest.raises(ValueError, match=f"`{name}`"):
@@ -56,16 +70,25 @@ def test_unknown_weight_decay_mode_raises(mode):
 def test_error_message_states_the_allowed_range():
   with pytest.raises(ValueError, match=r"`b2` must lie in \[0, 1\), got 1.5"):
     anon_optax.anon(1e-3, b2=1.5)
-  with pytest.raises(ValueError,
-                     match=r"`refresh_base` must be an integer in \[2, "):
+  with pytest.raises(ValueError, match=r"`refresh_base` must be an integer in \[2, "):
     anon_optax.anon(1e-3, refresh_base=1)
 
 
-@pytest.mark.parametrize("name, value", [
-    ("b1", 0.0), ("b2", 0.0), ("eps", 0.0), ("beta3", 0.0), ("gamma", -4.0),
-    ("gamma", 7.5), ("refresh_base", 2), ("refresh_base", 3.0),
-    ("refresh_base", 2**31 - 1), ("weight_decay", 0.0),
-])
+@pytest.mark.parametrize(
+  "name, value",
+  [
+    ("b1", 0.0),
+    ("b2", 0.0),
+    ("eps", 0.0),
+    ("beta3", 0.0),
+    ("gamma", -4.0),
+    ("gamma", 7.5),
+    ("refresh_base", 2),
+    ("refresh_base", 3.0),
+    ("refresh_base", 2**31 - 1),
+    ("weight_decay", 0.0),
+  ],
+)
 def test_boundary_values_are_accepted(name, value):
   anon_optax.anon(1e-3, **{name: value})
 
@@ -74,25 +97,30 @@ def test_traced_hyperparameters_are_not_validated_in_python():
   # Inside jit/vmap the values are tracers: construction must not branch on
   # them (no ConcretizationTypeError), and the program must run.
   def run(gamma, b2, beta3, refresh_base):
-    tx = anon_optax.anon(1e-2, gamma=gamma, b2=b2, beta3=beta3,
-                         refresh_base=refresh_base)
+    tx = anon_optax.anon(1e-2, gamma=gamma, b2=b2, beta3=beta3, refresh_base=refresh_base)
     params = jnp.ones(3)
     state = tx.init(params)
     updates, _ = tx.update(params, state, params)
     return updates
 
   out = jax.jit(jax.vmap(run))(
-      jnp.array([0.0, 1.0]), jnp.array([0.99, 0.999]), jnp.array([0.3, 0.5]),
-      jnp.array([2, 3]))
+    jnp.array([0.0, 1.0]), jnp.array([0.99, 0.999]), jnp.array([0.3, 0.5]), jnp.array([2, 3])
+  )
   assert out.shape == (2, 3)
   assert bool(jnp.all(jnp.isfinite(out)))
 
 
 def test_inject_hyperparams_jits_and_runs():
   tx = optax.inject_hyperparams(anon_optax.anon)(
-      learning_rate=optax.linear_schedule(1e-2, 1e-3, 50), b1=0.9, b2=0.99,
-      eps=1e-12, gamma=1.1, weight_decay=1e-4, beta3=0.3, refresh_base=3,
-      weight_decay_mode="decoupled",
+    learning_rate=optax.linear_schedule(1e-2, 1e-3, 50),
+    b1=0.9,
+    b2=0.99,
+    eps=1e-12,
+    gamma=1.1,
+    weight_decay=1e-4,
+    beta3=0.3,
+    refresh_base=3,
+    weight_decay_mode="decoupled",
   )
   params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
   state = tx.init(params)
@@ -114,17 +142,25 @@ def test_inject_hyperparams_jits_and_runs():
 # (`gamma=jnp.array([0., 1.])` was broadcast per column, a concrete NaN array
 # passed).
 _BAD_TYPES_AND_SHAPES = [
-    ("gamma", None), ("gamma", "1.1"), ("b1", "0.9"),
-    ("gamma", jnp.array([0.0, 1.0])), ("eps", jnp.array(jnp.nan)),
-    ("refresh_base", 2.5), ("refresh_base", True),
-    ("max_refresh_interval", 0), ("exact", "yes"), ("exact", 1),
-    ("nu_dtype", jnp.int32), ("precond_dtype", "not a dtype"),
-    ("b2", jnp.array([0.9, 0.99])), ("beta3", None),
+  ("gamma", None),
+  ("gamma", "1.1"),
+  ("b1", "0.9"),
+  ("gamma", jnp.array([0.0, 1.0])),
+  ("eps", jnp.array(jnp.nan)),
+  ("refresh_base", 2.5),
+  ("refresh_base", True),
+  ("max_refresh_interval", 0),
+  ("exact", "yes"),
+  ("exact", 1),
+  ("nu_dtype", jnp.int32),
+  ("precond_dtype", "not a dtype"),
+  ("b2", jnp.array([0.9, 0.99])),
+  ("beta3", None),
 ]
 _CONSTRUCTORS = {
-    "anon": lambda **kw: anon_optax.anon(1e-3, **kw),
-    "scale_by_anon": anon_optax.scale_by_anon,
-    "scale_by_idu": anon_optax.scale_by_idu,
+  "anon": lambda **kw: anon_optax.anon(1e-3, **kw),
+  "scale_by_anon": anon_optax.scale_by_anon,
+  "scale_by_idu": anon_optax.scale_by_idu,
 }
 
 

@@ -25,18 +25,31 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def run_suite(tmp_path, *args, timeout=600):
   out = tmp_path / "workloads.json"
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-      [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+  env = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+  }
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.workloads.run", "--json", str(out), *args],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    [sys.executable, "-m", "experiments.workloads.run", "--json", str(out), *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(out.read_text()), proc
 
 
 def _row(**overrides):
-  row = dict(metric_name="accuracy", mean=0.95, spread=0.0, nonfinite_seeds=0,
-             first_nonfinite_step=None, seeds=[0, 1, 2])
+  row = dict(
+    metric_name="accuracy",
+    mean=0.95,
+    spread=0.0,
+    nonfinite_seeds=0,
+    first_nonfinite_step=None,
+    seeds=[0, 1, 2],
+  )
   row.update(overrides)
   return row
 
@@ -98,9 +111,17 @@ def test_quick_suite_guard_trains_where_exact_rule_blows_up(tmp_path):
   from experiments.workloads import common
 
   workloads = ("reduce_on_plateau", "linen_trainstate")
-  report, _ = run_suite(tmp_path, "--quick", "--seeds", "1", "--no-docs",
-                        "--workloads", ",".join(workloads),
-                        "--optimizers", "adam,anon,anon_exact")
+  report, _ = run_suite(
+    tmp_path,
+    "--quick",
+    "--seeds",
+    "1",
+    "--no-docs",
+    "--workloads",
+    ",".join(workloads),
+    "--optimizers",
+    "adam,anon,anon_exact",
+  )
   assert report["quick"] is True
   rows = {(r["workload"], r["optimizer"]): r for r in report["summary"]}
   assert set(rows) == {(w, o) for w in workloads for o in common.OPTIMIZERS}

@@ -25,11 +25,17 @@ def trace(runner: vision.DigitsRunner, *, lr: float, beta3: float, refresh_base:
   @jax.jit
   def step(params, state, idx):
     (loss, _), grads = jax.value_and_grad(runner._loss, has_aux=True)(
-        params, runner.x_train[idx], runner.y_train[idx])
+      params, runner.x_train[idx], runner.y_train[idx]
+    )
     updates, state = tx.update(grads, state, params)
-    return (optax.apply_updates(params, updates), state, loss,
-            anon_optax.preconditioner_stats(state)["v_max"], optax.global_norm(updates),
-            optax.global_norm(grads))
+    return (
+      optax.apply_updates(params, updates),
+      state,
+      loss,
+      anon_optax.preconditioner_stats(state)["v_max"],
+      optax.global_norm(updates),
+      optax.global_norm(grads),
+    )
 
   state, rows = tx.init(params), []
   for t in range(len(order)):
@@ -47,10 +53,15 @@ def main(argv=None):
   runner = vision.DigitsRunner(width=8, hidden=32, epochs=10)
   for base in (2, 4):
     rows = trace(runner, lr=args.lr, beta3=args.beta3, refresh_base=base, seed=args.seed)
-    print(f"refresh_base={base} lr={args.lr:g} beta3={args.beta3:g} seed={args.seed}: "
-          f"final batch loss {rows[-1][1]:.4f}")
+    print(
+      f"refresh_base={base} lr={args.lr:g} beta3={args.beta3:g} seed={args.seed}: "
+      f"final batch loss {rows[-1][1]:.4f}"
+    )
     for t in (1, 2, 3, 4, 5, 8, 16, 17, 64, 65, len(rows)):
-      print("  step %3d  loss %9.4g  v_max %9.3g  |update| %9.3g  |grad| %9.3g" % rows[t - 1])
+      step, loss, v_max, update, grad = rows[t - 1]
+      print(
+        f"  step {step:3d}  loss {loss:9.4g}  v_max {v_max:9.3g}  |update| {update:9.3g}  |grad| {grad:9.3g}"
+      )
 
 
 if __name__ == "__main__":

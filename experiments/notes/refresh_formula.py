@@ -44,6 +44,7 @@ GAMMA, BETA3, EPS = 1.0, 0.5, 1e-16
 
 def current(precond, sigma_raw):
   from anon_optax import _idu  # pylint: disable=import-outside-toplevel
+
   return _idu.harmonic_refresh(precond, jnp.log(sigma_raw + EPS), GAMMA, BETA3)
 
 
@@ -90,8 +91,10 @@ def main(argv=None):
   outputs = {name: np.asarray(fn(precond, sigma_raw)) for name, fn in jitted.items()}
   reference = outputs["current"]
   max_rel_diff = {
-      name: float(np.max(np.abs(out - reference) / reference))
-      for name, out in outputs.items() if name != "axpy"}
+    name: float(np.max(np.abs(out - reference) / reference))
+    for name, out in outputs.items()
+    if name != "axpy"
+  }
 
   def sample(fn):
     def go():
@@ -101,22 +104,43 @@ def main(argv=None):
         out = fn(precond, sigma_raw)
       jax.block_until_ready(out)
       return (common.timer() - t0) / args.reps
+
     return go
 
-  samples = common.interleaved({n: sample(f) for n, f in jitted.items()}, rounds,
-                               warmup_rounds=1)
+  samples = common.interleaved({n: sample(f) for n, f in jitted.items()}, rounds, warmup_rounds=1)
   summary = common.summarise(samples, baselines=("current", "axpy"))
   common.print_table(
-      ["variant", "ms (median)", "x current", "x axpy", "max rel. diff vs current"],
-      [[n, e["median_s"] * 1e3, e["ratio_vs"].get("current", 1.0),
-        e["ratio_vs"].get("axpy", 1.0), max_rel_diff.get(n, "")]
-       for n, e in summary.items()],
-      title=f"IDU refresh formula on {common.size_label(size)} float32 elements, "
-            f"gamma={GAMMA}, beta3={BETA3}, {rounds} rounds")
-  path = common.write_json(args.name, {
-      "config": {"size": size, "gamma": GAMMA, "beta3": BETA3, "eps": EPS,
-                 "rounds": rounds, "reps": args.reps, "quick": args.quick},
-      "results": summary, "max_rel_diff_vs_current": max_rel_diff}, args.out_dir)
+    ["variant", "ms (median)", "x current", "x axpy", "max rel. diff vs current"],
+    [
+      [
+        n,
+        e["median_s"] * 1e3,
+        e["ratio_vs"].get("current", 1.0),
+        e["ratio_vs"].get("axpy", 1.0),
+        max_rel_diff.get(n, ""),
+      ]
+      for n, e in summary.items()
+    ],
+    title=f"IDU refresh formula on {common.size_label(size)} float32 elements, "
+    f"gamma={GAMMA}, beta3={BETA3}, {rounds} rounds",
+  )
+  path = common.write_json(
+    args.name,
+    {
+      "config": {
+        "size": size,
+        "gamma": GAMMA,
+        "beta3": BETA3,
+        "eps": EPS,
+        "rounds": rounds,
+        "reps": args.reps,
+        "quick": args.quick,
+      },
+      "results": summary,
+      "max_rel_diff_vs_current": max_rel_diff,
+    },
+    args.out_dir,
+  )
   print(f"\nwrote {path}")
 
 

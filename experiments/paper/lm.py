@@ -14,14 +14,16 @@ same updates at a concrete learning rate, and that the constants below are the e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 import anon_optax
 from experiments import models
@@ -34,23 +36,32 @@ WEIGHT_DECAY = 0.1
 # Three peak learning rates per optimizer, a factor-2 grid centred on the tuned rate: the same
 # grid size for everyone.
 LR_GRIDS = {name: (lr / 2, lr, 2 * lr) for name, lr in TUNED_LEARNING_RATES.items()}
-CONTENDERS = (("anon", 1.0), ("anon", 1.1), ("anon", 1.15), ("adamw", None), ("lion", None),
-              ("muon", None))
+CONTENDERS = (
+  ("anon", 1.0),
+  ("anon", 1.1),
+  ("anon", 1.15),
+  ("adamw", None),
+  ("lion", None),
+  ("muon", None),
+)
 
 
 def unit_schedule(steps: int) -> optax.Schedule:
   """char_gpt's schedule shape at peak 1: 5% linear warmup, cosine decay to 10%."""
-  return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=max(1, steps // 20),
-                                            decay_steps=steps, end_value=0.1)
+  return optax.warmup_cosine_decay_schedule(
+    0.0, 1.0, warmup_steps=max(1, steps // 20), decay_steps=steps, end_value=0.1
+  )
 
 
 def muon_dims(params):
   """Muon for the 2-D hidden matrices; embeddings, head and vectors go to its AdamW."""
+
   def rule(path, x):
     names = jax.tree_util.keystr(path)
     if x.ndim == 2 and "embed" not in names and "head" not in names:
       return optax.contrib.MuonDimensionNumbers(reduction_axis=0, output_axis=1)
     return None
+
   return jax.tree_util.tree_map_with_path(rule, params)
 
 
@@ -67,16 +78,32 @@ def make_optimizer(name: str, learning_rate, steps: int, gamma=1.0) -> optax.Gra
     return optax.lion(schedule, weight_decay=wd)
   if name == "muon":
     adam_lr = MUON_ADAM_LEARNING_RATE  # Fixed, as in the example (not searched).
-    return optax.contrib.muon(schedule, weight_decay=wd, adam_weight_decay=wd,
-                              adam_learning_rate=lambda count: adam_lr * unit(count),
-                              muon_weight_dimension_numbers=muon_dims)
+    return optax.contrib.muon(
+      schedule,
+      weight_decay=wd,
+      adam_weight_decay=wd,
+      adam_learning_rate=lambda count: adam_lr * unit(count),
+      muon_weight_dimension_numbers=muon_dims,
+    )
   raise ValueError(f"unknown optimizer {name!r}")
 
 
-def train_lanes(corpus: models.Corpus, name: str, learning_rates: Sequence[float],
-                gammas: Sequence[float], seeds: Sequence[int], *, steps: int,
-                batch_size: int, context: int, width: int, layers: int, heads: int,
-                evals: int = 4, eval_batches: int = 8) -> dict[str, np.ndarray]:
+def train_lanes(
+  corpus: models.Corpus,
+  name: str,
+  learning_rates: Sequence[float],
+  gammas: Sequence[float],
+  seeds: Sequence[int],
+  *,
+  steps: int,
+  batch_size: int,
+  context: int,
+  width: int,
+  layers: int,
+  heads: int,
+  evals: int = 4,
+  eval_batches: int = 8,
+) -> dict[str, np.ndarray]:
   """Trains ``len(seeds) x len(learning_rates)`` GPTs in one vmapped program.
 
   ``learning_rates`` and ``gammas`` are paired lanes (gamma is ignored by all but Anon).
@@ -87,12 +114,21 @@ def train_lanes(corpus: models.Corpus, name: str, learning_rates: Sequence[float
     raise ValueError(f"steps {steps} must be a multiple of evals {evals}")
   graphdef, inits, train_b, val_b = None, [], [], []
   for seed in seeds:
-    model = models.GPT(len(corpus.chars), context=context, width=width, layers=layers,
-                         heads=heads, rngs=nnx.Rngs(seed))
+    model = models.GPT(
+      len(corpus.chars),
+      context=context,
+      width=width,
+      layers=layers,
+      heads=heads,
+      rngs=nnx.Rngs(seed),
+    )
     graphdef, params = nnx.split(model, nnx.Param)
     inits.append(params)
-    train_b.append(models.sample_batches(corpus.train, steps, batch_size, context, seed)
-                   .reshape(evals, steps // evals, batch_size, context + 1))
+    train_b.append(
+      models.sample_batches(corpus.train, steps, batch_size, context, seed).reshape(
+        evals, steps // evals, batch_size, context + 1
+      )
+    )
     val_b.append(models.sample_batches(corpus.val, eval_batches, batch_size, context, seed + 1))
   params0 = jax.tree.map(lambda *p: jnp.stack(p), *inits)
   train_b, val_b = jnp.asarray(np.stack(train_b)), jnp.asarray(np.stack(val_b))
@@ -120,8 +156,13 @@ def train_lanes(corpus: models.Corpus, name: str, learning_rates: Sequence[float
 
   over_lane = jax.vmap(one_run, in_axes=(None, None, None, 0, 0))
   over_seed = jax.vmap(over_lane, in_axes=(0, 0, 0, None, None))
-  out = jax.jit(over_seed)(params0, train_b, val_b, jnp.asarray(learning_rates, jnp.float32),
-                           jnp.asarray(gammas, jnp.float32))
+  out = jax.jit(over_seed)(
+    params0,
+    train_b,
+    val_b,
+    jnp.asarray(learning_rates, jnp.float32),
+    jnp.asarray(gammas, jnp.float32),
+  )
   out = {k: np.asarray(v) for k, v in out.items()}
   out["eval_steps"] = np.arange(1, evals + 1) * (steps // evals)
   return out
@@ -131,15 +172,20 @@ def label(name: str, gamma: float | None) -> str:
   return name if gamma is None else f"{name} (gamma={gamma:g})"
 
 
-def run(config: dict[str, Any], seeds: Sequence[int], log: Callable[[str], None] = print,
-        contenders=CONTENDERS) -> dict[str, Any]:
+def run(
+  config: dict[str, Any],
+  seeds: Sequence[int],
+  log: Callable[[str], None] = print,
+  contenders=CONTENDERS,
+) -> dict[str, Any]:
   """The whole LM table: every contender over its LR grid and the seeds. JSON-ready.
 
   One vmapped program per optimizer: Anon's gammas are lanes of the same program as its LRs.
   """
   corpus = models.load_corpus(max_chars=config.get("max_chars"))
-  model_kw = {k: config[k] for k in ("steps", "batch_size", "context", "width", "layers", "heads",
-                                     "evals")}
+  model_kw = {
+    k: config[k] for k in ("steps", "batch_size", "context", "width", "layers", "heads", "evals")
+  }
   groups: dict[str, list] = {}
   for name, gamma in contenders:
     groups.setdefault(name, []).append(gamma)
@@ -148,8 +194,14 @@ def run(config: dict[str, Any], seeds: Sequence[int], log: Callable[[str], None]
     lrs = LR_GRIDS[name]
     lanes = [(lr, g) for g in gammas for lr in lrs]
     start = time.perf_counter()
-    out = train_lanes(corpus, name, [lr for lr, _ in lanes],
-                      [1.0 if g is None else g for _, g in lanes], seeds, **model_kw)
+    out = train_lanes(
+      corpus,
+      name,
+      [lr for lr, _ in lanes],
+      [1.0 if g is None else g for _, g in lanes],
+      seeds,
+      **model_kw,
+    )
     seconds = time.perf_counter() - start
     log(f"  LM {name}: {len(seeds) * len(lanes)} runs in one vmapped program, {seconds:.0f}s")
     for k, gamma in enumerate(gammas):
@@ -157,21 +209,37 @@ def run(config: dict[str, Any], seeds: Sequence[int], log: Callable[[str], None]
       val = out["val_loss"][:, sl]  # (seeds, lrs)
       mean = np.where(np.isfinite(val).all(0), val.mean(0), np.inf)
       best = int(np.argmin(mean))
-      rows.append({
-          "optimizer": name, "gamma": gamma, "label": label(name, gamma),
-          "learning_rates": list(lrs), "best_learning_rate": lrs[best],
-          "val_loss_mean": float(val[:, best].mean()), "val_loss_std": float(val[:, best].std()),
+      rows.append(
+        {
+          "optimizer": name,
+          "gamma": gamma,
+          "label": label(name, gamma),
+          "learning_rates": list(lrs),
+          "best_learning_rate": lrs[best],
+          "val_loss_mean": float(val[:, best].mean()),
+          "val_loss_std": float(val[:, best].std()),
           "val_loss_per_seed": val[:, best].tolist(),
-          "grid_val_loss_mean": val.mean(0).tolist(), "grid_val_loss_std": val.std(0).tolist(),
+          "grid_val_loss_mean": val.mean(0).tolist(),
+          "grid_val_loss_std": val.std(0).tolist(),
           "val_curve_mean": out["val_curve"][:, sl][:, best].mean(0).tolist(),
           "train_curve_mean": out["train_curve"][:, sl][:, best].mean(0).tolist(),
           "eval_steps": out["eval_steps"].tolist(),
           "seconds_for_optimizer": round(seconds, 1),
-      })
-      log(f"    {label(name, gamma):>18s}: best lr {lrs[best]:g}  val loss "
-          f"{rows[-1]['val_loss_mean']:.4f} +- {rows[-1]['val_loss_std']:.4f}  "
-          f"(grid means {', '.join(f'{m:.4f}' for m in val.mean(0))})")
-  return {"config": dict(config, seeds=list(seeds), corpus=corpus.source,
-                         vocab=len(corpus.chars), train_chars=int(len(corpus.train)),
-                         val_chars=int(len(corpus.val))),
-          "rows": rows}
+        }
+      )
+      log(
+        f"    {label(name, gamma):>18s}: best lr {lrs[best]:g}  val loss "
+        f"{rows[-1]['val_loss_mean']:.4f} +- {rows[-1]['val_loss_std']:.4f}  "
+        f"(grid means {', '.join(f'{m:.4f}' for m in val.mean(0))})"
+      )
+  return {
+    "config": dict(
+      config,
+      seeds=list(seeds),
+      corpus=corpus.source,
+      vocab=len(corpus.chars),
+      train_chars=int(len(corpus.train)),
+      val_chars=int(len(corpus.val)),
+    ),
+    "rows": rows,
+  }

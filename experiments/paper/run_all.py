@@ -41,24 +41,42 @@ COMMAND = "python -m experiments.paper.run_all"
 PARTS = ("lm", "vision", "idu", "gamma")
 
 CONFIGS = {
-    "default": {
-        "seeds": 3,
-        "lm": {"steps": 300, "batch_size": 16, "context": 64, "width": 64, "layers": 2,
-               "heads": 4, "evals": 4, "max_chars": None},
-        "vision": {"width": 8, "hidden": 32, "epochs": 10, "batch_size": 64},
-        "idu": {"beta3s": (0.1, 0.3, 0.5, 0.7, 0.9), "refresh_bases": (2, 3, 4),
-                "lr_factors": (1, 1 / 3)},
-        "gamma": {"gammas": vision.SWEEP_GAMMAS, "lrs": vision.SWEEP_LRS,
-                  "hidden": 128, "epochs": 20},
+  "default": {
+    "seeds": 3,
+    "lm": {
+      "steps": 300,
+      "batch_size": 16,
+      "context": 64,
+      "width": 64,
+      "layers": 2,
+      "heads": 4,
+      "evals": 4,
+      "max_chars": None,
     },
-    "quick": {
-        "seeds": 2,
-        "lm": {"steps": 16, "batch_size": 4, "context": 16, "width": 16, "layers": 1,
-               "heads": 2, "evals": 2, "max_chars": 100_000},
-        "vision": {"width": 4, "hidden": 16, "epochs": 1, "batch_size": 64},
-        "idu": {"beta3s": (0.1, 0.5, 0.9), "refresh_bases": (2, 3, 4), "lr_factors": (1,)},
-        "gamma": {"gammas": (-0.5, 0.5, 1.5), "lrs": (1e-2, 1e-1), "hidden": 16, "epochs": 1},
+    "vision": {"width": 8, "hidden": 32, "epochs": 10, "batch_size": 64},
+    "idu": {
+      "beta3s": (0.1, 0.3, 0.5, 0.7, 0.9),
+      "refresh_bases": (2, 3, 4),
+      "lr_factors": (1, 1 / 3),
     },
+    "gamma": {"gammas": vision.SWEEP_GAMMAS, "lrs": vision.SWEEP_LRS, "hidden": 128, "epochs": 20},
+  },
+  "quick": {
+    "seeds": 2,
+    "lm": {
+      "steps": 16,
+      "batch_size": 4,
+      "context": 16,
+      "width": 16,
+      "layers": 1,
+      "heads": 2,
+      "evals": 2,
+      "max_chars": 100_000,
+    },
+    "vision": {"width": 4, "hidden": 16, "epochs": 1, "batch_size": 64},
+    "idu": {"beta3s": (0.1, 0.5, 0.9), "refresh_bases": (2, 3, 4), "lr_factors": (1,)},
+    "gamma": {"gammas": (-0.5, 0.5, 1.5), "lrs": (1e-2, 1e-1), "hidden": 16, "epochs": 1},
+  },
 }
 
 
@@ -72,36 +90,66 @@ def hardware() -> dict:
   except OSError:
     pass
   dev = jax.devices()[0]
-  return {"cpu": cpu, "cores": os.cpu_count(), "platform": dev.platform,
-          "device": getattr(dev, "device_kind", str(dev)), "python": platform.python_version(),
-          "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+  return {
+    "cpu": cpu,
+    "cores": os.cpu_count(),
+    "platform": dev.platform,
+    "device": getattr(dev, "device_kind", str(dev)),
+    "python": platform.python_version(),
+    "load_average_start": [round(x, 2) for x in os.getloadavg()],
+  }
 
 
 def versions() -> dict:
   import flax
   import optax
+
   import anon_optax
-  return {"jax": jax.__version__, "optax": optax.__version__, "flax": flax.__version__,
-          "anon_optax": anon_optax.__version__}
+
+  return {
+    "jax": jax.__version__,
+    "optax": optax.__version__,
+    "flax": flax.__version__,
+    "anon_optax": anon_optax.__version__,
+  }
 
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes, a few minutes (CI)")
-  parser.add_argument("--results-md", default=str(ROOT / "docs" / "RESULTS.md"),
-                      help="the page to write (default: docs/RESULTS.md)")
-  parser.add_argument("--figures-dir", default=str(HERE / "figures"),
-                      help="where paper_*.png go (default: experiments/paper/figures/)")
-  parser.add_argument("--json", default=None,
-                      help="results JSON (default experiments/paper/results/paper[_quick].json)")
+  parser.add_argument(
+    "--results-md",
+    default=str(ROOT / "docs" / "RESULTS.md"),
+    help="the page to write (default: docs/RESULTS.md)",
+  )
+  parser.add_argument(
+    "--figures-dir",
+    default=str(HERE / "figures"),
+    help="where paper_*.png go (default: experiments/paper/figures/)",
+  )
+  parser.add_argument(
+    "--json",
+    default=None,
+    help="results JSON (default experiments/paper/results/paper[_quick].json)",
+  )
   parser.add_argument("--parts", default=",".join(PARTS), help="subset of " + ",".join(PARTS))
-  parser.add_argument("--from-json", default=None, metavar="PATH",
-                      help="only re-render RESULTS.md and the figures from a saved results JSON")
+  parser.add_argument(
+    "--from-json",
+    default=None,
+    metavar="PATH",
+    help="only re-render RESULTS.md and the figures from a saved results JSON",
+  )
   args = parser.parse_args(argv)
   if args.from_json:
     results = json.loads(pathlib.Path(args.from_json).read_text())
-    print(report.write(results, pathlib.Path(args.results_md), pathlib.Path(args.figures_dir),
-                       pathlib.Path(args.from_json)))
+    print(
+      report.write(
+        results,
+        pathlib.Path(args.results_md),
+        pathlib.Path(args.figures_dir),
+        pathlib.Path(args.from_json),
+      )
+    )
     return results
 
   mode = "quick" if args.quick else "default"
@@ -110,8 +158,9 @@ def main(argv=None) -> dict:
   for p in parts:
     if p not in PARTS:
       parser.error(f"unknown part {p!r}")
-  json_path = pathlib.Path(args.json or HERE / "results"
-                           / f"paper{'_quick' if args.quick else ''}.json")
+  json_path = pathlib.Path(
+    args.json or HERE / "results" / f"paper{'_quick' if args.quick else ''}.json"
+  )
   command = COMMAND + (" --quick" if args.quick else "")
   if args.parts != ",".join(PARTS):
     command += f" --parts {args.parts}"
@@ -121,9 +170,16 @@ def main(argv=None) -> dict:
     print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
   t0 = time.perf_counter()
-  results = {"mode": mode, "command": command, "config": cfg, "parts": parts,
-             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "hardware": hardware(), "versions": versions(), "seconds": {}}
+  results = {
+    "mode": mode,
+    "command": command,
+    "config": cfg,
+    "parts": parts,
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "hardware": hardware(),
+    "versions": versions(),
+    "seconds": {},
+  }
   log(f"paper benchmarks, mode={mode}, parts={parts}, {results['hardware']}")
 
   runner = None
@@ -138,22 +194,31 @@ def main(argv=None) -> dict:
     lr = vision.LR_GRIDS["anon"][1]
     if "vision" in results:  # The ablation runs at Anon's selected learning rate, and a third.
       lr = next(r for r in results["vision"]["rows"] if r["optimizer"] == "anon")[
-          "best_learning_rate"]
+        "best_learning_rate"
+      ]
     t = time.perf_counter()
     ablations = []
     for f in cfg["idu"]["lr_factors"]:
       log(f"IDU ablation at lr={lr * f:g}")
-      ablations.append(vision.idu_ablation(runner, seeds, float(f"{lr * f:.2g}"), log=log,
-                                           beta3s=cfg["idu"]["beta3s"],
-                                           refresh_bases=cfg["idu"]["refresh_bases"]))
+      ablations.append(
+        vision.idu_ablation(
+          runner,
+          seeds,
+          float(f"{lr * f:.2g}"),
+          log=log,
+          beta3s=cfg["idu"]["beta3s"],
+          refresh_bases=cfg["idu"]["refresh_bases"],
+        )
+      )
     results["idu"] = {"ablations": ablations}
     results["seconds"]["idu"] = round(time.perf_counter() - t, 1)
   if "gamma" in parts:
     log("adaptivity curve (vmapped gamma sweep)")
     t = time.perf_counter()
     g = cfg["gamma"]
-    results["gamma"] = vision.adaptivity(seeds, g["gammas"], g["lrs"], hidden=g["hidden"],
-                                         epochs=g["epochs"], log=log)
+    results["gamma"] = vision.adaptivity(
+      seeds, g["gammas"], g["lrs"], hidden=g["hidden"], epochs=g["epochs"], log=log
+    )
     results["seconds"]["gamma"] = round(time.perf_counter() - t, 1)
   if "lm" in parts:
     log("language model: char GPT, 6 contenders x 3 LRs x seeds")
@@ -165,10 +230,13 @@ def main(argv=None) -> dict:
 
   json_path.parent.mkdir(parents=True, exist_ok=True)
   json_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
-  md = report.write(results, pathlib.Path(args.results_md), pathlib.Path(args.figures_dir),
-                    json_path)
-  log(f"wrote {json_path}, {md} and figures in {args.figures_dir} "
-      f"(total {results['seconds']['total']:.0f}s)")
+  md = report.write(
+    results, pathlib.Path(args.results_md), pathlib.Path(args.figures_dir), json_path
+  )
+  log(
+    f"wrote {json_path}, {md} and figures in {args.figures_dir} "
+    f"(total {results['seconds']['total']:.0f}s)"
+  )
   return results
 
 

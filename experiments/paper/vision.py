@@ -19,14 +19,16 @@ here (examples/gamma_sweep.py switched to an MLP for its vmapped sweep for the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 import anon_optax
 from experiments import models
@@ -35,8 +37,10 @@ from experiments import models
 # that they agree).
 TUNED_LEARNING_RATES = {"anon": 1e-2, "adam": 1e-2, "sgd": 1e-1}
 # Learning-rate grids, 3 values each: the tuned rate, /3 and x3.
-LR_GRIDS = {name: tuple(float(f"{lr * f:.2g}") for f in (1 / 3, 1, 3))
-            for name, lr in TUNED_LEARNING_RATES.items()}
+LR_GRIDS = {
+  name: tuple(float(f"{lr * f:.2g}") for f in (1 / 3, 1, 3))
+  for name, lr in TUNED_LEARNING_RATES.items()
+}
 # The grids of examples/gamma_sweep.py's sweep (its DEFAULT_GAMMAS and DEFAULT_LRS).
 SWEEP_GAMMAS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 SWEEP_LRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -47,8 +51,15 @@ REFRESH_BASES = (2, 3, 4)
 class DigitsRunner:
   """One compiled training program per (optimizer, refresh_base); lanes are calls to it."""
 
-  def __init__(self, *, width: int, hidden: int, epochs: int, batch_size: int = 64,
-               data: models.Dataset | None = None):
+  def __init__(
+    self,
+    *,
+    width: int,
+    hidden: int,
+    epochs: int,
+    batch_size: int = 64,
+    data: models.Dataset | None = None,
+  ):
     self.data = data or models.load_digits()
     self.width, self.hidden, self.epochs, self.batch_size = width, hidden, epochs, batch_size
     self.x_train, self.y_train = jnp.asarray(self.data.x_train), jnp.asarray(self.data.y_train)
@@ -59,8 +70,9 @@ class DigitsRunner:
 
   def init(self, seed: int):
     """digits_cnn.train's init and batch order for this seed."""
-    model = models.CNN(self.data.x_train.shape[1:], width=self.width, hidden=self.hidden,
-                           rngs=nnx.Rngs(seed))
+    model = models.CNN(
+      self.data.x_train.shape[1:], width=self.width, hidden=self.hidden, rngs=nnx.Rngs(seed)
+    )
     self.graphdef, params = nnx.split(model, nnx.Param)
     rng = np.random.default_rng(seed)
     n = self.steps_per_epoch * self.batch_size
@@ -78,8 +90,9 @@ class DigitsRunner:
       def make_tx(hp):
         # digits_cnn.make_optimizer, with Anon's beta3 and refresh_base exposed.
         if name == "anon":
-          return anon_optax.anon(hp["lr"], gamma=hp["gamma"], beta3=hp["beta3"],
-                                 refresh_base=refresh_base)
+          return anon_optax.anon(
+            hp["lr"], gamma=hp["gamma"], beta3=hp["beta3"], refresh_base=refresh_base
+          )
         if name == "adam":
           return optax.adam(hp["lr"])
         if name == "sgd":
@@ -92,7 +105,8 @@ class DigitsRunner:
         def step(carry, idx):
           params, opt_state = carry
           (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
-              params, self.x_train[idx], self.y_train[idx])
+            params, self.x_train[idx], self.y_train[idx]
+          )
           updates, opt_state = tx.update(grads, opt_state, params)
           return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -105,8 +119,16 @@ class DigitsRunner:
       self._programs[key] = jax.jit(train)
     return self._programs[key]
 
-  def run(self, name: str, seed: int, *, lr: float, gamma: float = 1.0, beta3: float = 0.5,
-          refresh_base: int = 2) -> dict[str, Any]:
+  def run(
+    self,
+    name: str,
+    seed: int,
+    *,
+    lr: float,
+    gamma: float = 1.0,
+    beta3: float = 0.5,
+    refresh_base: int = 2,
+  ) -> dict[str, Any]:
     params, order = self.init(seed)
     hp = {"lr": jnp.float32(lr), "gamma": jnp.float32(gamma), "beta3": jnp.float32(beta3)}
     out = self._program(name, refresh_base if name == "anon" else 0)(params, order, hp)
@@ -115,13 +137,18 @@ class DigitsRunner:
 
 def _stats(accs, losses) -> dict[str, Any]:
   accs, losses = np.asarray(accs, float), np.asarray(losses, float)
-  return {"test_accuracy_mean": float(accs.mean()), "test_accuracy_std": float(accs.std()),
-          "test_accuracy_per_seed": accs.tolist(), "train_loss_mean": float(losses.mean()),
-          "train_loss_std": float(losses.std())}
+  return {
+    "test_accuracy_mean": float(accs.mean()),
+    "test_accuracy_std": float(accs.std()),
+    "test_accuracy_per_seed": accs.tolist(),
+    "train_loss_mean": float(losses.mean()),
+    "train_loss_std": float(losses.std()),
+  }
 
 
-def compare(runner: DigitsRunner, seeds: Sequence[int], log=print,
-            optimizers=("anon", "adam", "sgd")) -> dict[str, Any]:
+def compare(
+  runner: DigitsRunner, seeds: Sequence[int], log=print, optimizers=("anon", "adam", "sgd")
+) -> dict[str, Any]:
   """Anon (gamma 1) vs Adam vs SGD+momentum, each over its LR grid; best LR by mean accuracy."""
   rows = []
   for name in optimizers:
@@ -129,67 +156,120 @@ def compare(runner: DigitsRunner, seeds: Sequence[int], log=print,
     grid = []
     for lr in LR_GRIDS[name]:
       outs = [runner.run(name, s, lr=lr) for s in seeds]
-      grid.append(dict(_stats([o["test_accuracy"] for o in outs], [o["train_loss"] for o in outs]),
-                       learning_rate=lr,
-                       loss_curve_mean=np.mean([o["loss_curve"] for o in outs], 0).tolist()))
+      grid.append(
+        dict(
+          _stats([o["test_accuracy"] for o in outs], [o["train_loss"] for o in outs]),
+          learning_rate=lr,
+          loss_curve_mean=np.mean([o["loss_curve"] for o in outs], 0).tolist(),
+        )
+      )
     score = [g["test_accuracy_mean"] if np.isfinite(g["train_loss_mean"]) else -1 for g in grid]
     best = grid[int(np.argmax(score))]
     seconds = time.perf_counter() - start
-    rows.append({"optimizer": name, "learning_rates": list(LR_GRIDS[name]),
-                 "best_learning_rate": best["learning_rate"],
-                 **{k: v for k, v in best.items() if k != "learning_rate"},
-                 "grid": [{k: v for k, v in g.items() if k != "loss_curve_mean"} for g in grid],
-                 "seconds": round(seconds, 1)})
-    log(f"  vision {name:>5s}: best lr {best['learning_rate']:g}  test acc "
-        f"{100 * best['test_accuracy_mean']:.2f} +- {100 * best['test_accuracy_std']:.2f}  "
-        f"train loss {best['train_loss_mean']:.4f}  {seconds:.0f}s")
+    rows.append(
+      {
+        "optimizer": name,
+        "learning_rates": list(LR_GRIDS[name]),
+        "best_learning_rate": best["learning_rate"],
+        **{k: v for k, v in best.items() if k != "learning_rate"},
+        "grid": [{k: v for k, v in g.items() if k != "loss_curve_mean"} for g in grid],
+        "seconds": round(seconds, 1),
+      }
+    )
+    log(
+      f"  vision {name:>5s}: best lr {best['learning_rate']:g}  test acc "
+      f"{100 * best['test_accuracy_mean']:.2f} +- {100 * best['test_accuracy_std']:.2f}  "
+      f"train loss {best['train_loss_mean']:.4f}  {seconds:.0f}s"
+    )
   return {"rows": rows, "steps_per_epoch": runner.steps_per_epoch}
 
 
-def idu_ablation(runner: DigitsRunner, seeds: Sequence[int], lr: float, log=print,
-                 beta3s=BETA3S, refresh_bases=REFRESH_BASES) -> dict[str, Any]:
+def idu_ablation(
+  runner: DigitsRunner,
+  seeds: Sequence[int],
+  lr: float,
+  log=print,
+  beta3s=BETA3S,
+  refresh_bases=REFRESH_BASES,
+) -> dict[str, Any]:
   """Anon (gamma 1) at one learning rate over beta3 x refresh_base x seeds."""
   cells = []
   for base in refresh_bases:
     start = time.perf_counter()
     for b3 in beta3s:
       outs = [runner.run("anon", s, lr=lr, beta3=b3, refresh_base=base) for s in seeds]
-      cells.append(dict(refresh_base=base, beta3=b3,
-                        **_stats([o["test_accuracy"] for o in outs],
-                                 [o["train_loss"] for o in outs])))
+      cells.append(
+        dict(
+          refresh_base=base,
+          beta3=b3,
+          **_stats([o["test_accuracy"] for o in outs], [o["train_loss"] for o in outs]),
+        )
+      )
     row = [c for c in cells if c["refresh_base"] == base]
-    log(f"  IDU a_n={base}^(n-1): " + " / ".join(f"{100 * c['test_accuracy_mean']:.2f}"
-                                                   for c in row)
-        + f"  ({time.perf_counter() - start:.0f}s)")
-  return {"learning_rate": lr, "beta3s": list(beta3s), "refresh_bases": list(refresh_bases),
-          "cells": cells}
+    log(
+      f"  IDU a_n={base}^(n-1): "
+      + " / ".join(f"{100 * c['test_accuracy_mean']:.2f}" for c in row)
+      + f"  ({time.perf_counter() - start:.0f}s)"
+    )
+  return {
+    "learning_rate": lr,
+    "beta3s": list(beta3s),
+    "refresh_bases": list(refresh_bases),
+    "cells": cells,
+  }
 
 
-def adaptivity(seeds: Sequence[int], gammas: Sequence[float], lrs: Sequence[float], *,
-               hidden: int, epochs: int, batch_size: int = 64, log=print) -> dict[str, Any]:
+def adaptivity(
+  seeds: Sequence[int],
+  gammas: Sequence[float],
+  lrs: Sequence[float],
+  *,
+  hidden: int,
+  epochs: int,
+  batch_size: int = 64,
+  log=print,
+) -> dict[str, Any]:
   """examples/gamma_sweep.py's vmapped program (its MLP): every (seed, lr, gamma) is one lane."""
   start = time.perf_counter()
-  out = sweep(list(gammas), tuple(lrs), tuple(seeds), epochs=epochs, batch_size=batch_size,
-              hidden=hidden)
+  out = sweep(
+    list(gammas), tuple(lrs), tuple(seeds), epochs=epochs, batch_size=batch_size, hidden=hidden
+  )
   seconds = time.perf_counter() - start
   rows = best_per_gamma(out, gammas, lrs)
   for r, j in zip(rows, range(len(gammas))):
     i = list(lrs).index(r["learning_rate"])
     r["train_loss_std"] = float(out["train_loss"][:, i, j].std())
     r["test_accuracy_per_seed"] = out["test_accuracy"][:, i, j].tolist()
-  log(f"  gamma sweep ({len(seeds) * len(lrs) * len(gammas)} lanes, one vmap): "
-      + ", ".join(f"{r['gamma']:g}:{100 * r['test_accuracy']:.1f}" for r in rows)
-      + f"  ({seconds:.0f}s)")
-  return {"gammas": list(gammas), "learning_rates": list(lrs), "rows": rows, "hidden": hidden,
-          "epochs": epochs, "batch_size": batch_size,
-          "grid_test_accuracy_mean": out["test_accuracy"].mean(0).tolist(),  # (lrs, gammas)
-          "grid_train_loss_mean": out["train_loss"].mean(0).tolist(),
-          "seconds": round(seconds, 1)}
+  log(
+    f"  gamma sweep ({len(seeds) * len(lrs) * len(gammas)} lanes, one vmap): "
+    + ", ".join(f"{r['gamma']:g}:{100 * r['test_accuracy']:.1f}" for r in rows)
+    + f"  ({seconds:.0f}s)"
+  )
+  return {
+    "gammas": list(gammas),
+    "learning_rates": list(lrs),
+    "rows": rows,
+    "hidden": hidden,
+    "epochs": epochs,
+    "batch_size": batch_size,
+    "grid_test_accuracy_mean": out["test_accuracy"].mean(0).tolist(),  # (lrs, gammas)
+    "grid_train_loss_mean": out["train_loss"].mean(0).tolist(),
+    "seconds": round(seconds, 1),
+  }
 
 
-def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch_size: int = 64,
-          hidden: int = 128, data: models.Dataset | None = None,
-          beta3: float = 0.5, refresh_base: int = 2) -> dict[str, np.ndarray]:
+def sweep(
+  gammas,
+  learning_rates=(3e-3,),
+  seeds=(0,),
+  *,
+  epochs: int = 20,
+  batch_size: int = 64,
+  hidden: int = 128,
+  data: models.Dataset | None = None,
+  beta3: float = 0.5,
+  refresh_base: int = 2,
+) -> dict[str, np.ndarray]:
   """``examples/gamma_sweep.py``'s ``sweep``: one MLP per (seed, lr, gamma), one vmapped program.
 
   Returns arrays of shape (len(seeds), len(learning_rates), len(gammas)): "test_accuracy",
@@ -208,8 +288,11 @@ def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch
     graphdef, params = nnx.split(model, nnx.Param)
     inits.append(params)
     rng = np.random.default_rng(seed)
-    orders.append(np.stack([rng.permutation(len(x_train))[:steps_per_epoch * batch_size]
-                            for _ in range(epochs)]).reshape(-1, batch_size))
+    orders.append(
+      np.stack(
+        [rng.permutation(len(x_train))[: steps_per_epoch * batch_size] for _ in range(epochs)]
+      ).reshape(-1, batch_size)
+    )
   params0 = jax.tree.map(lambda *p: jnp.stack(p), *inits)
   order = jnp.asarray(np.stack(orders))
 
@@ -223,7 +306,8 @@ def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch
     def step(carry, idx):
       params, opt_state = carry
       (loss, _), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(
-          params, x_train[idx], y_train[idx])
+        params, x_train[idx], y_train[idx]
+      )
       updates, opt_state = tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -236,8 +320,9 @@ def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs: int = 20, batch
   over_gamma = jax.vmap(train_one, in_axes=(None, None, None, 0))
   over_lr = jax.vmap(over_gamma, in_axes=(None, None, 0, None))
   over_seed = jax.vmap(over_lr, in_axes=(0, 0, None, None))
-  out = jax.jit(over_seed)(params0, order, jnp.asarray(learning_rates, jnp.float32),
-                           jnp.asarray(gammas, jnp.float32))
+  out = jax.jit(over_seed)(
+    params0, order, jnp.asarray(learning_rates, jnp.float32), jnp.asarray(gammas, jnp.float32)
+  )
   return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -248,8 +333,14 @@ def best_per_gamma(out: dict[str, np.ndarray], gammas, learning_rates) -> list[d
   rows = []
   for j, g in enumerate(gammas):
     i = int(np.argmax(acc[:, j]))
-    rows.append({"optimizer": "anon", "gamma": float(g), "learning_rate": float(learning_rates[i]),
-                 "test_accuracy": float(out["test_accuracy"][:, i, j].mean()),
-                 "test_accuracy_std": float(out["test_accuracy"][:, i, j].std()),
-                 "train_loss": float(loss[i, j])})
+    rows.append(
+      {
+        "optimizer": "anon",
+        "gamma": float(g),
+        "learning_rate": float(learning_rates[i]),
+        "test_accuracy": float(out["test_accuracy"][:, i, j].mean()),
+        "test_accuracy_std": float(out["test_accuracy"][:, i, j].std()),
+        "train_loss": float(loss[i, j]),
+      }
+    )
   return rows

@@ -9,10 +9,10 @@ docs/workloads.md.
 """
 
 WORKLOADS = (
-    "nnx_cnn",
-    "linen_trainstate",
-    "reduce_on_plateau",
-    "lookahead",
-    "multisteps",
-    "char_gpt",
+  "nnx_cnn",
+  "linen_trainstate",
+  "reduce_on_plateau",
+  "lookahead",
+  "multisteps",
+  "char_gpt",
 )

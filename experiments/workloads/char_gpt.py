@@ -15,10 +15,10 @@ import functools
 import pathlib
 import sysconfig
 
+from flax import nnx
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 from experiments.workloads import common
 
@@ -32,8 +32,17 @@ STEPS, QUICK_STEPS = 300, 80
 EVAL_BATCHES = 8
 # Pure-Python standard-library modules present in every CPython 3.10+, all plain ASCII: together
 # they use about 90 of the 256 byte values.
-CORPUS_MODULES = ("_weakrefset.py", "abc.py", "bisect.py", "colorsys.py", "copy.py",
-                  "fnmatch.py", "genericpath.py", "glob.py", "linecache.py")
+CORPUS_MODULES = (
+  "_weakrefset.py",
+  "abc.py",
+  "bisect.py",
+  "colorsys.py",
+  "copy.py",
+  "fnmatch.py",
+  "genericpath.py",
+  "glob.py",
+  "linecache.py",
+)
 
 
 class NanoLM(nnx.Module):
@@ -42,18 +51,21 @@ class NanoLM(nnx.Module):
   def __init__(self, *, rngs: nnx.Rngs):
     self.embed = nnx.Embed(VOCAB_SIZE, WIDTH, rngs=rngs)
     self.pos_embed = nnx.Embed(CONTEXT, WIDTH, rngs=rngs)
-    self.layers = nnx.List([
+    self.layers = nnx.List(
+      [
         nnx.Dict(
-            ln_1=nnx.LayerNorm(WIDTH, rngs=rngs),
-            attn=nnx.MultiHeadAttention(
-                num_heads=HEADS, in_features=WIDTH, dropout_rate=DROPOUT_RATE, decode=False,
-                rngs=rngs),
-            ln_2=nnx.LayerNorm(WIDTH, rngs=rngs),
-            mlp_fc=nnx.Linear(WIDTH, 4 * WIDTH, rngs=rngs),
-            mlp_dropout=nnx.Dropout(DROPOUT_RATE, rngs=rngs),
-            mlp_proj=nnx.Linear(4 * WIDTH, WIDTH, rngs=rngs),
-        ) for _ in range(LAYERS)
-    ])
+          ln_1=nnx.LayerNorm(WIDTH, rngs=rngs),
+          attn=nnx.MultiHeadAttention(
+            num_heads=HEADS, in_features=WIDTH, dropout_rate=DROPOUT_RATE, decode=False, rngs=rngs
+          ),
+          ln_2=nnx.LayerNorm(WIDTH, rngs=rngs),
+          mlp_fc=nnx.Linear(WIDTH, 4 * WIDTH, rngs=rngs),
+          mlp_dropout=nnx.Dropout(DROPOUT_RATE, rngs=rngs),
+          mlp_proj=nnx.Linear(4 * WIDTH, WIDTH, rngs=rngs),
+        )
+        for _ in range(LAYERS)
+      ]
+    )
     self.ln_f = nnx.LayerNorm(WIDTH, rngs=rngs)
     self.head = nnx.Linear(WIDTH, VOCAB_SIZE, rngs=rngs)
 
@@ -104,8 +116,9 @@ def eval_step(model: NanoLM, batch):
   return loss_fn(model, batch, deterministic=True)
 
 
-def run(optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0,
-        quick: bool = False) -> dict:
+def run(
+  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
+) -> dict:
   train_ids, val_ids = corpus()
   model = NanoLM(rngs=nnx.Rngs(seed))
   tx = common.make_optimizer(optimizer_name, learning_rate, adamw_weight_decay=WEIGHT_DECAY)
@@ -121,8 +134,10 @@ def run(optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0
       break
   # The same held-out windows for every seed and optimizer.
   val_rng = np.random.default_rng(12345)
-  val_loss = np.mean([float(eval_step(model, windows(val_ids, val_rng, BATCH_SIZE)))
-                      for _ in range(EVAL_BATCHES)])
+  val_loss = np.mean(
+    [float(eval_step(model, windows(val_ids, val_rng, BATCH_SIZE))) for _ in range(EVAL_BATCHES)]
+  )
   used = int(np.unique(train_ids).size)
-  return common.result(val_loss, "loss", watch, min(50, len(watch.losses)),
-                       vocab_used=used, vocab_size=VOCAB_SIZE)
+  return common.result(
+    val_loss, "loss", watch, min(50, len(watch.losses)), vocab_used=used, vocab_size=VOCAB_SIZE
+  )

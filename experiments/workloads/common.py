@@ -16,13 +16,13 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import Any, Optional
+from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import linen as nn
 
 import anon_optax
 
@@ -34,13 +34,13 @@ def exact_argument_available() -> bool:
   return "exact" in inspect.signature(anon_optax.anon).parameters
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_optimizer(
-    name: str,
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    adamw_weight_decay: Optional[float] = None,
-    b1: float = 0.9,
+  name: str,
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  adamw_weight_decay: float | None = None,
+  b1: float = 0.9,
 ) -> optax.GradientTransformation:
   """The optimizer ``name`` at ``learning_rate``.
 
@@ -73,8 +73,9 @@ def make_optimizer(
 def all_finite(tree) -> jax.Array:
   """One boolean: every leaf of ``tree`` is finite everywhere."""
   leaves = jax.tree.leaves(tree)
-  return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in leaves],
-                          jnp.asarray(True))
+  return functools.reduce(
+    jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in leaves], jnp.asarray(True)
+  )
 
 
 class NonFiniteWatch:
@@ -87,7 +88,7 @@ class NonFiniteWatch:
   def __init__(self):
     self.losses: list[jax.Array] = []
     self.finite: list[jax.Array] = []
-    self.first_nonfinite_step: Optional[int] = None
+    self.first_nonfinite_step: int | None = None
     self._checked = 0
 
   def record(self, loss, finite):
@@ -97,7 +98,7 @@ class NonFiniteWatch:
   def check(self) -> bool:
     """True while every recorded step was finite; otherwise sets ``first_nonfinite_step``."""
     if self.first_nonfinite_step is None and len(self.finite) > self._checked:
-      flags = np.asarray(jnp.stack(self.finite[self._checked:]))
+      flags = np.asarray(jnp.stack(self.finite[self._checked :]))
       bad = np.flatnonzero(~flags)
       if bad.size:
         self.first_nonfinite_step = self._checked + int(bad[0]) + 1
@@ -110,15 +111,21 @@ class NonFiniteWatch:
     return float(np.mean(tail))
 
 
-def result(final_metric, metric_name: str, watch: NonFiniteWatch, train_loss_steps: int,
-           **extra) -> dict:
+def result(
+  final_metric, metric_name: str, watch: NonFiniteWatch, train_loss_steps: int, **extra
+) -> dict:
   """The dictionary every workload's ``run`` returns."""
   if metric_name not in ("accuracy", "loss"):
     raise ValueError(f"metric_name must be 'accuracy' or 'loss', got {metric_name!r}")
   watch.check()
-  return dict(final_metric=float(final_metric), metric_name=metric_name,
-              first_nonfinite_step=watch.first_nonfinite_step,
-              train_loss=watch.recent_loss(train_loss_steps), steps=len(watch.losses), **extra)
+  return dict(
+    final_metric=float(final_metric),
+    metric_name=metric_name,
+    first_nonfinite_step=watch.first_nonfinite_step,
+    train_loss=watch.recent_loss(train_loss_steps),
+    steps=len(watch.losses),
+    **extra,
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,7 +147,8 @@ def digits(test_fraction: float = 0.2) -> dict[str, np.ndarray]:
   images = (data.images / 16.0).astype(np.float32)[..., None]
   labels = data.target.astype(np.int32)
   train_x, test_x, train_y, test_y = train_test_split(
-      images, labels, test_size=test_fraction, random_state=0, stratify=labels)
+    images, labels, test_size=test_fraction, random_state=0, stratify=labels
+  )
   return dict(train_image=train_x, train_label=train_y, test_image=test_x, test_label=test_y)
 
 
@@ -148,7 +156,7 @@ def epoch_batches(rng: np.random.Generator, count: int, batch_size: int):
   """Index arrays of a shuffled epoch, full batches only (as ``drop_remainder=True``)."""
   order = rng.permutation(count)
   for start in range(0, count - batch_size + 1, batch_size):
-    yield order[start:start + batch_size]
+    yield order[start : start + batch_size]
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:
@@ -166,6 +174,7 @@ def mean_spread(values) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------------
 # The Linen MLP of Optax's examples and a jitted classification loss over it.
 # ----------------------------------------------------------------------------------------------
+
 
 class MLP(nn.Module):
   """Flatten, then ``Dense -> ReLU`` per hidden size, then a 10-way ``Dense``."""

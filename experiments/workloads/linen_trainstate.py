@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import functools
 
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training import train_state
 
 from experiments.workloads import common
 
@@ -28,18 +28,21 @@ QUICK_EPOCHS, QUICK_WARMUP_EPOCHS = 5, 1
 model = common.MLP(hidden_sizes=(256, 256))
 
 
-@functools.lru_cache(maxsize=None)
-def create_learning_rate_fn(base_learning_rate: float, num_epochs: int, warmup_epochs: int,
-                            steps_per_epoch: int) -> optax.Schedule:
+@functools.cache
+def create_learning_rate_fn(
+  base_learning_rate: float, num_epochs: int, warmup_epochs: int, steps_per_epoch: int
+) -> optax.Schedule:
   """Linear warmup from 0, then cosine decay to 0 (cached: one schedule object per setting)."""
   warmup_fn = optax.linear_schedule(
-      init_value=0.0, end_value=base_learning_rate,
-      transition_steps=warmup_epochs * steps_per_epoch)
+    init_value=0.0, end_value=base_learning_rate, transition_steps=warmup_epochs * steps_per_epoch
+  )
   cosine_epochs = max(num_epochs - warmup_epochs, 1)
   cosine_fn = optax.cosine_decay_schedule(
-      init_value=base_learning_rate, decay_steps=cosine_epochs * steps_per_epoch)
+    init_value=base_learning_rate, decay_steps=cosine_epochs * steps_per_epoch
+  )
   return optax.join_schedules(
-      schedules=[warmup_fn, cosine_fn], boundaries=[warmup_epochs * steps_per_epoch])
+    schedules=[warmup_fn, cosine_fn], boundaries=[warmup_epochs * steps_per_epoch]
+  )
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -60,29 +63,41 @@ def eval_step(params, batch):
   return common.cross_entropy_and_accuracy(logits, batch["label"])
 
 
-def run(optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0,
-        quick: bool = False) -> dict:
+def run(
+  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
+) -> dict:
   data = common.digits()
   count = len(data["train_label"])
   num_epochs = QUICK_EPOCHS if quick else EPOCHS
   learning_rate_fn = create_learning_rate_fn(
-      learning_rate, num_epochs, QUICK_WARMUP_EPOCHS if quick else WARMUP_EPOCHS,
-      common.steps_per_epoch(count, BATCH_SIZE))
+    learning_rate,
+    num_epochs,
+    QUICK_WARMUP_EPOCHS if quick else WARMUP_EPOCHS,
+    common.steps_per_epoch(count, BATCH_SIZE),
+  )
   params = model.init(jax.random.key(seed), data["train_image"][:1])["params"]
   state = train_state.TrainState.create(
-      apply_fn=model.apply, params=params,
-      tx=common.make_optimizer(optimizer_name, learning_rate_fn))
+    apply_fn=model.apply, params=params, tx=common.make_optimizer(optimizer_name, learning_rate_fn)
+  )
   rng = np.random.default_rng(seed)
   watch = common.NonFiniteWatch()
   for _ in range(num_epochs):
     for idx in common.epoch_batches(rng, count, BATCH_SIZE):
       state, metrics, finite = train_step(
-          state, {"image": data["train_image"][idx], "label": data["train_label"][idx]},
-          learning_rate_fn)
+        state,
+        {"image": data["train_image"][idx], "label": data["train_label"][idx]},
+        learning_rate_fn,
+      )
       watch.record(metrics["loss"], finite)
     if not watch.check():
       break
   test_loss, test_accuracy = eval_step(
-      state.params, {"image": data["test_image"], "label": data["test_label"]})
-  return common.result(test_accuracy, "accuracy", watch,
-                       common.steps_per_epoch(count, BATCH_SIZE), test_loss=float(test_loss))
+    state.params, {"image": data["test_image"], "label": data["test_label"]}
+  )
+  return common.result(
+    test_accuracy,
+    "accuracy",
+    watch,
+    common.steps_per_epoch(count, BATCH_SIZE),
+    test_loss=float(test_loss),
+  )

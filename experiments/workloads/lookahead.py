@@ -29,7 +29,7 @@ EPOCHS, QUICK_EPOCHS = 40, 8
 model = common.MLP(hidden_sizes=HIDDEN_SIZES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_optimizer(optimizer_name: str, learning_rate: float) -> optax.GradientTransformation:
   fast_optimizer = common.make_optimizer(optimizer_name, learning_rate)
   return optax.lookahead(fast_optimizer, SYNC_PERIOD, SLOW_STEP_SIZE)
@@ -48,8 +48,9 @@ def train_step(optimizer, params: optax.LookaheadParams, opt_state, batch):
   return params, opt_state, loss, jnp.isfinite(loss) & common.all_finite(params)
 
 
-def run(optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0,
-        quick: bool = False) -> dict:
+def run(
+  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
+) -> dict:
   data = common.digits()
   count = len(data["train_label"])
   optimizer = make_optimizer(optimizer_name, learning_rate)
@@ -61,13 +62,22 @@ def run(optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0
   for _ in range(QUICK_EPOCHS if quick else EPOCHS):
     for idx in common.epoch_batches(rng, count, BATCH_SIZE):
       params, opt_state, loss, finite = train_step(
-          optimizer, params, opt_state,
-          {"image": data["train_image"][idx], "label": data["train_label"][idx]})
+        optimizer,
+        params,
+        opt_state,
+        {"image": data["train_image"][idx], "label": data["train_label"][idx]},
+      )
       watch.record(loss, finite)
     if not watch.check():
       break
   # Evaluated on the slow parameters, as the example does.
   test_loss, test_accuracy = jax.jit(loss_accuracy)(
-      params.slow, {"image": data["test_image"], "label": data["test_label"]})
-  return common.result(test_accuracy, "accuracy", watch,
-                       common.steps_per_epoch(count, BATCH_SIZE), test_loss=float(test_loss))
+    params.slow, {"image": data["test_image"], "label": data["test_label"]}
+  )
+  return common.result(
+    test_accuracy,
+    "accuracy",
+    watch,
+    common.steps_per_epoch(count, BATCH_SIZE),
+    test_loss=float(test_loss),
+  )

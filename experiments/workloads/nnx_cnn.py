@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 
+from flax import nnx
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 from experiments.workloads import common
 
@@ -72,12 +72,14 @@ def eval_step(model: CNN, metrics: nnx.MultiMetric, batch):
   metrics.update(loss=loss, logits=logits, labels=batch["label"])
 
 
-def run(optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0,
-        quick: bool = False) -> dict:
+def run(
+  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
+) -> dict:
   data = common.digits()
   model = CNN(rngs=nnx.Rngs(seed))
-  tx = common.make_optimizer(optimizer_name, learning_rate, adamw_weight_decay=WEIGHT_DECAY,
-                             b1=MOMENTUM)
+  tx = common.make_optimizer(
+    optimizer_name, learning_rate, adamw_weight_decay=WEIGHT_DECAY, b1=MOMENTUM
+  )
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   metrics = nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average("loss"))
   # cached_partial skips re-walking the module graph on every call, as the tutorial suggests
@@ -96,5 +98,10 @@ def run(optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0
   metrics.reset()
   eval_step(model, metrics, {"image": data["test_image"], "label": data["test_label"]})
   test = metrics.compute()
-  return common.result(test["accuracy"], "accuracy", watch,
-                       common.steps_per_epoch(count, BATCH_SIZE), test_loss=float(test["loss"]))
+  return common.result(
+    test["accuracy"],
+    "accuracy",
+    watch,
+    common.steps_per_epoch(count, BATCH_SIZE),
+    test_loss=float(test["loss"]),
+  )

@@ -29,13 +29,18 @@ HIDDEN_SIZES = (512, 512)
 model = common.MLP(hidden_sizes=HIDDEN_SIZES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_solver(optimizer_name: str, learning_rate: float, accumulation_size: int):
   return optax.chain(
-      common.make_optimizer(optimizer_name, learning_rate),
-      optax.contrib.reduce_on_plateau(
-          patience=PATIENCE, cooldown=COOLDOWN, factor=FACTOR, rtol=RTOL,
-          accumulation_size=accumulation_size))
+    common.make_optimizer(optimizer_name, learning_rate),
+    optax.contrib.reduce_on_plateau(
+      patience=PATIENCE,
+      cooldown=COOLDOWN,
+      factor=FACTOR,
+      rtol=RTOL,
+      accumulation_size=accumulation_size,
+    ),
+  )
 
 
 def loss_accuracy(params, batch):
@@ -51,8 +56,9 @@ def train_step(solver, params, opt_state, batch):
   return params, opt_state, loss, jnp.isfinite(loss) & common.all_finite(params)
 
 
-def run(optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0,
-        quick: bool = False) -> dict:
+def run(
+  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
+) -> dict:
   data = common.digits()
   count = len(data["train_label"])
   per_epoch = common.steps_per_epoch(count, BATCH_SIZE)
@@ -64,13 +70,23 @@ def run(optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0
   for _ in range(QUICK_EPOCHS if quick else EPOCHS):
     for idx in common.epoch_batches(rng, count, BATCH_SIZE):
       params, opt_state, loss, finite = train_step(
-          solver, params, opt_state,
-          {"image": data["train_image"][idx], "label": data["train_label"][idx]})
+        solver,
+        params,
+        opt_state,
+        {"image": data["train_image"][idx], "label": data["train_label"][idx]},
+      )
       watch.record(loss, finite)
     if not watch.check():
       break
   test_loss, test_accuracy = jax.jit(loss_accuracy)(
-      params, {"image": data["test_image"], "label": data["test_label"]})
+    params, {"image": data["test_image"], "label": data["test_label"]}
+  )
   plateau_scale = float(optax.tree_utils.tree_get(opt_state, "scale"))
-  return common.result(test_accuracy, "accuracy", watch, per_epoch,
-                       test_loss=float(test_loss), final_lr_scale=plateau_scale)
+  return common.result(
+    test_accuracy,
+    "accuracy",
+    watch,
+    per_epoch,
+    test_loss=float(test_loss),
+    final_lr_scale=plateau_scale,
+  )

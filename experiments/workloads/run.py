@@ -25,8 +25,8 @@ import subprocess
 import sys
 import time
 
-from experiments.workloads import WORKLOADS
 from experiments.workloads import common
+from experiments.workloads import WORKLOADS
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -46,6 +46,7 @@ def csv_list(allowed):
     if unknown or not names:
       raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
     return names
+
   return parse
 
 
@@ -53,19 +54,33 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true", help="shorter training for every workload")
   parser.add_argument("--workloads", type=csv_list(WORKLOADS), default=list(WORKLOADS))
-  parser.add_argument("--optimizers", type=csv_list(common.OPTIMIZERS),
-                      default=list(common.OPTIMIZERS))
+  parser.add_argument(
+    "--optimizers", type=csv_list(common.OPTIMIZERS), default=list(common.OPTIMIZERS)
+  )
   parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
-  parser.add_argument("--json", type=pathlib.Path, default=None,
-                      help="output file (default results/workloads.json, or "
-                           "results/workloads_quick.json with --quick)")
-  parser.add_argument("--docs", type=pathlib.Path, default=None,
-                      help="markdown file whose table to replace (default docs/workloads.md for "
-                           "a full run; quick runs leave the docs alone unless given)")
+  parser.add_argument(
+    "--json",
+    type=pathlib.Path,
+    default=None,
+    help="output file (default results/workloads.json, or "
+    "results/workloads_quick.json with --quick)",
+  )
+  parser.add_argument(
+    "--docs",
+    type=pathlib.Path,
+    default=None,
+    help="markdown file whose table to replace (default docs/workloads.md for "
+    "a full run; quick runs leave the docs alone unless given)",
+  )
   parser.add_argument("--no-docs", action="store_true", help="do not touch any markdown file")
-  parser.add_argument("--render", type=pathlib.Path, default=None, metavar="JSON",
-                      help="run nothing: render the table of an earlier results file into "
-                           "--docs (default docs/workloads.md)")
+  parser.add_argument(
+    "--render",
+    type=pathlib.Path,
+    default=None,
+    metavar="JSON",
+    help="run nothing: render the table of an earlier results file into "
+    "--docs (default docs/workloads.md)",
+  )
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -89,41 +104,57 @@ def provenance() -> dict:
 
   def git(*cmd):
     try:
-      return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.strip()
+      return subprocess.run(
+        ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True
+      ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
       return None
 
   return {
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-      "git_commit": git("rev-parse", "--short", "HEAD"),
-      "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-      "versions": {
-          "python": platform.python_version(), "jax": jax.__version__,
-          "optax": optax.__version__, "flax": flax.__version__, "numpy": numpy.__version__,
-          "scikit-learn": sklearn.__version__, "anon_optax": anon_optax.__version__,
-      },
-      "device": f"{jax.devices()[0].platform}: {platform.processor() or platform.machine()}",
-      "anon_has_exact_argument": common.exact_argument_available(),
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "git_commit": git("rev-parse", "--short", "HEAD"),
+    "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    "versions": {
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "optax": optax.__version__,
+      "flax": flax.__version__,
+      "numpy": numpy.__version__,
+      "scikit-learn": sklearn.__version__,
+      "anon_optax": anon_optax.__version__,
+    },
+    "device": f"{jax.devices()[0].platform}: {platform.processor() or platform.machine()}",
+    "anon_has_exact_argument": common.exact_argument_available(),
   }
 
 
 def summarize(runs: list[dict]) -> list[dict]:
   """One row per (workload, optimizer): mean and spread over seeds, non-finite seeds."""
   rows = []
-  keys = sorted({(r["workload"], r["optimizer"]) for r in runs},
-                key=lambda k: (WORKLOADS.index(k[0]), common.OPTIMIZERS.index(k[1])))
+  keys = sorted(
+    {(r["workload"], r["optimizer"]) for r in runs},
+    key=lambda k: (WORKLOADS.index(k[0]), common.OPTIMIZERS.index(k[1])),
+  )
   for workload, optimizer in keys:
     group = [r for r in runs if r["workload"] == workload and r["optimizer"] == optimizer]
     mean, spread = common.mean_spread([r["final_metric"] for r in group])
     nonfinite = [r["first_nonfinite_step"] for r in group if r["first_nonfinite_step"] is not None]
-    rows.append(dict(
-        workload=workload, optimizer=optimizer, metric_name=group[0]["metric_name"],
-        learning_rate=group[0]["learning_rate"], seeds=[r["seed"] for r in group],
-        mean=mean, spread=spread, values=[r["final_metric"] for r in group],
+    rows.append(
+      dict(
+        workload=workload,
+        optimizer=optimizer,
+        metric_name=group[0]["metric_name"],
+        learning_rate=group[0]["learning_rate"],
+        seeds=[r["seed"] for r in group],
+        mean=mean,
+        spread=spread,
+        values=[r["final_metric"] for r in group],
         train_losses=[r["train_loss"] for r in group],
-        nonfinite_seeds=len(nonfinite), first_nonfinite_step=min(nonfinite, default=None),
-        seconds=sum(r["seconds"] for r in group)))
+        nonfinite_seeds=len(nonfinite),
+        first_nonfinite_step=min(nonfinite, default=None),
+        seconds=sum(r["seconds"] for r in group),
+      )
+    )
   return rows
 
 
@@ -140,12 +171,17 @@ def target_met(adam: dict, anon: dict) -> bool:
 
 def format_cell(row: dict) -> str:
   digits = 3
-  value = ("NaN" if not math.isfinite(row["mean"]) else
-           f"{row['mean']:.{digits}f} ± {row['spread']:.{digits}f}")
+  value = (
+    "NaN"
+    if not math.isfinite(row["mean"])
+    else f"{row['mean']:.{digits}f} ± {row['spread']:.{digits}f}"
+  )
   if row["nonfinite_seeds"]:
     seeds = len(row["seeds"])
-    value += (f"; non-finite in {row['nonfinite_seeds']}/{seeds} seeds, "
-              f"first at step {row['first_nonfinite_step']}")
+    value += (
+      f"; non-finite in {row['nonfinite_seeds']}/{seeds} seeds, "
+      f"first at step {row['first_nonfinite_step']}"
+    )
   else:
     # A run that blew up but stayed finite: say so, with its training loss (chance is ln 10 = 2.3
     # for the digits and ln 256 = 5.5 for the bytes; a trained model is far below).
@@ -176,11 +212,15 @@ def render_table(summary: list[dict], meta: dict) -> str:
         cells.append("")
     lines.append("| " + " | ".join(cells) + " |")
   seeds = sorted({s for r in summary for s in r["seeds"]})
-  exact_note = ("" if meta["anon_has_exact_argument"] else
-                " This `anon_optax` has no `exact=` argument: its `anon` is the exact rule, "
-                "so the `anon default` column shows the exact rule too.")
+  exact_note = (
+    ""
+    if meta["anon_has_exact_argument"]
+    else " This `anon_optax` has no `exact=` argument: its `anon` is the exact rule, "
+    "so the `anon default` column shows the exact rule too."
+  )
   dirty = " (with local changes)" if meta["git_dirty"] else ""
-  return "\n".join([
+  return "\n".join(
+    [
       f"Command: `{meta['command']}` ({'quick' if meta['quick'] else 'full'} mode, seeds "
       f"{', '.join(map(str, seeds))}; {meta['total_seconds']:.0f} s in all on "
       f"{meta['device']}). Commit `{meta['git_commit']}`{dirty}, "
@@ -189,7 +229,8 @@ def render_table(summary: list[dict], meta: dict) -> str:
       f"test accuracy (or held-out loss).{exact_note}",
       "",
       *lines,
-  ])
+    ]
+  )
 
 
 def write_docs(path: pathlib.Path, table: str) -> None:
@@ -197,8 +238,9 @@ def write_docs(path: pathlib.Path, table: str) -> None:
   start, end = text.find(TABLE_START), text.find(TABLE_END)
   if start < 0 or end < start:
     raise ValueError(f"{path} lacks the markers {TABLE_START} ... {TABLE_END}")
-  path.write_text(text[:start + len(TABLE_START)] + "\n" + table + "\n" + text[end:],
-                  encoding="utf-8")
+  path.write_text(
+    text[: start + len(TABLE_START)] + "\n" + table + "\n" + text[end:], encoding="utf-8"
+  )
 
 
 def run_all(workloads, optimizers, seeds: int, quick: bool, log=sys.stderr) -> list[dict]:
@@ -210,11 +252,23 @@ def run_all(workloads, optimizers, seeds: int, quick: bool, log=sys.stderr) -> l
         start = time.perf_counter()
         out = module.run(optimizer, module.LEARNING_RATE, seed, quick=quick)
         seconds = time.perf_counter() - start
-        runs.append(dict(workload=workload, optimizer=optimizer, seed=seed,
-                         learning_rate=module.LEARNING_RATE, seconds=round(seconds, 2), **out))
-        print(f"{workload:18s} {optimizer:10s} seed {seed}: {out['metric_name']} "
-              f"{out['final_metric']:.4g}, first non-finite step {out['first_nonfinite_step']}, "
-              f"{seconds:.1f} s", file=log, flush=True)
+        runs.append(
+          dict(
+            workload=workload,
+            optimizer=optimizer,
+            seed=seed,
+            learning_rate=module.LEARNING_RATE,
+            seconds=round(seconds, 2),
+            **out,
+          )
+        )
+        print(
+          f"{workload:18s} {optimizer:10s} seed {seed}: {out['metric_name']} "
+          f"{out['final_metric']:.4g}, first non-finite step {out['first_nonfinite_step']}, "
+          f"{seconds:.1f} s",
+          file=log,
+          flush=True,
+        )
   return runs
 
 
@@ -249,10 +303,17 @@ def main(argv=None) -> dict:
     if row["optimizer"] == "anon" and (row["workload"], "adam") in by_key:
       row["target_met"] = target_met(by_key[(row["workload"], "adam")], row)
   table = render_table(summary, meta)
-  report = dict(meta, target=(f"anon default finite on every seed and its mean within "
-                              f"{ACCURACY_TOLERANCE:g} accuracy (or {LOSS_TOLERANCE:.0%} loss) "
-                              f"of Adam(W)'s"),
-                summary=summary, runs=runs, table=table)
+  report = dict(
+    meta,
+    target=(
+      f"anon default finite on every seed and its mean within "
+      f"{ACCURACY_TOLERANCE:g} accuracy (or {LOSS_TOLERANCE:.0%} loss) "
+      f"of Adam(W)'s"
+    ),
+    summary=summary,
+    runs=runs,
+    table=table,
+  )
   args.json.parent.mkdir(parents=True, exist_ok=True)
   args.json.write_text(json.dumps(json_safe(report), indent=1) + "\n", encoding="utf-8")
   if args.docs:
