@@ -19,8 +19,8 @@ import anon_optax
 DOCS = pathlib.Path(__file__).resolve().parent
 ROOT = DOCS.parent
 # The notebooks rendered on the site, by path from the repository root. Each is executed in its
-# own folder (they import the example scripts relative to it) and written to docs/_notebooks/.
-NOTEBOOKS = ("notebooks/anon_tour.ipynb", "notebooks/gamma_sweep.ipynb")
+# own folder and written to docs/_notebooks/.
+NOTEBOOKS = ("notebooks/anon_tour.ipynb", "notebooks/adaptivity_sweep.ipynb")
 EXECUTED_NOTEBOOKS = DOCS / "_notebooks"
 # Set ANON_OPTAX_DOCS_EXECUTE=0 for a quick local build that renders the notebooks without
 # outputs; CI builds with outputs.

@@ -74,3 +74,16 @@ def test_a_changed_number_is_detected(tmp_path, monkeypatch):
   rewritten = tables.regenerate(text)
   assert "| 0.5000 |" in rewritten
   assert rewritten.startswith("before\n") and rewritten.endswith("after\n")
+
+
+def test_workload_table_matches_its_results_file():
+  """docs/workloads.md quotes the table `python -m experiments.workloads.run` rendered into its
+  results file (the runner writes both; `--render` redraws the page from the JSON)."""
+  results = json.loads((ROOT / "experiments/workloads/results/workloads.json").read_text())
+  page = (ROOT / "docs" / "workloads.md").read_text()
+  start, end = "<!-- workloads-table:start -->", "<!-- workloads-table:end -->"
+  quoted = page[page.index(start) + len(start) : page.index(end)]
+  assert quoted.strip() == results["table"].strip(), (
+    "docs/workloads.md differs from its results JSON; redraw it with "
+    "`python -m experiments.workloads.run --render`"
+  )
