@@ -127,3 +127,25 @@ def test_inject_hyperparams_with_bfloat16_params_and_float32_hyperparams():
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params)), i
   assert params["w"].dtype == jnp.bfloat16
   assert float(jnp.max(jnp.abs(params["w"] - start["w"]))) > 0.05
+
+
+def test_low_precision_hyperparameters_are_computed_in_float32():
+  """Issue 12 item 8: `inject_hyperparams` casts hyperparameters to a low dtype;
+  Anon's arithmetic on them is float32, so the step equals Anon built from the
+  same (already rounded) values as Python numbers. (Powers and differences
+  like 1 - b1**t formed in bfloat16 were off by up to 1%.)"""
+  params = {"w": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4)}
+  values = dict(b1=0.9, b2=0.99, gamma=1.1, beta3=0.7)
+  rounded = {k: float(jnp.asarray(v, jnp.bfloat16)) for k, v in values.items()}
+  injected = optax.inject_hyperparams(anon_optax.anon, hyperparam_dtype=jnp.bfloat16)(
+    learning_rate=1e-2, **values
+  )
+  plain = anon_optax.anon(learning_rate=float(jnp.asarray(1e-2, jnp.bfloat16)), **rounded)
+  state_injected, state_plain = injected.init(params), plain.init(params)
+  update_injected, update_plain = jax.jit(injected.update), jax.jit(plain.update)
+  for step in range(40):
+    grads = jax.tree.map(lambda p: jnp.cos(p * (step + 1)) * 0.1, params)
+    got, state_injected = update_injected(grads, state_injected, params)
+    want, state_plain = update_plain(grads, state_plain, params)
+    np.testing.assert_allclose(got["w"], want["w"], rtol=2e-5, atol=1e-9)
+    params = optax.apply_updates(params, want)
