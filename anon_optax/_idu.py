@@ -113,10 +113,10 @@ def next_refresh_step(
   return jnp.where(fits, refresh_step + gap, 0).astype(jnp.int32)
 
 
-def bias_correction_inverse(one_minus_b2: Any, num_accumulated: jax.Array, dtype: Any) -> jax.Array:
-  r"""Returns :math:`1 / (1 - b_2^n)` as a scalar of ``dtype``.
+def bias_correction(one_minus_b2: Any, num_accumulated: jax.Array, dtype: Any) -> jax.Array:
+  r"""Returns :math:`1 - b_2^n` as a scalar of ``dtype``.
 
-  Computed as :math:`-1/\mathrm{expm1}(n \log(1 - (1 - b_2)))`, which keeps
+  Computed as :math:`-\mathrm{expm1}(n \log(1 - (1 - b_2)))`, which keeps
   full precision for ``b2`` close to 1 and any ``n``.
 
   Args:
@@ -128,7 +128,7 @@ def bias_correction_inverse(one_minus_b2: Any, num_accumulated: jax.Array, dtype
     dtype: the dtype of the result.
   """
   one_minus_b2 = jnp.asarray(one_minus_b2, dtype)
-  return -1 / jnp.expm1(num_accumulated.astype(dtype) * jnp.log1p(-one_minus_b2))
+  return -jnp.expm1(num_accumulated.astype(dtype) * jnp.log1p(-one_minus_b2))
 
 
 def log_bias_corrected_sigma(
@@ -138,10 +138,7 @@ def log_bias_corrected_sigma(
 
   Args:
     nu: the second-moment accumulator :math:`s` after ``num_accumulated`` steps.
-    one_minus_b2: :math:`1 - b_2`, formed exactly as the accumulator forms it
-      (in Python for a Python ``b2``). Rounding ``b2`` to float32 first and
-      subtracting then would cancel three digits at ``b2 = 0.999`` and skew
-      :math:`\sigma` by about 1e-5.
+    one_minus_b2: :math:`1 - b_2` (see :func:`bias_correction`).
     num_accumulated: :math:`n`, the steps accumulated since the last refresh.
     eps: added after the bias correction.
 
@@ -149,9 +146,7 @@ def log_bias_corrected_sigma(
     :math:`\log \sigma`, in the dtype of ``nu``.
   """
   dtype = nu.dtype
-  one_minus_b2 = jnp.asarray(one_minus_b2, dtype)
-  # 1 - b2**n as -expm1(n * log(b2)), with log(b2) = log1p(-(1 - b2)).
-  correction = -jnp.expm1(num_accumulated.astype(dtype) * jnp.log1p(-one_minus_b2))
+  correction = bias_correction(one_minus_b2, num_accumulated, dtype)
   return jnp.log(nu / correction + jnp.asarray(eps, dtype))
 
 
@@ -591,7 +586,7 @@ def step_preconditioner(
 
   def guard(v, s):
     dtype = jnp.promote_types(s.dtype, jnp.float32)
-    inverse_correction = bias_correction_inverse(one_minus_b2, num_accumulated, dtype)
+    inverse_correction = 1 / bias_correction(one_minus_b2, num_accumulated, dtype)
     return guarded_preconditioner(
       v, s, inverse_correction=inverse_correction, eps=eps, gamma=gamma, factor=factor.astype(dtype)
     )
