@@ -10,17 +10,11 @@ preconditioner, and failed on the zero-size leaf on every mesh ("zero-size
 array to reduction operation min"), so the run below did not complete.
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import chex
+from eight_devices import run_on_eight_devices
 import numpy as np
 import pytest
 
-_TESTS = pathlib.Path(__file__).resolve().parent
 _AXIS_TYPES = ("Auto", "Explicit")
 _TRANSFORMATIONS = ("anon", "trace_idu")
 _FIELDS = {"anon": ("mu", "nu", "precond"), "trace_idu": ("nu", "precond")}
@@ -28,24 +22,7 @@ _FIELDS = {"anon": ("mu", "nu", "precond"), "trace_idu": ("nu", "precond")}
 
 @pytest.fixture(scope="module")
 def runs():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = os.pathsep.join(
-    [str(_TESTS.parent)] + [p for p in [env.get("PYTHONPATH")] if p]
-  )
-  completed = subprocess.run(
-    [sys.executable, str(_TESTS / "explicit_sharding_runs.py")],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=900,
-    check=False,
-  )
-  assert completed.returncode == 0, completed.stderr[-4000:]
-  result = json.loads(completed.stdout.strip().splitlines()[-1])
-  assert result["device_count"] == 8
-  return result
+  return run_on_eight_devices("explicit_sharding_runs.py", timeout=900)
 
 
 def _cases():

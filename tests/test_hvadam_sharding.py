@@ -7,41 +7,18 @@ was replicated (``jnp.zeros(shape)`` in init) and Explicit axes raised
 ``ShardingTypeError`` (``jnp.vdot`` flattens sharded arrays).
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import chex
+from eight_devices import run_on_eight_devices
 import numpy as np
 import pytest
 
-_TESTS = pathlib.Path(__file__).resolve().parent
 _AXIS_TYPES = ("Auto", "Explicit")
 _FIELDS = ("mu", "var", "hidden")
 
 
 @pytest.fixture(scope="module")
 def runs():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = os.pathsep.join(
-    [str(_TESTS.parent)] + [p for p in [env.get("PYTHONPATH")] if p]
-  )
-  completed = subprocess.run(
-    [sys.executable, str(_TESTS / "hvadam_sharding_runs.py")],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-    check=False,
-  )
-  assert completed.returncode == 0, completed.stderr[-4000:]
-  result = json.loads(completed.stdout.strip().splitlines()[-1])
-  assert result["device_count"] == 8
-  return result
+  return run_on_eight_devices("hvadam_sharding_runs.py", timeout=600)
 
 
 def _assert_all_sharded_like_params(leaves, where):

@@ -6,40 +6,17 @@ process (tests/multidevice_runs.py, with
 results as JSON; the assertions are here.
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import chex
+from eight_devices import run_on_eight_devices
 import numpy as np
 import pytest
 
-_TESTS = pathlib.Path(__file__).resolve().parent
 _SHARDED = ("w1", "b1", "w2")  # "b2" (3 elements) is replicated on purpose.
 
 
 @pytest.fixture(scope="module")
 def runs():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = os.pathsep.join(
-    [str(_TESTS.parent)] + [p for p in [env.get("PYTHONPATH")] if p]
-  )
-  completed = subprocess.run(
-    [sys.executable, str(_TESTS / "multidevice_runs.py")],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-    check=False,
-  )
-  assert completed.returncode == 0, completed.stderr[-4000:]
-  result = json.loads(completed.stdout.strip().splitlines()[-1])
-  assert result["device_count"] == 8
-  return result
+  return run_on_eight_devices("multidevice_runs.py", timeout=600)
 
 
 def _as_arrays(tree):
