@@ -106,6 +106,31 @@ def test_anon_exact_is_the_exact_rule_when_available():
   np.testing.assert_array_equal(got["w"], want["w"])
 
 
+@pytest.mark.parametrize("name", ["anon_eps1e-8", "anon_eps1e-6"])
+def test_eps_variants_are_the_default_with_that_eps(name):
+  from experiments.workloads import common
+  from experiments.workloads import run
+
+  assert name in common.EPS_VARIANTS and name not in common.OPTIMIZERS
+  assert run.parse_args(["--optimizers", name]).optimizers == [name]
+  assert run.parse_args([]).optimizers == list(common.OPTIMIZERS)  # Not run unless named.
+  tx = common.make_optimizer(name, 1e-3)
+  # A zero gradient at the first refresh: there eps alone sets sigma, so the eps shows.
+  params = {"w": jnp.array([1.0, -2.0, 3e-4])}
+  grads = {"w": jnp.array([1e-6, 0.3, 0.0])}
+  direct = anon_optax.anon(1e-3, eps=common.EPS_VARIANTS[name])
+  state, want_state = tx.init(params), direct.init(params)
+  for _ in range(3):
+    got, state = tx.update(grads, state, params)
+    want, want_state = direct.update(grads, want_state, params)
+    np.testing.assert_array_equal(got["w"], want["w"])
+  default = anon_optax.anon(1e-3)
+  d_state = default.init(params)
+  for _ in range(3):
+    other, d_state = default.update(grads, d_state, params)
+  assert not np.array_equal(other["w"], got["w"])
+
+
 @pytest.mark.slow
 def test_quick_suite_guard_trains_where_exact_rule_blows_up(tmp_path):
   from experiments.workloads import common

@@ -33,7 +33,12 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 DOCS = REPO / "docs" / "workloads.md"
 TABLE_START = "<!-- workloads-table:start -->"
 TABLE_END = "<!-- workloads-table:end -->"
-COLUMN_TITLES = {"adam": "Adam(W)", "anon": "anon default", "anon_exact": "anon exact"}
+COLUMN_TITLES = {
+  "adam": "Adam(W)",
+  "anon": "anon default",
+  "anon_exact": "anon exact",
+  **{name: f"anon default, eps {eps:g}" for name, eps in common.EPS_VARIANTS.items()},
+}
 ACCURACY_TOLERANCE = 0.02  # Accuracy points (as a fraction) Anon's default may trail Adam(W).
 LOSS_TOLERANCE = 0.05  # Relative excess of Anon's default loss over Adam(W)'s.
 DIVERGED_TRAIN_LOSS = 10.0  # A final training loss above this marks a (finite) divergence.
@@ -55,7 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--quick", action="store_true", help="shorter training for every workload")
   parser.add_argument("--workloads", type=csv_list(WORKLOADS), default=list(WORKLOADS))
   parser.add_argument(
-    "--optimizers", type=csv_list(common.OPTIMIZERS), default=list(common.OPTIMIZERS)
+    "--optimizers",
+    type=csv_list(common.ALL_OPTIMIZERS),
+    default=list(common.OPTIMIZERS),
+    help=f"default {','.join(common.OPTIMIZERS)}; also {','.join(common.EPS_VARIANTS)}",
   )
   parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
   parser.add_argument(
@@ -133,7 +141,7 @@ def summarize(runs: list[dict]) -> list[dict]:
   rows = []
   keys = sorted(
     {(r["workload"], r["optimizer"]) for r in runs},
-    key=lambda k: (WORKLOADS.index(k[0]), common.OPTIMIZERS.index(k[1])),
+    key=lambda k: (WORKLOADS.index(k[0]), common.ALL_OPTIMIZERS.index(k[1])),
   )
   for workload, optimizer in keys:
     group = [r for r in runs if r["workload"] == workload and r["optimizer"] == optimizer]
@@ -192,7 +200,7 @@ def format_cell(row: dict) -> str:
 
 
 def render_table(summary: list[dict], meta: dict) -> str:
-  optimizers = [o for o in common.OPTIMIZERS if any(r["optimizer"] == o for r in summary)]
+  optimizers = [o for o in common.ALL_OPTIMIZERS if any(r["optimizer"] == o for r in summary)]
   header = ["workload", "metric", *[COLUMN_TITLES[o] for o in optimizers]]
   with_target = {"adam", "anon"} <= set(optimizers)
   if with_target:
