@@ -24,6 +24,7 @@ from collections.abc import Callable
 import json
 import pathlib
 import re
+import statistics
 import sys
 from typing import Any, NamedTuple
 
@@ -259,35 +260,116 @@ def render_guard_binding(results: dict[str, Any]) -> str:
   )
 
 
+# A cell of an IDU ablation "collapses" when its mean accuracy is more than the larger of
+# COLLAPSE_POINTS and COLLAPSE_SEED_STDS median seed stds below the best cell: the criterion of
+# experiments/paper/report.py, which wrote the exact-rule ablation of docs/RESULTS.md.
+COLLAPSE_POINTS, COLLAPSE_SEED_STDS = 5.0, 4.0
+
+
+def _ablation_cell(cell: dict[str, Any]) -> str:
+  """Mean test accuracy % over seeds, its std, and how many seeds went non-finite."""
+  seeds = len(cell["test_accuracy_per_seed"])
+  text = f"{100 * cell['test_accuracy_mean']:.2f}"
+  if seeds > 1:
+    text += f" ± {100 * cell['test_accuracy_std']:.2f}"
+  broken = sum(s is not None for s in cell["first_nonfinite_step_per_seed"])
+  if broken:
+    text += f" ({broken}/{seeds} non-finite)"
+  return text
+
+
+def _ablation_statistics(cells: list[dict[str, Any]]) -> dict[str, Any]:
+  """Span, median seed std, spread across beta3 per a_n, collapsed cells, non-finite runs."""
+  means = [100 * c["test_accuracy_mean"] for c in cells]
+  seed_std = statistics.median(100 * c["test_accuracy_std"] for c in cells)
+  bar = max(means) - max(COLLAPSE_POINTS, COLLAPSE_SEED_STDS * seed_std)
+  bases = list(dict.fromkeys(c["refresh_base"] for c in cells))
+  spread = {}
+  for base in bases:
+    row = [100 * c["test_accuracy_mean"] for c in cells if c["refresh_base"] == base]
+    spread[base] = max(row) - min(row)
+  runs = [s for c in cells for s in c["first_nonfinite_step_per_seed"]]
+  return dict(
+    low=min(means),
+    high=max(means),
+    seed_std=seed_std,
+    spread=spread,
+    collapsed=[c for c in cells if 100 * c["test_accuracy_mean"] < bar],
+    nonfinite=sum(s is not None for s in runs),
+    runs=len(runs),
+  )
+
+
 def render_guard_ablation(results: dict[str, Any]) -> str:
-  """experiments/guard/ablation.py: the IDU ablation, default guard beside the exact rule."""
+  """experiments/guard/ablation.py: the IDU ablation, default guard beside the exact rule.
+
+  Per learning rate: a table of mean ± std test accuracy (a_n x rule by beta3, with the spread
+  across beta3), then per rule the span of its cells, the median seed std of a cell, the cells
+  that collapse (``COLLAPSE_POINTS``) and the runs that went non-finite, and the difference of
+  the two rules over the cells where neither collapses.
+  """
   rules = results["rules"]
+  names = [rule for rule in ("default", "exact") if rule in rules]
+  seeds = len(results["seeds"])
   parts = []
   for index, ablation in enumerate(rules["default"]["ablations"]):
     beta3s = ablation["beta3s"]
+    cells = {rule: rules[rule]["ablations"][index]["cells"] for rule in names}
+    keyed = {(rule, c["refresh_base"], c["beta3"]): c for rule in names for c in cells[rule]}
     body = []
     for base in ablation["refresh_bases"]:
-      for rule, label in (("default", "default"), ("exact", "exact")):
-        if rule not in rules:
-          continue
-        cells = {
-          c["beta3"]: c
-          for c in rules[rule]["ablations"][index]["cells"]
-          if c["refresh_base"] == base
-        }
+      for rule in names:
+        row = [keyed[rule, base, b] for b in beta3s]
+        means = [100 * c["test_accuracy_mean"] for c in row]
         body.append(
-          [f"{base}^n", label]
-          + [
-            f"{100 * cells[b]['test_accuracy_mean']:.2f}"
-            + (f" ± {100 * cells[b]['test_accuracy_std']:.2f}" if len(results["seeds"]) > 1 else "")
-            for b in beta3s
-          ]
+          [f"{base}^(n-1)", rule, *map(_ablation_cell, row), f"{max(means) - min(means):.2f}"]
         )
-    seeds = len(results["seeds"])
     spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    table = _markdown_table(
+      ["a_n", "rule", *[f"beta3 {b:g}" for b in beta3s], "spread (max − min)"], body
+    )
+    notes = []
+    stats = {rule: _ablation_statistics(cells[rule]) for rule in names}
+    for rule in names:
+      s = stats[rule]
+      collapsed = (
+        ", ".join(
+          f"{c['refresh_base']}^(n-1)/beta3 {c['beta3']:g} ({100 * c['test_accuracy_mean']:.1f}%)"
+          for c in s["collapsed"]
+        )
+        or "none"
+      )
+      noise = f"; median seed std of a cell {s['seed_std']:.2f}" if seeds > 1 else ""
+      notes.append(
+        f"- {rule}: the {len(cells[rule])} cells span {s['low']:.2f}–{s['high']:.2f} "
+        f"({s['high'] - s['low']:.2f} points{noise}); spread across beta3 per a_n: "
+        + ", ".join(f"{b}^(n-1) {v:.2f}" for b, v in s["spread"].items())
+        + f". Collapsed cells: {collapsed}. Non-finite runs: {s['nonfinite']} of {s['runs']}."
+      )
+    if len(names) == 2:
+      dropped = {
+        (c["refresh_base"], c["beta3"]) for rule in names for c in stats[rule]["collapsed"]
+      }
+      both = [
+        100
+        * (
+          keyed["default", base, b]["test_accuracy_mean"]
+          - keyed["exact", base, b]["test_accuracy_mean"]
+        )
+        for base in ablation["refresh_bases"]
+        for b in beta3s
+        if (base, b) not in dropped
+      ]
+      if both:
+        notes.append(
+          f"- default minus exact over the {len(both)} cells where neither collapses: "
+          f"mean {sum(both) / len(both):+.2f} points, from {min(both):+.2f} to {max(both):+.2f}."
+        )
     parts.append(
       f"lr {_rate(ablation['learning_rate'])}, test accuracy %, {spread}:\n\n"
-      + _markdown_table(["a_n", "rule", *[f"beta3 {b:g}" for b in beta3s]], body)
+      + table
+      + "\n\n"
+      + "\n".join(notes)
     )
   return "\n\n".join(parts)
 
