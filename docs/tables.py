@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 import json
+import math
 import pathlib
 import re
 import statistics
@@ -374,6 +375,120 @@ def render_guard_ablation(results: dict[str, Any]) -> str:
   return "\n\n".join(parts)
 
 
+# The main workload suite's results: its `anon` (eps 1e-16, the default) and `adam` columns sit
+# beside the eps variants of render_workloads_eps.
+WORKLOADS_RESULTS = "experiments/workloads/results/workloads.json"
+WORKLOAD_ORDER = (
+  "nnx_cnn",
+  "linen_trainstate",
+  "reduce_on_plateau",
+  "lookahead",
+  "multisteps",
+  "char_gpt",
+)  # experiments.workloads.WORKLOADS, not imported: this module loads without the experiments.
+
+
+DIVERGED_TRAIN_LOSS = 10.0  # As experiments/workloads/run.py: a finite run that blew up.
+
+
+def _eps(value: float) -> str:
+  """An eps as the docs write it: 1e-16, 1e-8."""
+  return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:.0e}")
+
+
+def _workload_cell(row: dict[str, Any]) -> str:
+  """Mean ± half the range over seeds, non-finite seeds and a finite blow-up, as workloads.md."""
+  mean, spread = float(row["mean"]), float(row["spread"])
+  text = f"{mean:.3f} ± {spread:.3f}" if math.isfinite(mean) else "NaN"
+  if row["nonfinite_seeds"]:
+    text += (
+      f"; non-finite in {row['nonfinite_seeds']}/{len(row['seeds'])} seeds,"
+      f" first at step {row['first_nonfinite_step']}"
+    )
+  elif max(map(float, row["train_losses"])) > DIVERGED_TRAIN_LOSS:
+    text += f"; diverged, train loss up to {max(map(float, row['train_losses'])):.2g}"
+  return text
+
+
+def render_workloads_eps(results: dict[str, Any]) -> str:
+  """experiments/workloads/run.py with --optimizers anon_eps1e-8,anon_eps1e-6: Anon's default at
+  larger eps, beside its default eps 1e-16 and Adam(W) from the main suite's results file."""
+  main = json.loads((ROOT / WORKLOADS_RESULTS).read_text())
+  rows = {(r["workload"], r["optimizer"]): r for r in main["summary"] + results["summary"]}
+  variants = list(dict.fromkeys(r["optimizer"] for r in results["summary"]))
+  columns = [("anon", 1e-16)] + [(v, float(v.removeprefix("anon_eps"))) for v in variants]
+  workloads = [w for w in WORKLOAD_ORDER if any(r["workload"] == w for r in results["summary"])]
+  body = []
+  for w in workloads:
+    first = rows[w, "anon"]
+    body.append(
+      [f"`{w}`", f"{first['metric_name']} (lr {_rate(first['learning_rate'])})"]
+      + [_workload_cell(rows[w, name]) for name, _ in columns]
+      + [_workload_cell(rows[w, "adam"])]
+    )
+  headers = [
+    "workload",
+    "metric",
+    *[f"eps {_eps(eps)}" + (" (default)" if name == "anon" else "") for name, eps in columns],
+    "Adam(W)",
+  ]
+  notes = []
+  for name, eps in columns[1:]:
+    accuracy, loss, broken = [], [], []
+    for w in workloads:
+      new, old = float(rows[w, name]["mean"]), float(rows[w, "anon"]["mean"])
+      if not math.isfinite(new - old):
+        broken.append(f"`{w}`")
+      elif rows[w, name]["metric_name"] == "accuracy":
+        accuracy.append(100 * (new - old))
+      else:
+        loss.append(100 * (new / old - 1))
+    said = []
+    if accuracy:
+      said.append(
+        f"accuracy {min(accuracy):+.2f} to {max(accuracy):+.2f} points over"
+        f" {len(accuracy)} classifiers (mean {sum(accuracy) / len(accuracy):+.2f})"
+      )
+    if loss:
+      said.append("held-out loss " + ", ".join(f"{x:+.1f}%" for x in loss))
+    if broken:
+      said.append("a NaN mean in " + ", ".join(broken))
+    runs = sum(len(rows[w, name]["seeds"]) for w in workloads)
+    nonfinite = sum(rows[w, name]["nonfinite_seeds"] for w in workloads)
+    # Seeds share initialisation and batch order across optimizers: pair them.
+    ratios = []
+    for w in workloads:
+      pairs = zip(rows[w, name]["train_losses"], rows[w, "anon"]["train_losses"])
+      ratios.append(f"`{w}` {statistics.median(float(x) / float(y) for x, y in pairs):.2f}")
+    train = ", ".join(ratios)
+    notes.append(
+      f"- eps {_eps(eps)} minus eps 1e-16: {'; '.join(said)}; non-finite runs: {nonfinite} of"
+      f" {runs}. Final training loss over eps 1e-16's (median over seeds of the per-seed ratio):"
+      f" {train}."
+    )
+  spreads = [
+    100 * float(rows[w, name]["spread"])
+    for w in workloads
+    for name, _ in columns
+    if rows[w, name]["metric_name"] == "accuracy" and math.isfinite(float(rows[w, name]["spread"]))
+  ]
+  if spreads:
+    notes.append(
+      f"- For scale: half the range over seeds of an Anon accuracy cell above is at most"
+      f" {max(spreads):.2f} points (median {statistics.median(spreads):.2f})."
+    )
+  return (
+    f"Mean ± half the range over seeds {', '.join(map(str, results['summary'][0]['seeds']))} of"
+    f" the final test accuracy (or held-out loss); the eps columns took"
+    f" {results['total_seconds']:.0f} s on {results['device']} (commit"
+    f" `{results['git_commit']}`). The eps 1e-16 and Adam(W) columns are the `anon default` and"
+    f" `Adam(W)` columns of [workloads.md](workloads.md), from `{WORKLOADS_RESULTS}`.\n\n"
+    + _markdown_table(headers, body)
+    + "\n\n"
+    + "\n".join(notes)
+  )
+
+
 TABLES: dict[str, Table] = {
   "digits": Table(
     results="docs/results/digits_cnn.json",
@@ -417,6 +532,14 @@ TABLES: dict[str, Table] = {
     results="experiments/guard/results/ablation.json",
     command="python -m experiments.guard.ablation --seeds 1 --lrs 0.01 --beta3s 0.1,0.5,0.9",
     render=render_guard_ablation,
+  ),
+  "workloads-eps": Table(
+    results="experiments/workloads/results/workloads_eps.json",
+    command=(
+      "python -m experiments.workloads.run --optimizers anon_eps1e-8,anon_eps1e-6"
+      " --json experiments/workloads/results/workloads_eps.json --no-docs"
+    ),
+    render=render_workloads_eps,
   ),
 }
 
