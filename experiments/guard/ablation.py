@@ -4,6 +4,8 @@ Run from the repository root::
 
     python -m experiments.guard.ablation              # writes results/ablation.json
     python -m experiments.guard.ablation --seeds 1 --lrs 0.01 --json /tmp/a.json   # shorter
+    python -m experiments.guard.ablation --lrs 0.01 && \
+      python -m experiments.guard.ablation --lrs 0.0033 --append       # the same, in two parts
 
 The digits CNN and budget of ``python -m experiments.paper.run_all`` (its default vision config:
 the program of ``experiments.paper.vision.DigitsRunner``), Anon with gamma 1 over beta3 in
@@ -34,7 +36,14 @@ def main(argv=None) -> dict:
   parser.add_argument("--lrs", default="0.01,0.0033")
   parser.add_argument("--beta3s", default=None, help="default: the paper reproduction's five")
   parser.add_argument("--json", default=str(HERE / "results" / "ablation.json"))
+  parser.add_argument(
+    "--append",
+    action="store_true",
+    help="keep the other learning rates already in --json (run with the same seeds, beta3s, "
+    "config and versions) and add these",
+  )
   args = parser.parse_args(argv)
+  path = pathlib.Path(args.json)
   cfg = run_all.CONFIGS["default"]
   seeds = list(range(args.seeds))
   lrs = [float(x) for x in args.lrs.split(",")]
@@ -45,6 +54,22 @@ def main(argv=None) -> dict:
   if args.seeds != 3 or args.lrs != "0.01,0.0033" or args.beta3s:
     command += f" --seeds {args.seeds} --lrs {args.lrs}"
     command += f" --beta3s {args.beta3s}" if args.beta3s else ""
+  prior = json.loads(path.read_text()) if args.append else None
+  if prior is not None:
+    command += " --append"
+    kept = [a for a in prior["rules"]["default"]["ablations"] if a["learning_rate"] not in lrs]
+    mismatch = [
+      name
+      for name, theirs, ours in (
+        ("seeds", prior["seeds"], seeds),
+        ("config", prior["config"], cfg["vision"]),
+        ("versions", prior["versions"], run_all.versions()),
+        ("beta3s", {tuple(a["beta3s"]) for a in kept} | {beta3s}, {beta3s}),
+      )
+      if theirs != ours
+    ]
+    if mismatch:
+      parser.error(f"--append: {args.json} differs from this run in {', '.join(mismatch)}")
   digits = sweep.GuardedDigits(cfg["vision"], models.load_digits())
   rules = {"default": _idu.GUARD_FACTOR, "exact": float("inf")}
   results = {
@@ -54,6 +79,14 @@ def main(argv=None) -> dict:
     "versions": run_all.versions(),
     "rules": {rule: {"guard_factor": sweep.label(f), "ablations": []} for rule, f in rules.items()},
   }
+  seconds = 0.0
+  if prior is not None:
+    results["command"] = f"{prior['command']}; {command}"
+    seconds = prior["seconds"]
+    for rule in rules:
+      results["rules"][rule]["ablations"] = [
+        a for a in prior["rules"][rule]["ablations"] if a["learning_rate"] not in lrs
+      ]
   t0 = time.perf_counter()
   for lr in lrs:
     cells = {rule: [] for rule in rules}
@@ -78,8 +111,7 @@ def main(argv=None) -> dict:
           "cells": cells[rule],
         }
       )
-    results["seconds"] = round(time.perf_counter() - t0, 1)
-    path = pathlib.Path(args.json)
+    results["seconds"] = round(seconds + time.perf_counter() - t0, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
   return results

@@ -1,0 +1,58 @@
+"""experiments/guard/ablation.py's bookkeeping, with a stand-in for the CNN training run."""
+
+import json
+
+import pytest
+
+from experiments.guard import ablation
+from experiments.guard import sweep
+
+
+class FakeDigits:
+  """Returns an accuracy made of the run's arguments instead of training the CNN."""
+
+  def __init__(self, cfg, data):
+    del cfg, data
+
+  def run(self, seed, *, lr, factor, beta3, refresh_base):
+    accuracy = lr + beta3 / 10 + refresh_base / 100 + seed / 1000 + (factor == float("inf")) / 1e4
+    return dict(test_accuracy=accuracy, train_loss=0.1, loss_curve=[1.0, 0.5])
+
+
+@pytest.fixture(autouse=True)
+def fake_training(monkeypatch):
+  monkeypatch.setattr(sweep, "GuardedDigits", FakeDigits)
+  monkeypatch.setattr(ablation.models, "load_digits", lambda: None)
+
+
+def _accuracies(results):
+  return {
+    (rule, a["learning_rate"], c["refresh_base"], c["beta3"]): c["test_accuracy_per_seed"]
+    for rule, r in results["rules"].items()
+    for a in r["ablations"]
+    for c in a["cells"]
+  }
+
+
+def test_append_gives_what_one_run_over_both_rates_gives(tmp_path):
+  both, parts = tmp_path / "both.json", tmp_path / "parts.json"
+  common = ["--seeds", "2", "--beta3s", "0.1,0.9"]
+  whole = ablation.main([*common, "--lrs", "0.01,0.0033", "--json", str(both)])
+  ablation.main([*common, "--lrs", "0.01", "--json", str(parts)])
+  merged = ablation.main([*common, "--lrs", "0.0033", "--json", str(parts), "--append"])
+  assert json.loads(parts.read_text()) == merged
+  assert _accuracies(merged) == _accuracies(whole)
+  assert [a["learning_rate"] for a in merged["rules"]["exact"]["ablations"]] == [0.01, 0.0033]
+  assert merged["command"] == (
+    "python -m experiments.guard.ablation --seeds 2 --lrs 0.01 --beta3s 0.1,0.9; "
+    "python -m experiments.guard.ablation --seeds 2 --lrs 0.0033 --beta3s 0.1,0.9 --append"
+  )
+
+
+def test_append_refuses_a_file_with_other_seeds(tmp_path):
+  path = tmp_path / "a.json"
+  ablation.main(["--seeds", "1", "--lrs", "0.01", "--beta3s", "0.1", "--json", str(path)])
+  with pytest.raises(SystemExit):
+    ablation.main(
+      ["--seeds", "2", "--lrs", "0.0033", "--beta3s", "0.1", "--json", str(path), "--append"]
+    )
