@@ -530,7 +530,7 @@ TABLES: dict[str, Table] = {
   ),
   "guard-ablation": Table(
     results="experiments/guard/results/ablation.json",
-    command="python -m experiments.guard.ablation --seeds 1 --lrs 0.01 --beta3s 0.1,0.5,0.9",
+    command="python -m experiments.guard.ablation --seeds 3 --lrs 0.01",
     render=render_guard_ablation,
   ),
   "workloads-eps": Table(
