@@ -530,7 +530,10 @@ TABLES: dict[str, Table] = {
   ),
   "guard-ablation": Table(
     results="experiments/guard/results/ablation.json",
-    command="python -m experiments.guard.ablation --seeds 3 --lrs 0.01",
+    command=(
+      "python -m experiments.guard.ablation --seeds 3 --lrs 0.01;"
+      " python -m experiments.guard.ablation --seeds 3 --lrs 0.0033 --append"
+    ),
     render=render_guard_ablation,
   ),
   "workloads-eps": Table(
