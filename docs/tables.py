@@ -159,10 +159,37 @@ def render_gamma_sweep(results: dict[str, Any]) -> str:
     for r in results["results"]
   ]
   table = _markdown_table(["gamma", "best lr", "test accuracy", "final train loss"], rows)
+  accuracies = [r["test_accuracy"] for r in results["results"]]
   return (
     f"{len(grid['gammas'])} gammas x {len(grid['learning_rates'])} learning rates x "
     f"{grid['seeds']} seed{'s' if grid['seeds'] != 1 else ''}, {grid['epochs']} epochs each, in one vmapped program: "
-    f"{results['seconds']:.1f} s including compilation.\n\n" + table
+    f"{results['seconds']:.1f} s including compilation.\n\n"
+    + table
+    + f"\n\nBest test accuracies range from {min(accuracies):.4f} to {max(accuracies):.4f}."
+  )
+
+
+GRADIENT_SIZE = 1e-2  # docs/guide.md's typical |g| for the gamma sweep's MLP.
+
+
+def render_gamma_rule(results: dict[str, Any]) -> str:
+  """The gamma sweep's best rates beside docs/guide.md's rule lr_1 * |g|**(gamma - 1)."""
+  best = {r["gamma"]: r["learning_rate"] for r in results["results"]}
+  if 1.0 not in best:
+    return "The sweep has no gamma 1 to anchor the rule."
+  rows = [
+    [
+      f"{gamma:g}",
+      _rate(lr),
+      f"{best[1.0] * GRADIENT_SIZE ** (gamma - 1):.2g}",
+      f"{lr / (best[1.0] * GRADIENT_SIZE ** (gamma - 1)):.2g}",
+    ]
+    for gamma, lr in best.items()
+  ]
+  return (
+    f"The rule with `|g| = {GRADIENT_SIZE:g}`, anchored at gamma 1's best rate"
+    f" ({_rate(best[1.0])}):\n\n"
+    + _markdown_table(["gamma", "measured best lr", "rule", "measured / rule"], rows)
   )
 
 
@@ -809,6 +836,101 @@ def render_memory_summary(results: dict[str, Any]) -> str:
   )
 
 
+def render_char_gpt(results: dict[str, Any]) -> str:
+  """examples/char_gpt.py's JSON line: one row per optimizer (Anon once per gamma)."""
+  rows = sorted(results["results"], key=lambda r: r["val_loss"])
+  table = _markdown_table(
+    ["optimizer", "peak lr", "validation loss (nats/char)", "train loss", "seconds"],
+    [
+      [
+        r["optimizer"]
+        + (f" gamma {r['gamma']:g}" if "gamma" in r else "")
+        + (" (exact=True)" if r.get("exact") else ""),
+        _rate(r["learning_rate"]),
+        f"{r['val_loss']:.4f}",
+        f"{r['train_loss']:.4f}",
+        f"{r['seconds']:.1f}",
+      ]
+      for r in results["results"]
+    ],
+  )
+  ranking = " < ".join(r["optimizer"] + (f" {r['gamma']:g}" if "gamma" in r else "") for r in rows)
+  return table + f"\n\nValidation loss, lowest first: {ranking}."
+
+
+GUARD_EXAMPLES = {
+  # run -> (command, default-guard results file, exact-rule results file, metrics)
+  "digits CNN (GELU), Anon gamma 1, default epochs": (
+    "python examples/digits_cnn.py --optimizers anon [--exact]",
+    "docs/results/digits_cnn.json",
+    "experiments/guard/results/digits_cnn_exact.json",
+  ),
+  "char GPT, Anon gamma 1, default steps": (
+    "python examples/char_gpt.py --optimizers anon --gammas 1.0 [--exact]",
+    "experiments/guard/results/char_gpt_default.json",
+    "experiments/guard/results/char_gpt_exact.json",
+  ),
+  "sharded digits CNN, 8 simulated devices, seed 0": (
+    "python examples/sharded_training.py [--exact]",
+    "docs/results/sharded_training.json",
+    "experiments/guard/results/sharded_training_exact.json",
+  ),
+  "sharded digits CNN, 8 simulated devices, seed 1": (
+    "python examples/sharded_training.py --seed 1 [--exact]",
+    "experiments/guard/results/sharded_training_seed1.json",
+    "experiments/guard/results/sharded_training_seed1_exact.json",
+  ),
+}
+
+
+def _anon_cell(results: dict[str, Any], exact: bool) -> str:
+  (row,) = [
+    r
+    for r in results["results"]
+    if r["optimizer"] == "anon" and bool(r.get("exact")) == exact and r.get("gamma", 1.0) == 1.0
+  ]
+  if "val_loss" in row:
+    return f"val loss {row['val_loss']:.3f}, train loss {row['train_loss']:.3f}"
+  return f"test accuracy {row['test_accuracy']:.4f}, train loss {row['train_loss']:.2e}"
+
+
+def render_guard_examples(files: dict[str, Any]) -> str:
+  """The examples' Anon runs under the default guard beside the same runs with exact=True."""
+  rows = [
+    [
+      run,
+      f"`{command}`",
+      _rate(files[default]["results"][0]["learning_rate"]),
+      _anon_cell(files[default], False),
+      _anon_cell(files[exact], True),
+    ]
+    for run, (command, default, exact) in GUARD_EXAMPLES.items()
+  ]
+  return _markdown_table(["run", "command", "lr", "default guard", "exact rule"], rows)
+
+
+def _guard_example_sources() -> tuple[tuple[str, ...], tuple[str, ...]]:
+  files, commands = [], []
+  for command, default, exact in GUARD_EXAMPLES.values():
+    for path, flag in ((default, ""), (exact, " --exact")):
+      if path in files:
+        continue
+      files.append(path)
+      if path == "docs/results/digits_cnn.json":
+        commands.append("python docs/make_figures.py --only digits")
+      elif path == "docs/results/sharded_training.json":
+        commands.append(f"{TABLES_SHARDED_COMMAND}")
+      else:
+        base = command.replace(" [--exact]", "")
+        commands.append(f"{base}{flag} | tail -n 1 > {path}")
+  return tuple(files), tuple(commands)
+
+
+TABLES_SHARDED_COMMAND = (
+  "python examples/sharded_training.py | tail -n 1 > docs/results/sharded_training.json"
+)
+
+
 TABLES: dict[str, Table] = {
   "digits": Table(
     results="docs/results/digits_cnn.json",
@@ -817,7 +939,7 @@ TABLES: dict[str, Table] = {
   ),
   "sharded": Table(
     results="docs/results/sharded_training.json",
-    command="python examples/sharded_training.py | tail -n 1 > docs/results/sharded_training.json",
+    command=TABLES_SHARDED_COMMAND,
     render=render_sharded,
   ),
   "gamma-sweep": Table(
@@ -827,6 +949,22 @@ TABLES: dict[str, Table] = {
       " | tail -n 1 > docs/results/gamma_sweep.json"
     ),
     render=render_gamma_sweep,
+  ),
+  "char-gpt": Table(
+    results="docs/results/char_gpt.json",
+    command=(
+      "python examples/char_gpt.py --plot docs/figures/char_gpt.png"
+      " | tail -n 1 > docs/results/char_gpt.json"
+    ),
+    render=render_char_gpt,
+  ),
+  "gamma-rule": Table(
+    results="docs/results/gamma_sweep.json",
+    command=(
+      "python examples/gamma_sweep.py --plot docs/figures/gamma_sweep.png"
+      " | tail -n 1 > docs/results/gamma_sweep.json"
+    ),
+    render=render_gamma_rule,
   ),
   "memory": Table(
     results="benchmarks/results/memory.json",
@@ -892,6 +1030,10 @@ TABLES: dict[str, Table] = {
     results="experiments/notes/results/refresh_formula.json",
     command="python -m experiments.notes.refresh_formula",
     render=render_refresh_formula,
+  ),
+  "guard-examples": Table(
+    *_guard_example_sources(),
+    render=render_guard_examples,
   ),
   "guard-cnn": Table(
     results="experiments/guard/results/sweep.json",
