@@ -363,6 +363,8 @@ TARGET_SIZE = "4M"  # The size the CPU targets are stated for.
 CONTENDER_LABELS = {
   "anon": "anon",
   "anon_exact": "anon (exact=True)",
+  "anon_bf16_mu_precond": "anon (mu, precond bfloat16)",
+  "anon_bf16_all": "anon (mu, nu, precond bfloat16)",
   "floor": "floor",
   "floor_exact": "floor_exact",
   "adam": "optax.adam",
