@@ -48,6 +48,19 @@ class ScaleByAnonState(NamedTuple):
   precond: optax.Updates
 
 
+def _first_moment(update, moment, b1):
+  """``b1 m + (1 - b1) g`` in the moment's computation dtype (at least float32).
+
+  `optax.tree.update_moment` with a Python ``b1`` computes in the moment's
+  dtype: with bfloat16 moments each product is rounded to bfloat16, and XLA
+  keeps the rounded products as parameter-sized scratch buffers, because both
+  the stored moment and the step read them.
+  """
+  dtype = _common.statistics_dtype(jnp.result_type(moment))
+  b1 = _common.at_least_float32(b1).astype(jnp.finfo(dtype).dtype)
+  return (1 - b1) * jnp.asarray(update).astype(dtype) + b1 * moment.astype(dtype)
+
+
 def scale_by_anon(
   b1: jax.typing.ArrayLike = 0.9,
   b2: jax.typing.ArrayLike = 0.999,
@@ -153,9 +166,7 @@ def scale_by_anon(
     # step uses the stored value, so that no parameter-sized float32 moment is
     # kept beside the stored one (with bfloat16 moments that was a whole
     # float32 scratch buffer).
-    mu = optax.tree.cast_like(
-      optax.tree.update_moment(updates, state.mu, _common.at_least_float32(b1), 1), state.mu
-    )
+    mu = jax.tree.map(lambda g, m: _first_moment(g, m, b1).astype(m.dtype), updates, state.mu)
     # The bias correction as one scalar reciprocal times the moment: dividing
     # every element (optax.tree.bias_correction) costs ~15% of a CPU step. The
     # power takes a traced exponent: a concrete integer one (an eager call)

@@ -28,6 +28,7 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -220,8 +221,26 @@ def _cpu_model() -> str:
   return platform.processor() or "unknown"
 
 
+def _command() -> str | None:
+  """The command line that is running, as ``python -m benchmarks...``; None when unknown.
+
+  Recorded only when the script is a module of this repository started with ``python -m``
+  (``sys.argv[0]`` is then the module's file); a call from another program (pytest, a
+  notebook) has its own ``sys.argv`` and records nothing.
+  """
+  script = pathlib.Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+  root = pathlib.Path(__file__).resolve().parents[1]
+  if script is None or script.suffix != ".py" or not script.is_relative_to(root):
+    return None
+  parts = script.relative_to(root).with_suffix("").parts
+  if parts[0] not in ("benchmarks", "experiments"):
+    return None
+  module = ".".join(parts[:-1] if parts[-1] == "__main__" else parts)
+  return " ".join(["python", "-m", module, *map(shlex.quote, sys.argv[1:])])
+
+
 def machine_info() -> dict[str, Any]:
-  """Machine, library versions and date, for every results file."""
+  """Machine, library versions, date, load and command line, for every results file."""
   import jax
   import optax
 
@@ -240,6 +259,10 @@ def machine_info() -> dict[str, Any]:
     "jax_backend": jax.default_backend(),
     "jax_devices": [str(d) for d in jax.devices()],
     "git_commit": _git_commit(),
+    # 1, 5 and 15 minute load averages when the file is written (the 15-minute one spans
+    # most of a long run): how busy the shared machine was.
+    "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    "command": _command(),
     "note": "CPU timings on a machine shared with other jobs; compare ratios "
     "from the same file, not absolute times across files.",
   }

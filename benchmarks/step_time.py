@@ -26,6 +26,9 @@ Contenders (interleaved round-robin, order rotated every round):
 * ``anon``: ``anon_optax.anon(1e-3, gamma=1.0)`` with ``optax.apply_updates``.
 * ``adam``, ``adamw``, ``sgd_momentum`` (0.9), ``lion``: the optax aliases.
 * ``anon_exact``: the same with ``exact=True`` (the authors' rule, no guard).
+* ``anon_bf16_mu_precond``, ``anon_bf16_all``: ``anon`` with compact state,
+  ``mu_dtype=precond_dtype=bfloat16`` (state 1.0x Adam's) and also
+  ``nu_dtype=bfloat16`` (0.75x; stochastic rounding of ``s``).
 * ``floor``: :func:`one_pass_floor`, the least an Anon step can do: only the
   ``m``, ``s`` and ``theta`` updates with a fixed ``v`` bounded by the default
   guard (reads g, m, s, v, theta; writes m, s, theta), donated; no refresh
@@ -72,6 +75,8 @@ B1, B2, EPS, GAMMA, BETA3 = 0.9, 0.999, 1e-16, 1.0, 0.5
 ALL_CONTENDERS = (
   "anon",
   "anon_exact",
+  "anon_bf16_mu_precond",
+  "anon_bf16_all",
   "floor",
   "floor_exact",
   "adam",
@@ -95,6 +100,8 @@ MIN_BYTES_PER_PARAM = {
   "floor": 32,
   "anon_exact": 32,
   "floor_exact": 32,
+  "anon_bf16_mu_precond": 26,  # m (read, written) and v (read) in bfloat16
+  "anon_bf16_all": 22,  # m, s and v in bfloat16
   "torch": 32,
   "torch_1thread": 32,  # r g m s v p; w m s p
   "adam": 28,
@@ -112,9 +119,14 @@ MIN_BYTES_PER_PARAM = {
 COUNTERS = ("count", "next_refresh", "num_refreshes", "num_accumulated")
 
 
-def make_anon(exact: bool = False) -> optax.GradientTransformation:
-  """The ``anon`` contender (and the source of the refresh schedule)."""
-  return anon_optax.anon(LR, b1=B1, b2=B2, eps=EPS, gamma=GAMMA, beta3=BETA3, exact=exact)
+def make_anon(exact: bool = False, **storage_dtypes) -> optax.GradientTransformation:
+  """The ``anon`` contender (and the source of the refresh schedule).
+
+  ``storage_dtypes``: ``mu_dtype``, ``nu_dtype``, ``precond_dtype`` (compact state).
+  """
+  return anon_optax.anon(
+    LR, b1=B1, b2=B2, eps=EPS, gamma=GAMMA, beta3=BETA3, exact=exact, **storage_dtypes
+  )
 
 
 def anon_counters(last_step: int) -> dict[str, np.ndarray]:
@@ -386,6 +398,10 @@ def build_contenders(params_np, grads, grads_np, start_step, counters, names, lo
   optax_contenders: dict[str, Callable[[], optax.GradientTransformation]] = {
     "anon": make_anon,
     "anon_exact": lambda: make_anon(exact=True),
+    "anon_bf16_mu_precond": lambda: make_anon(mu_dtype=jnp.bfloat16, precond_dtype=jnp.bfloat16),
+    "anon_bf16_all": lambda: make_anon(
+      mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16, precond_dtype=jnp.bfloat16
+    ),
     "floor": lambda: one_pass_floor(grads, guarded=True),
     "floor_exact": lambda: one_pass_floor(grads),
     "adam": lambda: optax.adam(LR),

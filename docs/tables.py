@@ -44,11 +44,23 @@ REGION = re.compile(
 
 
 class Table(NamedTuple):
-  """A quoted table: where its numbers live and how they are rendered."""
+  """A quoted table: where its numbers live and how they are rendered.
 
-  results: str  # The results file, relative to ROOT.
-  command: str  # The command that writes the results file.
+  A table drawn from several results files names them all in ``results`` (and their commands,
+  in the same order, in ``command``); its ``render`` then receives ``{file: parsed JSON}``.
+  """
+
+  results: str | tuple[str, ...]  # The results file(s), relative to ROOT.
+  command: str | tuple[str, ...]  # The command that writes each results file.
   render: Callable[[Any], str]  # Results (parsed JSON) -> Markdown, without the source line.
+
+  def sources(self) -> list[tuple[str, str]]:
+    """``(results file, command)`` pairs."""
+    if isinstance(self.results, str):
+      assert isinstance(self.command, str)
+      return [(self.results, self.command)]
+    assert isinstance(self.command, tuple) and len(self.command) == len(self.results)
+    return list(zip(self.results, self.command))
 
 
 # ----------------------------------------------------------------------------
@@ -149,10 +161,37 @@ def render_gamma_sweep(results: dict[str, Any]) -> str:
     for r in results["results"]
   ]
   table = _markdown_table(["gamma", "best lr", "test accuracy", "final train loss"], rows)
+  accuracies = [r["test_accuracy"] for r in results["results"]]
   return (
     f"{len(grid['gammas'])} gammas x {len(grid['learning_rates'])} learning rates x "
     f"{grid['seeds']} seed{'s' if grid['seeds'] != 1 else ''}, {grid['epochs']} epochs each, in one vmapped program: "
-    f"{results['seconds']:.1f} s including compilation.\n\n" + table
+    f"{results['seconds']:.1f} s including compilation.\n\n"
+    + table
+    + f"\n\nBest test accuracies range from {min(accuracies):.4f} to {max(accuracies):.4f}."
+  )
+
+
+GRADIENT_SIZE = 1e-2  # docs/guide.md's typical |g| for the gamma sweep's MLP.
+
+
+def render_gamma_rule(results: dict[str, Any]) -> str:
+  """The gamma sweep's best rates beside docs/guide.md's rule lr_1 * |g|**(gamma - 1)."""
+  best = {r["gamma"]: r["learning_rate"] for r in results["results"]}
+  if 1.0 not in best:
+    return "The sweep has no gamma 1 to anchor the rule."
+  rows = [
+    [
+      f"{gamma:g}",
+      _rate(lr),
+      f"{best[1.0] * GRADIENT_SIZE ** (gamma - 1):.2g}",
+      f"{lr / (best[1.0] * GRADIENT_SIZE ** (gamma - 1)):.2g}",
+    ]
+    for gamma, lr in best.items()
+  ]
+  return (
+    f"The rule with `|g| = {GRADIENT_SIZE:g}`, anchored at gamma 1's best rate"
+    f" ({_rate(best[1.0])}):\n\n"
+    + _markdown_table(["gamma", "measured best lr", "rule", "measured / rule"], rows)
   )
 
 
@@ -375,9 +414,10 @@ def render_guard_ablation(results: dict[str, Any]) -> str:
   return "\n\n".join(parts)
 
 
-# The main workload suite's results: its `anon` (eps 1e-16, the default) and `adam` columns sit
-# beside the eps variants of render_workloads_eps.
+# The workload suite's main results (its `anon` column has the default eps 1e-16; `adam`) and the
+# run of Anon's default at larger eps that render_workloads_eps sets beside them.
 WORKLOADS_RESULTS = "experiments/workloads/results/workloads.json"
+WORKLOADS_EPS_RESULTS = "experiments/workloads/results/workloads_eps.json"
 WORKLOAD_ORDER = (
   "nnx_cnn",
   "linen_trainstate",
@@ -410,10 +450,10 @@ def _workload_cell(row: dict[str, Any]) -> str:
   return text
 
 
-def render_workloads_eps(results: dict[str, Any]) -> str:
+def render_workloads_eps(files: dict[str, Any]) -> str:
   """experiments/workloads/run.py with --optimizers anon_eps1e-8,anon_eps1e-6: Anon's default at
   larger eps, beside its default eps 1e-16 and Adam(W) from the main suite's results file."""
-  main = json.loads((ROOT / WORKLOADS_RESULTS).read_text())
+  results, main = files[WORKLOADS_EPS_RESULTS], files[WORKLOADS_RESULTS]
   rows = {(r["workload"], r["optimizer"]): r for r in main["summary"] + results["summary"]}
   variants = list(dict.fromkeys(r["optimizer"] for r in results["summary"]))
   columns = [("anon", 1e-16)] + [(v, float(v.removeprefix("anon_eps"))) for v in variants]
@@ -482,11 +522,613 @@ def render_workloads_eps(results: dict[str, Any]) -> str:
     f" the final test accuracy (or held-out loss); the eps columns took"
     f" {results['total_seconds']:.0f} s on {results['device']} (commit"
     f" `{results['git_commit']}`). The eps 1e-16 and Adam(W) columns are the `anon default` and"
-    f" `Adam(W)` columns of [workloads.md](workloads.md), from `{WORKLOADS_RESULTS}`.\n\n"
+    f" `Adam(W)` columns of [workloads.md](workloads.md).\n\n"
     + _markdown_table(headers, body)
     + "\n\n"
     + "\n".join(notes)
   )
+
+
+# ----------------------------------------------------------------------------
+# Benchmarks (benchmarks/results/*.json): step time, refresh step, targets, compile time,
+# the vmapped sweep, and the refresh-formula note.
+# ----------------------------------------------------------------------------
+
+STEP_TIME = "benchmarks/results/step_time.json"
+STEP_TIME_LARGE = "benchmarks/results/step_time_large.json"
+VMAPPED_SWEEP = "benchmarks/results/vmapped_sweep.json"
+VMAPPED_SWEEP_1CORE = "benchmarks/results/vmapped_sweep_1core.json"
+# The commands that wrote the committed files. A results file written since
+# benchmarks/common.py records its own command line (machine.command) names that instead.
+STEP_TIME_COMMAND = (
+  "python -m benchmarks.step_time --sizes 1M,4M"
+  " --contenders anon,anon_exact,floor,floor_exact,adam,hvadam --rounds 5"
+)
+STEP_TIME_LARGE_COMMAND = (
+  "python -m benchmarks.step_time --sizes 16M,64M"
+  " --contenders anon,floor,adam,sgd_momentum,torch_1thread"
+  " --rounds 3 --refresh-rounds 3 --start-step 1100 --name step_time_large"
+)
+VMAPPED_SWEEP_COMMAND = "python -m benchmarks.vmapped_sweep --rounds 3 --steps 200"
+VMAPPED_SWEEP_1CORE_COMMAND = (
+  "taskset -c 0 python -m benchmarks.vmapped_sweep --modes loop --rounds 3 --steps 200"
+  " --name vmapped_sweep_1core"
+)
+TARGET_SIZE = "4M"  # The size the CPU targets are stated for.
+
+# Row order and labels of the step-time tables; a contender not listed here is shown by its
+# name, after the listed ones and before the copy.
+CONTENDER_LABELS = {
+  "anon": "anon",
+  "anon_exact": "anon (exact=True)",
+  "anon_bf16_mu_precond": "anon (mu, precond bfloat16)",
+  "anon_bf16_all": "anon (mu, nu, precond bfloat16)",
+  "floor": "floor",
+  "floor_exact": "floor_exact",
+  "adam": "optax.adam",
+  "adamw": "optax.adamw",
+  "sgd_momentum": "optax.sgd (momentum 0.9)",
+  "lion": "optax.lion",
+  "hvadam": "anon_optax.hvadam",
+  "torch": "PyTorch per-tensor, {threads} threads",
+  "torch_1thread": "PyTorch per-tensor, 1 thread",
+}
+
+
+def _ms(seconds: float) -> str:
+  """Milliseconds with about four significant digits: 0.964, 3.373, 32.34, 173.2."""
+  ms = 1e3 * seconds
+  return f"{ms:.3f}" if ms < 10 else f"{ms:.2f}" if ms < 100 else f"{ms:.1f}"
+
+
+def _s(seconds: float) -> str:
+  return f"{seconds:.2f}" if seconds < 10 else f"{seconds:.1f}"
+
+
+def _times(ratio: float | None) -> str:
+  return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def _floor_of(name: str, per_step: dict[str, Any]) -> str | None:
+  """The one-pass floor a contender is compared with: the exact rule's for the exact-rule
+  contenders (``*_exact``), the guarded (default) floor for every other one."""
+  if "exact" in name and "floor_exact" in per_step:
+    return "floor_exact"
+  return "floor" if "floor" in per_step else None
+
+
+def _ratio(per_step: dict[str, Any], name: str, base: str, paired: bool = False) -> float | None:
+  """``name``'s time over ``base``'s (ratio of medians, or the median per-round ratio)."""
+  if base not in per_step or name not in per_step:
+    return None
+  if name == base:
+    return 1.0
+  return per_step[name]["paired_ratio_vs" if paired else "ratio_vs"].get(base)
+
+
+def _contender_order(per_step: dict[str, Any]) -> list[str]:
+  known = [n for n in CONTENDER_LABELS if n in per_step]
+  other = [n for n in per_step if n not in CONTENDER_LABELS and n != "copy"]
+  return known + other + (["copy"] if "copy" in per_step else [])
+
+
+def _size_caption(size: dict[str, Any]) -> str:
+  first, last = size["timed_steps"]
+  inside = size["refresh_steps_in_timed_windows"]
+  refreshes = (
+    "no refresh inside them"
+    if not inside
+    else f"refresh steps {', '.join(map(str, inside))} inside them"
+  )
+  return (
+    f"**{size['num_params_label']} parameters / {size['num_leaves']} leaves** "
+    f"({size['rounds']} rounds of {size['window_steps']} steps, steps {first}..{last}, "
+    f"{refreshes})"
+  )
+
+
+def _step_time_table(size: dict[str, Any], threads: int) -> str:
+  per = size["per_step"]
+  torches = [t for t in ("torch", "torch_1thread") if t in per]
+  headers = ["contender", "ms/step", "x floor (paired)"]
+  headers += ["x adam"] if "adam" in per else []
+  headers += [f"x torch ({threads} thr)" if t == "torch" else "x torch (1 thr)" for t in torches]
+  headers += ["GB/s", "x copy"]
+  rows = []
+  for name in _contender_order(per):
+    entry = per[name]
+    label = CONTENDER_LABELS.get(name, f"`{name}`").format(threads=threads)
+    if name == "copy":
+      label = "copy (streaming, in place)"
+    floor = _floor_of(name, per)
+    floor_cell = _times(_ratio(per, name, floor, paired=True)) if floor else "-"
+    if floor == "floor_exact" and name != "floor_exact" and floor_cell != "-":
+      floor_cell += " (vs floor_exact)"
+    row = [label, _ms(entry["median_s"]), floor_cell]
+    row += [_times(_ratio(per, name, "adam"))] if "adam" in per else []
+    row += [_times(_ratio(per, name, t)) for t in torches]
+    gbps, fraction = entry.get("achieved_gbps"), entry.get("fraction_of_copy_bandwidth")
+    row += ["-" if gbps is None else f"{gbps:.1f}", "-" if fraction is None else f"{fraction:.2f}"]
+    rows.append(row)
+  return _size_caption(size) + "\n\n" + _markdown_table(headers, rows)
+
+
+def render_step_time(results: dict[str, Any]) -> str:
+  """benchmarks/step_time.py: one table per size, every contender the file holds."""
+  threads = results["config"].get("jax_threads", "?")
+  return "\n\n".join(_step_time_table(size, threads) for size in results["results"])
+
+
+def _spike_rows(results: dict[str, Any]) -> list[list[str]]:
+  rows = []
+  for size in results["results"]:
+    spike = size.get("refresh_spike")
+    if not spike:
+      continue
+    normal, refresh = spike["normal_step_t1001"], spike["refresh_step_t1024"]
+    rows.append(
+      [
+        f"{size['num_params_label']} / {size['num_leaves']} leaves"
+        f" ({len(refresh['samples_s'])} rounds)",
+        _ms(normal["median_s"]),
+        _ms(refresh["median_s"]),
+        _times(refresh["ratio_vs"].get("normal_step_t1001")),
+        _times(refresh["paired_ratio_vs"].get("normal_step_t1001")),
+      ]
+    )
+  return rows
+
+
+def render_refresh_step(files: dict[str, Any]) -> str:
+  """benchmarks/step_time.py's refresh-spike test (anon), every size of both files."""
+  rows = [row for path in (STEP_TIME, STEP_TIME_LARGE) for row in _spike_rows(files[path])]
+  return _markdown_table(
+    ["size", "normal step ms", "refresh step ms", "ratio (median)", "ratio (paired)"], rows
+  )
+
+
+def _size(results: dict[str, Any], label: str) -> dict[str, Any] | None:
+  return next((s for s in results["results"] if s["num_params_label"] == label), None)
+
+
+def _verdict(value: float | None, limit: float, at_most: bool = True) -> str:
+  if value is None:
+    return "not measured"
+  met = value <= limit if at_most else value >= limit
+  return "**met**" if met else "**missed**"
+
+
+def _x(value: float | None) -> str:
+  return "-" if value is None else f"{value:.2f}x"
+
+
+def render_targets(files: dict[str, Any]) -> str:
+  """Issue 4's targets, each measured value read from the results files and checked."""
+  step_time, large, sweep = files[STEP_TIME], files[STEP_TIME_LARGE], files[VMAPPED_SWEEP]
+  size = _size(step_time, TARGET_SIZE)
+  per = size["per_step"] if size else {}
+  rows = []
+
+  def floor_row(name: str, floor: str, label: str) -> None:
+    paired = _ratio(per, name, floor, paired=True)
+    measured = (
+      f"{_x(paired)} paired ({_x(_ratio(per, name, floor))} of medians)"
+      if paired is not None
+      else f"no `{name}` and `{floor}` rows at {TARGET_SIZE}"
+    )
+    if name == "anon" and floor == "floor" and _ratio(per, "anon", "floor_exact") is not None:
+      measured += (
+        f"; {_x(_ratio(per, 'anon', 'floor_exact', paired=True))} paired against"
+        " `floor_exact` (the guard's extra read included)"
+      )
+    rows.append([label, measured, _verdict(paired, 1.10)])
+
+  floor_row("anon", "floor", "default step (`anon`) <= 1.10x its fused one-pass floor (`floor`)")
+  if "anon_exact" in per:
+    floor_row(
+      "anon_exact",
+      "floor_exact",
+      "exact rule (`anon_exact`) <= 1.10x its fused one-pass floor (`floor_exact`)",
+    )
+
+  torch = next((t for t in ("torch", "torch_1thread") if t in per), None)
+  if torch and "anon" in per:
+    threads = step_time["config"].get("jax_threads")
+    parts = [
+      f"{_x(_ratio(per, 'anon', t))} vs torch on "
+      + (f"{threads} threads" if t == "torch" else "1 thread")
+      for t in ("torch", "torch_1thread")
+      if t in per
+    ]
+    rows.append(
+      [
+        "anon step <= 0.80x the PyTorch per-tensor reference",
+        ", ".join(parts) + " (medians)",
+        _verdict(_ratio(per, "anon", torch), 0.80),
+      ]
+    )
+  else:
+    rows.append(
+      [
+        "anon step <= 0.80x the PyTorch per-tensor reference",
+        f"no PyTorch rows at {TARGET_SIZE} (torch was not installed where the file was written)",
+        "not measured",
+      ]
+    )
+
+  to_adam = _ratio(per, "anon", "adam")
+  parts = [f"anon {_x(to_adam)}"] if to_adam is not None else []
+  parts += [
+    f"{CONTENDER_LABELS[n]} {_x(_ratio(per, n, 'adam'))}"
+    for n in ("anon_exact", "floor", "floor_exact")
+    if _ratio(per, n, "adam") is not None
+  ]
+  rows.append(
+    [
+      "anon step <= 0.75x `optax.adam`",
+      "; ".join(parts) + " (medians)" if parts else f"no `anon` and `adam` rows at {TARGET_SIZE}",
+      _verdict(to_adam, 0.75),
+    ]
+  )
+
+  spike = size.get("refresh_spike") if size else None
+  refresh = spike["refresh_step_t1024"] if spike else None
+  refresh_ratio = refresh["ratio_vs"].get("normal_step_t1001") if refresh else None
+  rows.append(
+    [
+      "refresh step <= 3x a normal step",
+      f"{_x(refresh_ratio)} (median), "
+      f"{_x(refresh['paired_ratio_vs'].get('normal_step_t1001'))} paired"
+      if refresh
+      else f"no refresh-step test at {TARGET_SIZE}",
+      _verdict(refresh_ratio, 3.0),
+    ]
+  )
+
+  modes = sweep["results"]
+  sweep_ratios = {
+    mode: modes[mode]["paired_ratio_run_s"] for mode in ("loop", "scan") if mode in modes
+  }
+  rows.append(
+    [
+      f"{len(sweep['config']['gammas'])}-gamma vmapped sweep <= 0.5x"
+      f" {len(sweep['config']['gammas'])} sequential runs",
+      ", ".join(f"{_x(r)} ({mode}, paired)" for mode, r in sweep_ratios.items()),
+      _verdict(max(sweep_ratios.values()) if sweep_ratios else None, 0.5),
+    ]
+  )
+
+  gpu = [r for r in (step_time, large) if r["machine"].get("jax_backend") == "gpu"]
+  gpu_size = next((s for r in gpu for s in r["results"] if s["num_params_label"] == "64M"), None)
+  if gpu_size:
+    gper = gpu_size["per_step"]
+    to_adam_gpu = _ratio(gper, "anon", "adam")
+    copy_fraction = gper.get("anon", {}).get("fraction_of_copy_bandwidth")
+    met = to_adam_gpu is not None and copy_fraction is not None
+    rows.append(
+      [
+        "GPU: anon <= 1.15x adam, >= 70% of copy bandwidth at 64M",
+        f"{_x(to_adam_gpu)} adam, {copy_fraction or 0:.0%} of the copy's bandwidth",
+        (
+          "**met**"
+          if met and to_adam_gpu <= 1.15 and copy_fraction >= 0.70
+          else "**missed**"
+          if met
+          else "not measured"
+        ),
+      ]
+    )
+  else:
+    backends = sorted({r["machine"].get("jax_backend", "?") for r in (step_time, large)})
+    rows.append(
+      [
+        "GPU: anon <= 1.15x adam, >= 70% of copy bandwidth at 64M",
+        f"no GPU results: the step-time files are from the {'/'.join(backends)} backend",
+        "not measured",
+      ]
+    )
+  return _markdown_table(["target", "measured", "met?"], rows)
+
+
+def render_compile_time(results: dict[str, Any]) -> str:
+  """benchmarks/compile_time.py: trace + lower and XLA compile of one train step."""
+  rows = []
+  for model, per in results["results"].items():
+    for name, entry in per.items():
+      rows.append(
+        [
+          model.upper(),
+          CONTENDER_LABELS.get(name, name),
+          f"{1e3 * entry['lower']:.0f}",
+          f"{1e3 * entry['compile']:.0f}",
+          f"{1e3 * entry['median_s']:.0f}",
+          "1.00" if name == "adam" else _times(entry["paired_ratio_vs"].get("adam")),
+        ]
+      )
+  rounds = results["config"]["rounds"]
+  return f"{rounds} interleaved rounds, medians:\n\n" + _markdown_table(
+    ["model", "optimizer", "trace+lower ms", "XLA compile ms", "total ms", "x adam (paired)"],
+    rows,
+  )
+
+
+def _sweep_caption(results: dict[str, Any]) -> str:
+  config = results["config"]
+  cores = results["machine"].get("cpus_usable") or results["machine"].get("cpu_count")
+  return (
+    f"Model `{config['model']}`, {len(config['gammas'])} gammas, batch {config['batch']},"
+    f" {config['steps']} steps, {config['rounds']} rounds, {cores} core{'s' if cores != 1 else ''};"
+    " seconds for the whole sweep:"
+  )
+
+
+def render_vmapped_sweep(results: dict[str, Any]) -> str:
+  """benchmarks/vmapped_sweep.py: vmapped vs sequential per mode, with the per-gamma accuracy."""
+  rows = []
+  for mode, entry in results["results"].items():
+    vmapped, sequential = entry["vmapped"], entry["sequential"]
+    rows += [
+      [mode, "vmapped", _s(vmapped["run_s"]), _s(vmapped["compile_s"]), _s(vmapped["total_s"]), ""],
+      [
+        mode,
+        f"{len(results['config']['gammas'])} sequential",
+        _s(sequential["run_s"]),
+        _s(sequential["compile_s"]),
+        _s(sequential["total_s"]),
+        _s(sequential["total_s_compile_per_gamma"]),
+      ],
+      [
+        mode,
+        "**vmapped / sequential** (paired)",
+        f"**{entry['paired_ratio_run_s']:.2f}**",
+        "",
+        f"**{entry['paired_ratio_total_s']:.2f}**",
+        f"{entry['ratio_total_s_compile_per_gamma']:.2f}",
+      ],
+    ]
+  table = _markdown_table(
+    [
+      "mode",
+      "program",
+      "run s",
+      "compile s",
+      "run + compile s",
+      "sequential with one compile per gamma",
+    ],
+    rows,
+  )
+  first = next(iter(results["results"].values()))
+  diff = first["max_rel_param_diff_vmapped_vs_sequential"]
+  agreement = (
+    f"agree to {diff:.1e} relative"
+    if diff == diff
+    else "do not compare (some lanes are not finite)"
+  )
+  accuracy = ", ".join(f"{float(g):g}: {a:.2f}" for g, a in first["test_accuracy"].items())
+  return (
+    _sweep_caption(results)
+    + "\n\n"
+    + table
+    + f"\n\nThe vmapped and sequential final parameters {agreement}. Test accuracy per gamma: "
+    + accuracy
+    + "."
+  )
+
+
+def render_vmapped_profile(results: dict[str, Any]) -> str:
+  """benchmarks/vmapped_sweep.py --profile: matmul vs other op time per step of the sweep."""
+  vmapped, sequential = results["results"]["vmapped"], results["results"]["sequential"]
+  rows = []
+  for label, entry in (("vmapped", vmapped), ("sequential", sequential)):
+    rows.append(
+      [
+        label,
+        str(entry["calls_per_sweep_step"]),
+        f"{entry['matmul_ms_per_sweep_step']:.2f}",
+        f"{entry['other_ms_per_sweep_step']:.2f}",
+        f"{entry['matmul_ms_per_sweep_step'] + entry['other_ms_per_sweep_step']:.2f}",
+      ]
+    )
+  rows.append(
+    [
+      "sequential / vmapped",
+      "",
+      _x(sequential["matmul_ms_per_sweep_step"] / vmapped["matmul_ms_per_sweep_step"]),
+      _x(sequential["other_ms_per_sweep_step"] / vmapped["other_ms_per_sweep_step"]),
+      "",
+    ]
+  )
+  table = _markdown_table(
+    ["program", "calls per sweep step", "matmul ms", "other ms", "total ms"], rows
+  )
+  sequential_total = sequential["matmul_ms_per_sweep_step"] + sequential["other_ms_per_sweep_step"]
+  budget = sequential_total / 2 - vmapped["other_ms_per_sweep_step"]
+  if budget > 0:
+    need = (
+      f"with {vmapped['other_ms_per_sweep_step']:.1f} ms of non-matmul work that leaves"
+      f" {budget:.1f} ms for matmuls that take {sequential['matmul_ms_per_sweep_step']:.1f} ms"
+      f" one model at a time, a {sequential['matmul_ms_per_sweep_step'] / budget:.1f}x gain"
+    )
+  else:
+    need = "the non-matmul work alone takes more than that"
+  return (
+    f"{results['config']['traced_steps']} traced steps, per step of all"
+    f" {len(results['config']['gammas'])} gammas:\n\n"
+    + table
+    + f"\n\nFor 0.5x the vmapped step would have to fit in half of {sequential_total:.1f} ms; "
+    + need
+    + "."
+  )
+
+
+def render_sweep_cores(files: dict[str, Any]) -> str:
+  """The loop-mode sweep on one core (taskset) beside the same sweep on every core."""
+  rows = []
+  for path in (VMAPPED_SWEEP_1CORE, VMAPPED_SWEEP):
+    results = files[path]
+    loop = results["results"]["loop"]
+    cores = results["machine"].get("cpus_usable") or results["machine"].get("cpu_count")
+    rows.append(
+      [
+        str(cores),
+        _s(loop["vmapped"]["run_s"]),
+        _s(loop["sequential"]["run_s"]),
+        f"{loop['paired_ratio_run_s']:.2f}",
+      ]
+    )
+  return _markdown_table(
+    ["cores", "vmapped run s", "sequential run s", "vmapped / sequential (paired)"], rows
+  )
+
+
+REFRESH_FORMULA_LABELS = {
+  "current": "current (`hypot` form)",
+  "logaddexp": "`logaddexp` form (before)",
+  "power": "`hypot` form with `jnp.power(sigma, -gamma / 2)`",
+  "axpy": "`0.9 * v + s` (memory traffic only)",
+}
+
+
+def render_refresh_formula(results: dict[str, Any]) -> str:
+  """experiments/notes/refresh_formula.py: the refresh pass alone, per formulation."""
+  per = results["results"]
+  rows = [
+    [
+      REFRESH_FORMULA_LABELS.get(name, f"`{name}`"),
+      _ms(entry["median_s"]),
+      _times(_ratio(per, name, "current")),
+      _times(_ratio(per, name, "axpy")),
+    ]
+    for name, entry in per.items()
+  ]
+  worst = max(results.get("max_rel_diff_vs_current", {}).values(), default=None)
+  agree = f" All agree with the current form to {worst:.1e} relative." if worst is not None else ""
+  return (
+    f"{results['config']['size']} float32 elements, {results['config']['rounds']} interleaved"
+    " rounds, medians:\n\n"
+    + _markdown_table(["formulation", "ms", "x current", "x axpy"], rows)
+    + "\n\n"
+    + agree.strip()
+  ).strip()
+
+
+def render_memory_summary(results: dict[str, Any]) -> str:
+  """benchmarks/memory.py, the package's rows: state and step scratch against optax.adam."""
+  rows = {}
+  for r in results["results"]:
+    if not r["optimizer"].startswith("anon"):  # anon's options and anon_optax.hvadam
+      continue
+    rows.setdefault(r["optimizer"], {})[r["param_dtype"]] = r
+  dtypes = list(dict.fromkeys(r["param_dtype"] for r in results["results"]))
+  headers = ["optimizer"]
+  headers += [f"state x optax.adam ({d} params)" for d in dtypes]
+  headers += [f"step scratch / param byte ({d} params)" for d in dtypes]
+  body = [
+    [name]
+    + [f"{cells[d]['ratio_vs_adam']:.2f}" if d in cells else "-" for d in dtypes]
+    + [f"{cells[d]['step_temp_per_param_byte']:.2f}" if d in cells else "-" for d in dtypes]
+    for name, cells in rows.items()
+  ]
+  config = results["config"]
+  return (
+    f"{config['num_params']} parameters in {config['num_leaves']} leaves:\n\n"
+    + _markdown_table(headers, body)
+  )
+
+
+def render_char_gpt(results: dict[str, Any]) -> str:
+  """examples/char_gpt.py's JSON line: one row per optimizer (Anon once per gamma)."""
+  rows = sorted(results["results"], key=lambda r: r["val_loss"])
+  table = _markdown_table(
+    ["optimizer", "peak lr", "validation loss (nats/char)", "train loss", "seconds"],
+    [
+      [
+        r["optimizer"]
+        + (f" gamma {r['gamma']:g}" if "gamma" in r else "")
+        + (" (exact=True)" if r.get("exact") else ""),
+        _rate(r["learning_rate"]),
+        f"{r['val_loss']:.4f}",
+        f"{r['train_loss']:.4f}",
+        f"{r['seconds']:.1f}",
+      ]
+      for r in results["results"]
+    ],
+  )
+  ranking = " < ".join(r["optimizer"] + (f" {r['gamma']:g}" if "gamma" in r else "") for r in rows)
+  return table + f"\n\nValidation loss, lowest first: {ranking}."
+
+
+GUARD_EXAMPLES = {
+  # run -> (command, default-guard results file, exact-rule results file, metrics)
+  "digits CNN (GELU), Anon gamma 1, default epochs": (
+    "python examples/digits_cnn.py --optimizers anon [--exact]",
+    "docs/results/digits_cnn.json",
+    "experiments/guard/results/digits_cnn_exact.json",
+  ),
+  "char GPT, Anon gamma 1, default steps": (
+    "python examples/char_gpt.py --optimizers anon --gammas 1.0 [--exact]",
+    "experiments/guard/results/char_gpt_default.json",
+    "experiments/guard/results/char_gpt_exact.json",
+  ),
+  "sharded digits CNN, 8 simulated devices, seed 0": (
+    "python examples/sharded_training.py [--exact]",
+    "docs/results/sharded_training.json",
+    "experiments/guard/results/sharded_training_exact.json",
+  ),
+  "sharded digits CNN, 8 simulated devices, seed 1": (
+    "python examples/sharded_training.py --seed 1 [--exact]",
+    "experiments/guard/results/sharded_training_seed1.json",
+    "experiments/guard/results/sharded_training_seed1_exact.json",
+  ),
+}
+
+
+def _anon_cell(results: dict[str, Any], exact: bool) -> str:
+  (row,) = [
+    r
+    for r in results["results"]
+    if r["optimizer"] == "anon" and bool(r.get("exact")) == exact and r.get("gamma", 1.0) == 1.0
+  ]
+  if "val_loss" in row:
+    return f"val loss {row['val_loss']:.3f}, train loss {row['train_loss']:.3f}"
+  return f"test accuracy {row['test_accuracy']:.4f}, train loss {row['train_loss']:.2e}"
+
+
+def render_guard_examples(files: dict[str, Any]) -> str:
+  """The examples' Anon runs under the default guard beside the same runs with exact=True."""
+  rows = [
+    [
+      run,
+      f"`{command}`",
+      _rate(files[default]["results"][0]["learning_rate"]),
+      _anon_cell(files[default], False),
+      _anon_cell(files[exact], True),
+    ]
+    for run, (command, default, exact) in GUARD_EXAMPLES.items()
+  ]
+  return _markdown_table(["run", "command", "lr", "default guard", "exact rule"], rows)
+
+
+def _guard_example_sources() -> tuple[tuple[str, ...], tuple[str, ...]]:
+  files, commands = [], []
+  for command, default, exact in GUARD_EXAMPLES.values():
+    for path, flag in ((default, ""), (exact, " --exact")):
+      if path in files:
+        continue
+      files.append(path)
+      if path == "docs/results/digits_cnn.json":
+        commands.append("python docs/make_figures.py --only digits")
+      elif path == "docs/results/sharded_training.json":
+        commands.append(f"{TABLES_SHARDED_COMMAND}")
+      else:
+        base = command.replace(" [--exact]", "")
+        commands.append(f"{base}{flag} | tail -n 1 > {path}")
+  return tuple(files), tuple(commands)
+
+
+TABLES_SHARDED_COMMAND = (
+  "python examples/sharded_training.py | tail -n 1 > docs/results/sharded_training.json"
+)
 
 
 TABLES: dict[str, Table] = {
@@ -497,7 +1139,7 @@ TABLES: dict[str, Table] = {
   ),
   "sharded": Table(
     results="docs/results/sharded_training.json",
-    command="python examples/sharded_training.py | tail -n 1 > docs/results/sharded_training.json",
+    command=TABLES_SHARDED_COMMAND,
     render=render_sharded,
   ),
   "gamma-sweep": Table(
@@ -508,10 +1150,90 @@ TABLES: dict[str, Table] = {
     ),
     render=render_gamma_sweep,
   ),
+  "char-gpt": Table(
+    results="docs/results/char_gpt.json",
+    command=(
+      "python examples/char_gpt.py --plot docs/figures/char_gpt.png"
+      " | tail -n 1 > docs/results/char_gpt.json"
+    ),
+    render=render_char_gpt,
+  ),
+  "gamma-rule": Table(
+    results="docs/results/gamma_sweep.json",
+    command=(
+      "python examples/gamma_sweep.py --plot docs/figures/gamma_sweep.png"
+      " | tail -n 1 > docs/results/gamma_sweep.json"
+    ),
+    render=render_gamma_rule,
+  ),
   "memory": Table(
     results="benchmarks/results/memory.json",
     command="python -m benchmarks.memory",
     render=render_memory,
+  ),
+  "memory-summary": Table(
+    results="benchmarks/results/memory.json",
+    command="python -m benchmarks.memory",
+    render=render_memory_summary,
+  ),
+  "step-time": Table(results=STEP_TIME, command=STEP_TIME_COMMAND, render=render_step_time),
+  "step-time-large": Table(
+    results=STEP_TIME_LARGE, command=STEP_TIME_LARGE_COMMAND, render=render_step_time
+  ),
+  "refresh-step": Table(
+    results=(STEP_TIME, STEP_TIME_LARGE),
+    command=(STEP_TIME_COMMAND, STEP_TIME_LARGE_COMMAND),
+    render=render_refresh_step,
+  ),
+  "benchmark-targets": Table(
+    results=(STEP_TIME, STEP_TIME_LARGE, VMAPPED_SWEEP),
+    command=(STEP_TIME_COMMAND, STEP_TIME_LARGE_COMMAND, VMAPPED_SWEEP_COMMAND),
+    render=render_targets,
+  ),
+  "compile-time": Table(
+    results="benchmarks/results/compile_time.json",
+    command="python -m benchmarks.compile_time",
+    render=render_compile_time,
+  ),
+  "vmapped-sweep": Table(
+    results=VMAPPED_SWEEP, command=VMAPPED_SWEEP_COMMAND, render=render_vmapped_sweep
+  ),
+  "vmapped-sweep-cnn-lax": Table(
+    results="benchmarks/results/vmapped_sweep_cnn_lax.json",
+    command=(
+      "python -m benchmarks.vmapped_sweep --model cnn_lax --rounds 2 --steps 200"
+      " --name vmapped_sweep_cnn_lax"
+    ),
+    render=render_vmapped_sweep,
+  ),
+  "vmapped-sweep-mlp": Table(
+    results="benchmarks/results/vmapped_sweep_mlp.json",
+    command=(
+      "python -m benchmarks.vmapped_sweep --model mlp --rounds 2 --steps 200"
+      " --name vmapped_sweep_mlp"
+    ),
+    render=render_vmapped_sweep,
+  ),
+  "vmapped-sweep-cores": Table(
+    results=(VMAPPED_SWEEP_1CORE, VMAPPED_SWEEP),
+    command=(VMAPPED_SWEEP_1CORE_COMMAND, VMAPPED_SWEEP_COMMAND),
+    render=render_sweep_cores,
+  ),
+  "vmapped-sweep-profile": Table(
+    results="benchmarks/results/vmapped_sweep_profile.json",
+    command=(
+      "python -m benchmarks.vmapped_sweep --profile --steps 40 --name vmapped_sweep_profile"
+    ),
+    render=render_vmapped_profile,
+  ),
+  "refresh-formula": Table(
+    results="experiments/notes/results/refresh_formula.json",
+    command="python -m experiments.notes.refresh_formula",
+    render=render_refresh_formula,
+  ),
+  "guard-examples": Table(
+    *_guard_example_sources(),
+    render=render_guard_examples,
   ),
   "guard-cnn": Table(
     results="experiments/guard/results/sweep.json",
@@ -537,10 +1259,11 @@ TABLES: dict[str, Table] = {
     render=render_guard_ablation,
   ),
   "workloads-eps": Table(
-    results="experiments/workloads/results/workloads_eps.json",
+    results=(WORKLOADS_EPS_RESULTS, WORKLOADS_RESULTS),
     command=(
       "python -m experiments.workloads.run --optimizers anon_eps1e-8,anon_eps1e-6"
-      " --json experiments/workloads/results/workloads_eps.json --no-docs"
+      f" --json {WORKLOADS_EPS_RESULTS} --no-docs",
+      "python -m experiments.workloads.run",
     ),
     render=render_workloads_eps,
   ),
@@ -552,12 +1275,47 @@ TABLES: dict[str, Table] = {
 # ----------------------------------------------------------------------------
 
 
+def _provenance(results: Any) -> str:
+  """When, where and at which commit a results file was written, from its ``machine`` record."""
+  machine = results.get("machine") if isinstance(results, dict) else None
+  if not isinstance(machine, dict):
+    return ""
+  facts = []
+  if machine.get("git_commit"):
+    facts.append(f"commit {machine['git_commit']}")
+  if machine.get("date"):
+    facts.append(machine["date"][:16].replace("T", " ") + " UTC")
+  where = machine.get("cpu") or ""
+  if machine.get("cpu_count"):
+    usable = machine.get("cpus_usable")
+    cores = f"{machine['cpu_count']} cores"
+    if usable and usable != machine["cpu_count"]:
+      cores += f", {usable} usable"
+    where = f"{where}, {cores}" if where else cores
+  if machine.get("jax_backend"):
+    where += f", jax {machine.get('jax', '?')} on {machine['jax_backend']}"
+  if where:
+    facts.append(where)
+  if machine.get("load_average"):
+    facts.append("load average " + " / ".join(f"{x:g}" for x in machine["load_average"]))
+  return f" ({'; '.join(facts)})" if facts else ""
+
+
 def render(name: str) -> str:
-  """The body of region ``name``: the table and a line naming its source."""
+  """The body of region ``name``: the table and a line naming its sources."""
   table = TABLES[name]
-  results = json.loads((ROOT / table.results).read_text())
-  source = f"<sub>From `{table.results}`, written by `{table.command}`.</sub>"
-  return table.render(results) + "\n\n" + source + "\n"
+  loaded = {path: json.loads((ROOT / path).read_text()) for path, _ in table.sources()}
+  cited = []
+  for path, command in table.sources():
+    results = loaded[path]
+    machine = results.get("machine") if isinstance(results, dict) else None
+    # A results file that records its own command line names it; otherwise the registry's.
+    if isinstance(machine, dict) and machine.get("command"):
+      command = machine["command"]
+    cited.append(f"`{path}`{_provenance(results)}, written by `{command}`")
+  source = "<sub>From " + "; ".join(cited) + ".</sub>"
+  body = table.render(loaded[table.results] if isinstance(table.results, str) else loaded)
+  return body + "\n\n" + source + "\n"
 
 
 def markdown_files() -> list[pathlib.Path]:

@@ -42,7 +42,8 @@ def test_quoted_tables_match_their_results(path):
 
 @pytest.mark.parametrize("name", sorted(tables.TABLES))
 def test_every_table_is_quoted_and_its_results_file_is_committed(name):
-  assert (ROOT / tables.TABLES[name].results).is_file()
+  for path, _ in tables.TABLES[name].sources():
+    assert (ROOT / path).is_file(), path
   quoted = [
     p
     for p in FILES_WITH_REGIONS
@@ -87,3 +88,105 @@ def test_workload_table_matches_its_results_file():
     "docs/workloads.md differs from its results JSON; redraw it with "
     "`python -m experiments.workloads.run --render`"
   )
+
+
+def _step_entry(median_ms, ratios, paired, gbps=10.0):
+  return {
+    "median_s": median_ms / 1e3,
+    "ratio_vs": ratios,
+    "paired_ratio_vs": paired,
+    "achieved_gbps": gbps,
+    "fraction_of_copy_bandwidth": gbps / 50,
+  }
+
+
+def _step_time_results(per_step, label="4M", backend="cpu"):
+  spike = {
+    "normal_step_t1001": {"median_s": 0.01, "samples_s": [0.01] * 3, "ratio_vs": {}},
+    "refresh_step_t1024": {
+      "median_s": 0.02,
+      "samples_s": [0.02] * 3,
+      "ratio_vs": {"normal_step_t1001": 2.0},
+      "paired_ratio_vs": {"normal_step_t1001": 2.1},
+    },
+  }
+  return {
+    "machine": {"git_commit": "abc1234", "jax_backend": backend, "load_average": [1.5, 2, 3]},
+    "config": {"jax_threads": 2},
+    "results": [
+      {
+        "num_params_label": label,
+        "num_leaves": 40,
+        "rounds": 3,
+        "window_steps": 64,
+        "timed_steps": [1065, 1256],
+        "refresh_steps_in_timed_windows": [],
+        "per_step": per_step,
+        "refresh_spike": spike,
+      }
+    ],
+  }
+
+
+def test_step_time_tables_follow_the_contenders_of_the_results_file():
+  """The regenerated step_time.json may hold other contenders (no torch, compact dtypes):
+  every row is rendered, and each compares with its own floor."""
+  per_step = {
+    "anon": _step_entry(3.3, {"adam": 1.1}, {"floor": 1.05, "floor_exact": 1.2, "adam": 1.1}),
+    "anon_exact": _step_entry(3.0, {"adam": 1.0}, {"floor": 0.9, "floor_exact": 1.02}),
+    "floor": _step_entry(3.1, {"adam": 1.03}, {"floor_exact": 1.1}),
+    "floor_exact": _step_entry(2.8, {"adam": 0.93}, {"floor": 0.9}),
+    "adam": _step_entry(3.0, {}, {"floor": 0.97}),
+    "lion": _step_entry(2.5, {"adam": 0.83}, {"floor": 0.8}),
+    "anon_compact": _step_entry(2.9, {"adam": 0.97}, {"floor": 0.94}),
+    "hvadam": {**_step_entry(30.0, {"adam": 10.0}, {"floor": 9.7}), "achieved_gbps": None},
+    "copy": _step_entry(0.6, {"adam": 0.2}, {"floor": 0.19}, gbps=50.0),
+  }
+  text = tables.render_step_time(_step_time_results(per_step))
+  rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if "|" in line}
+  assert "| anon | 3.300 | 1.05 | 1.10 |" in rows["anon"]
+  assert "1.02 (vs floor_exact)" in rows["anon (exact=True)"]
+  assert "| floor_exact | 2.800 | 1.00 |" in rows["floor_exact"]
+  assert "`anon_compact`" in rows and "| 0.94 |" in rows["`anon_compact`"]
+  assert "torch" not in text
+  assert list(rows)[-1] == "copy (streaming, in place)"
+
+  files = {
+    tables.STEP_TIME: _step_time_results(per_step),
+    tables.STEP_TIME_LARGE: _step_time_results({"anon": per_step["anon"]}, label="64M"),
+    tables.VMAPPED_SWEEP: {
+      "config": {"gammas": [0, 1]},
+      "results": {"loop": {"paired_ratio_run_s": 0.45}, "scan": {"paired_ratio_run_s": 0.55}},
+    },
+  }
+  targets = {
+    line.split(" | ")[0].lstrip("| "): line
+    for line in tables.render_targets(files).splitlines()
+    if "|" in line
+  }
+  floor = next(v for k, v in targets.items() if k.startswith("default step"))
+  assert "1.05x paired" in floor and "**met**" in floor
+  exact = next(v for k, v in targets.items() if k.startswith("exact rule"))
+  assert "1.02x paired" in exact and "**met**" in exact
+  assert targets["anon step <= 0.80x the PyTorch per-tensor reference"].endswith("not measured |")
+  assert "**missed**" in targets["anon step <= 0.75x `optax.adam`"]
+  assert "**met**" in targets["refresh step <= 3x a normal step"]
+  sweep = next(v for k, v in targets.items() if "vmapped sweep" in k)
+  assert "**missed**" in sweep  # one mode above 0.5x
+  gpu = next(v for k, v in targets.items() if k.startswith("GPU"))
+  assert gpu.endswith("not measured |")
+
+
+def test_the_source_line_names_the_commit_and_load_of_the_results_file(tmp_path, monkeypatch):
+  results = _step_time_results({"anon": _step_entry(1.0, {}, {})})
+  results["machine"]["command"] = "python -m benchmarks.step_time --sizes 4M"
+  (tmp_path / "r.json").write_text(json.dumps(results))
+  monkeypatch.setattr(tables, "ROOT", tmp_path)
+  monkeypatch.setitem(
+    tables.TABLES, "step-time", tables.Table("r.json", "registry command", tables.render_step_time)
+  )
+  source = tables.render("step-time").strip().splitlines()[-1]
+  assert "commit abc1234" in source and "load average 1.5 / 2 / 3" in source
+  # The file's own command line wins over the registry's.
+  assert "`python -m benchmarks.step_time --sizes 4M`" in source
+  assert "registry command" not in source
