@@ -39,6 +39,9 @@ def test_within_and_outside_the_seed_spread():
   assert not compact_all["within_seed_spread"]
   assert run.verdict(compact_all) == "worse by more than the seed spread"
   assert [r["state_vs_adam"] for r in (default, compact, compact_all)] == [1.5, 1.0, 0.75]
+  # Equal train losses: no difference, no spread, within.
+  assert compact_all["train_loss_diff_vs_default"] == 0.0
+  assert run.verdict(compact_all, "train_loss_") == "within the seed spread"
 
 
 def test_a_lower_loss_is_better():

@@ -187,23 +187,30 @@ def summarize(model: Model, runs: dict[str, list[dict]]) -> list[dict]:
     rows.append(row)
   default = rows[0]
   for row in rows[1:]:
-    diff = row["mean"] - default["mean"]
-    spread = float(np.hypot(row["std"], default["std"]))
-    better = diff > 0 if model.higher_is_better else diff < 0
-    row.update(
-      diff_vs_default=diff,
-      spread_of_difference=spread,
-      within_seed_spread=bool(abs(diff) <= spread),
-      better_than_default=bool(better),
-    )
+    row.update(_compare(row, default, "", model.higher_is_better))
+    row.update(_compare(row, default, "train_loss_", False))
   return rows
 
 
-def verdict(row: dict) -> str:
-  """The verdict on one compact row, in the words of ``experiments.paper.report``."""
-  if row["within_seed_spread"]:
+def _compare(row: dict, default: dict, prefix: str, higher_is_better: bool) -> dict:
+  """Difference of the means of ``prefix + "mean"`` and whether it is inside the seed spread."""
+  diff = row[prefix + "mean"] - default[prefix + "mean"]
+  spread = float(np.hypot(row[prefix + "std"], default[prefix + "std"]))
+  better = diff > 0 if higher_is_better else diff < 0
+  return {
+    prefix + "diff_vs_default": diff,
+    prefix + "spread_of_difference": spread,
+    prefix + "within_seed_spread": bool(abs(diff) <= spread),
+    prefix + "better_than_default": bool(better),
+  }
+
+
+def verdict(row: dict, prefix: str = "") -> str:
+  """The verdict on one compact row (``prefix="train_loss_"``: on its train loss)."""
+  if row[prefix + "within_seed_spread"]:
     return "within the seed spread"
-  return ("better" if row["better_than_default"] else "worse") + " by more than the seed spread"
+  better = row[prefix + "better_than_default"]
+  return ("better" if better else "worse") + " by more than the seed spread"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -278,8 +285,10 @@ def main(argv=None) -> dict:
     }
     for row in results["models"][key]["summary"][1:]:
       print(
-        f"{key} {row['config']} - default: {row['diff_vs_default']:+.4f} "
-        f"(seed spread {row['spread_of_difference']:.4f}): {verdict(row)}",
+        f"{key} {row['config']} - default: {model.metric} {row['diff_vs_default']:+.4f} "
+        f"(seed spread {row['spread_of_difference']:.4f}): {verdict(row)}; train loss "
+        f"{row['train_loss_diff_vs_default']:+.3g} (seed spread "
+        f"{row['train_loss_spread_of_difference']:.3g}): {verdict(row, 'train_loss_')}",
         flush=True,
       )
     results["seconds"] = round(time.perf_counter() - t0, 1)
