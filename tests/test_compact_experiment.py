@@ -36,12 +36,21 @@ def test_within_and_outside_the_seed_spread():
   assert math.isclose(compact["diff_vs_default"], 0.005)
   assert math.isclose(compact["spread_of_difference"], math.hypot(default["std"], compact["std"]))
   assert compact["within_seed_spread"] and run.verdict(compact) == "within the seed spread"
+  assert all(math.isclose(d, 0.005) for d in compact["paired_diff_per_seed"])
   assert not compact_all["within_seed_spread"]
   assert run.verdict(compact_all) == "worse by more than the seed spread"
   assert [r["state_vs_adam"] for r in (default, compact, compact_all)] == [1.5, 1.0, 0.75]
   # Equal train losses: no difference, no spread, within.
   assert compact_all["train_loss_diff_vs_default"] == 0.0
   assert run.verdict(compact_all, "train_loss_") == "within the seed spread"
+
+
+def test_a_spread_widened_by_one_bad_seed_is_named():
+  runs = _runs("test_accuracy", {"default": [0.98, 0.99, 0.985], "compact": [0.98, 0.9, 0.985]})
+  _, compact = run.summarize(run.MODELS["digits"], runs)
+  assert compact["within_seed_spread"] and not compact["within_default_spread"]
+  assert compact["worst_seed"] == 1
+  assert run.verdict(compact) == "within the seed spread only through its own wider spread"
 
 
 def test_a_lower_loss_is_better():

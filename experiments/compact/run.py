@@ -193,21 +193,34 @@ def summarize(model: Model, runs: dict[str, list[dict]]) -> list[dict]:
 
 
 def _compare(row: dict, default: dict, prefix: str, higher_is_better: bool) -> dict:
-  """Difference of the means of ``prefix + "mean"`` and whether it is inside the seed spread."""
+  """Difference of the means of ``prefix + "mean"`` and whether it is inside the seed spread.
+
+  Also the same test with the default's std on both sides (``within_default_spread``: a config
+  can be within the seed spread only because one bad seed widens its own), and the change per
+  seed against the default's run with the same seed (same init, data and batches), the worst first.
+  """
   diff = row[prefix + "mean"] - default[prefix + "mean"]
   spread = float(np.hypot(row[prefix + "std"], default[prefix + "std"]))
   better = diff > 0 if higher_is_better else diff < 0
+  sign = 1.0 if higher_is_better else -1.0
+  paired = [a - b for a, b in zip(row[prefix + "per_seed"], default[prefix + "per_seed"])]
+  worst = min(range(len(paired)), key=lambda i: sign * paired[i])
   return {
     prefix + "diff_vs_default": diff,
     prefix + "spread_of_difference": spread,
     prefix + "within_seed_spread": bool(abs(diff) <= spread),
     prefix + "better_than_default": bool(better),
+    prefix + "within_default_spread": bool(abs(diff) <= math.sqrt(2) * default[prefix + "std"]),
+    prefix + "paired_diff_per_seed": paired,
+    prefix + "worst_seed": row["seeds"][worst],
   }
 
 
 def verdict(row: dict, prefix: str = "") -> str:
   """The verdict on one compact row (``prefix="train_loss_"``: on its train loss)."""
   if row[prefix + "within_seed_spread"]:
+    if not row[prefix + "within_default_spread"]:
+      return "within the seed spread only through its own wider spread"
     return "within the seed spread"
   better = row[prefix + "better_than_default"]
   return ("better" if better else "worse") + " by more than the seed spread"
@@ -225,6 +238,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     default=None,
     help="output (default results/compact.json, or results/compact_quick.json with --quick)",
   )
+  parser.add_argument(
+    "--resummarize",
+    action="store_true",
+    help="run nothing: recompute the summaries of the --json file from its runs",
+  )
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -239,9 +257,20 @@ def command_line(argv: list[str]) -> str:
   return " ".join([COMMAND, *argv])
 
 
+def resummarize(path: pathlib.Path) -> dict:
+  results = json.loads(path.read_text())
+  for key, entry in results["models"].items():
+    entry["summary"] = summarize(MODELS[key], entry["runs"])
+  path.write_text(json.dumps(results, indent=1) + "\n")
+  print(f"rewrote the summaries of {path}", flush=True)
+  return results
+
+
 def main(argv=None) -> dict:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parse_args(argv)
+  if args.resummarize:
+    return resummarize(args.json)
   seeds = list(range(args.seeds))
   results = {
     "command": command_line(argv),
