@@ -80,20 +80,21 @@ def csv_list(allowed):
   return parse
 
 
+def git(*cmd) -> str | None:
+  try:
+    return subprocess.run(
+      ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+
+
 def provenance() -> dict:
   import flax
   import jax
   import optax
 
   import anon_optax
-
-  def git(*cmd):
-    try:
-      return subprocess.run(
-        ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True
-      ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-      return None
 
   return {
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -261,6 +262,7 @@ def resummarize(path: pathlib.Path) -> dict:
   results = json.loads(path.read_text())
   for key, entry in results["models"].items():
     entry["summary"] = summarize(MODELS[key], entry["runs"])
+  results["summaries_recomputed_at_commit"] = git("rev-parse", "--short", "HEAD")
   path.write_text(json.dumps(results, indent=1) + "\n")
   print(f"rewrote the summaries of {path}", flush=True)
   return results
