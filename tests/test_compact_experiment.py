@@ -51,6 +51,7 @@ def test_a_spread_widened_by_one_bad_seed_is_named():
   assert compact["within_seed_spread"] and not compact["within_default_spread"]
   assert compact["worst_seed"] == 1
   assert run.verdict(compact) == "within the seed spread only through its own wider spread"
+  assert compact["verdict"] == run.verdict(compact)
 
 
 def test_a_lower_loss_is_better():

@@ -190,6 +190,7 @@ def summarize(model: Model, runs: dict[str, list[dict]]) -> list[dict]:
   for row in rows[1:]:
     row.update(_compare(row, default, "", model.higher_is_better))
     row.update(_compare(row, default, "train_loss_", False))
+    row.update(verdict=verdict(row), train_loss_verdict=verdict(row, "train_loss_"))
   return rows
 
 
