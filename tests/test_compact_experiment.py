@@ -49,7 +49,7 @@ def test_a_spread_widened_by_one_bad_seed_is_named():
   runs = _runs("test_accuracy", {"default": [0.98, 0.99, 0.985], "compact": [0.98, 0.9, 0.985]})
   _, compact = run.summarize(run.MODELS["digits"], runs)
   assert compact["within_seed_spread"] and not compact["within_default_spread"]
-  assert compact["worst_seed"] == 1
+  assert compact["worst_seed"] == 1 and compact["seeds_beyond_default_range"] == [1]
   assert run.verdict(compact) == "within the seed spread only through its own wider spread"
   assert compact["verdict"] == run.verdict(compact)
 

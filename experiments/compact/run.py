@@ -198,8 +198,9 @@ def _compare(row: dict, default: dict, prefix: str, higher_is_better: bool) -> d
   """Difference of the means of ``prefix + "mean"`` and whether it is inside the seed spread.
 
   Also the same test with the default's std on both sides (``within_default_spread``: a config
-  can be within the seed spread only because one bad seed widens its own), and the change per
-  seed against the default's run with the same seed (same init, data and batches), the worst first.
+  can be within the seed spread only because bad seeds widen its own), the change per seed
+  against the default's run with the same seed (same init, data and batches), the worst seed, and
+  the seeds whose change is worse than the whole range (max - min) of the default's seeds.
   """
   diff = row[prefix + "mean"] - default[prefix + "mean"]
   spread = float(np.hypot(row[prefix + "std"], default[prefix + "std"]))
@@ -207,6 +208,7 @@ def _compare(row: dict, default: dict, prefix: str, higher_is_better: bool) -> d
   sign = 1.0 if higher_is_better else -1.0
   paired = [a - b for a, b in zip(row[prefix + "per_seed"], default[prefix + "per_seed"])]
   worst = min(range(len(paired)), key=lambda i: sign * paired[i])
+  default_range = max(default[prefix + "per_seed"]) - min(default[prefix + "per_seed"])
   return {
     prefix + "diff_vs_default": diff,
     prefix + "spread_of_difference": spread,
@@ -215,6 +217,10 @@ def _compare(row: dict, default: dict, prefix: str, higher_is_better: bool) -> d
     prefix + "within_default_spread": bool(abs(diff) <= math.sqrt(2) * default[prefix + "std"]),
     prefix + "paired_diff_per_seed": paired,
     prefix + "worst_seed": row["seeds"][worst],
+    prefix + "default_range": default_range,
+    prefix + "seeds_beyond_default_range": [
+      seed for seed, d in zip(row["seeds"], paired) if -sign * d > default_range
+    ],
   }
 
 
