@@ -1131,6 +1131,142 @@ TABLES_SHARDED_COMMAND = (
 )
 
 
+_METRIC_NAMES = {"test_accuracy": "test accuracy", "val_loss": "validation loss"}
+
+
+def _compact_comparison(row: dict[str, Any], prefix: str, digits: str) -> str:
+  diff, spread = row[prefix + "diff_vs_default"], row[prefix + "spread_of_difference"]
+  return f"{diff:+.{digits}} (± {spread:.{digits}}): {row[prefix + 'verdict']}"
+
+
+def _storage(row: dict[str, Any]) -> str:
+  """ "m and v in bfloat16", "m, s and v in bfloat16" from a summary row's storage dtypes."""
+  short = {"mu": "m", "nu": "s", "precond": "v"}
+  narrow = [short[f] for f, dtype in row["storage"].items() if dtype == "bfloat16"]
+  if not narrow:
+    return "all in float32"
+  return (", ".join(narrow[:-1]) + " and " if len(narrow) > 1 else "") + narrow[-1] + " in bfloat16"
+
+
+def _and(items: list[str]) -> str:
+  return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def _bad_seeds(model: dict[str, Any], row: dict[str, Any]) -> str:
+  """The seeds that widened a config's spread, against the default's runs with the same seeds."""
+  default = model["summary"][0]
+  bad = row["seeds_beyond_default_range"] or [row["worst_seed"]]
+  index = [row["seeds"].index(seed) for seed in bad]
+  metric = _METRIC_NAMES[model["metric"]]
+  others = [d for i, d in enumerate(row["paired_diff_per_seed"]) if i not in index]
+
+  def values(summary_row: dict[str, Any], key: str, spec: str) -> str:
+    return _and([format(summary_row[key][i], spec) for i in index])
+
+  worded = "seed {} lost" if len(bad) == 1 else "seeds {} each lost"
+  return (
+    f"The {model['label'].split(',')[0]} with {_storage(row)} is within the seed spread only "
+    f"because its own seeds spread wider: {worded.format(_and([str(s) for s in bad]))} more "
+    f"{metric} than the whole range of the default's seeds ({row['default_range']:.4f}), ending "
+    f"at {values(row, 'per_seed', '.4f')} against {values(default, 'per_seed', '.4f')} for the "
+    f"default with the same seed (same init, data and batches; final train loss "
+    f"{values(row, 'train_loss_per_seed', '.3g')} against "
+    f"{values(default, 'train_loss_per_seed', '.3g')}). Measured with the default's own seed "
+    f"spread, it is outside. The other seeds changed {metric} by "
+    + _and([f"{d:+.4f}" for d in others])
+    + "."
+  )
+
+
+def render_compact(results: dict[str, Any]) -> str:
+  """experiments/compact/run.py: default against compact storage, per model, over seeds."""
+  body, outside, caveats = [], [], []
+  for model in results["models"].values():
+    metric = _METRIC_NAMES[model["metric"]]
+    for index, row in enumerate(model["summary"]):
+      storage = " / ".join(row["storage"][f] for f in ("mu", "nu", "precond"))
+      versus = loss_versus = "(the default)"
+      if index:
+        versus = _compact_comparison(row, "", "4f")
+        loss_versus = _compact_comparison(row, "train_loss_", "2g")
+        for prefix, what in (("", metric), ("train_loss_", "train loss")):
+          if not row[prefix + "within_seed_spread"]:
+            outside.append(f"{model['label']}, {_storage(row)}, {what}")
+        if row["within_seed_spread"] and not row["within_default_spread"]:
+          caveats.append(_bad_seeds(model, row))
+      body.append(
+        [
+          f"{model['label']} ({metric})" if index == 0 else "",
+          storage,
+          f"{row['state_vs_adam']:.2f}",
+          f"{row['mean']:.4f} ± {row['std']:.4f}",
+          versus,
+          f"{row['train_loss_mean']:.3g} ± {row['train_loss_std']:.2g}",
+          loss_versus,
+          f"{row['seconds_mean']:.0f}",
+        ]
+      )
+  seeds = len(results["seeds"])
+  table = _markdown_table(
+    [
+      "model (final metric)",
+      "m / s / v stored in",
+      "state, x optax.adam",
+      f"final metric, mean ± std over {seeds} seeds",
+      "minus the default (± seed spread of the difference)",
+      "final train loss",
+      "minus the default",
+      "training seconds",
+    ],
+    body,
+  )
+  summary = (
+    "By the rule above, every compact configuration is within the seed spread of the default, on "
+    "the final metric and on the train loss."
+    if not outside
+    else "Outside the seed spread of the default: " + "; ".join(outside) + "; everything else is "
+    "within it."
+  )
+  return (
+    f"Anon (gamma 1, default guard, each example's tuned learning rate), seeds "
+    f"{', '.join(map(str, results['seeds']))}; seconds are wall-clock on a shared CPU:\n\n"
+    + table
+    + "\n\n"
+    + " ".join([summary, *caveats])
+  )
+
+
+def render_compact_summary(results: dict[str, Any]) -> str:
+  """experiments/compact/run.py in one sentence per compact configuration (for the README)."""
+  models = list(results["models"].values())
+  sentences = []
+  for index in range(1, len(models[0]["summary"])):
+    rows = [model["summary"][index] for model in models]
+    effects = []
+    for model, row in zip(models, rows):
+      effect = (
+        f"the {model['label'].split(',')[0]}'s final {_METRIC_NAMES[model['metric']]} moves by "
+        f"{row['diff_vs_default']:+.4f} (seed spread of the difference "
+        f"{row['spread_of_difference']:.4f}: {row['verdict']}"
+      )
+      if not row["within_default_spread"]:
+        bad = row["seeds_beyond_default_range"] or [row["worst_seed"]]
+        index = [row["seeds"].index(seed) for seed in bad]
+        default = model["summary"][0]["per_seed"]
+        effect += (
+          f"; {'seed' if len(bad) == 1 else 'seeds'} {_and([str(b) for b in bad])}: "
+          + _and([f"{row['per_seed'][i]:.4f}" for i in index])
+          + " against "
+          + _and([f"{default[i]:.4f}" for i in index])
+          + " for the default"
+        )
+      effects.append(effect + ")")
+    state = f"{rows[0]['state_vs_adam']:.2f}x `optax.adam`'s state"
+    sentences.append(f"With {_storage(rows[0])} ({state}), " + " and ".join(effects) + ".")
+  seeds = len(results["seeds"])
+  return f"Over {seeds} seeds, against the default storage. " + " ".join(sentences)
+
+
 TABLES: dict[str, Table] = {
   "digits": Table(
     results="docs/results/digits_cnn.json",
@@ -1234,6 +1370,24 @@ TABLES: dict[str, Table] = {
   "guard-examples": Table(
     *_guard_example_sources(),
     render=render_guard_examples,
+  ),
+  "compact": Table(
+    results="experiments/compact/results/compact.json",
+    command="python -m experiments.compact.run",
+    render=render_compact,
+  ),
+  "compact-digits-6-seeds": Table(
+    results="experiments/compact/results/compact_digits_6_seeds.json",
+    command=(
+      "python -m experiments.compact.run --models digits --configs default,compact-all --seeds 6"
+      " --json experiments/compact/results/compact_digits_6_seeds.json"
+    ),
+    render=render_compact,
+  ),
+  "compact-summary": Table(
+    results="experiments/compact/results/compact.json",
+    command="python -m experiments.compact.run",
+    render=render_compact_summary,
   ),
   "guard-cnn": Table(
     results="experiments/guard/results/sweep.json",

@@ -15,11 +15,20 @@ any other UTF-8 file instead.
     python examples/char_gpt.py --steps 5000 --width 384 --layers 6 --context 256   # on a GPU
     python examples/char_gpt.py --text my_corpus.txt --optimizers anon,adamw
     python examples/char_gpt.py --quick                  # a few seconds (CI)
+    python examples/char_gpt.py --optimizers anon --gammas 1 --mu-dtype bfloat16 --nu-dtype bfloat16
 
-The last line on stdout is one JSON object::
+``--mu-dtype``, ``--nu-dtype`` and ``--precond-dtype`` set the storage dtypes of Anon's m, s and v
+(compact state; the default keeps all three in float32 here). The last line on stdout is one JSON
+object::
 
     {"results": [{"optimizer": "anon", "gamma": 1.0, "val_loss": ..., "train_loss": ...,
-                  "seconds": ...}, ...]}
+                  "seconds": ..., "param_bytes": ..., "state_bytes": ...,
+                  "state_dtypes": {"mu": "float32", ...}},
+                 ...]}
+
+``param_bytes`` and ``state_bytes`` are the sizes of the parameters and of the optimizer state,
+``state_dtypes`` the dtypes of m (``mu``), s (``nu``) and v (``precond``) found in the state
+after training.
 """
 
 from __future__ import annotations
@@ -201,6 +210,8 @@ TUNING_GRIDS = {
 # Muon's AdamW part (embeddings, head, vectors) keeps the fixed rate it was tuned with.
 MUON_ADAM_LEARNING_RATE = 4e-3
 WEIGHT_DECAY = 0.1  # Decoupled (AdamW-style) for every optimizer.
+# Anon's storage-dtype arguments (compact state), settable from the command line.
+STORAGE_DTYPES = ("mu_dtype", "nu_dtype", "precond_dtype")
 
 
 def _muon_dims(params):
@@ -216,9 +227,18 @@ def _muon_dims(params):
 
 
 def make_optimizer(
-  name: str, learning_rate: float, steps: int, gamma: float = 1.0, exact: bool = False
+  name: str,
+  learning_rate: float,
+  steps: int,
+  gamma: float = 1.0,
+  exact: bool = False,
+  *,
+  storage: dict[str, str] | None = None,
 ) -> optax.GradientTransformation:
-  """`name` in anon, adamw, lion, muon; a 5% linear warmup then cosine decay to 10% of peak."""
+  """`name` in anon, adamw, lion, muon; a 5% linear warmup then cosine decay to 10% of peak.
+
+  ``storage`` maps some of STORAGE_DTYPES to dtype names (e.g. "bfloat16"); Anon only.
+  """
   schedule = optax.warmup_cosine_decay_schedule(
     0.0,
     learning_rate,
@@ -228,7 +248,12 @@ def make_optimizer(
   )
   if name == "anon":
     return anon_optax.anon(
-      schedule, gamma=gamma, weight_decay=WEIGHT_DECAY, weight_decay_mode="decoupled", exact=exact
+      schedule,
+      gamma=gamma,
+      weight_decay=WEIGHT_DECAY,
+      weight_decay_mode="decoupled",
+      exact=exact,
+      **(storage or {}),
     )
   if name == "adamw":
     return optax.adamw(schedule, weight_decay=WEIGHT_DECAY)
@@ -250,6 +275,21 @@ def make_optimizer(
       muon_weight_dimension_numbers=_muon_dims,
     )
   raise ValueError(f"unknown optimizer {name!r}")
+
+
+def state_dtypes(opt_state) -> dict[str, str]:
+  """The dtypes of the "mu", "nu" and "precond" leaves of an optimizer state (Anon: m, s, v)."""
+  found: dict[str, set[str]] = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+    names = {getattr(key, "name", None) for key in path}
+    for field in ("mu", "nu", "precond"):
+      if field in names:
+        found.setdefault(field, set()).add(str(leaf.dtype))
+  return {field: ",".join(sorted(dtypes)) for field, dtypes in found.items()}
+
+
+def tree_bytes(tree) -> int:
+  return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(tree))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,6 +360,9 @@ def train(
     "val_loss": history["val_loss"][-1],
     "train_loss": history["train_loss"][-1],
     "seconds": round(seconds, 2),
+    "param_bytes": tree_bytes(nnx.state(model, nnx.Param)),
+    "state_bytes": tree_bytes(optimizer.opt_state),
+    "state_dtypes": state_dtypes(optimizer.opt_state),
     "history": history,
   }
 
@@ -350,13 +393,19 @@ def run(
   eval_every: int = 100,
   progress: bool = True,
   exact: bool = False,
+  storage: dict[str, str] | None = None,
 ):
-  """Trains one GPT per (optimizer, gamma) contender; returns the result rows."""
+  """Trains one GPT per (optimizer, gamma) contender; returns the result rows.
+
+  ``storage``: Anon's storage dtypes (see ``make_optimizer``); the other optimizers ignore it.
+  """
   corpus = load_corpus(text_path, max_chars=max_chars)
   results = []
   for name, gamma in contenders:
     lr = (learning_rates or {}).get(name, TUNED_LEARNING_RATES[name])
-    tx = make_optimizer(name, lr, steps, gamma=1.0 if gamma is None else gamma, exact=exact)
+    tx = make_optimizer(
+      name, lr, steps, gamma=1.0 if gamma is None else gamma, exact=exact, storage=storage
+    )
     out = train(
       corpus,
       tx,
@@ -376,6 +425,7 @@ def run(
       row["gamma"] = gamma
       if exact:
         row["exact"] = True
+      row.update(storage or {})
     row.update(learning_rate=lr, **out)
     results.append(row)
   return results
@@ -400,7 +450,9 @@ def plot_curves(results, path: str, title: str = "") -> None:
 
 
 def results_json(results) -> str:
-  keep = ("optimizer", "gamma", "exact", "learning_rate", "val_loss", "train_loss", "seconds")
+  config = ("optimizer", "gamma", "exact", *STORAGE_DTYPES, "learning_rate")
+  sizes = ("param_bytes", "state_bytes", "state_dtypes")
+  keep = config + ("val_loss", "train_loss", "seconds") + sizes
   return json.dumps({"results": [{k: r[k] for k in keep if k in r} for r in results]})
 
 
@@ -440,7 +492,15 @@ def main(argv: list[str] | None = None) -> None:
     action="store_true",
     help="Anon with the authors' exact rule (exact=True), without the step guard",
   )
+  for arg, what in zip(STORAGE_DTYPES, ("m", "s (stochastically rounded)", "v")):
+    parser.add_argument(
+      "--" + arg.replace("_", "-"),
+      choices=("float32", "bfloat16"),
+      default=None,
+      help=f"Anon's storage dtype of {what} (default: float32 here)",
+    )
   args = parser.parse_args(argv)
+  storage = {k: getattr(args, k) for k in STORAGE_DTYPES if getattr(args, k) is not None}
 
   kw = dict(
     steps=args.steps,
@@ -479,6 +539,7 @@ def main(argv: list[str] | None = None) -> None:
           learning_rates={o: lr},
           max_chars=max_chars,
           progress=False,
+          storage=storage,
           **kw,
         )
         print(f"tune {o:>6s} lr={lr:<7g} val_loss={r['val_loss']:.4f}", flush=True)
@@ -488,7 +549,13 @@ def main(argv: list[str] | None = None) -> None:
     return
   lrs = {o: args.lr for o in names} if args.lr is not None else None
   results = run(
-    contenders, text_path=args.text, learning_rates=lrs, max_chars=max_chars, exact=args.exact, **kw
+    contenders,
+    text_path=args.text,
+    learning_rates=lrs,
+    max_chars=max_chars,
+    exact=args.exact,
+    storage=storage,
+    **kw,
   )
   for r in results:
     g = f"(gamma={r['gamma']:g})" if "gamma" in r else ""

@@ -7,12 +7,21 @@ scikit-learn, so nothing is downloaded; the train/test split is fixed and seeded
     python examples/digits_cnn.py                      # defaults: < 3 minutes on a 2-core CPU
     python examples/digits_cnn.py --gamma 1.15 --plot curves.png
     python examples/digits_cnn.py --quick              # a few seconds (CI)
+    python examples/digits_cnn.py --optimizers anon --mu-dtype bfloat16 --precond-dtype bfloat16
     python examples/digits_cnn.py --dataset cifar10    # needs tensorflow_datasets + local data
 
-Progress bars go to stderr; the last line on stdout is one JSON object::
+``--mu-dtype``, ``--nu-dtype`` and ``--precond-dtype`` set the storage dtypes of Anon's m, s and v
+(compact state; the default keeps all three in float32 here). Progress bars go to stderr; the last
+line on stdout is one JSON object::
 
     {"results": [{"optimizer": "anon", "gamma": 1.0, "test_accuracy": ..., "train_loss": ...,
-                  "seconds": ...}, ...]}
+                  "seconds": ..., "param_bytes": ..., "state_bytes": ...,
+                  "state_dtypes": {"mu": "float32", ...}},
+                 ...]}
+
+``param_bytes`` and ``state_bytes`` are the sizes of the parameters and of the optimizer state,
+``state_dtypes`` the dtypes of m (``mu``), s (``nu``) and v (``precond``) found in the state
+after training.
 
 A self-contained file: it imports only installed packages (``pip install "anon-optax[examples]"``)
 and runs from any working directory.
@@ -178,14 +187,22 @@ TUNED_LEARNING_RATES = {
 
 
 OPTIMIZERS = ("anon", "adam", "sgd", "hvadam")
+# Anon's storage-dtype arguments (compact state), settable from the command line.
+STORAGE_DTYPES = ("mu_dtype", "nu_dtype", "precond_dtype")
 
 
 def make_optimizer(
-  name: str, learning_rate: float | None = None, gamma: float = 1.0, exact: bool = False
+  name: str,
+  learning_rate: float | None = None,
+  gamma: float = 1.0,
+  exact: bool = False,
+  *,
+  storage: dict[str, str] | None = None,
 ) -> optax.GradientTransformation:
+  """``storage`` maps some of STORAGE_DTYPES to dtype names (e.g. "bfloat16"); Anon only."""
   lr = TUNED_LEARNING_RATES[name] if learning_rate is None else learning_rate
   if name == "anon":
-    return anon_optax.anon(lr, gamma=gamma, exact=exact)
+    return anon_optax.anon(lr, gamma=gamma, exact=exact, **(storage or {}))
   if name == "adam":
     return optax.adam(lr)
   if name == "sgd":
@@ -193,6 +210,21 @@ def make_optimizer(
   if name == "hvadam":
     return anon_optax.hvadam(lr)
   raise ValueError(f"unknown optimizer {name!r}")
+
+
+def state_dtypes(opt_state) -> dict[str, str]:
+  """The dtypes of the "mu", "nu" and "precond" leaves of an optimizer state (Anon: m, s, v)."""
+  found: dict[str, set[str]] = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+    names = {getattr(key, "name", None) for key in path}
+    for field in ("mu", "nu", "precond"):
+      if field in names:
+        found.setdefault(field, set()).add(str(leaf.dtype))
+  return {field: ",".join(sorted(dtypes)) for field, dtypes in found.items()}
+
+
+def tree_bytes(tree) -> int:
+  return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(tree))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,6 +294,9 @@ def train(
     "test_accuracy": history["test_accuracy"][-1],
     "train_loss": history["train_loss"][-1],
     "seconds": round(seconds, 2),
+    "param_bytes": tree_bytes(nnx.state(model, nnx.Param)),
+    "state_bytes": tree_bytes(optimizer.opt_state),
+    "state_dtypes": state_dtypes(optimizer.opt_state),
     "history": history,
   }
 
@@ -280,13 +315,17 @@ def run(
   data_dir: str | None = None,
   progress: bool = True,
   exact: bool = False,
+  storage: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-  """Trains one CNN per optimizer on the same data, init and batch order; returns result rows."""
+  """Trains one CNN per optimizer on the same data, init and batch order; returns result rows.
+
+  ``storage``: Anon's storage dtypes (see ``make_optimizer``); the other optimizers ignore it.
+  """
   data = load_dataset(dataset, seed=seed, data_dir=data_dir)
   results = []
   for name in optimizers:
     lr = (learning_rates or {}).get(name, TUNED_LEARNING_RATES[name])
-    tx = make_optimizer(name, lr, gamma=gamma, exact=exact)
+    tx = make_optimizer(name, lr, gamma=gamma, exact=exact, storage=storage)
     out = train(
       data,
       tx,
@@ -303,6 +342,7 @@ def run(
       row["gamma"] = gamma
       if exact:
         row["exact"] = True
+      row.update(storage or {})
     row.update(learning_rate=lr, **out)
     results.append(row)
   return results
@@ -352,7 +392,9 @@ def plot_curves(results: list[dict[str, Any]], path: str, title: str = "") -> No
 
 
 def results_json(results: list[dict[str, Any]]) -> str:
-  keep = ("optimizer", "gamma", "exact", "learning_rate", "test_accuracy", "train_loss", "seconds")
+  config = ("optimizer", "gamma", "exact", *STORAGE_DTYPES, "learning_rate")
+  sizes = ("param_bytes", "state_bytes", "state_dtypes")
+  keep = config + ("test_accuracy", "train_loss", "seconds") + sizes
   rows = [{k: r[k] for k in keep if k in r} for r in results]
   return json.dumps({"results": rows})
 
@@ -386,7 +428,15 @@ def main(argv: list[str] | None = None) -> None:
     action="store_true",
     help="Anon with the authors' exact rule (exact=True), without the step guard",
   )
+  for arg, what in zip(STORAGE_DTYPES, ("m", "s (stochastically rounded)", "v")):
+    parser.add_argument(
+      "--" + arg.replace("_", "-"),
+      choices=("float32", "bfloat16"),
+      default=None,
+      help=f"Anon's storage dtype of {what} (default: float32 here)",
+    )
   args = parser.parse_args(argv)
+  storage = {k: getattr(args, k) for k in STORAGE_DTYPES if getattr(args, k) is not None}
 
   epochs = args.epochs or (10 if args.dataset == "cifar10" else 30)
   if args.quick:
@@ -412,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
       seed=args.seed,
       width=args.width,
       data_dir=args.data_dir,
+      storage=storage,
     )
     return
   results = run(
@@ -425,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     learning_rates=lrs,
     data_dir=args.data_dir,
     exact=args.exact,
+    storage=storage,
   )
   for r in results:
     print(

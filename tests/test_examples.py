@@ -7,6 +7,7 @@ module of the repository but ``anon_optax``.
 """
 
 import ast
+import importlib.util
 import json
 import os
 import pathlib
@@ -151,3 +152,57 @@ def test_gamma_sweep_quick(package_only):
   rows = {r["gamma"]: r for r in out["results"]}
   assert set(rows) == {0.0, 1.0}
   assert rows[1.0]["test_accuracy"] >= 0.6, rows
+
+
+def _load_example(name):
+  """Imports examples/<name>.py as a module (without putting examples/ on sys.path)."""
+  spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+COMPACT = ("--mu-dtype", "bfloat16", "--precond-dtype", "bfloat16")
+COMPACT_ALL = (*COMPACT, "--nu-dtype", "bfloat16")
+
+
+def _run_in_process(name, *args, capsys):
+  """The example's main() with --quick in this process (no interpreter start): its JSON rows."""
+  _load_example(name).main(["--quick", *args])
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
+
+
+def _check_anon_state(row, flags, dtypes):
+  mu, nu, precond = dtypes
+  assert row["optimizer"] == "anon"
+  assert row["state_dtypes"] == {"mu": mu, "nu": nu, "precond": precond}
+  for flag, dtype in zip(flags[::2], flags[1::2]):
+    assert row[flag[2:].replace("-", "_")] == dtype
+  # Three parameter-sized arrays at 2 or 4 bytes per element, and a few int32 counters.
+  elements = row["param_bytes"] // 4
+  per_element = sum(2 if d == "bfloat16" else 4 for d in dtypes)
+  assert 0 < row["state_bytes"] - per_element * elements <= 4 * 8
+
+
+@pytest.mark.parametrize(
+  "flags, dtypes",
+  [
+    ((), ("float32", "float32", "float32")),
+    (COMPACT, ("bfloat16", "float32", "bfloat16")),
+    (COMPACT_ALL, ("bfloat16", "bfloat16", "bfloat16")),
+  ],
+  ids=["float32", "compact", "compact-all"],
+)
+def test_digits_cnn_storage_dtype_flags_reach_the_optimizer_state(flags, dtypes, capsys):
+  """--mu-dtype, --nu-dtype, --precond-dtype set the dtypes of Anon's state, not Adam's."""
+  small = ("--epochs", "1", "--width", "4")
+  rows = _run_in_process("digits_cnn", "--optimizers", "anon,adam", *small, *flags, capsys=capsys)
+  anon, adam = rows
+  _check_anon_state(anon, flags, dtypes)
+  assert adam["state_dtypes"] == {"mu": "float32", "nu": "float32"} and "mu_dtype" not in adam
+
+
+def test_char_gpt_storage_dtype_flags_reach_the_optimizer_state(capsys):
+  (anon,) = _run_in_process("char_gpt", "--optimizers", "anon", *COMPACT_ALL, capsys=capsys)
+  _check_anon_state(anon, COMPACT_ALL, ("bfloat16",) * 3)
+  assert anon["val_loss"] < 10.0  # finite, below ln(vocab) and then some

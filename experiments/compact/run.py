@@ -1,0 +1,340 @@
+"""Compact optimizer-state storage against the default: its cost in accuracy, over seeds.
+
+    python -m experiments.compact.run                  # 2 models x 3 configs x 3 seeds (~40 min)
+    python -m experiments.compact.run --quick          # the examples' --quick sizes (CI, tests)
+    python -m experiments.compact.run --models digits --seeds 1 --json /tmp/compact.json
+
+Runs Anon (gamma 1, each example's tuned learning rate, default guard) in ``examples/digits_cnn.py``
+(30 epochs; final test accuracy and train loss) and ``examples/char_gpt.py`` (300 steps; final
+validation and train loss), each in its own subprocess, under the storage configurations of
+``CONFIGS``: the default (m, s and v in float32, 1.5x ``optax.adam``'s state with float32
+parameters), m and v in bfloat16 (exactly Adam's size) and all three in bfloat16 (0.75x; s
+stochastically rounded). Seeds 0 .. N-1 change the initialisation, the batches and (digits) the
+train/test split alike for every configuration.
+
+Writes every run and a per-(model, config) summary to ``results/compact.json`` (with versions, git
+commit, date and the command); ``python -m docs.tables --write`` renders its table into the docs.
+A compact configuration is **within the seed spread** of the default when the difference of the
+mean final metrics is at most the seed spread of that difference, ``hypot(std_default,
+std_compact)`` (population std over seeds), the rule of ``experiments.paper.report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+COMMAND = "python -m experiments.compact.run"
+
+
+class Model(NamedTuple):
+  script: str  # In examples/.
+  args: tuple[str, ...]  # Besides --seed and the storage flags.
+  metric: str  # The final metric compared; the train loss is recorded too.
+  higher_is_better: bool
+  label: str
+
+
+MODELS = {
+  "digits": Model(
+    "digits_cnn.py", ("--optimizers", "anon"), "test_accuracy", True, "digits CNN, 30 epochs"
+  ),
+  "char_gpt": Model(
+    "char_gpt.py",
+    ("--optimizers", "anon", "--gammas", "1.0"),
+    "val_loss",
+    False,
+    "char GPT, 300 steps",
+  ),
+}
+# Storage dtypes of Anon's m (mu), s (nu) and v (precond); unset ones keep the default (float32).
+CONFIGS = {
+  "default": {},
+  "compact": {"mu_dtype": "bfloat16", "precond_dtype": "bfloat16"},
+  "compact-all": {"mu_dtype": "bfloat16", "nu_dtype": "bfloat16", "precond_dtype": "bfloat16"},
+}
+
+
+def csv_list(allowed):
+  def parse(text: str) -> list[str]:
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+      raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
+    return names
+
+  return parse
+
+
+def git(*cmd) -> str | None:
+  try:
+    return subprocess.run(
+      ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+
+
+def provenance() -> dict:
+  import flax
+  import jax
+  import optax
+
+  import anon_optax
+
+  return {
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "git_commit": git("rev-parse", "--short", "HEAD"),
+    "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    "versions": {
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "optax": optax.__version__,
+      "flax": flax.__version__,
+      "numpy": np.__version__,
+      "anon_optax": anon_optax.__version__,
+    },
+    "device": f"{jax.devices()[0].platform}: {platform.processor() or platform.machine()}",
+    "cpu_count": os.cpu_count(),
+    "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+  }
+
+
+def example_command(model: Model, config: dict[str, str], seed: int, quick: bool) -> list[str]:
+  flags = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()]
+  return [
+    f"examples/{model.script}",
+    *model.args,
+    "--seed",
+    str(seed),
+    *flags,
+    *(["--quick"] if quick else []),
+  ]
+
+
+def run_one(model: Model, config: dict[str, str], seed: int, quick: bool) -> dict:
+  """One example run in a subprocess (the package of this checkout); its result row."""
+  argv = example_command(model, config, seed, quick)
+  path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+  start = time.perf_counter()
+  proc = subprocess.run(
+    [sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True, check=False
+  )
+  wall = time.perf_counter() - start
+  if proc.returncode:
+    raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+  (row,) = json.loads(proc.stdout.strip().splitlines()[-1])["results"]
+  return {
+    "command": "python " + " ".join(argv),
+    "seed": seed,
+    model.metric: row[model.metric],
+    "train_loss": row["train_loss"],
+    "seconds": row["seconds"],  # The training loop, compilation included (the example's timer).
+    "wall_seconds": round(wall, 1),  # The whole subprocess.
+    "param_bytes": row["param_bytes"],
+    "state_bytes": row["state_bytes"],
+    "state_dtypes": row["state_dtypes"],
+  }
+
+
+def _mean_std(values) -> tuple[float, float]:
+  values = np.asarray(values, dtype=float)
+  if not np.all(np.isfinite(values)):
+    return math.nan, math.nan
+  return float(values.mean()), float(values.std())
+
+
+def summarize(model: Model, runs: dict[str, list[dict]]) -> list[dict]:
+  """One row per config: mean and std over seeds, and the comparison with the default."""
+  rows = []
+  for name, group in runs.items():
+    metric_mean, metric_std = _mean_std([r[model.metric] for r in group])
+    loss_mean, loss_std = _mean_std([r["train_loss"] for r in group])
+    (state_bytes,) = {r["state_bytes"] for r in group}
+    (param_bytes,) = {r["param_bytes"] for r in group}
+    row = {
+      "config": name,
+      "storage": {f: group[0]["state_dtypes"][f] for f in ("mu", "nu", "precond")},
+      "seeds": [r["seed"] for r in group],
+      "metric": model.metric,
+      "per_seed": [r[model.metric] for r in group],
+      "mean": metric_mean,
+      "std": metric_std,
+      "train_loss_per_seed": [r["train_loss"] for r in group],
+      "train_loss_mean": loss_mean,
+      "train_loss_std": loss_std,
+      "seconds_mean": float(np.mean([r["seconds"] for r in group])),
+      "wall_seconds_mean": float(np.mean([r["wall_seconds"] for r in group])),
+      "param_bytes": param_bytes,
+      "state_bytes": state_bytes,
+      # optax.adam keeps two parameter-sized arrays (and one int32 count) for float32 params.
+      "state_vs_adam": state_bytes / (2 * param_bytes),
+    }
+    rows.append(row)
+  default = rows[0]
+  for row in rows[1:]:
+    row.update(_compare(row, default, "", model.higher_is_better))
+    row.update(_compare(row, default, "train_loss_", False))
+    row.update(verdict=verdict(row), train_loss_verdict=verdict(row, "train_loss_"))
+  return rows
+
+
+def _compare(row: dict, default: dict, prefix: str, higher_is_better: bool) -> dict:
+  """Difference of the means of ``prefix + "mean"`` and whether it is inside the seed spread.
+
+  Also the same test with the default's std on both sides (``within_default_spread``: a config
+  can be within the seed spread only because bad seeds widen its own), the change per seed
+  against the default's run with the same seed (same init, data and batches), the worst seed, and
+  the seeds whose change is worse than the whole range (max - min) of the default's seeds.
+  """
+  diff = row[prefix + "mean"] - default[prefix + "mean"]
+  spread = float(np.hypot(row[prefix + "std"], default[prefix + "std"]))
+  better = diff > 0 if higher_is_better else diff < 0
+  sign = 1.0 if higher_is_better else -1.0
+  paired = [a - b for a, b in zip(row[prefix + "per_seed"], default[prefix + "per_seed"])]
+  worst = min(range(len(paired)), key=lambda i: sign * paired[i])
+  default_range = max(default[prefix + "per_seed"]) - min(default[prefix + "per_seed"])
+  return {
+    prefix + "diff_vs_default": diff,
+    prefix + "spread_of_difference": spread,
+    prefix + "within_seed_spread": bool(abs(diff) <= spread),
+    prefix + "better_than_default": bool(better),
+    prefix + "within_default_spread": bool(abs(diff) <= math.sqrt(2) * default[prefix + "std"]),
+    prefix + "paired_diff_per_seed": paired,
+    prefix + "worst_seed": row["seeds"][worst],
+    prefix + "default_range": default_range,
+    prefix + "seeds_beyond_default_range": [
+      seed for seed, d in zip(row["seeds"], paired) if -sign * d > default_range
+    ],
+  }
+
+
+def verdict(row: dict, prefix: str = "") -> str:
+  """The verdict on one compact row (``prefix="train_loss_"``: on its train loss)."""
+  if row[prefix + "within_seed_spread"]:
+    if not row[prefix + "within_default_spread"]:
+      return "within the seed spread only through its own wider spread"
+    return "within the seed spread"
+  better = row[prefix + "better_than_default"]
+  return ("better" if better else "worse") + " by more than the seed spread"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--quick", action="store_true", help="the examples' --quick sizes")
+  parser.add_argument("--models", type=csv_list(MODELS), default=list(MODELS))
+  parser.add_argument("--configs", type=csv_list(CONFIGS), default=list(CONFIGS))
+  parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
+  parser.add_argument(
+    "--json",
+    type=pathlib.Path,
+    default=None,
+    help="output (default results/compact.json, or results/compact_quick.json with --quick)",
+  )
+  parser.add_argument(
+    "--resummarize",
+    action="store_true",
+    help="run nothing: recompute the summaries of the --json file from its runs",
+  )
+  args = parser.parse_args(argv)
+  if args.seeds < 1:
+    parser.error(f"--seeds must be >= 1, got {args.seeds}")
+  if args.configs[0] != "default":
+    parser.error("--configs must start with default (the others are compared with it)")
+  if args.json is None:
+    args.json = RESULTS / ("compact_quick.json" if args.quick else "compact.json")
+  return args
+
+
+def command_line(argv: list[str]) -> str:
+  return " ".join([COMMAND, *argv])
+
+
+def resummarize(path: pathlib.Path) -> dict:
+  results = json.loads(path.read_text())
+  for key, entry in results["models"].items():
+    entry["summary"] = summarize(MODELS[key], entry["runs"])
+  results["summaries_recomputed_at_commit"] = git("rev-parse", "--short", "HEAD")
+  path.write_text(json.dumps(results, indent=1) + "\n")
+  print(f"rewrote the summaries of {path}", flush=True)
+  return results
+
+
+def main(argv=None) -> dict:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = parse_args(argv)
+  if args.resummarize:
+    return resummarize(args.json)
+  seeds = list(range(args.seeds))
+  results = {
+    "command": command_line(argv),
+    **provenance(),
+    "note": (
+      "Anon only, gamma 1, each example's tuned learning rate and "
+      + (
+        "the examples' --quick sizes."
+        if args.quick
+        else "full default budget (digits: 30 epochs, char GPT: 300 steps), nothing reduced."
+      )
+      + " Seconds are wall-clock on a CPU shared with other jobs (see load_average_at_start):"
+      " compare them only loosely."
+    ),
+    "quick": args.quick,
+    "seeds": seeds,
+    "configs": {name: CONFIGS[name] for name in args.configs},
+    "models": {},
+  }
+  t0 = time.perf_counter()
+  for key in args.models:
+    model = MODELS[key]
+    runs: dict[str, list[dict]] = {}
+    for name in args.configs:
+      runs[name] = []
+      for seed in seeds:
+        runs[name].append(run_one(model, CONFIGS[name], seed, args.quick))
+        r = runs[name][-1]
+        print(
+          f"[{time.perf_counter() - t0:5.0f}s] {key} {name} seed {seed}: "
+          f"{model.metric} {r[model.metric]:.4f} train_loss {r['train_loss']:.4g} "
+          f"({r['wall_seconds']:.0f}s)",
+          flush=True,
+        )
+    results["models"][key] = {
+      "label": model.label.split(",")[0] + ", --quick" if args.quick else model.label,
+      "metric": model.metric,
+      "higher_is_better": model.higher_is_better,
+      "runs": runs,
+      "summary": summarize(model, runs),
+    }
+    for row in results["models"][key]["summary"][1:]:
+      print(
+        f"{key} {row['config']} - default: {model.metric} {row['diff_vs_default']:+.4f} "
+        f"(seed spread {row['spread_of_difference']:.4f}): {verdict(row)}; train loss "
+        f"{row['train_loss_diff_vs_default']:+.3g} (seed spread "
+        f"{row['train_loss_spread_of_difference']:.3g}): {verdict(row, 'train_loss_')}",
+        flush=True,
+      )
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+  print(f"wrote {args.json}", flush=True)
+  return results
+
+
+if __name__ == "__main__":
+  main()
