@@ -120,15 +120,27 @@ _GAMMA_RANGE_REASON = (
 )
 
 
+# A leaf of at least _FOLD_MIN_SIZE elements with an axis that _FOLD divides
+# is cut into _FOLD slices along that axis for its inner products.
+_FOLD = 16
+_FOLD_MIN_SIZE = 1 << 12
+
+
 def _partial_inner_products(m, hidden, bias1):
   """``(sum |mh|^2, sum Re(conj(mh) h), sum |h|^2)`` of one leaf, ``mh = m / bias1``.
 
-  One pass over ``m`` and ``h`` for all three sums (a variadic reduction),
-  rather than a pass for each: on CPU a sum is its own loop over memory,
-  and the division stays inside that loop instead of writing ``mh`` out
-  first. A leaf with more than one axis is summed along its last axis
-  first and then over the partial sums, which bounds the round-off of
-  a long sequential sum by the length of a row.
+  One pass over ``m`` and ``h`` computes all three products (a variadic
+  reduction) instead of a pass for each: on CPU every sum is its own loop
+  over memory, and the division stays inside the loop instead of writing
+  ``mh`` out first. A plain sum in that loop is a chain of additions, each
+  waiting for the previous one, and rounds like one. So a large leaf is cut
+  into `_FOLD` slices along an axis that it divides, the slices are added
+  elementwise (independent sums, side by side in vector registers), and
+  the three ``1/_FOLD``-sized results are summed by `jnp.sum` (XLA's
+  blocked reduction: the round-off of the sums stays that of summing the
+  products directly). Smaller leaves, and leaves sharded over explicit mesh
+  axes (where reshaping a sharded axis is a type error), are reduced along
+  their last axis and then over the rest.
   """
   mu_hat = m / bias1.astype(jnp.real(m).dtype)
   products = (
@@ -136,11 +148,20 @@ def _partial_inner_products(m, hidden, bias1):
     _real_product(mu_hat, hidden),
     _real_product(hidden, hidden),
   )
-  zero = jnp.zeros([], products[0].dtype)
+  zeros = (jnp.zeros([], products[0].dtype),) * 3
   add = lambda x, y: tuple(a + b for a, b in zip(x, y))
-  if m.ndim > 1:
-    products = jax.lax.reduce(products, (zero,) * 3, add, (m.ndim - 1,))
-  return jax.lax.reduce(products, (zero,) * 3, add, tuple(range(products[0].ndim)))
+  axis = next((i for i, n in enumerate(m.shape) if n % _FOLD == 0), None)
+  if (
+    axis is not None
+    and m.size >= _FOLD_MIN_SIZE
+    and all(name is None for name in jax.typeof(m).sharding.spec)
+  ):
+    shape = (*m.shape[:axis], _FOLD, m.shape[axis] // _FOLD, *m.shape[axis + 1 :])
+    partial = jax.lax.reduce(tuple(p.reshape(shape) for p in products), zeros, add, (axis,))
+    return tuple(jnp.sum(p) for p in partial)
+  if products[0].ndim > 1:
+    products = jax.lax.reduce(products, zeros, add, (products[0].ndim - 1,))
+  return jax.lax.reduce(products, zeros, add, tuple(range(products[0].ndim)))
 
 
 def _real_product(x, y):
@@ -423,7 +444,8 @@ def scale_by_hvadam(
   first moment, the second moment, one pass over :math:`m` and :math:`h`
   for all three inner products, the hidden vector, and the update; jitted
   with the parameters and state donated, the step's only scratch memory is
-  the inner products' partial sums (three numbers per row). The step is one compiled program with the
+  the inner products' partial sums (three arrays of a sixteenth of a large
+  leaf). The step is one compiled program with the
   hyperparameters as arguments, so calling ``update`` without `jax.jit`
   compiles once, not at every step.
 
