@@ -120,13 +120,48 @@ _GAMMA_RANGE_REASON = (
 )
 
 
+# A leaf of at least _FOLD_MIN_SIZE elements with an axis that _FOLD divides
+# is cut into _FOLD slices along that axis for its inner products.
+_FOLD = 16
+_FOLD_MIN_SIZE = 1 << 12
+
+
 def _partial_inner_products(m, hidden, bias1):
-  """``(sum |mh|^2, sum Re(conj(mh) h), sum |h|^2)`` of one leaf, ``mh = m / bias1``."""
+  """``(sum |mh|^2, sum Re(conj(mh) h), sum |h|^2)`` of one leaf, ``mh = m / bias1``.
+
+  One pass over ``m`` and ``h`` computes all three products (a variadic
+  reduction) instead of a pass for each: on CPU every sum is its own loop
+  over memory, and the division stays inside the loop instead of writing
+  ``mh`` out first. A plain sum in that loop is a chain of additions, each
+  waiting for the previous one, and rounds like one. So a large leaf is cut
+  into `_FOLD` slices along an axis that it divides, the slices are added
+  elementwise (independent sums, side by side in vector registers), and
+  the three ``1/_FOLD``-sized results are summed by `jnp.sum` (XLA's
+  blocked reduction: the round-off of the sums stays that of summing the
+  products directly). Smaller leaves, and leaves sharded over explicit mesh
+  axes (where reshaping a sharded axis is a type error), are reduced along
+  their last axis and then over the rest.
+  """
   mu_hat = m / bias1.astype(jnp.real(m).dtype)
-  mm = jnp.sum(_real_product(mu_hat, mu_hat))
-  ml = jnp.sum(_real_product(mu_hat, hidden))
-  ll = jnp.sum(_real_product(hidden, hidden))
-  return mm, ml, ll
+  products = (
+    _real_product(mu_hat, mu_hat),
+    _real_product(mu_hat, hidden),
+    _real_product(hidden, hidden),
+  )
+  zeros = (jnp.zeros([], products[0].dtype),) * 3
+  add = lambda x, y: tuple(a + b for a, b in zip(x, y))
+  axis = next((i for i, n in enumerate(m.shape) if n % _FOLD == 0), None)
+  if (
+    axis is not None
+    and m.size >= _FOLD_MIN_SIZE
+    and all(name is None for name in jax.typeof(m).sharding.spec)
+  ):
+    shape = (*m.shape[:axis], _FOLD, m.shape[axis] // _FOLD, *m.shape[axis + 1 :])
+    partial = jax.lax.reduce(tuple(p.reshape(shape) for p in products), zeros, add, (axis,))
+    return tuple(jnp.sum(p) for p in partial)
+  if products[0].ndim > 1:
+    products = jax.lax.reduce(products, zeros, add, (products[0].ndim - 1,))
+  return jax.lax.reduce(products, zeros, add, tuple(range(products[0].ndim)))
 
 
 def _real_product(x, y):
@@ -195,28 +230,44 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   bias1 = 1 - jax.lax.pow(b1_, count)
   sqrt_bias2 = jnp.sqrt(1 - jax.lax.pow(b2_, count))
 
-  def moments(g, m, v, h):
-    """This step's first and second moments."""
+  # The step is five passes over each leaf: the first moment, the second
+  # moment, the inner products, the hidden vector, the parameters' update.
+  # Each new moment is written in place of the old one (donated buffers) and
+  # read back by the later passes. Left alone, XLA recomputes the cheap part
+  # of the new second moment inside the update's pass, from the old one,
+  # which the second-moment pass overwrites in place, and so keeps a copy of
+  # it; dividing the new second moment by a 1 known only at run time (exact
+  # in floating point) makes that too costly for XLA. (On CPU
+  # `jax.lax.optimization_barrier` does not do it: XLA drops barriers
+  # before it fuses.)
+  one = 1 + 0 * jnp.asarray(count, scalar_dtype)
+
+  def first_moment(g, m):
+    real = lambda x: x.astype(jnp.real(m).dtype)
+    return real(b1_) * m + real(one_minus_b1) * g.astype(m.dtype)
+
+  def second_moment(g, m, v, h):
+    """``v`` from the new first moment ``m`` and the old hidden vector ``h``."""
     real = lambda x: x.astype(v.dtype)
     g = g.astype(m.dtype)
-    m = real(b1_) * m + real(one_minus_b1) * g
     r = _real_product(g - h, g - h)
     q = _real_product(g - m, g - m)
     w = _divide_or_zero(r, q + real(gamma_) * r + real(eps_)) * r
-    v = real(b2_) * v + real(one_minus_b2) * w + real(eps_)
-    return m, v
+    return (real(b2_) * v + real(one_minus_b2) * w + real(eps_)) / real(one)
 
   leaves = jax.tree.leaves
   treedef = jax.tree.structure(state.mu)
-  new_moments = [
-    moments(g, m, v, h)
-    for g, m, v, h in zip(
-      leaves(updates), leaves(state.mu), leaves(state.var), leaves(state.hidden)
-    )
+  grad_leaves, hidden_leaves = leaves(updates), leaves(state.hidden)
+  mu_leaves = [first_moment(g, m) for g, m in zip(grad_leaves, leaves(state.mu))]
+  var_leaves = [
+    second_moment(g, m, v, h)
+    for g, m, v, h in zip(grad_leaves, mu_leaves, leaves(state.var), hidden_leaves)
   ]
-  mu = jax.tree.unflatten(treedef, [x[0] for x in new_moments])
-  var = jax.tree.unflatten(treedef, [x[1] for x in new_moments])
-  sums = [_partial_inner_products(m, h, bias1) for m, h in zip(leaves(mu), leaves(state.hidden))]
+  # The passes of the hidden vector and of the update divide by `bias1`
+  # too. Were the three divisions the same expression, XLA would compute it
+  # once and write `m / bias1` out as a whole array for all of them; `one`
+  # keeps this one apart (`bias1 * 1` is `bias1` exactly).
+  sums = [_partial_inner_products(m, h, bias1 * one) for m, h in zip(mu_leaves, hidden_leaves)]
   zero = jnp.zeros([], scalar_dtype)
   mm, ml, ll = (sum((x[i].astype(scalar_dtype) for x in sums), zero) for i in range(3))
 
@@ -245,28 +296,45 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   flag = jnp.where(restart, 0, jnp.where(switch_off, -1, state.flag))
   hidden_scale = jnp.where(extra_step, jnp.power(as_scalar(10), 6 * exp_delta - 3), 0)
 
-  def step(m, v, h, g, p):
-    """The new hidden vector and the update: both parameter moves."""
-    real = lambda x: x.astype(v.dtype)
+  def new_hidden(m, h):
+    """The hidden vector after this step's branch (``m`` the new first moment)."""
+    real = lambda x: x.astype(jnp.real(h).dtype)
     mu_hat = m / real(bias1)
-    adam_step = _divide_or_zero(mu_hat, jnp.sqrt(v) / real(sqrt_bias2) + real(eps_))
-    new_h = jnp.where(
+    return jnp.where(
       restart,
       mu_hat,
       jnp.where(extra_step, real(k) * h + real(1 - k) * mu_hat, h),
     ).astype(h.dtype)
-    update = adam_step + real(hidden_scale) * new_h
-    return new_h, update.astype(_update_dtype(g, p, m.dtype))
 
-  param_leaves = leaves(params) if params is not None else [None] * len(new_moments)
-  stepped = [
-    step(m, v, h, g, p)
-    for m, v, h, g, p in zip(
-      leaves(mu), leaves(var), leaves(state.hidden), leaves(updates), param_leaves
-    )
+  def step(m, v, h, g, p):
+    """The update, both parameter moves (``h`` the new hidden vector)."""
+    real = lambda x: x.astype(v.dtype)
+    mu_hat = m / real(bias1)
+    adam_step = _divide_or_zero(mu_hat, jnp.sqrt(v) / real(sqrt_bias2) + real(eps_))
+    update = adam_step + real(hidden_scale) * h
+    return update.astype(_update_dtype(g, p, m.dtype))
+
+  # The second-moment pass reads the old hidden vector, which the hidden
+  # vector's pass then overwrites in place. XLA orders the two only by data
+  # dependencies, and the new hidden vector does not depend on the new
+  # second moment, so XLA would keep a copy of the whole old hidden vector.
+  # The hidden vector's pass therefore selects the new second moment where
+  # `never` holds: never (bit 31 of a 32-bit integer, shifted down, is 0 or
+  # 1), but XLA does not know it.
+  never = (jnp.asarray(count, jnp.uint32) >> 31) > 1
+  hidden_leaves = [
+    jnp.where(never, v.astype(h.dtype), new_hidden(m, h))
+    for m, v, h in zip(mu_leaves, var_leaves, hidden_leaves)
   ]
-  hidden = jax.tree.unflatten(treedef, [x[0] for x in stepped])
-  new_updates = jax.tree.unflatten(jax.tree.structure(updates), [x[1] for x in stepped])
+  param_leaves = leaves(params) if params is not None else [None] * len(mu_leaves)
+  update_leaves = [
+    step(m, v, h, g, p)
+    for m, v, h, g, p in zip(mu_leaves, var_leaves, hidden_leaves, grad_leaves, param_leaves)
+  ]
+  mu = jax.tree.unflatten(treedef, mu_leaves)
+  var = jax.tree.unflatten(treedef, var_leaves)
+  hidden = jax.tree.unflatten(treedef, hidden_leaves)
+  new_updates = jax.tree.unflatten(jax.tree.structure(updates), update_leaves)
   return new_updates, ScaleByHVAdamState(
     count=count,
     mu=mu,
@@ -372,9 +440,12 @@ def scale_by_hvadam(
   dtype, or the statistics' dtype for integer gradients). Complex gradients
   of real parameters raise `TypeError`.
 
-  Cost: three tree-wide inner products (one reduction pass each over
-  :math:`\hat m` and :math:`h`) on top of Adam's elementwise work, and a
-  third state array. The step is one compiled program with the
+  Cost: a third state array, and per leaf five passes over memory: the
+  first moment, the second moment, one pass over :math:`m` and :math:`h`
+  for all three inner products, the hidden vector, and the update; jitted
+  with the parameters and state donated, the step's only scratch memory is
+  the inner products' partial sums (three arrays of a sixteenth of a large
+  leaf). The step is one compiled program with the
   hyperparameters as arguments, so calling ``update`` without `jax.jit`
   compiles once, not at every step.
 
