@@ -731,6 +731,16 @@ def render_targets(files: dict[str, Any]) -> str:
       "exact rule (`anon_exact`) <= 1.10x its fused one-pass floor (`floor_exact`)",
     )
 
+  if "hvadam" in per and "floor_exact" in per:
+    paired = _ratio(per, "hvadam", "floor_exact", paired=True)
+    rows.append(
+      [
+        "HVAdam step (`hvadam`) <= 2.5x the fused one-pass floor (`floor_exact`)",
+        f"{_x(paired)} paired ({_x(_ratio(per, 'hvadam', 'floor_exact'))} of medians)",
+        _verdict(paired, 2.5),
+      ]
+    )
+
   torch = next((t for t in ("torch", "torch_1thread") if t in per), None)
   if torch and "anon" in per:
     threads = step_time["config"].get("jax_threads")
