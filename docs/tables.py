@@ -1022,6 +1022,24 @@ def render_refresh_formula(results: dict[str, Any]) -> str:
   ).strip()
 
 
+def _minutes(seconds: float) -> str:
+  return f"{int(seconds) // 60} min {int(seconds) % 60:02d} s"
+
+
+def render_ci_timings(results: dict[str, Any]) -> str:
+  """.ci/run's step durations: the test suite's time, and the whole run's."""
+  steps = results["steps_seconds"]
+  machine = results.get("machine", {})
+  cores = machine.get("cpu_count", "?")
+  others = ", ".join(f"{name} {_minutes(t)}" for name, t in steps.items() if name != "tests")
+  return (
+    f"The Quickstart's second line (`{results['test_command']}`, the install included) took "
+    f"**{_minutes(steps['tests'])}** on {cores} CPU cores in `.ci/run`; all of its timed steps "
+    f"together, {_minutes(sum(steps.values()))} (besides the tests: {others}; the other installs "
+    "are not timed)."
+  )
+
+
 def render_memory_summary(results: dict[str, Any]) -> str:
   """benchmarks/memory.py, the package's rows: state and step scratch against optax.adam."""
   rows = {}
@@ -1316,6 +1334,11 @@ TABLES: dict[str, Table] = {
     results="benchmarks/results/memory.json",
     command="python -m benchmarks.memory",
     render=render_memory,
+  ),
+  "ci-timings": Table(
+    results="docs/results/ci_timings.json",
+    command="ANON_OPTAX_CI_TIMINGS=docs/results/ci_timings.json bash .ci/run",
+    render=render_ci_timings,
   ),
   "memory-summary": Table(
     results="benchmarks/results/memory.json",
