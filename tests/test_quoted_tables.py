@@ -190,3 +190,11 @@ def test_the_source_line_names_the_commit_and_load_of_the_results_file(tmp_path,
   # The file's own command line wins over the registry's.
   assert "`python -m benchmarks.step_time --sizes 4M`" in source
   assert "registry command" not in source
+
+
+def test_workload_order_matches_the_workload_suite():
+  # docs/tables.py spells the suite's order out so that it loads without the experiments
+  # package; this keeps the two from drifting apart.
+  from experiments import workloads
+
+  assert tables.WORKLOAD_ORDER == workloads.WORKLOADS
