@@ -90,6 +90,19 @@ def at_least_float32(value: Any) -> jax.Array:
   return value
 
 
+def one_known_at_run_time(count: jax.typing.ArrayLike, dtype: Any) -> jax.Array:
+  """``1 + 0 * count`` in ``dtype``: exactly 1, but not a constant XLA can fold.
+
+  Dividing a new moment by it (exact in floating point) makes recomputing that
+  moment too costly for XLA's fusion: a later pass then reads the moment back
+  from its (donated, overwritten-in-place) buffer, instead of recomputing it
+  from the old value, for which XLA would keep a copy of the whole array.
+  (On CPU `jax.lax.optimization_barrier` does not do this: XLA drops barriers
+  before it fuses.)
+  """
+  return 1 + 0 * jnp.asarray(count, dtype)
+
+
 def update_dtype(update: Any, moment: Any) -> jnp.dtype:
   """The dtype of an update, as :func:`optax.adam` gives it.
 

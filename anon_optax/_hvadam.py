@@ -236,11 +236,8 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   # read back by the later passes. Left alone, XLA recomputes the cheap part
   # of the new second moment inside the update's pass, from the old one,
   # which the second-moment pass overwrites in place, and so keeps a copy of
-  # it; dividing the new second moment by a 1 known only at run time (exact
-  # in floating point) makes that too costly for XLA. (On CPU
-  # `jax.lax.optimization_barrier` does not do it: XLA drops barriers
-  # before it fuses.)
-  one = 1 + 0 * jnp.asarray(count, scalar_dtype)
+  # it; dividing the new second moment by a run-time 1 prevents that.
+  one = _common.one_known_at_run_time(count, scalar_dtype)
 
   def first_moment(g, m):
     real = lambda x: x.astype(jnp.real(m).dtype)

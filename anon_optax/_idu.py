@@ -530,11 +530,9 @@ def update_preconditioner(
   nu_leaves = jax.tree.leaves(state.nu)
   leaves = [jnp.where(reset, jnp.zeros_like(s), s) for s in leaves]
   if guarded:
-    # The guard reads the new accumulator in the step's pass. Dividing it by a
-    # 1 known only at run time (exact in floating point) makes it too costly
-    # for XLA to recompute inside that pass from the old accumulator, which
-    # is overwritten in place: XLA would keep a copy of all of it to do so.
-    one = 1 + 0 * jnp.asarray(step, jnp.float32)
+    # The guard reads the new accumulator in the step's pass: read it back
+    # rather than recompute it from the old one, overwritten in place.
+    one = _common.one_known_at_run_time(step, jnp.float32)
     leaves = [s / one.astype(s.dtype) for s in leaves]
   nu = treedef.unflatten(
     [
