@@ -66,6 +66,7 @@ import numpy as np
 import optax
 
 import anon_optax
+from anon_optax import _common
 from anon_optax import _idu
 from benchmarks import common
 
@@ -205,7 +206,7 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
     if guarded:
       # As in the package: the new s divided by a run-time 1, so that XLA reads
       # it from memory instead of recomputing it from the overwritten old one.
-      one = 1 + 0 * count.astype(jnp.float32)
+      one = _common.one_known_at_run_time(count, jnp.float32)
       nu = jax.tree.map(lambda s: s / one, nu)
       correction = 1 / (1 - B2 ** count.astype(jnp.float32))
       precond = jax.tree.map(
