@@ -532,8 +532,7 @@ def update_preconditioner(
   if guarded:
     # The guard reads the new accumulator in the step's pass: read it back
     # rather than recompute it from the old one, overwritten in place.
-    one = _common.one_known_at_run_time(step, jnp.float32)
-    leaves = [s / one.astype(s.dtype) for s in leaves]
+    leaves = [_common.read_back_from_memory(s, u) for s, u in zip(leaves, jax.tree.leaves(updates))]
   nu = treedef.unflatten(
     [
       _store(s, old.dtype, step=step, salt=index)

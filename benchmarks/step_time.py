@@ -204,10 +204,9 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
     scale = -LR / (1 - B1 ** count.astype(jnp.float32))
     precond = state.precond
     if guarded:
-      # As in the package: the new s divided by a run-time 1, so that XLA reads
-      # it from memory instead of recomputing it from the overwritten old one.
-      one = _common.one_known_at_run_time(count, jnp.float32)
-      nu = jax.tree.map(lambda s: s / one, nu)
+      # As in the package: the new s in a form XLA reads back from memory
+      # instead of recomputing it from the overwritten old one.
+      nu = jax.tree.map(_common.read_back_from_memory, nu, updates)
       correction = 1 / (1 - B2 ** count.astype(jnp.float32))
       precond = jax.tree.map(
         lambda v, s: _idu.guarded_preconditioner(
