@@ -1257,7 +1257,9 @@ def render_compact(results: dict[str, Any]) -> str:
   )
   return (
     f"Anon (gamma 1, default guard, each example's tuned learning rate), seeds "
-    f"{', '.join(map(str, results['seeds']))}; seconds are wall-clock on a shared CPU:\n\n"
+    f"{', '.join(map(str, results['seeds']))}; seconds are wall-clock on a shared CPU"
+    + (f" ({results['cpu']}, {results['cpu_count']} cores)" if "cpu" in results else "")
+    + ":\n\n"
     + table
     + "\n\n"
     + " ".join([summary, *caveats])
@@ -1414,6 +1416,14 @@ TABLES: dict[str, Table] = {
     command=(
       "python -m experiments.compact.run --models digits --configs default,compact-all --seeds 6"
       " --json experiments/compact/results/compact_digits_6_seeds.json"
+    ),
+    render=render_compact,
+  ),
+  "compact-digits-20-seeds": Table(
+    results="experiments/compact/results/compact_digits_20_seeds.json",
+    command=(
+      "python -m experiments.compact.run --models digits --configs default,compact-all --seeds 20"
+      " --json experiments/compact/results/compact_digits_20_seeds.json"
     ),
     render=render_compact,
   ),

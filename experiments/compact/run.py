@@ -89,6 +89,17 @@ def git(*cmd) -> str | None:
     return None
 
 
+def cpu_model() -> str:
+  """The CPU's model name (round-off, and so chaotic trajectories, can differ between CPUs)."""
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def provenance() -> dict:
   import flax
   import jax
@@ -109,6 +120,7 @@ def provenance() -> dict:
       "anon_optax": anon_optax.__version__,
     },
     "device": f"{jax.devices()[0].platform}: {platform.processor() or platform.machine()}",
+    "cpu": cpu_model(),
     "cpu_count": os.cpu_count(),
     "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
   }
