@@ -211,7 +211,8 @@ def _git_commit() -> str | None:
     return None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
   try:
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
       if line.startswith("model name"):
@@ -248,7 +249,7 @@ def machine_info() -> dict[str, Any]:
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "platform": platform.platform(),
     "python": sys.version.split()[0],
-    "cpu": _cpu_model(),
+    "cpu": cpu_model(),
     "cpu_count": os.cpu_count(),
     # Cores this process may run on (fewer under `taskset`).
     "cpus_usable": jax_num_threads(),

@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from benchmarks import common
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -89,17 +91,6 @@ def git(*cmd) -> str | None:
     return None
 
 
-def cpu_model() -> str:
-  """The CPU's model name (round-off, and so chaotic trajectories, can differ between CPUs)."""
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def provenance() -> dict:
   import flax
   import jax
@@ -120,7 +111,8 @@ def provenance() -> dict:
       "anon_optax": anon_optax.__version__,
     },
     "device": f"{jax.devices()[0].platform}: {platform.processor() or platform.machine()}",
-    "cpu": cpu_model(),
+    # Round-off, and so these near-the-edge trajectories, can differ between CPUs.
+    "cpu": common.cpu_model(),
     "cpu_count": os.cpu_count(),
     "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
   }
