@@ -14,6 +14,7 @@ import pathlib
 import subprocess
 import sys
 
+from eight_devices import run_eight_device_process
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -35,14 +36,13 @@ def run_example(name, package_only, *args, env=None, cwd=None, timeout=600):
   outside, site = package_only
   env = {**os.environ, "PYTHONPATH": str(site), **(env or {})}
   env.setdefault("MPLBACKEND", "Agg")
-  proc = subprocess.run(
-    [sys.executable, str(EXAMPLES / name), "--quick", *args],
-    cwd=cwd or outside,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-  )
+  command = [sys.executable, str(EXAMPLES / name), "--quick", *args]
+  if "xla_force_host_platform_device_count" in env.get("XLA_FLAGS", ""):
+    proc = run_eight_device_process(command, env=env, cwd=cwd or outside, timeout=timeout)
+  else:
+    proc = subprocess.run(
+      command, cwd=cwd or outside, env=env, capture_output=True, text=True, timeout=timeout
+    )
   assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
   lines = proc.stdout.strip().splitlines()
   assert lines, f"{name} printed nothing on stdout"
