@@ -10,10 +10,9 @@ arrives, and XLA aborts the process after 40 s ("Termination timeout for `all
 reduce ...`"). Measured on a 2-core machine on 2026-12-05: 2 of 5 runs beside
 a CPU-bound job aborted, and one of the two in 2 of 4 pairs run side by side;
 alone, none did. It is XLA's runtime, not this package: the same scripts at
-an earlier commit abort alike. So these
-processes run one at a time across pytest-xdist workers (a file lock), and a
-run that ends in exactly that abort is run again, at most twice; any other
-failure fails the test at once.
+an earlier commit abort alike. So these processes run one at a time across
+pytest-xdist workers (a file lock), and a run that ends in exactly that abort
+is run again, at most twice; any other failure fails the test at once.
 """
 
 import contextlib
