@@ -1,0 +1,260 @@
+"""The machine a result was measured on, and the timing and results helpers.
+
+* :func:`cpu_model`, :func:`jax_num_threads`, :func:`machine_info`: what every results file
+  records (machine, library versions, date, load, git commit, command line);
+* :func:`interleaved` / :func:`summarise`: contenders timed round-robin over several rounds (the
+  order rotates every round), medians and ratios of medians computed from samples of one process;
+* :func:`write_json` / :func:`print_table`: a results file with machine info, a markdown table;
+* :func:`parse_sizes` / :func:`size_label`: ``"1M,4M"`` command-line sizes.
+
+On a machine shared with other jobs single timings are noisy; ratios from interleaved rounds in
+one process are what the tables report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+
+def parse_sizes(text: str) -> list[int]:
+  """Parses ``"1M,4M,16M"`` (K/M/G suffixes) into integers."""
+  units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+  out = []
+  for part in text.split(","):
+    part = part.strip().upper()
+    if not part:
+      continue
+    if part[-1] in units:
+      out.append(int(float(part[:-1]) * units[part[-1]]))
+    else:
+      out.append(int(part))
+  return out
+
+
+def size_label(n: int) -> str:
+  for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+    if n >= div and n % div == 0:
+      return f"{n // div}{unit}"
+  return str(n)
+
+
+def interleaved(
+  contenders: Mapping[str, Callable[[], float]],
+  rounds: int,
+  *,
+  warmup_rounds: int = 1,
+  log: Callable[[str], None] | None = None,
+) -> dict[str, list[float]]:
+  """Runs ``contenders`` round-robin and returns their samples.
+
+  Each contender is a callable that runs its own timed window and returns
+  the seconds it measured (so a contender can exclude its own set-up, and
+  block on its own results). The order rotates every round. ``warmup_rounds``
+  are run first and discarded.
+  """
+  names = list(contenders)
+  samples: dict[str, list[float]] = {n: [] for n in names}
+  for r in range(warmup_rounds + rounds):
+    shift = r % len(names)
+    order = names[shift:] + names[:shift]
+    for name in order:
+      seconds = contenders[name]()
+      if r >= warmup_rounds:
+        samples[name].append(seconds)
+    if log is not None and r >= warmup_rounds:
+      log(
+        f"  round {r - warmup_rounds + 1}/{rounds}: "
+        + ", ".join(f"{n}={samples[n][-1] * 1e3:.2f}ms" for n in names)
+      )
+  return samples
+
+
+def summarise(
+  samples: Mapping[str, Sequence[float]],
+  baselines: Sequence[str] = (),
+  *,
+  per: float = 1.0,
+) -> dict[str, Any]:
+  """Medians (divided by ``per``) and ratios of medians against baselines.
+
+  Ratios are also given as the median of the per-round ratios, which cancels
+  a slow round (another job on the shared machine) that hit all contenders.
+  """
+  out: dict[str, Any] = {}
+  for name, values in samples.items():
+    values = [v / per for v in values]
+    entry: dict[str, Any] = {
+      "median_s": statistics.median(values),
+      "min_s": min(values),
+      "max_s": max(values),
+      "samples_s": values,
+      "ratio_vs": {},
+      "paired_ratio_vs": {},
+    }
+    for base in baselines:
+      if base not in samples or base == name:
+        continue
+      base_values = [v / per for v in samples[base]]
+      entry["ratio_vs"][base] = entry["median_s"] / statistics.median(base_values)
+      paired = [a / b for a, b in zip(values, base_values)]
+      entry["paired_ratio_vs"][base] = statistics.median(paired)
+    out[name] = entry
+  return out
+
+
+def timer() -> float:
+  return time.perf_counter()
+
+
+def _git_commit() -> str | None:
+  try:
+    return subprocess.run(
+      ["git", "rev-parse", "--short", "HEAD"],
+      capture_output=True,
+      text=True,
+      cwd=pathlib.Path(__file__).resolve().parent,
+      check=True,
+    ).stdout.strip()
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def jax_num_threads() -> int:
+  """Threads XLA:CPU uses for intra-op parallelism (one per visible core)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def _command() -> str | None:
+  """The command line that is running, as ``python -m benchmarks...``; None when unknown.
+
+  Recorded only when the script is a module of this repository started with ``python -m``
+  (``sys.argv[0]`` is then the module's file); a call from another program (pytest, a
+  notebook) has its own ``sys.argv`` and records nothing.
+  """
+  script = pathlib.Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+  root = pathlib.Path(__file__).resolve().parents[1]
+  if script is None or script.suffix != ".py" or not script.is_relative_to(root):
+    return None
+  parts = script.relative_to(root).with_suffix("").parts
+  if parts[0] not in ("benchmarks", "experiments"):
+    return None
+  module = ".".join(parts[:-1] if parts[-1] == "__main__" else parts)
+  return " ".join(["python", "-m", module, *map(shlex.quote, sys.argv[1:])])
+
+
+def machine_info() -> dict[str, Any]:
+  """Machine, library versions, date, load and command line, for every results file."""
+  import jax
+  import optax
+
+  info: dict[str, Any] = {
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "platform": platform.platform(),
+    "python": sys.version.split()[0],
+    "cpu": cpu_model(),
+    "cpu_count": os.cpu_count(),
+    # Cores this process may run on (fewer under `taskset`).
+    "cpus_usable": jax_num_threads(),
+    "jax": jax.__version__,
+    "jaxlib": getattr(__import__("jaxlib"), "__version__", None),
+    "optax": optax.__version__,
+    "numpy": np.__version__,
+    "jax_backend": jax.default_backend(),
+    "jax_devices": [str(d) for d in jax.devices()],
+    "git_commit": _git_commit(),
+    # 1, 5 and 15 minute load averages when the file is written (the 15-minute one spans
+    # most of a long run): how busy the shared machine was.
+    "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    "command": _command(),
+    "note": "CPU timings on a machine shared with other jobs; compare ratios "
+    "from the same file, not absolute times across files.",
+  }
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+
+    info["torch"] = torch.__version__
+    info["torch_threads"] = torch.get_num_threads()
+  except ImportError:
+    info["torch"] = None
+  try:
+    import anon_optax  # pylint: disable=import-outside-toplevel
+
+    info["anon_optax"] = getattr(anon_optax, "__version__", None)
+  except ImportError:
+    info["anon_optax"] = None
+  return info
+
+
+def write_json(name: str, payload: Mapping[str, Any], out_dir: str | os.PathLike) -> pathlib.Path:
+  """Writes ``{"benchmark": name, "machine": ..., **payload}`` to ``<out_dir>/<name>.json``."""
+  directory = pathlib.Path(out_dir)
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / f"{name}.json"
+  data = {"benchmark": name, "machine": machine_info(), **payload}
+  path.write_text(json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
+  return path
+
+
+def _json_default(obj):
+  if isinstance(obj, (np.floating, np.integer)):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  return str(obj)
+
+
+def print_table(
+  headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
+) -> str:
+  """Prints (and returns) a GitHub-markdown table."""
+
+  def fmt(x):
+    if isinstance(x, float):
+      if x == 0 or 1e-2 <= abs(x) < 1e5:
+        return f"{x:.3f}"
+      return f"{x:.3g}"
+    return str(x)
+
+  cells = [[fmt(c) for c in row] for row in rows]
+  widths = [
+    max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+  ]
+  lines = []
+  if title:
+    lines.append(f"\n{title}\n")
+  lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+  lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+  for r in cells:
+    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+  text = "\n".join(lines)
+  print(text, flush=True)
+  return text
