@@ -23,7 +23,8 @@ import optax
 
 import anon_optax
 from benchmarks import common
-from experiments import models
+from tooling import machine
+from tooling import models
 
 
 def make_optimizers():
@@ -53,11 +54,11 @@ def sample(model: str, make_tx, quick: bool):
     updates, s = tx.update(grads, s, p)
     return optax.apply_updates(p, updates), s, loss
 
-  t0 = common.timer()
+  t0 = machine.timer()
   lowered = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state, x, y)
-  t1 = common.timer()
+  t1 = machine.timer()
   lowered.compile()
-  t2 = common.timer()
+  t2 = machine.timer()
   return t1 - t0, t2 - t1
 
 
@@ -67,7 +68,7 @@ def main(argv=None):
   parser.add_argument(
     "--quick", action="store_true", help="tiny MLP only, 1 round, no warm-up round."
   )
-  parser.add_argument("--out-dir", default=None)
+  parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="compile_time")
   args = parser.parse_args(argv)
   rounds = 1 if args.quick else args.rounds
@@ -91,16 +92,16 @@ def main(argv=None):
 
       return go
 
-    samples = common.interleaved(
+    samples = machine.interleaved(
       {n: contender(n) for n in optimizers}, rounds, warmup_rounds=warmup
     )
     for n in optimizers:  # Drop the warm-up round's split too.
       split[n]["lower"] = split[n]["lower"][warmup:]
       split[n]["compile"] = split[n]["compile"][warmup:]
-    summary = common.summarise(samples, baselines=("adam",))
+    summary = machine.summarise(samples, baselines=("adam",))
     for n in optimizers:
-      summary[n]["lower"] = common.summarise({n: split[n]["lower"]})[n]["median_s"]
-      summary[n]["compile"] = common.summarise({n: split[n]["compile"]})[n]["median_s"]
+      summary[n]["lower"] = machine.summarise({n: split[n]["lower"]})[n]["median_s"]
+      summary[n]["compile"] = machine.summarise({n: split[n]["compile"]})[n]["median_s"]
     results[model] = summary
 
   rows = []
@@ -116,7 +117,7 @@ def main(argv=None):
           e["paired_ratio_vs"].get("adam", 1.0),
         ]
       )
-  common.print_table(
+  machine.print_table(
     [
       "model",
       "optimizer",
@@ -128,7 +129,7 @@ def main(argv=None):
     rows,
     title=f"compile time of a jitted train step ({rounds} fresh compiles each)",
   )
-  path = common.write_json(
+  path = machine.write_json(
     args.name,
     {
       "config": {"rounds": rounds, "warmup_rounds": warmup, "quick": args.quick},

@@ -29,6 +29,7 @@ import optax
 
 import anon_optax
 from benchmarks import common
+from tooling import machine
 
 
 def tree_bytes(tree) -> int:
@@ -89,10 +90,10 @@ def main(argv=None):
   parser.add_argument("--size", default="4M")
   parser.add_argument("--leaves", type=int, default=40)
   parser.add_argument("--quick", action="store_true", help="64K params in 12 leaves.")
-  parser.add_argument("--out-dir", default=None)
+  parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="memory")
   args = parser.parse_args(argv)
-  num_params = (1 << 16) if args.quick else common.parse_sizes(args.size)[0]
+  num_params = (1 << 16) if args.quick else machine.parse_sizes(args.size)[0]
   num_leaves = 12 if args.quick else args.leaves
   shapes = common.leaf_sizes(num_params, num_leaves)
 
@@ -133,7 +134,7 @@ def main(argv=None):
         f"{r['step_peak_per_param_byte']:.3f}",
       ]
     )
-  common.print_table(
+  machine.print_table(
     [
       "optimizer",
       "params",
@@ -147,7 +148,7 @@ def main(argv=None):
     title=f"optimizer state, {common.tree_size(shapes_tree(shapes))} "
     f"params in {len(shapes)} leaves",
   )
-  path = common.write_json(
+  path = machine.write_json(
     args.name,
     {
       "config": {

@@ -66,9 +66,9 @@ import numpy as np
 import optax
 
 import anon_optax
-from anon_optax import _common
-from anon_optax import _idu
 from benchmarks import common
+from tooling import internals
+from tooling import machine
 
 LR = 1e-3
 B1, B2, EPS, GAMMA, BETA3 = 0.9, 0.999, 1e-16, 1.0, 0.5
@@ -184,7 +184,7 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
   refreshed), as an optax transformation so that it is stepped, donated and
   timed exactly like the other contenders. ``guarded``: the floor of the
   default step, which also bounds ``v`` by ``C * sigma_t**(-gamma/2)`` from the
-  new ``s`` (``anon_optax._idu.guarded_preconditioner``, as the package does).
+  new ``s`` (``tooling.internals.guarded_preconditioner``, the package's formula).
   """
 
   def init_fn(params):
@@ -206,10 +206,10 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
     if guarded:
       # As in the package: the new s in a form XLA reads back from memory
       # instead of recomputing it from the overwritten old one.
-      nu = jax.tree.map(_common.read_back_from_memory, nu, updates)
+      nu = jax.tree.map(internals.read_back_from_memory, nu, updates)
       correction = 1 / (1 - B2 ** count.astype(jnp.float32))
       precond = jax.tree.map(
-        lambda v, s: _idu.guarded_preconditioner(
+        lambda v, s: internals.guarded_preconditioner(
           v, s, inverse_correction=correction, eps=EPS, gamma=GAMMA
         ),
         precond,
@@ -254,11 +254,11 @@ class OptaxContender:
   def run(self, num_steps: int) -> float:
     params, state, grads, fn = self.params, self.state, self.grads, self._step
     jax.block_until_ready((params, state))
-    t0 = common.timer()
+    t0 = machine.timer()
     for _ in range(num_steps):
       params, state = fn(params, state, grads)
     jax.block_until_ready((params, state))
-    t1 = common.timer()
+    t1 = machine.timer()
     self.params, self.state = params, state
     self.step += num_steps
     return t1 - t0
@@ -285,11 +285,11 @@ class CopyContender:
   def run(self, num_steps: int) -> float:
     fn, x, one = self._fn, self.x, self.one
     jax.block_until_ready(x)
-    t0 = common.timer()
+    t0 = machine.timer()
     for _ in range(num_steps):
       x = fn(x, one)
     jax.block_until_ready(x)
-    t1 = common.timer()
+    t1 = machine.timer()
     self.x = x
     self.step += num_steps
     return t1 - t0
@@ -381,10 +381,10 @@ class TorchAnonReference:
 
   def run(self, num_steps: int) -> float:
     self.torch.set_num_threads(self.num_threads)
-    t0 = common.timer()
+    t0 = machine.timer()
     for _ in range(num_steps):
       self._one_step()
-    t1 = common.timer()
+    t1 = machine.timer()
     self.step += num_steps
     return t1 - t0
 
@@ -418,7 +418,7 @@ def build_contenders(params_np, grads, grads_np, start_step, counters, names, lo
     import torch  # pylint: disable=import-outside-toplevel
 
     del torch
-    threads = common.jax_num_threads()
+    threads = machine.jax_num_threads()
     factories["torch"] = lambda: TorchAnonReference(
       params_np, grads_np, start_step, counters, num_threads=threads
     )
@@ -432,9 +432,9 @@ def build_contenders(params_np, grads, grads_np, start_step, counters, names, lo
   for name in names:
     if name not in factories:
       continue
-    t0 = common.timer()
+    t0 = machine.timer()
     contenders[name] = factories[name]()
-    log(f"  built {name} ({common.timer() - t0:.1f}s incl. compile)")
+    log(f"  built {name} ({machine.timer() - t0:.1f}s incl. compile)")
   return contenders
 
 
@@ -451,13 +451,13 @@ def refresh_spike(contender: OptaxContender, rounds: int, reps: int, log) -> dic
 
     return go
 
-  samples = common.interleaved(
+  samples = machine.interleaved(
     {"normal_step_t1001": single(1000), "refresh_step_t1024": single(REFRESH_SPIKE_STEP - 1)},
     rounds,
     warmup_rounds=1,
     log=log,
   )
-  return common.summarise(samples, baselines=("normal_step_t1001",))
+  return machine.summarise(samples, baselines=("normal_step_t1001",))
 
 
 def main(argv=None):
@@ -498,7 +498,7 @@ def main(argv=None):
     action="store_true",
     help="tiny smoke configuration (64K params in 12 leaves, 2 rounds of 4 steps).",
   )
-  parser.add_argument("--out-dir", default=None)
+  parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="step_time")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
@@ -507,7 +507,7 @@ def main(argv=None):
   if args.quick:
     sizes, leaves = [1 << 16], [12]
   else:
-    sizes = common.parse_sizes(args.sizes)
+    sizes = machine.parse_sizes(args.sizes)
     leaves = (
       [int(x) for x in args.leaves.split(",")]
       if args.leaves
@@ -536,7 +536,7 @@ def main(argv=None):
     grads = jax.tree.map(jnp.asarray, grads_np)
     exact = common.tree_size(params_np)
     log(
-      f"\n== {common.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
+      f"\n== {machine.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
       f"{rounds} rounds x {window} steps =="
     )
     timed_first = args.start_step + 1 + window
@@ -547,13 +547,13 @@ def main(argv=None):
     contenders["copy"] = CopyContender(exact)
     first_step = {n: c.step for n, c in contenders.items()}
     # The first window of each contender is the discarded warm-up round.
-    samples = common.interleaved(
+    samples = machine.interleaved(
       {n: (lambda c=c: c.run(window)) for n, c in contenders.items()},
       rounds,
       warmup_rounds=1,
       log=log,
     )
-    summary = common.summarise(
+    summary = machine.summarise(
       samples, baselines=("floor", "floor_exact", "adam", "torch", "torch_1thread"), per=window
     )
     copy_gbps = add_bandwidth(summary, exact)
@@ -565,7 +565,7 @@ def main(argv=None):
     results.append(
       {
         "num_params": exact,
-        "num_params_label": common.size_label(num_params),
+        "num_params_label": machine.size_label(num_params),
         "num_leaves": len(shapes),
         "leaf_sizes": sorted(int(np.prod(s)) for s in shapes),
         "rounds": rounds,
@@ -591,11 +591,11 @@ def main(argv=None):
       "beta3": BETA3,
       "start_step": args.start_step,
       "quick": args.quick,
-      "jax_threads": common.jax_num_threads(),
+      "jax_threads": machine.jax_num_threads(),
     },
     "results": results,
   }
-  path = common.write_json(args.name, payload, args.out_dir)
+  path = machine.write_json(args.name, payload, args.out_dir)
   log(f"\nwrote {path}")
   return payload
 
@@ -622,7 +622,7 @@ def _print_size_table(res):
         float("nan") if e["achieved_gbps"] is None else e["fraction_of_copy_bandwidth"],
       ]
     )
-  common.print_table(
+  machine.print_table(
     [
       "contender",
       "ms/step (median)",
@@ -642,7 +642,7 @@ def _print_size_table(res):
   )
   if res["refresh_spike"]:
     s = res["refresh_spike"]
-    common.print_table(
+    machine.print_table(
       ["step", "ms (median)", "x normal step"],
       [[n, e["median_s"] * 1e3, e["ratio_vs"].get("normal_step_t1001", 1.0)] for n, e in s.items()],
       title="anon refresh step alone",

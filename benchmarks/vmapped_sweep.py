@@ -6,7 +6,7 @@ One command::
     python -m benchmarks.vmapped_sweep
 
 sklearn's ``load_digits`` (1797 8x8 images; 1500 train, 297 test), the small
-CNN of ``experiments/models.py``, ``anon_optax.anon(1e-3, gamma=g)`` with ``g`` a traced
+CNN of ``tooling/models.py``, ``anon_optax.anon(1e-3, gamma=g)`` with ``g`` a traced
 argument (so all 8 sequential runs share one compiled program), batch 64, the
 same batch order for every gamma. Two ways of driving training, both timed:
 
@@ -34,7 +34,9 @@ import optax
 
 import anon_optax
 from benchmarks import common
-from experiments import models
+from tooling import data
+from tooling import machine
+from tooling import models
 
 # gamma > 1 diverges on this small ReLU CNN with eps = 1e-16 at this learning
 # rate (dead units give sigma ~ eps), so the sweep stays at or below 1.
@@ -137,9 +139,9 @@ def time_mode(mode, vmapped, train, num_steps, quick, model="cnn"):
     args = (
       (stack(params0, n), stack(state0, n), gammas) if vmapped else (params0, state0, gammas[0])
     )
-  t0 = common.timer()
+  t0 = machine.timer()
   compiled = jitted.lower(*args).compile()
-  compile_s = common.timer() - t0
+  compile_s = machine.timer() - t0
 
   def one_run(params, state, gamma):
     if mode == "loop":
@@ -153,18 +155,18 @@ def time_mode(mode, vmapped, train, num_steps, quick, model="cnn"):
   if vmapped:
     p, s = copy(stack(params0, n)), copy(stack(state0, n))
     jax.block_until_ready((p, s))
-    t0 = common.timer()
+    t0 = machine.timer()
     final = jax.block_until_ready(one_run(p, s, gammas))
-    run_s = common.timer() - t0
+    run_s = machine.timer() - t0
   else:
     finals = []
     copies = [(copy(params0), copy(state0)) for _ in range(n)]
     jax.block_until_ready(copies)
-    t0 = common.timer()
+    t0 = machine.timer()
     for (p, s), g in zip(copies, gammas):
       finals.append(one_run(p, s, g))
     jax.block_until_ready(finals)
-    run_s = common.timer() - t0
+    run_s = machine.timer() - t0
     final = jax.tree.map(lambda *xs: jnp.stack(xs), *finals)
   return {"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s}, final
 
@@ -267,14 +269,14 @@ def main(argv=None):
     help="instead of timing: per-op profile (jax.profiler) of --steps steps "
     "of the vmapped and the sequential loop, matmuls vs the rest.",
   )
-  parser.add_argument("--out-dir", default=None)
+  parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="vmapped_sweep")
   args = parser.parse_args(argv)
   if args.profile:
-    train, _ = models.load_digits_first_1500()
+    train, _ = data.load_digits_first_1500()
     steps = 4 if args.quick else args.steps
     prof = profile_loop(train, steps, args.model)
-    common.print_table(
+    machine.print_table(
       ["program", "matmul ms", "other ms", "sum ms"],
       [
         [
@@ -293,7 +295,7 @@ def main(argv=None):
         f"{kind}: "
         + ", ".join(f"{k} {v:.0f}us" for k, v in list(e["top_ops_us_per_sweep_step"].items())[:10])
       )
-    path = common.write_json(
+    path = machine.write_json(
       args.name,
       {
         "config": {
@@ -314,7 +316,7 @@ def main(argv=None):
   steps = 10 if args.quick else args.steps
   rounds = 1 if args.quick else args.rounds
   modes = ["scan"] if args.quick else [m.strip() for m in args.modes.split(",")]
-  train, test = models.load_digits_first_1500()
+  train, test = data.load_digits_first_1500()
 
   results = {}
   for mode in modes:
@@ -330,7 +332,7 @@ def main(argv=None):
 
       return go
 
-    samples = common.interleaved({k: contender(k) for k in splits}, rounds, warmup_rounds=0)
+    samples = machine.interleaved({k: contender(k) for k in splits}, rounds, warmup_rounds=0)
     entry = {}
     for kind in splits:
       entry[kind] = {
@@ -399,7 +401,7 @@ def main(argv=None):
         e["ratio_total_s_compile_per_gamma"],
       ]
     )
-  common.print_table(
+  machine.print_table(
     [
       "mode",
       "program",
@@ -417,7 +419,7 @@ def main(argv=None):
       f"{e['max_rel_param_diff_vmapped_vs_sequential']:.2e}; test accuracy per gamma: "
       + ", ".join(f"{g}: {a:.3f}" for g, a in e["test_accuracy"].items())
     )
-  path = common.write_json(
+  path = machine.write_json(
     args.name,
     {
       "config": {

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from benchmarks import common
+from tooling import machine
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -96,7 +96,7 @@ def provenance() -> dict:
   import jax
   import optax
 
-  import anon_optax
+  from anon_optax import __version__ as anon_optax_version
 
   return {
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -108,11 +108,11 @@ def provenance() -> dict:
       "optax": optax.__version__,
       "flax": flax.__version__,
       "numpy": np.__version__,
-      "anon_optax": anon_optax.__version__,
+      "anon_optax": anon_optax_version,
     },
     "device": f"{jax.devices()[0].platform}: {platform.processor() or platform.machine()}",
     # Round-off, and so these near-the-edge trajectories, can differ between CPUs.
-    "cpu": common.cpu_model(),
+    "cpu": machine.cpu_model(),
     "cpu_count": os.cpu_count(),
     "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
   }

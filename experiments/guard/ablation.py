@@ -11,8 +11,8 @@ The digits CNN and budget of ``python -m experiments.paper.run_all`` (its defaul
 the program of ``experiments.paper.vision.DigitsRunner``), Anon with gamma 1 over beta3 in
 {0.1, ..., 0.9} x refresh sequences a_n = base^(n-1), base in {2, 3, 4}, at the learning rate the
 paper reproduction selected (0.01) and a third of it; once with the default guard
-(C = ``anon_optax._idu.GUARD_FACTOR``) and once with C = inf, the authors' rule
-(``exact=True``).
+(``guard_factor`` C = 10) and once with C = inf, the authors' rule (the rule of ``exact=True``;
+passed as a traced inf, so both rules share one compiled program: ``experiments.guard.sweep``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import json
 import pathlib
 import time
 
-from anon_optax import _idu
-from experiments import models
 from experiments.guard import sweep
 from experiments.paper import run_all
+from tooling import data as datasets
+from tooling import internals
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -70,8 +70,8 @@ def main(argv=None) -> dict:
     ]
     if mismatch:
       parser.error(f"--append: {args.json} differs from this run in {', '.join(mismatch)}")
-  digits = sweep.GuardedDigits(cfg["vision"], models.load_digits())
-  rules = {"default": _idu.GUARD_FACTOR, "exact": float("inf")}
+  digits = sweep.GuardedDigits(cfg["vision"], datasets.load_digits())
+  rules = {"default": internals.DEFAULT_GUARD_FACTOR, "exact": float("inf")}
   results = {
     "command": command,
     "config": cfg["vision"],

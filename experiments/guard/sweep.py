@@ -1,4 +1,4 @@
-"""Sweeps the step guard's factor C of ``anon`` (``anon_optax._idu.GUARD_FACTOR``).
+"""Sweeps the step guard's factor C of ``anon`` (its ``guard_factor`` argument, default 10).
 
 Run from the repository root::
 
@@ -16,22 +16,23 @@ authors' rule, which ``exact=True`` also selects):
   1e-2, where the exact rule diverges.
 * ``binding``: in the CNN run at the tuned rate, the fraction of parameters for which the guard
   lowers the step's preconditioner (``guarded < v``), per step between refreshes, computed with
-  the package's own ``step_preconditioner``; per C.
+  ``tooling.internals.step_preconditioner`` (the package's formula); per C.
 
-C is an argument of each compiled program: the module constant ``GUARD_FACTOR`` is set to the
-traced value while the program is traced (:func:`guard_factor`), so one compilation serves
-every C, learning rate and seed (a 2-core CPU spends most of such a sweep compiling).
+C is an argument of each compiled program, passed to ``anon(..., guard_factor=C)`` as a traced
+value, so one compilation serves every C, learning rate and seed (a 2-core CPU spends most of
+such a sweep compiling). C = inf is passed the same way, as a traced inf: the package refuses a
+concrete infinite ``guard_factor`` (``exact=True`` is the way to ask for the authors' rule), but
+a traced one is not checked, and ``min(v, inf) = v`` gives that rule bit for bit in the same
+compiled program, where ``exact=True`` would compile a second one.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import pathlib
 import time
-import types
 from typing import Any
 
 from flax import nnx
@@ -41,27 +42,16 @@ import numpy as np
 import optax
 
 import anon_optax
-from anon_optax import _idu
-from experiments import models
 from experiments.paper import run_all
 from experiments.paper import vision
+from tooling import data as datasets
+from tooling import internals
 
 HERE = pathlib.Path(__file__).resolve().parent
 FACTORS = (1.0, 3.0, 10.0, 30.0, float("inf"))
 CNN_LRS = (1e-2, 3e-2, 1e-1)
 MLP_LRS = (5e-3, 1e-2)
 SEEDS = (0, 1, 2)
-
-
-@contextlib.contextmanager
-def guard_factor(factor: Any):
-  """Sets anon's guard factor C (a number or a tracer) for the steps traced inside the block."""
-  saved = _idu.GUARD_FACTOR
-  _idu.GUARD_FACTOR = factor
-  try:
-    yield
-  finally:
-    _idu.GUARD_FACTOR = saved
 
 
 def label(factor: float) -> str:
@@ -94,7 +84,7 @@ def summary(outs: list[dict[str, Any]]) -> dict[str, Any]:
 class GuardedDigits:
   """One compiled CNN training program per (refresh_base, recording); C, lr, beta3 are traced."""
 
-  def __init__(self, cfg: dict[str, Any], data: models.Dataset):
+  def __init__(self, cfg: dict[str, Any], data: datasets.Dataset):
     self.runner = vision.DigitsRunner(**cfg, data=data)
     self.runner.init(0)  # Sets the graphdef.
     self._programs: dict[tuple[int, bool], Any] = {}
@@ -110,31 +100,34 @@ class GuardedDigits:
     r = self.runner
 
     def train(params, order, lr, beta3, factor):
-      with guard_factor(factor):
-        tx = anon_optax.anon(lr, beta3=beta3, refresh_base=refresh_base)
+      tx = anon_optax.anon(lr, beta3=beta3, refresh_base=refresh_base, guard_factor=factor)
 
-        def step(carry, idx):
-          params, opt_state = carry
-          (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
-            params, r.x_train[idx], r.y_train[idx]
+      def step(carry, idx):
+        params, opt_state = carry
+        (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
+          params, r.x_train[idx], r.y_train[idx]
+        )
+        updates, opt_state = tx.update(grads, opt_state, params)
+        out = {"loss": loss}
+        if record_binding:
+          precond = optax.tree_utils.tree_get(opt_state, "precond")
+          num_accumulated = optax.tree_utils.tree_get(opt_state, "num_accumulated")
+          guarded = internals.step_preconditioner(
+            precond,
+            optax.tree_utils.tree_get(opt_state, "nu"),
+            num_accumulated,
+            b2=0.999,
+            eps=1e-16,
+            gamma=1.0,
+            factor=factor,
           )
-          updates, opt_state = tx.update(grads, opt_state, params)
-          out = {"loss": loss}
-          if record_binding:
-            state = types.SimpleNamespace(
-              precond=optax.tree_utils.tree_get(opt_state, "precond"),
-              nu=optax.tree_utils.tree_get(opt_state, "nu"),
-              num_accumulated=optax.tree_utils.tree_get(opt_state, "num_accumulated"),
-            )
-            guarded = _idu.step_preconditioner(state, exact=False, b2=0.999, eps=1e-16, gamma=1.0)
-            out["lowered"] = sum(
-              jnp.sum(g < v)
-              for g, v in zip(jax.tree.leaves(guarded), jax.tree.leaves(state.precond))
-            )
-            out["between_refreshes"] = state.num_accumulated > 0
-          return (optax.apply_updates(params, updates), opt_state), out
+          out["lowered"] = sum(
+            jnp.sum(g < v) for g, v in zip(jax.tree.leaves(guarded), jax.tree.leaves(precond))
+          )
+          out["between_refreshes"] = num_accumulated > 0
+        return (optax.apply_updates(params, updates), opt_state), out
 
-        (params, _), outs = jax.lax.scan(step, (params, tx.init(params)), order)
+      (params, _), outs = jax.lax.scan(step, (params, tx.init(params)), order)
       train_loss, _ = self._loss(params, r.x_train, r.y_train)
       _, logits = self._loss(params, r.x_test, r.y_test)
       accuracy = jnp.mean(jnp.argmax(logits, -1) == r.y_test)
@@ -246,8 +239,8 @@ def mlp_sweep(
       np.stack([rng.permutation(len(x_train))[:n] for _ in range(epochs)]).reshape(-1, batch_size)
     )
 
-  def make_tx(name, lr):
-    base = anon_optax.anon(lr) if name == "anon" else optax.adam(lr)
+  def make_tx(name, lr, factor):
+    base = anon_optax.anon(lr, guard_factor=factor) if name == "anon" else optax.adam(lr)
     return optax.chain(
       base,
       optax.contrib.reduce_on_plateau(
@@ -259,17 +252,16 @@ def mlp_sweep(
   # the refresh counters.
   @functools.partial(jax.jit, static_argnums=0)
   def train(name, seed, order, lr, factor):
-    with guard_factor(factor):
-      tx = make_tx(name, lr)
-      params = mlp_init(jax.random.key(seed))
+    tx = make_tx(name, lr, factor)
+    params = mlp_init(jax.random.key(seed))
 
-      def step(carry, idx):
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
-        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-        return (optax.apply_updates(params, updates), opt_state), loss
+    def step(carry, idx):
+      params, opt_state = carry
+      loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
+      updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+      return (optax.apply_updates(params, updates), opt_state), loss
 
-      (params, _), curve = jax.lax.scan(step, (params, tx.init(params)), order)
+    (params, _), curve = jax.lax.scan(step, (params, tx.init(params)), order)
     accuracy = jnp.mean(jnp.argmax(mlp_apply(params, x_test), -1) == y_test)
     return {
       "test_accuracy": accuracy,
@@ -321,7 +313,7 @@ def main(argv=None) -> dict[str, Any]:
   mlp_epochs = 1 if args.quick else 10
   seeds = SEEDS[:1] if args.quick else tuple(range(args.seeds))
   cnn_lrs = tuple(float(x) for x in args.cnn_lrs.split(","))
-  data = models.load_digits()
+  data = datasets.load_digits()
   digits = GuardedDigits(cfg, data)
   t0 = time.perf_counter()
 

@@ -11,7 +11,7 @@ bound by its transcendental functions. This times, on one flat float32 array
 of ``--size`` elements (default 4M, the target configuration), jitted,
 interleaved rounds:
 
-* ``current``: ``anon_optax._idu.harmonic_refresh`` (the ``hypot`` form: one
+* ``current``: ``tooling.internals.harmonic_refresh`` (the package's) (the ``hypot`` form: one
   ``log`` of sigma and one ``exp`` per element);
 * ``logaddexp``: the form it replaced, ``exp(-logaddexp(log beta3 - 2 log v,
   log(1 - beta3) + gamma log sigma) / 2)`` (two ``log``, two ``exp``, one
@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import common
+from tooling import internals
+from tooling import machine
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -43,9 +44,7 @@ GAMMA, BETA3, EPS = 1.0, 0.5, 1e-16
 
 
 def current(precond, sigma_raw):
-  from anon_optax import _idu  # pylint: disable=import-outside-toplevel
-
-  return _idu.harmonic_refresh(precond, jnp.log(sigma_raw + EPS), GAMMA, BETA3)
+  return internals.harmonic_refresh(precond, jnp.log(sigma_raw + EPS), GAMMA, BETA3)
 
 
 def logaddexp(precond, sigma_raw):
@@ -80,7 +79,7 @@ def main(argv=None):
   parser.add_argument("--out-dir", default=str(RESULTS_DIR))
   parser.add_argument("--name", default="refresh_formula")
   args = parser.parse_args(argv)
-  size = 1 << 16 if args.quick else common.parse_sizes(args.size)[0]
+  size = 1 << 16 if args.quick else machine.parse_sizes(args.size)[0]
   rounds = 2 if args.quick else args.rounds
   # Preconditioners and raw second moments spread over a few decades, as in
   # training (v ~ 1/|g|, s ~ |g|**2).
@@ -99,17 +98,17 @@ def main(argv=None):
   def sample(fn):
     def go():
       jax.block_until_ready((precond, sigma_raw))
-      t0 = common.timer()
+      t0 = machine.timer()
       for _ in range(args.reps):
         out = fn(precond, sigma_raw)
       jax.block_until_ready(out)
-      return (common.timer() - t0) / args.reps
+      return (machine.timer() - t0) / args.reps
 
     return go
 
-  samples = common.interleaved({n: sample(f) for n, f in jitted.items()}, rounds, warmup_rounds=1)
-  summary = common.summarise(samples, baselines=("current", "axpy"))
-  common.print_table(
+  samples = machine.interleaved({n: sample(f) for n, f in jitted.items()}, rounds, warmup_rounds=1)
+  summary = machine.summarise(samples, baselines=("current", "axpy"))
+  machine.print_table(
     ["variant", "ms (median)", "x current", "x axpy", "max rel. diff vs current"],
     [
       [
@@ -121,10 +120,10 @@ def main(argv=None):
       ]
       for n, e in summary.items()
     ],
-    title=f"IDU refresh formula on {common.size_label(size)} float32 elements, "
+    title=f"IDU refresh formula on {machine.size_label(size)} float32 elements, "
     f"gamma={GAMMA}, beta3={BETA3}, {rounds} rounds",
   )
-  path = common.write_json(
+  path = machine.write_json(
     args.name,
     {
       "config": {

@@ -3,13 +3,12 @@
 Every optimizer gets the same model, the same step budget, the same warmup-cosine schedule shape
 and the same batches for a given seed. For one optimizer all ``(learning rate, gamma) x seeds``
 runs are lanes of ONE ``jax.vmap``-ped, ``jax.jit``-ted program (Anon's three gammas included): the
-model is ``models.GPT`` (the example's GPT) split once with ``nnx.split`` and merged inside the loss, and the steps
-run in ``jax.lax.scan``. Lane (lr, seed) is the run ``char_gpt.train`` would do with that seed.
+model is ``tooling.models.GPT`` split once with ``nnx.split`` and merged inside the loss, and the
+steps run in ``jax.lax.scan``. Lane (lr, seed) is the run ``char_gpt.train`` would do with that seed.
 
 ``char_gpt.make_optimizer`` builds its schedule with a Python branch on the peak learning rate, so
 it cannot take a traced one; :func:`make_optimizer` below is the same optimizer with a traced peak
-(the schedule is linear in its peak), and ``tests/test_paper_quick.py`` checks that both give the
-same updates at a concrete learning rate, and that the constants below are the example's.
+(the schedule is linear in its peak).
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ import numpy as np
 import optax
 
 import anon_optax
-from experiments import models
+from tooling import data as datasets
+from tooling import models
 
 # examples/char_gpt.py's constants: the peak learning rates it tuned once for its default model
 # (TUNED_LEARNING_RATES), Muon's fixed AdamW rate and the decoupled weight decay.
@@ -89,7 +89,7 @@ def make_optimizer(name: str, learning_rate, steps: int, gamma=1.0) -> optax.Gra
 
 
 def train_lanes(
-  corpus: models.Corpus,
+  corpus: datasets.Corpus,
   name: str,
   learning_rates: Sequence[float],
   gammas: Sequence[float],
@@ -125,11 +125,11 @@ def train_lanes(
     graphdef, params = nnx.split(model, nnx.Param)
     inits.append(params)
     train_b.append(
-      models.sample_batches(corpus.train, steps, batch_size, context, seed).reshape(
+      datasets.sample_batches(corpus.train, steps, batch_size, context, seed).reshape(
         evals, steps // evals, batch_size, context + 1
       )
     )
-    val_b.append(models.sample_batches(corpus.val, eval_batches, batch_size, context, seed + 1))
+    val_b.append(datasets.sample_batches(corpus.val, eval_batches, batch_size, context, seed + 1))
   params0 = jax.tree.map(lambda *p: jnp.stack(p), *inits)
   train_b, val_b = jnp.asarray(np.stack(train_b)), jnp.asarray(np.stack(val_b))
 
@@ -182,7 +182,7 @@ def run(
 
   One vmapped program per optimizer: Anon's gammas are lanes of the same program as its LRs.
   """
-  corpus = models.load_corpus(max_chars=config.get("max_chars"))
+  corpus = datasets.load_corpus(max_chars=config.get("max_chars"))
   model_kw = {
     k: config[k] for k in ("steps", "batch_size", "context", "width", "layers", "heads", "evals")
   }

@@ -104,13 +104,13 @@ def versions() -> dict:
   import flax
   import optax
 
-  import anon_optax
+  from anon_optax import __version__ as anon_optax_version
 
   return {
     "jax": jax.__version__,
     "optax": optax.__version__,
     "flax": flax.__version__,
-    "anon_optax": anon_optax.__version__,
+    "anon_optax": anon_optax_version,
   }
 
 

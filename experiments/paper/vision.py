@@ -5,10 +5,9 @@
 * The adaptivity curve: :func:`sweep`, the program of ``examples/gamma_sweep.py`` (one vmapped
   program over gamma, lr and seed, on that example's MLP).
 
-Model, data, init and batch order are the examples' own (``models.CNN``, ``models.MLP`` and
-``models.load_digits`` are the examples' classes and split; lane ``seed`` inits
-``CNN(rngs=nnx.Rngs(seed))`` and shuffles with ``np.random.default_rng(seed)`` exactly like
-``digits_cnn.train``). For the first two tables every
+Model, data, init and batch order: ``tooling.models.CNN``, ``tooling.models.MLP`` and
+``tooling.data.load_digits`` (the classes and split the examples first defined); lane ``seed``
+inits ``CNN(rngs=nnx.Rngs(seed))`` and shuffles with ``np.random.default_rng(seed)``. For the first two tables every
 hyperparameter the optimizer takes (lr, gamma, beta3) is an *argument* of one jitted training
 program (a ``jax.lax.scan`` over all steps), so one compilation per (optimizer, refresh_base)
 serves every (lr, beta3, seed) lane. We measured ``jax.vmap`` over those lanes on this 2-core CPU:
@@ -31,7 +30,8 @@ import numpy as np
 import optax
 
 import anon_optax
-from experiments import models
+from tooling import data as datasets
+from tooling import models
 
 # The learning rates examples/digits_cnn.py tuned once (its TUNED_LEARNING_RATES; a test checks
 # that they agree).
@@ -58,9 +58,9 @@ class DigitsRunner:
     hidden: int,
     epochs: int,
     batch_size: int = 64,
-    data: models.Dataset | None = None,
+    data: datasets.Dataset | None = None,
   ):
-    self.data = data or models.load_digits()
+    self.data = data or datasets.load_digits()
     self.width, self.hidden, self.epochs, self.batch_size = width, hidden, epochs, batch_size
     self.x_train, self.y_train = jnp.asarray(self.data.x_train), jnp.asarray(self.data.y_train)
     self.x_test, self.y_test = jnp.asarray(self.data.x_test), jnp.asarray(self.data.y_test)
@@ -266,7 +266,7 @@ def sweep(
   epochs: int = 20,
   batch_size: int = 64,
   hidden: int = 128,
-  data: models.Dataset | None = None,
+  data: datasets.Dataset | None = None,
   beta3: float = 0.5,
   refresh_base: int = 2,
 ) -> dict[str, np.ndarray]:
@@ -275,7 +275,7 @@ def sweep(
   Returns arrays of shape (len(seeds), len(learning_rates), len(gammas)): "test_accuracy",
   "train_loss" (final loss on the whole training set) and "loss_curve" (..., steps) of batch losses.
   """
-  data = data or models.load_digits()
+  data = data or datasets.load_digits()
   x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
   steps_per_epoch = len(x_train) // batch_size

@@ -6,9 +6,7 @@ The optimizers are named as the runner's ``--optimizers`` flag names them:
   ``optax.adamw`` (then with that example's weight decay);
 * ``anon``: ``anon_optax.anon`` with its defaults and the same learning rate (and, where the
   example uses AdamW, the same weight decay, decoupled as AdamW decouples it);
-* ``anon_exact``: the same with ``exact=True``, the authors' exact update rule. Packages older than
-  the ``exact`` argument only have the exact rule, so there ``anon_exact`` is plain ``anon``
-  (``exact_argument_available()`` says which applies; the runner records it).
+* ``anon_exact``: the same with ``exact=True``, the authors' exact update rule.
 
 Beside these, ``EPS_VARIANTS`` names Anon's default with a larger ``eps`` (``anon_eps1e-8``,
 ``anon_eps1e-6``). They are not in ``OPTIMIZERS``, so the runner runs them only when
@@ -19,7 +17,6 @@ Beside these, ``EPS_VARIANTS`` names Anon's default with a larger ``eps`` (``ano
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from typing import Any
 
@@ -30,16 +27,12 @@ import numpy as np
 import optax
 
 import anon_optax
+from tooling import data as datasets
 
 OPTIMIZERS = ("adam", "anon", "anon_exact")
 # Anon's default (the guarded rule) with another eps, by name; run only when asked for.
 EPS_VARIANTS = {"anon_eps1e-8": 1e-8, "anon_eps1e-6": 1e-6}
 ALL_OPTIMIZERS = OPTIMIZERS + tuple(EPS_VARIANTS)
-
-
-def exact_argument_available() -> bool:
-  """Whether this ``anon_optax.anon`` takes ``exact=`` (the guarded default's counterpart)."""
-  return "exact" in inspect.signature(anon_optax.anon).parameters
 
 
 @functools.cache
@@ -73,7 +66,7 @@ def make_optimizer(
   kwargs: dict[str, Any] = {"b1": b1}
   if adamw_weight_decay is not None:
     kwargs.update(weight_decay=adamw_weight_decay, weight_decay_mode="decoupled")
-  if name == "anon_exact" and exact_argument_available():
+  if name == "anon_exact":
     kwargs["exact"] = True
   if name in EPS_VARIANTS:
     kwargs["eps"] = EPS_VARIANTS[name]
@@ -145,21 +138,18 @@ def result(
 
 @functools.lru_cache(maxsize=1)
 def digits(test_fraction: float = 0.2) -> dict[str, np.ndarray]:
-  """The 1797 digits as NHWC float32 images in [0, 1] and int32 labels, split 80/20.
+  """``tooling.data.load_digits`` split 80/20 (seed 0), as a dict of NHWC images and labels.
 
   The split is the same for every seed and optimizer; seeds change initialisation, dropout and
   batch order only.
   """
-  from sklearn.datasets import load_digits  # Imported here: only the vision workloads need it.
-  from sklearn.model_selection import train_test_split
-
-  data = load_digits()
-  images = (data.images / 16.0).astype(np.float32)[..., None]
-  labels = data.target.astype(np.int32)
-  train_x, test_x, train_y, test_y = train_test_split(
-    images, labels, test_size=test_fraction, random_state=0, stratify=labels
+  data = datasets.load_digits(seed=0, test_fraction=test_fraction)
+  return dict(
+    train_image=data.x_train,
+    train_label=data.y_train,
+    test_image=data.x_test,
+    test_label=data.y_test,
   )
-  return dict(train_image=train_x, train_label=train_y, test_image=test_x, test_label=test_y)
 
 
 def epoch_batches(rng: np.random.Generator, count: int, batch_size: int):

@@ -108,7 +108,7 @@ def provenance() -> dict:
   import optax
   import sklearn
 
-  import anon_optax
+  from anon_optax import __version__ as anon_optax_version
 
   def git(*cmd):
     try:
@@ -129,10 +129,9 @@ def provenance() -> dict:
       "flax": flax.__version__,
       "numpy": numpy.__version__,
       "scikit-learn": sklearn.__version__,
-      "anon_optax": anon_optax.__version__,
+      "anon_optax": anon_optax_version,
     },
     "device": f"{jax.devices()[0].platform}: {platform.processor() or platform.machine()}",
-    "anon_has_exact_argument": common.exact_argument_available(),
   }
 
 
@@ -220,12 +219,6 @@ def render_table(summary: list[dict], meta: dict) -> str:
         cells.append("")
     lines.append("| " + " | ".join(cells) + " |")
   seeds = sorted({s for r in summary for s in r["seeds"]})
-  exact_note = (
-    ""
-    if meta["anon_has_exact_argument"]
-    else " This `anon_optax` has no `exact=` argument: its `anon` is the exact rule, "
-    "so the `anon default` column shows the exact rule too."
-  )
   dirty = " (with local changes)" if meta["git_dirty"] else ""
   return "\n".join(
     [
@@ -234,7 +227,7 @@ def render_table(summary: list[dict], meta: dict) -> str:
       f"{meta['device']}). Commit `{meta['git_commit']}`{dirty}, "
       f"{meta['date']}; jax {meta['versions']['jax']}, optax {meta['versions']['optax']}, "
       f"flax {meta['versions']['flax']}. Cells: mean ± half the range over seeds of the final "
-      f"test accuracy (or held-out loss).{exact_note}",
+      f"test accuracy (or held-out loss).",
       "",
       *lines,
     ]

@@ -5,12 +5,14 @@ bit for bit, with the function it was copied from, on inputs that cover the edge
 package handles (zeros, huge and tiny values, gamma 0, beta3 0, an infinite guard factor).
 """
 
+import inspect
 import types
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import anon_optax
 from anon_optax import _common
 from anon_optax import _idu
 from tooling import internals
@@ -59,11 +61,14 @@ def test_guarded_preconditioner(factor):
 
 
 def test_default_guard_factor():
-  assert internals.DEFAULT_GUARD_FACTOR == _idu.GUARD_FACTOR
+  """The factor the guard sweep and ablation call the default is anon's default guard_factor."""
+  default = inspect.signature(anon_optax.anon).parameters["guard_factor"].default
+  assert internals.DEFAULT_GUARD_FACTOR == default
 
 
 @pytest.mark.parametrize("num_accumulated", [0, 1, 7])
 def test_step_preconditioner(num_accumulated):
+  """On a refresh step (n = 0) the fresh preconditioner; between refreshes, the guarded one."""
   state = types.SimpleNamespace(
     precond={"a": jnp.asarray(VALUES + 1)},
     nu={"a": jnp.asarray(np.roll(VALUES, 2))},
@@ -72,5 +77,17 @@ def test_step_preconditioner(num_accumulated):
   ours = internals.step_preconditioner(
     state.precond, state.nu, state.num_accumulated, b2=0.999, eps=1e-16, gamma=1.0, factor=10.0
   )
-  theirs = _idu.step_preconditioner(state, exact=False, b2=0.999, eps=1e-16, gamma=1.0)
+  config = _idu.make_config(
+    b2=0.999,
+    eps=1e-16,
+    gamma=1.0,
+    beta3=0.5,
+    refresh_base=2,
+    max_refresh_interval=None,
+    guard_factor=10.0,
+    exact=False,
+    nu_dtype=None,
+    precond_dtype=None,
+  )
+  theirs = _idu.step_preconditioner(state, config, gamma=1.0)
   _same(ours["a"], theirs["a"])

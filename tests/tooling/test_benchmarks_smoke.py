@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from benchmarks import step_time
-from experiments import models
+from tooling import models
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run(module, out_dir, *extra):

@@ -22,7 +22,7 @@ class FakeDigits:
 @pytest.fixture(autouse=True)
 def fake_training(monkeypatch):
   monkeypatch.setattr(sweep, "GuardedDigits", FakeDigits)
-  monkeypatch.setattr(ablation.models, "load_digits", lambda: None)
+  monkeypatch.setattr(ablation.datasets, "load_digits", lambda: None)
 
 
 def _accuracies(results):
@@ -35,6 +35,7 @@ def _accuracies(results):
 
 
 def test_append_gives_what_one_run_over_both_rates_gives(tmp_path):
+  """Two runs joined with --append write what one run over both learning rates writes."""
   both, parts = tmp_path / "both.json", tmp_path / "parts.json"
   common = ["--seeds", "2", "--beta3s", "0.1,0.9"]
   whole = ablation.main([*common, "--lrs", "0.01,0.0033", "--json", str(both)])
@@ -50,6 +51,7 @@ def test_append_gives_what_one_run_over_both_rates_gives(tmp_path):
 
 
 def test_append_refuses_a_file_with_other_seeds(tmp_path):
+  """--append onto a file run with other seeds is a command-line error."""
   path = tmp_path / "a.json"
   ablation.main(["--seeds", "1", "--lrs", "0.01", "--beta3s", "0.1", "--json", str(path)])
   with pytest.raises(SystemExit):
