@@ -1022,24 +1022,6 @@ def render_refresh_formula(results: dict[str, Any]) -> str:
   ).strip()
 
 
-def _minutes(seconds: float) -> str:
-  return f"{int(seconds) // 60} min {int(seconds) % 60:02d} s"
-
-
-def render_ci_timings(results: dict[str, Any]) -> str:
-  """.ci/run's step durations: the test suite's time, and the whole run's."""
-  steps = results["steps_seconds"]
-  machine = results.get("machine", {})
-  cores = machine.get("cpu_count", "?")
-  others = ", ".join(f"{name} {_minutes(t)}" for name, t in steps.items() if name != "tests")
-  return (
-    f"The Quickstart's second line (`{results['test_command']}`, the install included) took "
-    f"**{_minutes(steps['tests'])}** on {cores} CPU cores in `.ci/run`; all of its timed steps "
-    f"together, {_minutes(sum(steps.values()))} (besides the tests: {others}; the other installs "
-    "are not timed)."
-  )
-
-
 def render_memory_summary(results: dict[str, Any]) -> str:
   """benchmarks/memory.py, the package's rows: state and step scratch against optax.adam."""
   rows = {}
@@ -1266,37 +1248,6 @@ def render_compact(results: dict[str, Any]) -> str:
   )
 
 
-def render_compact_summary(results: dict[str, Any]) -> str:
-  """experiments/compact/run.py in one sentence per compact configuration (for the README)."""
-  models = list(results["models"].values())
-  sentences = []
-  for index in range(1, len(models[0]["summary"])):
-    rows = [model["summary"][index] for model in models]
-    effects = []
-    for model, row in zip(models, rows):
-      effect = (
-        f"the {model['label'].split(',')[0]}'s final {_METRIC_NAMES[model['metric']]} moves by "
-        f"{row['diff_vs_default']:+.4f} (seed spread of the difference "
-        f"{row['spread_of_difference']:.4f}: {row['verdict']}"
-      )
-      if not row["within_default_spread"]:
-        bad = row["seeds_beyond_default_range"] or [row["worst_seed"]]
-        index = [row["seeds"].index(seed) for seed in bad]
-        default = model["summary"][0]["per_seed"]
-        effect += (
-          f"; {'seed' if len(bad) == 1 else 'seeds'} {_and([str(b) for b in bad])}: "
-          + _and([f"{row['per_seed'][i]:.4f}" for i in index])
-          + " against "
-          + _and([f"{default[i]:.4f}" for i in index])
-          + " for the default"
-        )
-      effects.append(effect + ")")
-    state = f"{rows[0]['state_vs_adam']:.2f}x `optax.adam`'s state"
-    sentences.append(f"With {_storage(rows[0])} ({state}), " + " and ".join(effects) + ".")
-  seeds = len(results["seeds"])
-  return f"Over {seeds} seeds, against the default storage. " + " ".join(sentences)
-
-
 TABLES: dict[str, Table] = {
   "digits": Table(
     results="docs/results/digits_cnn.json",
@@ -1336,11 +1287,6 @@ TABLES: dict[str, Table] = {
     results="benchmarks/results/memory.json",
     command="python -m benchmarks.memory",
     render=render_memory,
-  ),
-  "ci-timings": Table(
-    results="docs/results/ci_timings.json",
-    command="ANON_OPTAX_CI_TIMINGS=docs/results/ci_timings.json bash .ci/run",
-    render=render_ci_timings,
   ),
   "memory-summary": Table(
     results="benchmarks/results/memory.json",
@@ -1426,11 +1372,6 @@ TABLES: dict[str, Table] = {
       " --json experiments/compact/results/compact_digits_20_seeds.json"
     ),
     render=render_compact,
-  ),
-  "compact-summary": Table(
-    results="experiments/compact/results/compact.json",
-    command="python -m experiments.compact.run",
-    render=render_compact_summary,
   ),
   "guard-cnn": Table(
     results="experiments/guard/results/sweep.json",
