@@ -103,18 +103,7 @@ def render_digits(results: dict[str, Any]) -> str:
   table = _markdown_table(
     ["optimizer", "learning rate", "test accuracy", "final train loss", "seconds"], rows
   )
-  accuracies = [r["test_accuracy"] for r in results["results"]]
-  losses = {r["optimizer"]: r["train_loss"] for r in results["results"]}
-  spread = f"Test accuracies range from {min(accuracies):.4f} to {max(accuracies):.4f}"
-  if "anon" in losses and "adam" in losses:
-    ratio = losses["adam"] / losses["anon"]
-    comparison = (
-      f"lower than Adam's ({ratio:.1f}x)"
-      if ratio >= 1
-      else f"higher than Adam's ({1 / ratio:.1f}x)"
-    )
-    spread += f"; Anon's final train loss is {comparison} at the rates above"
-  return table + "\n\n" + spread + "."
+  return table
 
 
 def render_sharded(results: dict[str, Any]) -> str:
@@ -150,7 +139,6 @@ def render_sharded(results: dict[str, Any]) -> str:
 
 def render_gamma_sweep(results: dict[str, Any]) -> str:
   """examples/gamma_sweep.py's JSON line: the best learning rate per gamma."""
-  grid = results["grid"]
   rows = [
     [
       f"{r['gamma']:g}",
@@ -160,15 +148,7 @@ def render_gamma_sweep(results: dict[str, Any]) -> str:
     ]
     for r in results["results"]
   ]
-  table = _markdown_table(["gamma", "best lr", "test accuracy", "final train loss"], rows)
-  accuracies = [r["test_accuracy"] for r in results["results"]]
-  return (
-    f"{len(grid['gammas'])} gammas x {len(grid['learning_rates'])} learning rates x "
-    f"{grid['seeds']} seed{'s' if grid['seeds'] != 1 else ''}, {grid['epochs']} epochs each, in one vmapped program: "
-    f"{results['seconds']:.1f} s including compilation.\n\n"
-    + table
-    + f"\n\nBest test accuracies range from {min(accuracies):.4f} to {max(accuracies):.4f}."
-  )
+  return _markdown_table(["gamma", "best lr", "test accuracy", "final train loss"], rows)
 
 
 GRADIENT_SIZE = 1e-2  # docs/guide.md's typical |g| for the gamma sweep's MLP.
@@ -1048,8 +1028,7 @@ def render_memory_summary(results: dict[str, Any]) -> str:
 
 def render_char_gpt(results: dict[str, Any]) -> str:
   """examples/char_gpt.py's JSON line: one row per optimizer (Anon once per gamma)."""
-  rows = sorted(results["results"], key=lambda r: r["val_loss"])
-  table = _markdown_table(
+  return _markdown_table(
     ["optimizer", "peak lr", "validation loss (nats/char)", "train loss", "seconds"],
     [
       [
@@ -1064,8 +1043,6 @@ def render_char_gpt(results: dict[str, Any]) -> str:
       for r in results["results"]
     ],
   )
-  ranking = " < ".join(r["optimizer"] + (f" {r['gamma']:g}" if "gamma" in r else "") for r in rows)
-  return table + f"\n\nValidation loss, lowest first: {ranking}."
 
 
 GUARD_EXAMPLES = {
