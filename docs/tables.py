@@ -13,7 +13,7 @@ quoted number sits next to the command that produced it.
     python -m docs.tables           # lists the regions that differ from their results; exit 1
     python -m docs.tables --write   # rewrites every region from its results file
 
-`tests/test_quoted_tables.py` fails when a region no longer matches its results file. After
+`tests/tooling/test_quoted_tables.py` fails when a region no longer matches its results file. After
 rerunning an experiment, run the `--write` command and commit the results file with the text.
 """
 
