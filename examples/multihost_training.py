@@ -20,11 +20,12 @@ Launching:
         python examples/multihost_training.py --coordinator host0:1234 --num-processes N \\
             --process-id i --checkpoint-dir /shared/ckpt
 
-  * On this machine: ``--launch-local N`` starts N processes on localhost, each with
-    ``--devices-per-process`` CPU devices, talking through gloo collectives::
+  * On this machine, N processes of ``--devices-per-process`` CPU devices each, talking through
+    gloo collectives: the explicit command above with ``--coordinator localhost:1234``, once per
+    process, or the tests' launcher, which starts them all and appends those three flags::
 
-        python examples/multihost_training.py --launch-local 2 --devices-per-process 4
-        python examples/multihost_training.py --launch-local 2 --quick      # 40 steps
+        python tests/multihost_launcher.py --processes 2 \\
+            examples/multihost_training.py --devices-per-process 4 --quick
 
 Without any of these (and no cluster detected) it runs as one process on
 ``--devices-per-process`` simulated CPU devices (or on the real GPUs/TPUs).
@@ -40,26 +41,35 @@ The last line on stdout (process 0) is one JSON object::
     {"results": [{"optimizer": "anon", "weight_decay_mode": "l2", "test_accuracy": ...,
                   "train_loss": ..., "seconds": ..., "resumed_from_step": null, ...}],
      "processes": 2, "devices": 8, "mesh": {"fsdp": 8}}
-
-``--launch-local`` relays process 0's stdout, so its last line is the same JSON object; if a
-process fails, it is ``{"error": ..., "returncodes": [...], ...}`` and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import dataclasses
 import importlib.util
 import json
 import os
 import pathlib
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from typing import Any
+
+from flax import nnx
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+import anon_optax
 
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
 OPTIMIZERS = ("anon", "hvadam")
@@ -67,7 +77,7 @@ FSDP = "fsdp"
 
 
 # ----------------------------------------------------------------------------------------------
-# Command line and --launch-local: standard library only, so the launcher never imports JAX
+# Command line
 # ----------------------------------------------------------------------------------------------
 
 
@@ -102,28 +112,9 @@ def parse_optimizers(text: str, default_mode: str) -> list[OptimizerSpec]:
   return specs
 
 
-def parse_kill_at(text: str | None) -> tuple[int, int] | None:
-  if text is None:
-    return None
-  try:
-    process, step = (int(v) for v in text.split(":"))
-  except ValueError:
-    raise ValueError(f"--kill-at expects PROCESS:STEP (two integers), got {text!r}") from None
-  if process < 0 or step < 1:
-    raise ValueError(f"--kill-at {text!r}: PROCESS must be >= 0 and STEP >= 1")
-  return process, step
-
-
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   launch = parser.add_argument_group("processes and devices")
-  launch.add_argument(
-    "--launch-local",
-    type=int,
-    default=None,
-    metavar="N",
-    help="start N worker processes on this machine (CPU devices, gloo)",
-  )
   launch.add_argument(
     "--devices-per-process",
     type=int,
@@ -163,14 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     default=900,
     metavar="S",
     help="watchdog: exit if no step completes for S seconds (0: off)",
-  )
-  launch.add_argument(
-    "--grace",
-    type=float,
-    default=None,
-    metavar="S",
-    help="--launch-local: seconds the other workers get to stop by themselves "
-    "after one fails (default: heartbeat timeout + 60)",
   )
   train_args = parser.add_argument_group("training")
   train_args.add_argument(
@@ -220,149 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     metavar="S1,S2",
     help="also write the parameters after these steps (with --save-params)",
   )
-  ckpt.add_argument(
-    "--kill-at",
-    default=None,
-    metavar="PROCESS:STEP",
-    help="fault injection for tests: that process SIGKILLs itself after STEP",
-  )
   return parser
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _strip_flag(argv: list[str], name: str) -> list[str]:
-  out, skip = [], False
-  for arg in argv:
-    if skip:
-      skip = False
-    elif arg == name:
-      skip = True
-    elif not arg.startswith(name + "="):
-      out.append(arg)
-  return out
-
-
-def launch_local(
-  num_processes: int, devices_per_process: int, argv: list[str], grace_seconds: float
-) -> int:
-  """Runs this script as `num_processes` workers on localhost; returns the exit status.
-
-  Process 0's stdout is relayed as is (its last line is the JSON result); every worker's stderr
-  goes to stderr prefixed with its id. If a worker fails, the others are given `grace_seconds`
-  to notice through the distributed runtime and exit by themselves; any still running then is
-  killed. The last stdout line is then a JSON object with "error" and every exit status.
-  """
-  port = free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  flags = " ".join(
-    f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f
-  )
-  env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices_per_process}"
-  base = _strip_flag(argv, "--launch-local")
-  procs = []
-  for i in range(num_processes):
-    cmd = [
-      sys.executable,
-      "-u",
-      os.path.abspath(__file__),
-      *base,
-      "--coordinator",
-      f"localhost:{port}",
-      "--num-processes",
-      str(num_processes),
-      "--process-id",
-      str(i),
-    ]
-    procs.append(
-      subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE if i == 0 else subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-      )
-    )
-
-  def pump(stream, sink, prefix):
-    for line in stream:
-      sink.write(prefix + line)
-      sink.flush()
-
-  pumps = [
-    threading.Thread(target=pump, args=(p.stderr, sys.stderr, f"[process {i}] "), daemon=True)
-    for i, p in enumerate(procs)
-  ]
-  pumps.append(threading.Thread(target=pump, args=(procs[0].stdout, sys.stdout, ""), daemon=True))
-  for t in pumps:
-    t.start()
-
-  exit_times: dict[int, float] = {}
-  killed_by_launcher: list[int] = []
-  first_failure = None
-  try:
-    while len(exit_times) < num_processes:
-      now = time.monotonic()
-      for i, p in enumerate(procs):
-        if i not in exit_times and p.poll() is not None:
-          exit_times[i] = now
-          if p.returncode != 0 and first_failure is None:
-            first_failure = now
-      if first_failure is not None and now - first_failure > grace_seconds:
-        for i, p in enumerate(procs):
-          if i not in exit_times:
-            p.kill()
-            killed_by_launcher.append(i)
-        for i, p in enumerate(procs):
-          if i not in exit_times:
-            p.wait()
-            exit_times[i] = time.monotonic()
-      time.sleep(0.05)
-  except KeyboardInterrupt:
-    for p in procs:
-      p.kill()
-    raise
-  for t in pumps:
-    t.join(timeout=5)
-  codes = [p.returncode for p in procs]
-  if first_failure is None:
-    return 0
-
-  def describe(code):
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-
-  summary = "; ".join(f"process {i}: {describe(c)}" for i, c in enumerate(codes))
-  if killed_by_launcher:
-    detail = (
-      f"Processes {killed_by_launcher} did not stop within {grace_seconds:g} s of the "
-      "first failure and were killed."
-    )
-  elif any(c < 0 for c in codes):  # Killed by a signal: lost, and the others were ended.
-    detail = "The other processes stopped by themselves (the distributed runtime ended them)."
-  else:
-    detail = "See the workers' errors above."
-  sys.stderr.write(
-    f"error: a worker failed ({summary}). {detail} Rerunning the same command "
-    "resumes from the latest complete checkpoint, if any.\n"
-  )
-  print(
-    json.dumps(
-      {
-        "error": f"worker failed: {summary}",
-        "returncodes": codes,
-        "killed_by_launcher": killed_by_launcher,
-        "exit_seconds_after_first_failure": [
-          round(exit_times[i] - first_failure, 2) for i in range(num_processes)
-        ],
-      }
-    ),
-    flush=True,
-  )
-  return 1
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -376,7 +217,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         setattr(args, name, value)
   try:
     args.optimizers = parse_optimizers(args.optimizers, args.weight_decay_mode)
-    args.kill_at = parse_kill_at(args.kill_at)
     args.snapshot_steps = {int(s) for s in args.snapshot_steps.split(",") if s.strip()}
   except ValueError as e:
     parser.error(str(e))
@@ -386,51 +226,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   explicit = (args.coordinator, args.num_processes, args.process_id)
   if any(v is not None for v in explicit) and any(v is None for v in explicit):
     parser.error("--coordinator, --num-processes and --process-id go together")
-  if args.launch_local is not None:
-    if args.launch_local < 1:
-      parser.error(f"--launch-local must be >= 1, got {args.launch_local}")
-    if args.devices_per_process < 1:
-      parser.error("--launch-local needs --devices-per-process >= 1")
-    if args.coordinator is not None:
-      parser.error("--launch-local chooses the coordinator itself; drop --coordinator")
-  args.argv = list(argv)
   return args
-
-
-def launch_from_args(args: argparse.Namespace) -> int:
-  grace = args.heartbeat_timeout + 60 if args.grace is None else args.grace
-  return launch_local(args.launch_local, args.devices_per_process, args.argv, grace)
-
-
-def _simulate_host_devices(count: int) -> None:
-  """Asks XLA for `count` CPU devices in this process; must run before `import jax`."""
-  platforms = os.environ.get("JAX_PLATFORMS", "").lower()
-  flags = os.environ.get("XLA_FLAGS", "")
-  if count <= 0 or platforms not in ("", "cpu") or "xla_force_host_platform_device_count" in flags:
-    return
-  os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
-
-
-if __name__ == "__main__":
-  _ARGS = parse_args(sys.argv[1:])
-  if _ARGS.launch_local is not None:
-    sys.exit(launch_from_args(_ARGS))
-  _simulate_host_devices(_ARGS.devices_per_process)
-
-# pylint: disable=wrong-import-position
-from flax import nnx
-import jax
-from jax.experimental import multihost_utils
-import jax.numpy as jnp
-from jax.sharding import AxisType
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
-import numpy as np
-import optax
-import orbax.checkpoint as ocp
-from tqdm.auto import tqdm
-
-import anon_optax
 
 
 def log(*args) -> None:
@@ -457,8 +253,6 @@ class CNN(nnx.Module):
 
   Conv kernels and biases are split along their output channels, dense kernels along their input
   features; an array whose dimension the mesh does not divide is replicated (the 10-class bias).
-  GELU rather than ReLU: a unit with an exactly zero gradient at a refresh gets Anon's
-  preconditioner eps**(-gamma/2) and explodes if it revives before the next refresh.
   """
 
   def __init__(
@@ -674,7 +468,7 @@ def gather_params(model: CNN) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Faults: a watchdog against silent hangs, and a fault injector for the tests
+# Faults: a watchdog against silent hangs
 # ----------------------------------------------------------------------------------------------
 
 
@@ -723,8 +517,13 @@ def train(
   mesh: jax.sharding.Mesh,
   data: dict[str, np.ndarray],
   watchdog: Watchdog,
+  on_step: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
-  """Trains one optimizer to --steps, resuming from and writing to its checkpoint directory."""
+  """Trains one optimizer to --steps, resuming from and writing to its checkpoint directory.
+
+  ``on_step(label, step)``, if given, is called after each completed step, once the step's
+  checkpoint save has started.
+  """
   tx = make_optimizer(spec, args.lr, args.gamma, args.weight_decay)
   batch_sharding = NamedSharding(mesh, P(FSDP))
   model, optimizer = create_sharded(
@@ -773,7 +572,6 @@ def train(
   start_step = resumed_from or 0
   snapshots = {}
   loss = None
-  kill = args.kill_at
   start = time.perf_counter()
   bar = tqdm(
     range(start_step, args.steps),
@@ -800,12 +598,8 @@ def train(
       bar.set_postfix(loss=f"{float(loss):.4f}")
       log(f"{spec.label} step {done} loss {float(loss):.6f}")
     watchdog.progress(f"{spec.label} step {done}")
-    if kill is not None and kill == (jax.process_index(), done):
-      # Fault injection for the tests: die like a lost host, with no cleanup. After a save step
-      # this lands while the asynchronous checkpoint write is in flight.
-      sys.stderr.write(f"process {jax.process_index()}: --kill-at: SIGKILL at step {done}\n")
-      sys.stderr.flush()
-      os.kill(os.getpid(), signal.SIGKILL)
+    if on_step is not None:
+      on_step(spec.label, done)
   bar.close()
   train_loss = None if loss is None else float(loss)
   seconds = time.perf_counter() - start
@@ -851,7 +645,11 @@ def train(
 
 def initialize_distributed(args) -> None:
   """Joins the distributed runtime: explicit flags, else an auto-detected cluster, else alone."""
-  # CPU collectives across processes (used by --launch-local; harmless on GPU/TPU hosts).
+  if args.devices_per_process > 0 and "xla_force_host_platform_device_count" not in os.environ.get(
+    "XLA_FLAGS", ""
+  ):
+    jax.config.update("jax_num_cpu_devices", args.devices_per_process)  # CPU backend only.
+  # CPU collectives across processes (harmless on GPU/TPU hosts).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   timeouts = {
     "heartbeat_timeout_seconds": args.heartbeat_timeout,
@@ -867,7 +665,9 @@ def initialize_distributed(args) -> None:
       print(f"no cluster detected ({e}); running as a single process", file=sys.stderr)
 
 
-def worker_main(args) -> None:
+def main(argv: list[str] | None = None, *, on_step: Callable[[str, int], None] | None = None):
+  """Runs the program with the command line ``argv``; ``on_step`` as in ``train``."""
+  args = parse_args(sys.argv[1:] if argv is None else argv)
   initialize_distributed(args)
   watchdog = Watchdog(args.step_timeout)
   # Auto axes: the compiler propagates shardings from the annotated parameters and batch.
@@ -885,7 +685,7 @@ def worker_main(args) -> None:
   results = []
   with jax.set_mesh(mesh):
     for spec in args.optimizers:
-      row = train(spec, args, mesh, data, watchdog)
+      row = train(spec, args, mesh, data, watchdog, on_step)
       results.append(row)
       log(
         f"{spec.label}: test_accuracy={row['test_accuracy']:.4f} "
@@ -907,13 +707,5 @@ def worker_main(args) -> None:
     jax.distributed.shutdown()
 
 
-def main(argv: list[str] | None = None) -> None:
-  """Entry point for programmatic use (set XLA_FLAGS for CPU devices before importing JAX)."""
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  if args.launch_local is not None:
-    sys.exit(launch_from_args(args))
-  worker_main(args)
-
-
 if __name__ == "__main__":
-  worker_main(_ARGS)
+  main()

@@ -1,8 +1,9 @@
 """Multi-process training on JAX's distributed runtime (gloo on CPU), via the example program.
 
-Every run is `examples/multihost_training.py` in subprocesses: `--launch-local N` starts N
-processes on localhost with D CPU devices each (written NxD below), `--single-process` runs one
-process on D devices. The model is shrunk (width 8, hidden 32, batch 32, 20 steps) to keep the
+Every run is `examples/multihost_training.py` in subprocesses started by `multihost_launcher`:
+N processes on localhost with D CPU devices each (written NxD below), or, for N = 1, one process
+run with `--single-process` on D devices. The launcher also injects the faults (a process that
+SIGKILLs itself after a given step). The model is shrunk (width 8, hidden 32, batch 32, 20 steps) to keep the
 file within a few minutes on 2 cores; 20 steps cover Anon's refreshes at steps 1, 2, 4, 8, 16.
 
 XLA's CPU backend optimization level is set to 0 in every run: it cuts compile time (most of
@@ -20,6 +21,7 @@ import subprocess
 import sys
 
 import chex
+import multihost_launcher
 import numpy as np
 import pytest
 
@@ -70,45 +72,36 @@ def subprocess_env():
   )
 
 
-def run_program(topology, out_dir, *args, expect_ok=True):
-  """Runs the example on `topology` = (processes, devices each).
+def run_program(topology, out_dir, *args, kill_at=None, expect_ok=True):
+  """Runs the example on `topology` = (processes, devices each); returns the launcher's `Launch`.
 
-  Returns the JSON object of its last stdout line, and its whole stdout and stderr.
+  `kill_at` = (process, step): that process SIGKILLs itself after that step.
   """
   processes, devices = topology
-  launch = ["--launch-local", str(processes)] if processes > 1 else ["--single-process"]
-  cmd = [
-    sys.executable,
-    str(PROGRAM),
-    *launch,
-    "--devices-per-process",
-    str(devices),
-    *COMMON,
-    "--save-params",
-    str(out_dir),
-    *args,
-  ]
-  env = subprocess_env()
-  # A session of its own, so a timeout kills the launcher and every worker it started.
-  proc = subprocess.Popen(
-    cmd,
-    cwd=REPO,
-    env=env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-    start_new_session=True,
-  )
+  single = ["--single-process"] if processes == 1 else []
+  argv = [*single, "--devices-per-process", str(devices), *COMMON, "--save-params", str(out_dir)]
   try:
-    stdout, stderr = proc.communicate(timeout=LAUNCH_TIMEOUT)
-  except subprocess.TimeoutExpired:
-    os.killpg(proc.pid, signal.SIGKILL)
-    stdout, stderr = proc.communicate()
-    pytest.fail(f"{topology} timed out after {LAUNCH_TIMEOUT} s:\n{stderr[-4000:]}")
-  assert (proc.returncode == 0) == expect_ok, (
-    f"{topology} exited {proc.returncode}:\n{stderr[-4000:]}"
+    launch = multihost_launcher.launch(
+      str(PROGRAM),
+      [*argv, *args],
+      processes,
+      kill_at=kill_at,
+      grace=HEARTBEAT + 60,
+      timeout=LAUNCH_TIMEOUT,
+      env=subprocess_env(),
+      cwd=str(REPO),
+    )
+  except TimeoutError as e:
+    pytest.fail(f"{topology}: {e}")
+  assert launch.ok == expect_ok, (
+    f"{topology}: {multihost_launcher.describe(launch)}:\n{launch.stderr[-4000:]}"
   )
-  return json.loads(stdout.strip().splitlines()[-1]), stdout, stderr
+  return launch
+
+
+def program_output(launch):
+  """The JSON object the program prints last on process 0's stdout."""
+  return json.loads(launch.stdout.strip().splitlines()[-1])
 
 
 def load_params(out_dir, label, step):
@@ -136,11 +129,11 @@ REFERENCE_TOPOLOGIES = ((2, 4), (1, 8), (1, 1))
 
 def reference_runs(root):
   """Uninterrupted 20-step runs of every optimizer on 2x4, 1x8 and 1x1 (2x4 saves checkpoints)."""
-  results = {}
+  runs = {}
   for topology in REFERENCE_TOPOLOGIES:
     out = root / f"{topology[0]}x{topology[1]}"
     extra = ["--checkpoint-dir", str(root / "checkpoints_2x4")] if topology == (2, 4) else []
-    results["x".join(map(str, topology))], _, _ = run_program(
+    launch = run_program(
       topology,
       out,
       "--optimizers",
@@ -149,7 +142,8 @@ def reference_runs(root):
       str(HVADAM_HORIZON),
       *extra,
     )
-  return results
+    runs["x".join(map(str, topology))] = program_output(launch)
+  return runs
 
 
 @pytest.fixture(scope="module")
@@ -213,10 +207,10 @@ def resume_from_reference(reference, tmp_path, topology, step):
   directory = tmp_path / f"ckpt_{topology[0]}x{topology[1]}"
   shutil.copytree(reference["checkpoints"] / RESUMED / str(step), directory / RESUMED / str(step))
   out = tmp_path / f"out_{topology[0]}x{topology[1]}"
-  result, _, _ = run_program(
+  launch = run_program(
     topology, out, "--optimizers", "anon:decoupled", "--checkpoint-dir", str(directory)
   )
-  return result["results"][0], load_params(out, RESUMED, STEPS)
+  return program_output(launch)["results"][0], load_params(out, RESUMED, STEPS)
 
 
 @pytest.mark.slow
@@ -246,25 +240,25 @@ def run_and_lose_a_process(directory, out, kill_at):
   Checks that the other process was ended by the runtime within a bound; returns process 0's
   stdout (empty of results if process 0 was the one killed).
   """
-  crashed, stdout, stderr = run_program(
+  crashed = run_program(
     (2, 4),
     out,
     "--optimizers",
     "anon:decoupled",
     "--checkpoint-dir",
     str(directory),
-    "--kill-at",
-    f"{kill_at[0]}:{kill_at[1]}",
+    kill_at=kill_at,
     expect_ok=False,
   )
   victim, survivor = kill_at[0], 1 - kill_at[0]
-  assert crashed["returncodes"][victim] == -signal.SIGKILL, crashed
+  summary = (crashed.returncodes, crashed.exit_seconds_after_first_failure)
+  assert crashed.returncodes[victim] == -signal.SIGKILL, summary
   # The survivor stopped by itself (the runtime aborts it), not killed by the launcher.
-  assert crashed["returncodes"][survivor] not in (0, None), crashed
-  assert crashed["killed_by_launcher"] == [], crashed
-  assert crashed["exit_seconds_after_first_failure"][survivor] < HEARTBEAT + 50, crashed
-  assert "JAX distributed service detected fatal errors" in stderr, stderr[-3000:]
-  return stdout
+  assert crashed.returncodes[survivor] not in (0, None), summary
+  assert crashed.killed_by_launcher == [], summary
+  assert crashed.exit_seconds_after_first_failure[survivor] < HEARTBEAT + 50, summary
+  assert "JAX distributed service detected fatal errors" in crashed.stderr, crashed.stderr[-3000:]
+  return crashed.stdout
 
 
 @pytest.mark.slow
@@ -285,10 +279,10 @@ def test_lost_processes_leave_complete_checkpoints_and_resume_exactly(reference,
   assert on_disk in ([5], [5, 10]), on_disk  # 10 unless its write was still running.
   # 3. Restarted again, it resumes from the latest complete checkpoint and ends bit for bit
   # where the uninterrupted run ended.
-  restarted, _, _ = run_program(
+  restarted = run_program(
     (2, 4), tmp_path / "third", "--optimizers", "anon:decoupled", "--checkpoint-dir", str(directory)
   )
-  row = restarted["results"][0]
+  row = program_output(restarted)["results"][0]
   assert row["resumed_from_step"] == on_disk[-1], (row, on_disk)
   assert row["latest_checkpoint"] == STEPS
   assert [p.name for p in steps_dir.iterdir() if not p.name.isdigit()] == []  # Cleaned up.
