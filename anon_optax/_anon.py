@@ -70,6 +70,7 @@ def scale_by_anon(
   beta3: jax.typing.ArrayLike = 0.5,
   refresh_base: int = 2,
   max_refresh_interval: int | None = None,
+  guard_factor: jax.typing.ArrayLike = 10.0,
   exact: bool = False,
   mu_dtype: jax.typing.DTypeLike | None = None,
   nu_dtype: jax.typing.DTypeLike | None = None,
@@ -77,37 +78,52 @@ def scale_by_anon(
 ) -> optax.GradientTransformation:
   r"""Rescale updates according to the Anon algorithm.
 
-  For gradient :math:`g_t` at step :math:`t = 1, 2, \dots`:
+  For gradient :math:`g_t` at step :math:`t = 1, 2, \dots`, with :math:`n_t`
+  the steps accumulated since the latest refresh:
 
   .. math::
-    m_t &= b_1 m_{t-1} + (1 - b_1) g_t \\
-    s_t &= b_2 s_{t-1} + (1 - b_2) |g_t|^2 \\
-    \text{at } t = a_k:\quad \sigma &= s_t / (1 - b_2^{n}) + \epsilon,
-      \quad n = a_k - a_{k-1},\ s_t \leftarrow 0 \\
-    v &= \sigma^{-\gamma/2} \ (k = 0), \qquad
-    v = \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma^{\gamma}\right)^{-1/2}
-      \ (k > 0) \\
-    \text{update}_t &= v \odot m_t / (1 - b_1^t)
+    m_t &= b_1 m_{t-1} + (1 - b_1) g_t, \qquad
+      s_t = b_2 s_{t-1} + (1 - b_2) |g_t|^2, \qquad
+      \sigma_t = s_t / (1 - b_2^{n_t}) + \epsilon \\
+    \text{at } t = a_k:\quad v &\leftarrow
+      \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma_t^{\gamma}\right)^{-1/2}
+      \ (v \leftarrow \sigma_t^{-\gamma/2} \text{ at } k = 0),
+      \quad s_t \leftarrow 0 \\
+    \text{update}_t &= \min\left(v,\ C \sigma_t^{-\gamma/2}\right) \odot
+      m_t / (1 - b_1^t)
 
-  where the refresh steps are :math:`a_k = \mathrm{refresh\_base}^k`
-  (1, 2, 4, 8, ... by default) and :math:`v` is the preconditioner of the latest
-  refresh. Like :func:`optax.scale_by_adam`, the output carries no learning
-  rate and no sign; see :func:`anon` for the full optimizer.
+  where the refresh steps are :math:`a_k = \mathrm{refresh\_base}^k` (1, 2, 4,
+  8, ...), :math:`C` is ``guard_factor`` and the min (the guard) is skipped at
+  refresh steps. ``exact=True`` is the authors' rule:
+  :math:`\text{update}_t = v \odot m_t / (1 - b_1^t)`. Like
+  :func:`optax.scale_by_adam`, the output carries no learning rate and no
+  sign; see :func:`anon` for the full optimizer.
 
   Args:
-    b1: decay rate of the first moment, in [0, 1).
-    b2: decay rate of the second-moment accumulator, in [0, 1).
-    eps: added to the bias-corrected second moment, >= 0.
-    gamma: the adaptivity exponent, any real number or a schedule of the step
-      count (evaluated at refresh steps): 0 is SGD with momentum
-      (:math:`v = 1`), 1 Adam-like, > 1 more adaptive, < 0 less.
-    beta3: weight of the previous preconditioner in the IDU refresh, in
-      [0, 1); 0.5 is the authors' harmonic mean.
-    refresh_base: integer >= 2; the preconditioner is refreshed at steps
-      ``refresh_base**k``.
-    mu_dtype: optional dtype of the first moment; if `None` it is the
-      parameters' dtype. The second moment and the preconditioner are kept in
-      at least float32 whatever the parameters' dtype.
+    b1: decay rate of the first moment, in [0, 1). Default 0.9.
+    b2: decay rate of the second-moment accumulator, in [0, 1). Default 0.999.
+    eps: added to the bias-corrected second moment, >= 0. Default 1e-16.
+    gamma: the adaptivity exponent, a finite real number or a schedule of the
+      step count: 0 is SGD with momentum (:math:`v = 1`), 1 Adam-like, > 1
+      more adaptive, < 0 less. Default 1.0.
+    beta3: weight of the previous preconditioner in a refresh, in [0, 1).
+      Default 0.5 (the authors' harmonic mean).
+    refresh_base: integer >= 2; refreshes happen at steps
+      ``refresh_base**k``. Default 2.
+    max_refresh_interval: `None` (default: no cap) or an integer >= 1, the
+      most steps between two refreshes, also on a resumed state.
+    guard_factor: :math:`C`, a finite number >= 1: a step never uses a
+      preconditioner more than :math:`C` times the one a refresh at that step
+      would give. Default 10.0.
+    exact: if `True`, the authors' rule without the guard (then leave
+      ``guard_factor`` at its default). Default `False`.
+    mu_dtype: storage dtype of :math:`m`; `None` (default) keeps the
+      parameters'.
+    nu_dtype: storage dtype of :math:`s`; `None` (default) keeps at least
+      float32. bfloat16 halves its memory (written with unbiased stochastic
+      rounding); float16 is refused (squared gradients underflow).
+    precond_dtype: storage dtype of :math:`v`; `None` (default) keeps at least
+      float32. Arithmetic is always in at least float32.
 
   Returns:
     A :class:`optax.GradientTransformation` with state
@@ -127,56 +143,57 @@ def scale_by_anon(
     Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
-  _validation.check_interval("b1", b1, 0.0, 1.0)
-  _idu.check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base, max_refresh_interval)
-  _validation.check_bool("exact", exact)
-  mu_dtype = _idu.check_storage_dtype("mu_dtype", mu_dtype, complex_ok=True)
-  nu_dtype = _idu.check_storage_dtype("nu_dtype", nu_dtype)
-  precond_dtype = _idu.check_storage_dtype("precond_dtype", precond_dtype)
+  _validation.check_real("b1", b1, 0.0, 1.0)
+  mu_dtype = _validation.check_storage_dtype("mu_dtype", mu_dtype, complex_ok=True)
+  config = _idu.make_config(
+    b2=b2,
+    eps=eps,
+    gamma=gamma,
+    beta3=beta3,
+    refresh_base=refresh_base,
+    max_refresh_interval=max_refresh_interval,
+    guard_factor=guard_factor,
+    exact=exact,
+    nu_dtype=nu_dtype,
+    precond_dtype=precond_dtype,
+  )
 
   def init_fn(params):
-    nu, precond = _idu.init_preconditioner(params, nu_dtype, precond_dtype)
     return ScaleByAnonState(
-      count=jnp.zeros([], jnp.int32),
-      next_refresh=jnp.ones([], jnp.int32),
-      num_refreshes=jnp.zeros([], jnp.int32),
-      num_accumulated=jnp.zeros([], jnp.int32),
+      **_idu.init_counters_and_statistics(params, config),
       mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-      nu=nu,
-      precond=precond,
     )
 
   def update_fn(updates, state, params=None):
-    del params
-    _common.check_updates_match(updates, state.nu)
-    gamma_t = _common.resolve_schedule(gamma, state.count)
-    new_state = _idu.update_preconditioner(
-      updates,
-      state,
-      b2=b2,
-      eps=eps,
-      gamma=gamma_t,
-      beta3=beta3,
-      refresh_base=refresh_base,
-      max_refresh_interval=max_refresh_interval,
-      guarded=not exact,
-    )
-    scale = _idu.step_preconditioner(new_state, exact=exact, b2=b2, eps=eps, gamma=gamma_t)
+    scale, new_state = _idu.preconditioner_step(updates, state, config)
     # The moment is computed in at least float32 and stored in its dtype; the
     # step uses the stored value, so that no parameter-sized float32 moment is
     # kept beside the stored one (with bfloat16 moments that was a whole
     # float32 scratch buffer).
-    mu = jax.tree.map(lambda g, m: _first_moment(g, m, b1).astype(m.dtype), updates, state.mu)
+    mu = jax.tree.map(
+      lambda g, m: _first_moment(g, m, b1).astype(mu_dtype or jnp.result_type(g, m)),
+      updates,
+      state.mu,
+    )
     # The bias correction as one scalar reciprocal times the moment: dividing
     # every element (optax.tree.bias_correction) costs ~15% of a CPU step. The
     # power takes a traced exponent: a concrete integer one (an eager call)
     # would compile a new program for every step count.
     inverse_bias_correction = 1 / (1 - jax.lax.pow(_common.at_least_float32(b1), new_state.count))
-    updates = jax.tree.map(
-      lambda v, m, g: (v * (m * inverse_bias_correction)).astype(_common.update_dtype(g, m)),
-      scale,
-      mu,
-      updates,
+    validity = _idu.invalid_schedule_to_nan(config)
+    if validity is not None:
+      inverse_bias_correction = inverse_bias_correction * validity
+    params_leaves = (
+      jax.tree.leaves(params) if params is not None else [None] * len(jax.tree.leaves(mu))
+    )
+    treedef = jax.tree.structure(mu)
+    updates = treedef.unflatten(
+      [
+        (v * (m * inverse_bias_correction)).astype(_common.update_dtype(g, p, m))
+        for v, m, g, p in zip(
+          jax.tree.leaves(scale), jax.tree.leaves(mu), jax.tree.leaves(updates), params_leaves
+        )
+      ]
     )
     return updates, new_state._replace(mu=mu)
 
@@ -196,6 +213,7 @@ def anon(
   beta3: jax.typing.ArrayLike = 0.5,
   refresh_base: int = 2,
   max_refresh_interval: int | None = None,
+  guard_factor: jax.typing.ArrayLike = 10.0,
   exact: bool = False,
   mu_dtype: jax.typing.DTypeLike | None = None,
   nu_dtype: jax.typing.DTypeLike | None = None,
@@ -205,61 +223,69 @@ def anon(
 
   Anon raises the second moment to a tunable real power :math:`\gamma`: 0 is
   SGD with momentum, 1 is Adam-like, and values above 1 or below 0 extrapolate
-  beyond both. Its preconditioner is refreshed only at steps 1, 2, 4, 8, ...
-  through a harmonic-mean incremental delay update (IDU), which damps how
-  much one refresh can change it. With :math:`\eta_t` the learning rate:
+  beyond both. Its preconditioner :math:`v` is refreshed only at steps 1, 2,
+  4, 8, ... by a harmonic-mean incremental delay update (IDU). With
+  :math:`\eta_t` the learning rate and :math:`n_t` the steps accumulated since
+  the latest refresh:
 
   .. math::
     m_t &= b_1 m_{t-1} + (1 - b_1) g_t, \qquad
-    s_t = b_2 s_{t-1} + (1 - b_2) g_t^2 \\
-    \text{at } t = a_k:\quad \sigma &= s_t / (1 - b_2^{n}) + \epsilon,\quad
-      v = \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma^{\gamma}\right)^{-1/2},
+      s_t = b_2 s_{t-1} + (1 - b_2) g_t^2, \qquad
+      \sigma_t = s_t / (1 - b_2^{n_t}) + \epsilon \\
+    \text{at } t = a_k:\quad v &\leftarrow
+      \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma_t^{\gamma}\right)^{-1/2}
+      \ (v \leftarrow \sigma_t^{-\gamma/2} \text{ at } k = 0),
       \quad s_t \leftarrow 0 \\
-    \theta_{t+1} &= \theta_t - \eta_t\, v \odot m_t / (1 - b_1^t)
+    \theta_{t+1} &= \theta_t - \eta_t \min\left(v,\ C \sigma_t^{-\gamma/2}
+      \right) \odot m_t / (1 - b_1^t)
 
-  with :math:`a_k = \mathrm{refresh\_base}^k`, :math:`n = a_k - a_{k-1}` and
-  :math:`v = \sigma^{-\gamma/2}` at the first refresh (see
-  :func:`scale_by_anon`). It is the chain of weight decay (by
-  ``weight_decay_mode``), :func:`scale_by_anon` and
-  :func:`optax.scale_by_learning_rate`.
+  with :math:`a_k = \mathrm{refresh\_base}^k` and :math:`C` =
+  ``guard_factor``. The min (the guard) keeps a preconditioner refreshed while
+  a gradient was tiny (a ReLU unit dead for the first batches) from
+  multiplying it when it returns; ``exact=True`` drops it, which is the
+  authors' rule. It is the chain of weight decay (by ``weight_decay_mode``),
+  :func:`scale_by_anon` and :func:`optax.scale_by_learning_rate`; the
+  derivation and the guard's measurements are in the repository's
+  ``docs/algorithm.md``.
 
-  The preconditioner is held between refreshes: a parameter whose gradient is
-  zero or tiny at a refresh (a ReLU unit dead for the first batches) gets a
-  huge :math:`v` (up to :math:`\epsilon^{-\gamma/2}`, 1e8 at the default
-  ``eps`` and ``gamma = 1``) until the next one, and under the authors' rule
-  (``exact=True``) its steps are that much too large when its gradient
-  returns; clipping the gradients does not prevent it. The default guard
-  bounds each step's :math:`v` by 10 times what a refresh at that step would
-  give (docs/algorithm.md, "The default guard").
-
-  With :func:`optax.inject_hyperparams`, pass
-  ``hyperparam_dtype=jnp.float32`` for bfloat16 (or float16) parameters:
-  otherwise the hyperparameters are stored in the parameters' dtype, and
-  ``b2 = 0.999`` rounds to 1.0 in bfloat16 (as for :func:`optax.adam`). Pass
-  ``static_args=("refresh_base", "max_refresh_interval")``: they are
-  structural integers, and injected they come back from a checkpoint with
-  another type, which compiles the step again.
+  With :func:`optax.inject_hyperparams`, pass ``hyperparam_dtype=jnp.float32``
+  for bfloat16 parameters (``b2 = 0.999`` rounds to 1.0 in bfloat16) and
+  ``static_args=("refresh_base", "max_refresh_interval")``. Traced values are
+  not range-checked, except ``refresh_base`` and ``max_refresh_interval``:
+  invalid ones would silently stop refreshing, so they make the step NaN.
 
   Args:
-    learning_rate: a float or an Optax schedule of the step count.
-    b1: decay rate of the first moment, in [0, 1).
-    b2: decay rate of the second-moment accumulator, in [0, 1).
-    eps: added to the bias-corrected second moment, >= 0.
-    gamma: the adaptivity exponent, any real number or a schedule (evaluated at
-      refresh steps). The paper's language models used 1.0 to 1.15.
-    weight_decay: weight-decay strength, >= 0.
-    weight_decay_mode: ``"l2"`` (the authors' default: ``g += wd * theta``
-      before the moments), ``"decoupled"`` (AdamW style:
-      ``theta *= 1 - lr * wd``) or ``"fixed"`` (``theta *= 1 - wd``, not scaled
-      by the learning rate).
+    learning_rate: a finite number or an Optax schedule of the step count.
+    b1: decay rate of the first moment, in [0, 1). Default 0.9.
+    b2: decay rate of the second-moment accumulator, in [0, 1). Default 0.999.
+    eps: added to the bias-corrected second moment, >= 0. Default 1e-16.
+    gamma: the adaptivity exponent, a finite real number or a schedule of the
+      step count. Default 1.0; the paper's language models used 1.0 to 1.15.
+    weight_decay: weight-decay strength or schedule, >= 0 (in [0, 1] for
+      ``"fixed"``). Default 0.0.
+    weight_decay_mode: ``"l2"`` (default, the authors': ``g += wd * theta``
+      before the moments), ``"decoupled"`` (AdamW: ``theta *= 1 - lr * wd``)
+      or ``"fixed"`` (``theta *= 1 - wd``, not scaled by the learning rate).
     mask: a tree with the structure of (or a prefix of) the parameters, or a
       callable returning one, with `True` for the leaves to decay; as in
-      :func:`optax.adamw`.
-    beta3: weight of the previous preconditioner in the IDU refresh, in
-      [0, 1); 0.5 is the authors' harmonic mean.
-    refresh_base: integer >= 2; refreshes happen at steps ``refresh_base**k``.
-    mu_dtype: optional dtype of the first moment (for example
-      ``jnp.bfloat16`` to halve its memory); `None` keeps the parameters'.
+      :func:`optax.adamw`. Default `None` (decay every leaf).
+    beta3: weight of the previous preconditioner in a refresh, in [0, 1).
+      Default 0.5 (the authors' harmonic mean).
+    refresh_base: integer >= 2; refreshes happen at steps
+      ``refresh_base**k``. Default 2.
+    max_refresh_interval: `None` (default: no cap) or an integer >= 1, the
+      most steps between two refreshes, also on a resumed state (useful for
+      fine-tuning from a late checkpoint).
+    guard_factor: :math:`C`, a finite number >= 1. Default 10.0.
+    exact: if `True`, the authors' rule without the guard (then leave
+      ``guard_factor`` at its default). Default `False`.
+    mu_dtype: storage dtype of :math:`m`; `None` (default) keeps the
+      parameters'.
+    nu_dtype: storage dtype of :math:`s`; `None` (default) keeps at least
+      float32. bfloat16 halves its memory (stochastic rounding); float16 is
+      refused.
+    precond_dtype: storage dtype of :math:`v`; `None` (default) keeps at least
+      float32.
 
   Returns:
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
@@ -299,6 +325,7 @@ def anon(
       beta3=beta3,
       refresh_base=refresh_base,
       max_refresh_interval=max_refresh_interval,
+      guard_factor=guard_factor,
       exact=exact,
       mu_dtype=mu_dtype,
       nu_dtype=nu_dtype,

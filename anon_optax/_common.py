@@ -1,15 +1,17 @@
-"""Helpers shared by Anon, the IDU preconditioner and HVAdam.
+"""Numeric and dtype helpers shared by Anon, the IDU preconditioner and HVAdam.
 
-Tree checks with clear errors, the dtype rule for optimizer statistics, and
-the evaluation of hyperparameters that may be schedules. Both optimizer
-modules import these; neither imports the other for them.
+The dtype rules for statistics and updates, the evaluation of hyperparameters
+that may be schedules, ``1 - b`` formed without cancellation, and the two
+expressions that keep XLA from recomputing a moment from its overwritten
+buffer. Argument checks live in `_validation`.
 """
 
+import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 
 
 def resolve_schedule(value: Any, count: jax.Array) -> Any:
@@ -37,43 +39,6 @@ def statistics_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
 def real_statistics_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
   """The real counterpart of :func:`statistics_dtype` (for ``|g|**2``)."""
   return jnp.finfo(statistics_dtype(dtype)).dtype
-
-
-def check_params(params: optax.Params) -> None:
-  """Raises `TypeError` for parameter leaves that are not floating or complex."""
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    dtype = jnp.asarray(leaf).dtype if not hasattr(leaf, "dtype") else leaf.dtype
-    if not jnp.issubdtype(dtype, jnp.inexact):
-      raise TypeError(
-        "anon_optax optimizers need floating-point or complex parameters; "
-        f"the leaf at {jax.tree_util.keystr(path)} has dtype {dtype}."
-      )
-
-
-def check_updates_match(updates: optax.Updates, reference: optax.Updates) -> None:
-  """Raises `ValueError` unless ``updates`` has the tree and shapes of ``reference``.
-
-  Args:
-    updates: the incoming updates (gradients).
-    reference: a state tree laid out like the parameters (e.g. a moment).
-  """
-  updates_tree = jax.tree.structure(updates)
-  state_tree = jax.tree.structure(reference)
-  if updates_tree != state_tree:
-    raise ValueError(
-      "The updates (gradients) do not have the structure of the parameters "
-      f"the optimizer was initialised with: got {updates_tree}, expected "
-      f"{state_tree}."
-    )
-  for (path, update), moment in zip(
-    jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(reference)
-  ):
-    if jnp.shape(update) != jnp.shape(moment):
-      raise ValueError(
-        f"The update at {jax.tree_util.keystr(path)} has shape "
-        f"{jnp.shape(update)}, but the parameter it updates has shape "
-        f"{jnp.shape(moment)}."
-      )
 
 
 def at_least_float32(value: Any) -> jax.Array:
@@ -135,16 +100,32 @@ def read_back_from_memory(moment: jax.Array, like: jax.Array) -> jax.Array:
   return moment / ones
 
 
-def update_dtype(update: Any, moment: Any) -> jnp.dtype:
+def update_dtype(update: Any, *others: Any) -> jnp.dtype:
   """The dtype of an update, as :func:`optax.adam` gives it.
 
-  Adam's updates are computed from the gradient and its moments, which have
-  the parameters' dtype, so they come out in the promotion of the two:
-  float32 parameters with bfloat16 gradients give float32 updates, integer
-  gradients give floating updates.
+  Adam's updates are computed from the gradient, the parameters' dtype (its
+  second moment) and its first moment, so they come out in the promotion of
+  all three: float32 parameters with bfloat16 gradients or a bfloat16
+  ``mu_dtype`` give float32 updates; integer gradients give floating ones.
+
+  Args:
+    update: the incoming update (gradient) leaf.
+    *others: the parameter leaf, the first moment, ...; `None` entries are
+      skipped (an `update` called without parameters).
   """
+  dtypes = [jnp.result_type(x) for x in (update, *others) if x is not None]
   # The weak Python float makes integer updates floating and changes no
   # floating dtype.
-  return jax.dtypes.canonicalize_dtype(
-    jnp.result_type(jnp.result_type(update), jnp.result_type(moment), 1.0)
-  )
+  return jax.dtypes.canonicalize_dtype(jnp.result_type(*dtypes, 1.0))
+
+
+def exact_one_minus(value: Any) -> float | None:
+  """``1 - value`` in double precision for a Python or NumPy real; else `None`.
+
+  Python numbers are exact decimals to the user: ``1 - 0.999`` rounded once
+  is closer to 0.001 than ``1 - float32(0.999)`` (three digits cancel).
+  Arrays (maybe traced) are subtracted by the caller, in its dtype.
+  """
+  if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+    return 1 - float(value)
+  return None

@@ -12,17 +12,14 @@ products over the whole parameter tree, so one transformation is one
 parameter group of the authors' code.
 """
 
-import math
-import numbers
 from typing import Any, NamedTuple
 
 import jax
-from jax import core as jax_core
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from anon_optax import _common
+from anon_optax import _validation
 from anon_optax import _weight_decay
 
 
@@ -57,59 +54,6 @@ def _scalar_dtype(params: optax.Params) -> Any:
   """float64 if any leaf has float64 (or complex128) precision, else float32."""
   dtypes = [_common.real_statistics_dtype(jnp.result_type(x)) for x in jax.tree.leaves(params)]
   return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.float32
-
-
-def _check_real_scalar(
-  name: str,
-  value: Any,
-  low: float = -math.inf,
-  high: float = math.inf,
-  *,
-  why: str = "",
-) -> None:
-  """Raises unless a hyperparameter is a finite real scalar in ``[low, high)``.
-
-  Python numbers and concrete NumPy or JAX scalars are checked: `TypeError`
-  for anything that is not a real number (strings, None, booleans, complex
-  values), `ValueError` for arrays that are not scalars and for values outside
-  the interval (NaN included). Traced values (under `jax.jit`, `jax.vmap`,
-  `optax.inject_hyperparams` inside `jit`) are only checked for their static
-  shape; their values pass through.
-
-  Args:
-    name: the argument's name, quoted in the error.
-    value: the hyperparameter.
-    low: the smallest allowed value.
-    high: the (excluded) upper bound.
-    why: appended to the range error, to say what goes wrong outside it.
-  """
-  if low == -math.inf and high == math.inf:
-    allowed = "a finite real number"
-  else:
-    closing = "inf)" if high == math.inf else f"{high:g})"
-    allowed = f"a real number in [{low:g}, {closing}"
-  if isinstance(value, jax_core.Tracer):
-    if jnp.ndim(value) != 0:
-      raise ValueError(
-        f"`{name}` must be a scalar, got a traced array of shape {jnp.shape(value)}."
-      )
-    return
-  if isinstance(value, (bool, np.bool_)):
-    raise TypeError(f"`{name}` must be {allowed}, got the boolean {value!r}.")
-  if isinstance(value, numbers.Real):
-    number = float(value)
-  elif isinstance(value, (np.ndarray, np.generic, jax.Array)):
-    if not (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)):
-      raise TypeError(f"`{name}` must be {allowed}, got an array of dtype {value.dtype}.")
-    if np.ndim(value) != 0:
-      raise ValueError(
-        f"`{name}` must be a scalar ({allowed}), got an array of shape {np.shape(value)}."
-      )
-    number = float(value)
-  else:
-    raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type {type(value).__name__}.")
-  if not (math.isfinite(number) and low <= number < high):
-    raise ValueError(f"`{name}` must be {allowed}, got {value!r}.{why}")
 
 
 _GAMMA_RANGE_REASON = (
@@ -179,34 +123,6 @@ def _divide_or_zero(numerator, denominator):
   )
 
 
-def _complement(value):
-  """``1 - value`` in double precision for a Python number, else None.
-
-  Python numbers are exact decimals to the user: ``1 - 0.999`` rounded once
-  is closer to 0.001 than ``1 - float32(0.999)``. Arrays (maybe traced) are
-  subtracted in the step, in the scalar state's dtype.
-  """
-  if isinstance(value, numbers.Real) and not isinstance(value, bool):
-    return 1 - float(value)
-  return None
-
-
-def _update_dtype(grad, param, statistics_dtype):
-  """The dtype `optax.adam` gives this leaf's update.
-
-  That is the promotion of the parameter's and the gradient's dtypes. Without
-  the parameters: the gradient's dtype, or the statistics' dtype for integer
-  gradients.
-  """
-  grad_dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(grad))
-  if param is not None:
-    param_dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(param))
-    return jnp.promote_types(param_dtype, grad_dtype)
-  if jnp.issubdtype(grad_dtype, jnp.inexact):
-    return grad_dtype
-  return statistics_dtype
-
-
 @jax.jit
 def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_b2):
   """One HVAdam step (see `scale_by_hvadam`); `gamma` already evaluated.
@@ -219,6 +135,14 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   # float32) and each leaf's in its statistics' dtype, whatever the dtype
   # of the hyperparameters (`inject_hyperparams` may hand them in bfloat16).
   scalar_dtype = state.exp_delta.dtype
+  # A state restored from another configuration (`flax.serialization` does not
+  # cast) is back in the statistics' dtypes after one step, as `optax.adam`'s.
+  at_least = lambda to_dtype: lambda g, x: x.astype(to_dtype(jnp.result_type(g, x)))
+  state = state._replace(
+    mu=jax.tree.map(at_least(_common.statistics_dtype), updates, state.mu),
+    var=jax.tree.map(at_least(_common.real_statistics_dtype), updates, state.var),
+    hidden=jax.tree.map(at_least(_common.statistics_dtype), updates, state.hidden),
+  )
   as_scalar = lambda x: jnp.asarray(x, scalar_dtype)
   b1_, b2_, eps_ = as_scalar(b1), as_scalar(b2), as_scalar(eps)
   one_minus_b1 = as_scalar(1 - b1_ if one_minus_b1 is None else one_minus_b1)
@@ -309,7 +233,9 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
     mu_hat = m / real(bias1)
     adam_step = _divide_or_zero(mu_hat, jnp.sqrt(v) / real(sqrt_bias2) + real(eps_))
     update = adam_step + real(hidden_scale) * h
-    return update.astype(_update_dtype(g, p, m.dtype))
+    if p is None and not jnp.issubdtype(jnp.result_type(g), jnp.inexact):
+      return update.astype(m.dtype)  # Integer gradients: the statistics' dtype.
+    return update.astype(_common.update_dtype(g, p))
 
   # The second-moment pass reads the old hidden vector, which the hidden
   # vector's pass then overwrites in place. XLA orders the two only by data
@@ -488,14 +414,13 @@ def scale_by_hvadam(
     Zhang et al., `HVAdam: A Full-Dimension Adaptive Optimizer
     <https://arxiv.org/abs/2511.20277>`_, 2025
   """
-  _check_real_scalar("b1", b1, 0.0, 1.0)
-  _check_real_scalar("b2", b2, 0.0, 1.0)
-  _check_real_scalar("eps", eps, 0.0)
-  if not callable(gamma):
-    _check_real_scalar("gamma", gamma, 0.0, why=_GAMMA_RANGE_REASON)
+  _validation.check_real("b1", b1, 0.0, 1.0)
+  _validation.check_real("b2", b2, 0.0, 1.0)
+  _validation.check_real("eps", eps, 0.0)
+  _validation.check_real_or_schedule("gamma", gamma, 0.0, why=_GAMMA_RANGE_REASON)
 
   def init_fn(params):
-    _common.check_params(params)
+    _validation.check_params(params)
     # zeros_like keeps each parameter's sharding (also under `jax.eval_shape`).
     moment = lambda x: jnp.zeros_like(x, _common.statistics_dtype(jnp.result_type(x)))
     real_moment = lambda x: jnp.zeros_like(x, _common.real_statistics_dtype(jnp.result_type(x)))
@@ -510,7 +435,7 @@ def scale_by_hvadam(
     )
 
   def update_fn(updates, state, params=None):
-    _common.check_updates_match(updates, state.mu)
+    _validation.check_updates_match(updates, state.mu)
     for grad, moment in zip(jax.tree.leaves(updates), jax.tree.leaves(state.mu)):
       if jnp.iscomplexobj(grad) and not jnp.issubdtype(moment.dtype, jnp.complexfloating):
         raise TypeError(
@@ -532,8 +457,8 @@ def scale_by_hvadam(
       b2,
       eps,
       _common.resolve_schedule(gamma, state.count),
-      _complement(b1),
-      _complement(b2),
+      _common.exact_one_minus(b1),
+      _common.exact_one_minus(b2),
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -624,10 +549,6 @@ def hvadam(
     Zhang et al., `HVAdam: A Full-Dimension Adaptive Optimizer
     <https://arxiv.org/abs/2511.20277>`_, 2025
   """
-  if not callable(learning_rate):
-    _check_real_scalar("learning_rate", learning_rate)
-  if not callable(weight_decay):
-    _check_real_scalar("weight_decay", weight_decay, 0.0)
   return _weight_decay.chain_with_weight_decay(
     scale_by_hvadam(b1=b1, b2=b2, eps=eps, gamma=gamma),
     learning_rate,

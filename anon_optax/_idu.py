@@ -12,11 +12,11 @@ accumulating and is reset after each refresh.
 This module holds the pure building blocks (the refresh schedule, the
 accumulated-step bias correction, the harmonic-mean refresh, whose
 :math:`\beta_3 = 0` case is the first refresh :math:`v = \sigma^{-\gamma/2}`,
-the step guard and the storage of the statistics) and :func:`scale_by_idu`,
-the preconditioner alone as an Optax transformation.
-:func:`anon_optax.scale_by_anon` is built from the same blocks. The algorithm,
-the guard and every deviation from the authors' code are described in the
-repository's ``docs/algorithm.md``.
+the step guard), the one state-update path that :func:`scale_by_idu` and
+:func:`anon_optax.scale_by_anon` share, and :func:`scale_by_idu`, the
+preconditioner alone as an Optax transformation. The algorithm, the guard and
+every deviation from the authors' code are described in the repository's
+``docs/algorithm.md``.
 
 Numerics: the refresh never forms :math:`\sigma^\gamma` or :math:`v^{-2}`
 (see :func:`harmonic_refresh`: :math:`\sigma` enters only through
@@ -34,18 +34,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from anon_optax import _common
+from anon_optax import _rounding
 from anon_optax import _validation
 
-_MAX_INT32 = int(np.iinfo(np.int32).max)
-
-# The step guard's factor C: the step never uses a preconditioner larger than
-# C times the one a refresh at this very step would give (docs/algorithm.md,
-# "The default guard (exact=False)", has the measurements that chose it).
-GUARD_FACTOR = 10.0
+_MAX_INT32 = _validation.MAX_INT32
 
 
 class ScaleByIDUState(NamedTuple):
@@ -235,28 +230,16 @@ _LOG2_A, _LOG2_B = 1.3465553, 0.3465553
 _EXP2_A, _EXP2_B = 0.6565, 0.3435
 
 
-def approximate_power(x: jax.Array, exponent: Any) -> jax.Array:
-  r"""``x ** exponent`` for ``x >= 0``, to about ``0.9% * max(1, |exponent|)``.
+def _power_of_two(whole: jax.Array, dtype: Any) -> jax.Array:
+  """``2.0 ** whole`` for integer-valued ``whole`` in the normal range, by its bits."""
+  info = jnp.finfo(dtype)
+  int_dtype = jnp.int32 if info.bits == 32 else jnp.int64
+  biased = whole.astype(int_dtype) + (info.maxexp - 1)
+  return jax.lax.bitcast_convert_type(biased << info.nmant, dtype)
 
-    :math:`x = (1 + f)\,2^e` is split exactly by its bits, :math:`\log_2 x
-    pprox e + f(a - b f)`, and :math:`2^y = 2^{\lfloor y
-  floor}
-    2^{y - \lfloor y
-  floor}` with :math:`2^r pprox 1 + r(c + d r)`: a few
-    multiply-adds and integer operations, where ``exp(exponent * log(x))`` costs
-    more than the rest of an optimizer step on a CPU. Both quadratics are exact
-    at the ends of [0, 1], so the result is continuous and monotone in ``x``.
-    ``x = 0`` counts as :math:`2^{-127}` (float32), ``inf`` as :math:`2^{128}`;
-    the result is clipped to the normal range, so it is never 0, inf or NaN for
-    a non-NaN ``x``.
 
-    Args:
-      x: a float32 or float64 array, >= 0.
-      exponent: a scalar (maybe traced).
-
-    Returns:
-      The approximate power, in the dtype of ``x``.
-  """
+def _split_power(x: jax.Array, exponent: jax.Array):
+  """The pieces of :func:`approximate_power`: ``(result, f, e, y, whole, r)``."""
   dtype = x.dtype
   info = jnp.finfo(dtype)
   int_dtype = jnp.int32 if info.bits == 32 else jnp.int64
@@ -268,15 +251,65 @@ def approximate_power(x: jax.Array, exponent: Any) -> jax.Array:
     (bits & ((1 << num_mantissa_bits) - 1)) | (bias << num_mantissa_bits), dtype
   )
   f = one_plus_f - 1
-  log2_x = (biased_exponent - bias).astype(dtype) + f * (_LOG2_A - _LOG2_B * f)
-  y = jnp.clip(jnp.asarray(exponent, dtype) * log2_x, 1 - bias, bias)
+  e = biased_exponent - bias
+  log2_x = e.astype(dtype) + f * (_LOG2_A - _LOG2_B * f)
+  y = jnp.clip(exponent * log2_x, 1 - bias, bias)
   whole = jnp.floor(y)
   r = y - whole
   mantissa = 1 + r * (_EXP2_A + _EXP2_B * r)  # In [1, 2].
   result_bits = jax.lax.bitcast_convert_type(mantissa, int_dtype) + (
     whole.astype(int_dtype) << num_mantissa_bits
   )
-  return jax.lax.bitcast_convert_type(result_bits, dtype)
+  result = jax.lax.bitcast_convert_type(result_bits, dtype)
+  return result, f, e, log2_x, y, whole, r
+
+
+@jax.custom_jvp
+def _approximate_power(x: jax.Array, exponent: jax.Array) -> jax.Array:
+  return _split_power(x, exponent)[0]
+
+
+@_approximate_power.defjvp
+def _approximate_power_jvp(primals, tangents):
+  # The bit manipulations have no derivative in JAX; this is the derivative
+  # of the piecewise quadratic the primal computes, so that gradients through
+  # a guarded step equal its finite differences.
+  x, exponent = primals
+  dx, dexponent = tangents
+  result, f, e, log2_x, y, whole, r = _split_power(x, exponent)
+  dtype = x.dtype
+  bias = jnp.finfo(dtype).maxexp - 1
+  normal = e > -bias  # Zero and subnormal x count as a constant 2**-bias.
+  inside = (y > 1 - bias) & (y < bias)  # Outside, the result is clipped.
+  dresult_dy = _power_of_two(whole, dtype) * (_EXP2_A + 2 * _EXP2_B * r)
+  dlog2_dx = (_LOG2_A - 2 * _LOG2_B * f) / _power_of_two(jnp.where(normal, e, 0), dtype)
+  dy = jnp.where(normal, exponent * dlog2_dx * dx, 0) + log2_x * dexponent
+  return result, jnp.where(inside, dresult_dy * dy, 0).astype(dtype)
+
+
+def approximate_power(x: jax.Array, exponent: Any) -> jax.Array:
+  r"""``x ** exponent`` for ``x >= 0``, to about ``0.9% * max(1, |exponent|)``.
+
+  :math:`x = (1 + f)\,2^e` is split exactly by its bits,
+  :math:`\log_2 x \approx e + f(a - b f)`, and
+  :math:`2^y = 2^{\lfloor y \rfloor}\, 2^{r}` with
+  :math:`2^r \approx 1 + r(c + d r)`: a few multiply-adds and integer
+  operations, where ``exp(exponent * log(x))`` costs more than the rest of an
+  optimizer step on a CPU. Both quadratics are exact at the ends of [0, 1], so
+  the result is continuous and monotone in ``x``. ``x = 0`` counts as
+  :math:`2^{-127}` (float32), ``inf`` as :math:`2^{128}`; the result is
+  clipped to the normal range, so it is never 0, inf or NaN for a non-NaN
+  ``x``. Differentiable: its derivatives are those of the piecewise quadratic
+  it computes (zero where the result is clipped).
+
+  Args:
+    x: a float32 or float64 array, >= 0.
+    exponent: a scalar (maybe traced).
+
+  Returns:
+    The approximate power, in the dtype of ``x``.
+  """
+  return _approximate_power(x, jnp.asarray(exponent, x.dtype))
 
 
 def guarded_preconditioner(
@@ -286,7 +319,7 @@ def guarded_preconditioner(
   inverse_correction: jax.Array,
   eps: Any,
   gamma: Any,
-  factor: Any = GUARD_FACTOR,
+  factor: Any,
 ) -> jax.Array:
   r"""The preconditioner a step between refreshes uses under the guard.
 
@@ -295,15 +328,8 @@ def guarded_preconditioner(
     \sigma_t = \frac{s_t}{1 - b_2^{n_t}} + \epsilon
 
   where :math:`s_t` is this step's accumulator (``nu``, this step's update
-  included), :math:`n_t` the number of steps it holds and :math:`C` =
-  :data:`GUARD_FACTOR`: the step never uses a preconditioner more than
-  :math:`C` times larger than a refresh at this very step would give. Where
-  the gradients have not grown since the latest refresh the bound does not
-  bind and the step is the authors'. The stored preconditioner is not
-  changed. The power is :func:`approximate_power` (within 1% for
-  :math:`|\gamma| \le 2`; a few multiply-adds): the bound needs no more
-  accuracy, and an exact power per element and step would cost more than the
-  rest of the step on a CPU.
+  included), :math:`n_t` the number of steps it holds and :math:`C` the
+  ``factor``. The power is :func:`approximate_power`.
 
   Args:
     precond: the preconditioner :math:`v` of the latest refresh.
@@ -323,69 +349,6 @@ def guarded_preconditioner(
   return jnp.minimum(precond.astype(dtype), bound)
 
 
-# ----------------------------------------------------------------------------
-# Storage of the statistics.
-# ----------------------------------------------------------------------------
-
-
-def _stochastic_round(x: jax.Array, dtype: Any, step: jax.Array, salt: int):
-  """Rounds float32 ``x`` to ``dtype`` (bfloat16 or float16) without bias.
-
-  Each element is rounded up with probability equal to its distance from the
-  value below, so the rounding error has zero mean and an accumulator that
-  grows by increments below the storage dtype's resolution still grows on
-  average (plain rounding would freeze it). The randomness is a hash of the
-  element's index, the step and the leaf (``salt``): deterministic, with no
-  key to pass, and different at every step.
-  """
-  dtype = jnp.dtype(dtype)
-  if dtype == jnp.bfloat16:
-    # bfloat16 is float32's top 16 bits: add uniform noise below them, then
-    # truncate.
-    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
-    noise = _hash_bits(x.shape, step, salt) >> 16
-    rounded = (bits + noise) & jnp.uint32(0xFFFF0000)
-    return jax.lax.bitcast_convert_type(rounded, jnp.float32).astype(dtype)
-  # Other dtypes: round down, then up with the probability of the remainder.
-  x = x.astype(jnp.float32)
-  low = x.astype(dtype)
-  low = jnp.where(low.astype(jnp.float32) > x, jnp.nextafter(low, -jnp.inf), low)
-  high = jnp.nextafter(low, jnp.inf)
-  gap = high.astype(jnp.float32) - low.astype(jnp.float32)
-  fraction = jnp.where(gap > 0, (x - low.astype(jnp.float32)) / gap, 0)
-  uniform = (_hash_bits(x.shape, step, salt) >> 8).astype(jnp.float32) * 2.0**-24
-  return jnp.where(uniform < fraction, high, low)
-
-
-def _hash_bits(shape, step: jax.Array, salt: int) -> jax.Array:
-  """32 well-mixed pseudo-random bits per element of ``shape`` (uint32)."""
-  index = jax.lax.iota(jnp.uint32, int(np.prod(shape, dtype=np.int64)))
-  index = index.reshape(shape)
-  h = (
-    index * jnp.uint32(0x9E3779B1)
-    + step.astype(jnp.uint32) * jnp.uint32(0x85EBCA77)
-    + jnp.uint32((salt * 0xC2B2AE3D) & 0xFFFFFFFF)
-  )
-  # A 32-bit finaliser (xor-shift-multiply rounds) mixes every input bit.
-  h = h ^ (h >> 16)
-  h = h * jnp.uint32(0x7FEB352D)
-  h = h ^ (h >> 15)
-  h = h * jnp.uint32(0x846CA68B)
-  return h ^ (h >> 16)
-
-
-def _store(x: jax.Array, dtype: Any, *, step=None, salt: int = 0):
-  """Casts a statistic to its storage dtype.
-
-  Narrower than float32 and with a ``step``: stochastic rounding; otherwise
-  round to nearest.
-  """
-  dtype = jnp.dtype(dtype)
-  if step is not None and jnp.finfo(dtype).bits < 32:
-    return _stochastic_round(x, dtype, step, salt)
-  return x.astype(dtype)
-
-
 def _at_most_largest_finite(x: jax.Array, dtype: Any) -> jax.Array:
   """Clips ``x`` at the largest finite value of ``dtype``; NaN stays NaN.
 
@@ -397,8 +360,93 @@ def _at_most_largest_finite(x: jax.Array, dtype: Any) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------
-# The preconditioner state machine shared by `scale_by_idu` and `scale_by_anon`.
+# The state-update path shared by `scale_by_idu` and `scale_by_anon`.
 # ----------------------------------------------------------------------------
+
+
+class PreconditionerConfig(NamedTuple):
+  """The hyperparameters of the preconditioner, checked once at construction.
+
+  Attributes mirror the arguments of :func:`scale_by_idu`; the dtypes are
+  canonical or `None`.
+  """
+
+  b2: Any
+  eps: Any
+  gamma: Any
+  beta3: Any
+  refresh_base: Any
+  max_refresh_interval: Any
+  guard_factor: Any
+  exact: bool
+  nu_dtype: Any
+  precond_dtype: Any
+
+
+def make_config(
+  *,
+  b2,
+  eps,
+  gamma,
+  beta3,
+  refresh_base,
+  max_refresh_interval,
+  guard_factor,
+  exact,
+  nu_dtype,
+  precond_dtype,
+) -> PreconditionerConfig:
+  """Validates the preconditioner's arguments and bundles them."""
+  _validation.check_preconditioner(
+    b2, eps, gamma, beta3, refresh_base, max_refresh_interval, guard_factor
+  )
+  _validation.check_bool("exact", exact)
+  if exact and isinstance(guard_factor, (int, float)) and guard_factor != _DEFAULT_GUARD_FACTOR:
+    raise ValueError(
+      f"`guard_factor` ({guard_factor!r}) applies to the guarded step only; "
+      "`exact=True` is the authors' rule, which has no guard."
+    )
+  return PreconditionerConfig(
+    b2=b2,
+    eps=eps,
+    gamma=gamma,
+    beta3=beta3,
+    refresh_base=refresh_base,
+    max_refresh_interval=max_refresh_interval,
+    guard_factor=guard_factor,
+    exact=exact,
+    nu_dtype=_validation.check_storage_dtype("nu_dtype", nu_dtype),
+    precond_dtype=_validation.check_storage_dtype("precond_dtype", precond_dtype),
+  )
+
+
+# The guard's factor C when none is given: the step never uses a preconditioner
+# more than 10 times larger than a refresh at that step would give
+# (docs/algorithm.md, "The default guard", has the measurements that chose it).
+_DEFAULT_GUARD_FACTOR = 10.0
+
+
+def init_counters_and_statistics(params: optax.Params, config: PreconditionerConfig) -> dict:
+  """The counters, ``nu`` (zeros) and ``precond`` (ones) for ``params``.
+
+  Their dtypes are ``nu_dtype`` and ``precond_dtype``, by default the real
+  dtype of the parameters' and at least float32. Built with ``zeros_like`` of
+  the parameters, so that (as in :func:`optax.adam`) they get the parameters'
+  sharding.
+  """
+  _validation.check_params(params)
+
+  def zeros(p, dtype):
+    return jnp.zeros_like(p, dtype=dtype or _common.real_statistics_dtype(jnp.result_type(p)))
+
+  return dict(
+    count=jnp.zeros([], jnp.int32),
+    next_refresh=jnp.ones([], jnp.int32),
+    num_refreshes=jnp.zeros([], jnp.int32),
+    num_accumulated=jnp.zeros([], jnp.int32),
+    nu=jax.tree.map(lambda p: zeros(p, config.nu_dtype), params),
+    precond=jax.tree.map(lambda p: zeros(p, config.precond_dtype) + 1, params),
+  )
 
 
 def _squared_magnitude(update: jax.Array, dtype: Any) -> jax.Array:
@@ -408,44 +456,32 @@ def _squared_magnitude(update: jax.Array, dtype: Any) -> jax.Array:
   return jnp.real(update * jnp.conj(update)).astype(dtype)
 
 
-def _accumulate_leaf(update, nu, b2, one_minus_b2, dtype):
-  """``(1 - b2) |u|**2 + b2 s`` in ``dtype`` (at least float32)."""
-  return jnp.asarray(one_minus_b2, dtype) * _squared_magnitude(update, dtype) + jnp.asarray(
-    b2, dtype
-  ) * nu.astype(dtype)
-
-
 def _accumulate(updates, nu, b2, one_minus_b2):
-  """The second-moment accumulation of every leaf, in the computation dtype.
+  """``(1 - b2) |u|**2 + b2 s`` of every leaf, in at least float32.
 
   As `optax.tree.update_moment` computes it, but with ``1 - b2`` given, so
   that the refresh branch (where ``b2`` is an operand) and the normal pass
   round it the same way.
   """
-  return jax.tree.map(
-    lambda u, s: _accumulate_leaf(u, s, b2, one_minus_b2, jnp.promote_types(s.dtype, jnp.float32)),
-    updates,
-    nu,
-  )
+
+  def leaf(u, s):
+    dtype = jnp.promote_types(s.dtype, jnp.float32)
+    return jnp.asarray(one_minus_b2, dtype) * _squared_magnitude(u, dtype) + jnp.asarray(
+      b2, dtype
+    ) * s.astype(dtype)
+
+  return jax.tree.map(leaf, updates, nu)
 
 
-def init_preconditioner(params: optax.Params, nu_dtype=None, precond_dtype=None):
-  """Returns ``(nu, precond)`` for ``params``: zeros and ones.
+def _storage_dtype(configured, update, stored):
+  """A statistic's dtype after this step: as configured, else as at init.
 
-  Their dtypes are ``nu_dtype`` and ``precond_dtype``, by default the real
-  dtype of the parameters' and at least float32. Built with ``zeros_like`` /
-  ``ones_like`` of the parameters, so that (as for ``mu`` and as in
-  :func:`optax.adam`) they get the parameters' sharding.
+  A state restored from another configuration (``flax.serialization`` does not
+  cast) gets the configured dtypes back after one step, as ``optax.adam``'s.
   """
-  _common.check_params(params)
-
-  def zeros(p, dtype):
-    dtype = dtype or _common.real_statistics_dtype(jnp.result_type(p))
-    return jnp.zeros_like(p, dtype=dtype)
-
-  nu = jax.tree.map(lambda p: zeros(p, nu_dtype), params)
-  precond = jax.tree.map(lambda p: zeros(p, precond_dtype) + 1, params)
-  return nu, precond
+  if configured is not None:
+    return configured
+  return _common.real_statistics_dtype(jnp.result_type(update, stored))
 
 
 # The two branches of the refresh `lax.cond` are module-level functions that get
@@ -454,7 +490,7 @@ def init_preconditioner(params: optax.Params, nu_dtype=None, precond_dtype=None)
 def _refresh_branch(updates, nu, precond, b2, refresh, hyperparams):
   accumulated = _accumulate(updates, nu, b2, hyperparams["one_minus_b2"])
   new_precond = jax.tree.map(
-    lambda s, v: _store(
+    lambda s, v: _rounding.store(
       _at_most_largest_finite(refresh_preconditioner(s, v, **refresh, **hyperparams), v.dtype),
       v.dtype,
     ),
@@ -469,23 +505,25 @@ def _keep_branch(updates, nu, precond, b2, refresh, hyperparams):
   return precond, jnp.asarray(False)
 
 
-def update_preconditioner(
-  updates: optax.Updates,
-  state: Any,
-  *,
-  b2: Any,
-  eps: Any,
-  gamma: Any,
-  beta3: Any,
-  refresh_base: Any,
-  max_refresh_interval: Any | None = None,
-  guarded: bool = False,
-):
+def _cap_reached(num_accumulated, num_refreshes, max_refresh_interval):
+  """Whether the latest refresh is ``max_refresh_interval`` steps old or more.
+
+  Normally the schedule refreshes first; this catches a cap set (or lowered)
+  on a resumed state whose next scheduled refresh is further away.
+  """
+  if max_refresh_interval is None:
+    return jnp.asarray(False)
+  interval = jnp.asarray(max_refresh_interval).astype(jnp.int32)
+  return (num_refreshes > 0) & (num_accumulated >= interval)
+
+
+def update_preconditioner(updates: optax.Updates, state: Any, config: PreconditionerConfig, gamma):
   """Advances the preconditioner state by one step of ``updates``.
 
-  Accumulates :math:`|u|^2` into ``nu``; if this step is a refresh step,
-  refreshes ``precond`` from ``nu`` and resets ``nu``. The choice is one
-  `jax.lax.cond` for the whole tree, so a normal step does no refresh work.
+  Accumulates :math:`|u|^2` into ``nu``; at a refresh step (the schedule's, or
+  ``max_refresh_interval`` steps after the latest refresh), refreshes
+  ``precond`` from ``nu`` and resets ``nu``. The choice is one `jax.lax.cond`
+  for the whole tree, so a normal step does no refresh work.
 
   Speed (see benchmarks/README.md): the cond returns only the preconditioner
   and a "reset" flag; the accumulation and the reset are one elementwise pass
@@ -497,22 +535,26 @@ def update_preconditioner(
 
   Args:
     updates: this step's updates.
-    state: a :class:`ScaleByIDUState`, or any NamedTuple with its fields (as
-      :class:`anon_optax.ScaleByAnonState`).
-    b2, eps, gamma, beta3, refresh_base, max_refresh_interval: as in
-      :func:`scale_by_idu`; ``gamma`` is its value at this step.
-    guarded: whether the step reads the new ``nu`` (the guard of
-      :func:`step_preconditioner`).
+    state: a :class:`ScaleByIDUState` or :class:`anon_optax.ScaleByAnonState`.
+    config: the preconditioner's hyperparameters.
+    gamma: the adaptivity exponent at this step (a schedule evaluated).
 
   Returns:
     ``state._replace(...)`` with the counters, ``nu`` and ``precond`` after
     this step.
   """
+  b2 = config.b2
   step = optax.safe_increment(state.count)
   num_accumulated = optax.safe_increment(state.num_accumulated)
-  is_refresh = step == state.next_refresh
-  one_minus_b2 = _one_minus(b2)
-  hyperparams = dict(one_minus_b2=one_minus_b2, eps=eps, gamma=gamma, beta3=beta3)
+  is_refresh = (step == state.next_refresh) | _cap_reached(
+    num_accumulated, state.num_refreshes, config.max_refresh_interval
+  )
+  one_minus_b2 = one_minus(b2)
+  update_leaves = jax.tree.leaves(updates)
+  precond = jax.tree.map(
+    lambda u, v: v.astype(_storage_dtype(config.precond_dtype, u, v)), updates, state.precond
+  )
+  hyperparams = dict(one_minus_b2=one_minus_b2, eps=config.eps, gamma=gamma, beta3=config.beta3)
   refresh = dict(num_accumulated=num_accumulated, is_first=state.num_refreshes == 0)
   precond, reset = jax.lax.cond(
     is_refresh,
@@ -520,28 +562,24 @@ def update_preconditioner(
     _keep_branch,
     updates,
     state.nu,
-    state.precond,
+    precond,
     b2,
     refresh,
     hyperparams,
   )
-  accumulated = _accumulate(updates, state.nu, b2, one_minus_b2)
-  leaves, treedef = jax.tree.flatten(accumulated)
-  nu_leaves = jax.tree.leaves(state.nu)
-  leaves = [jnp.where(reset, jnp.zeros_like(s), s) for s in leaves]
-  if guarded:
+  accumulated, treedef = jax.tree.flatten(_accumulate(updates, state.nu, b2, one_minus_b2))
+  accumulated = [jnp.where(reset, jnp.zeros_like(s), s) for s in accumulated]
+  if not config.exact:
     # The guard reads the new accumulator in the step's pass: read it back
     # rather than recompute it from the old one, overwritten in place.
-    leaves = [_common.read_back_from_memory(s, u) for s, u in zip(leaves, jax.tree.leaves(updates))]
-  nu = treedef.unflatten(
-    [
-      _store(s, old.dtype, step=step, salt=index)
-      for index, (s, old) in enumerate(zip(leaves, nu_leaves))
-    ]
-  )
+    accumulated = [_common.read_back_from_memory(s, u) for s, u in zip(accumulated, update_leaves)]
+  nu = [
+    _rounding.store(s, _storage_dtype(config.nu_dtype, u, old), step=step, salt=index)
+    for index, (s, u, old) in enumerate(zip(accumulated, update_leaves, jax.tree.leaves(state.nu)))
+  ]
   next_refresh = jnp.where(
     is_refresh,
-    next_refresh_step(state.next_refresh, refresh_base, max_refresh_interval),
+    next_refresh_step(step, config.refresh_base, config.max_refresh_interval),
     state.next_refresh,
   )
   return state._replace(
@@ -551,14 +589,12 @@ def update_preconditioner(
       is_refresh, optax.safe_increment(state.num_refreshes), state.num_refreshes
     ),
     num_accumulated=jnp.where(is_refresh, 0, num_accumulated).astype(jnp.int32),
-    nu=nu,
+    nu=treedef.unflatten(nu),
     precond=precond,
   )
 
 
-def step_preconditioner(
-  new_state: Any, *, exact: bool, b2: Any, eps: Any, gamma: Any
-) -> optax.Updates:
+def step_preconditioner(new_state: Any, config: PreconditionerConfig, gamma) -> optax.Updates:
   r"""The preconditioner this step multiplies by: ``precond``, or guarded.
 
   With ``exact=True`` it is the latest refresh's ``new_state.precond`` (the
@@ -572,58 +608,66 @@ def step_preconditioner(
   old one is overwritten in place, and reading it here too would make XLA copy
   it.
   """
-  if exact:
+  if config.exact:
     return new_state.precond
-  one_minus_b2 = _one_minus(b2)
+  one_minus_b2 = one_minus(config.b2)
   # On a refresh step the accumulator was reset: n = 1 keeps the bound finite
   # and an infinite factor makes it vanish.
   refreshed = new_state.num_accumulated == 0
   num_accumulated = jnp.maximum(new_state.num_accumulated, 1)
-  factor = jnp.where(refreshed, jnp.inf, GUARD_FACTOR)
+  factor = jnp.where(refreshed, jnp.inf, config.guard_factor)
 
   def guard(v, s):
     dtype = jnp.promote_types(s.dtype, jnp.float32)
     inverse_correction = 1 / bias_correction(one_minus_b2, num_accumulated, dtype)
     return guarded_preconditioner(
-      v, s, inverse_correction=inverse_correction, eps=eps, gamma=gamma, factor=factor.astype(dtype)
+      v,
+      s,
+      inverse_correction=inverse_correction,
+      eps=config.eps,
+      gamma=gamma,
+      factor=factor.astype(dtype),
     )
 
   return jax.tree.map(guard, new_state.precond, new_state.nu)
 
 
-def _one_minus(b2: Any) -> Any:
-  """``1 - b2``, exact for a Python ``b2``; at least float32 for an array."""
-  if isinstance(b2, (int, float)):
-    return 1 - b2
-  return 1 - _common.at_least_float32(b2)
+def invalid_schedule_to_nan(config: PreconditionerConfig) -> jax.Array | None:
+  """NaN if a traced ``refresh_base`` or ``max_refresh_interval`` is invalid, else 1.
 
-
-def check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base, max_refresh_interval):
-  """Eagerly validates the hyperparameters shared by the preconditioners."""
-  _validation.check_interval("b2", b2, 0.0, 1.0)
-  _validation.check_interval("eps", eps, 0.0)
-  _validation.check_real_scalar_or_schedule("gamma", gamma)
-  _validation.check_interval("beta3", beta3, 0.0, 1.0)
-  _validation.check_integer_in("refresh_base", refresh_base, 2, _MAX_INT32)
-  if max_refresh_interval is not None:
-    _validation.check_integer_in("max_refresh_interval", max_refresh_interval, 1, _MAX_INT32)
-
-
-def check_storage_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> Any:
-  """Canonicalises a storage dtype; `None` stays `None`."""
-  if dtype is None:
+  Concrete values are checked at construction. Injected ones (with
+  `optax.inject_hyperparams`) can be changed in the state; a ``refresh_base``
+  below 2 or a ``max_refresh_interval`` below 1 would stop every later
+  refresh, silently, so the step turns NaN instead. `None` when both are
+  Python numbers.
+  """
+  checks = []
+  if not isinstance(config.refresh_base, int):
+    checks.append(jnp.asarray(config.refresh_base) >= 2)
+  if config.max_refresh_interval is not None and not isinstance(config.max_refresh_interval, int):
+    checks.append(jnp.asarray(config.max_refresh_interval) >= 1)
+  if not checks:
     return None
-  try:
-    canonical = jnp.dtype(dtype)
-  except TypeError as error:
-    raise TypeError(f"`{name}` must be a floating dtype or None, got {dtype!r}.") from error
-  allowed = jnp.inexact if complex_ok else jnp.floating
-  if not jnp.issubdtype(canonical, allowed):
-    kind = "floating or complex" if complex_ok else "real floating"
-    raise TypeError(
-      f"`{name}` must be a {kind} dtype (e.g. jnp.bfloat16, jnp.float32) or None, got {dtype!r}."
-    )
-  return jax.dtypes.canonicalize_dtype(canonical)
+  return jnp.where(jnp.all(jnp.stack(checks)), 1.0, jnp.nan)
+
+
+def preconditioner_step(updates, state, config: PreconditionerConfig):
+  """One step of the preconditioner: ``(scale, new_state)``.
+
+  ``scale`` is the tree the step multiplies by elementwise (see
+  :func:`step_preconditioner`); ``new_state`` has the counters, ``nu`` and
+  ``precond`` advanced. Checks the updates' tree against the state's.
+  """
+  _validation.check_updates_match(updates, state.nu)
+  gamma = _common.resolve_schedule(config.gamma, state.count)
+  new_state = update_preconditioner(updates, state, config, gamma)
+  return step_preconditioner(new_state, config, gamma), new_state
+
+
+def one_minus(b: Any) -> Any:
+  """``1 - b``, exact for a Python ``b``; at least float32 for an array."""
+  exact = _common.exact_one_minus(b)
+  return exact if exact is not None else 1 - _common.at_least_float32(b)
 
 
 def scale_by_idu(
@@ -634,6 +678,7 @@ def scale_by_idu(
   beta3: jax.typing.ArrayLike = 0.5,
   refresh_base: int = 2,
   max_refresh_interval: int | None = None,
+  guard_factor: jax.typing.ArrayLike = _DEFAULT_GUARD_FACTOR,
   exact: bool = False,
   nu_dtype: jax.typing.DTypeLike | None = None,
   precond_dtype: jax.typing.DTypeLike | None = None,
@@ -641,44 +686,43 @@ def scale_by_idu(
   r"""Scale updates by the gamma-preconditioner refreshed by IDU.
 
   The preconditioner of Anon alone, applied to whatever updates :math:`u_t`
-  reach it, so it composes after clipping, :func:`optax.trace`, etc.:
+  reach it, so it composes after clipping, :func:`optax.trace`, etc. For
+  :math:`t = 1, 2, \dots`, with :math:`n_t` the steps accumulated since the
+  latest refresh:
 
   .. math::
-    s_t &= b_2 s_{t-1} + (1 - b_2) |u_t|^2 \\
-    \text{at } t = a_k:\quad \sigma &= s_t / (1 - b_2^{n}) + \epsilon,
+    s_t &= b_2 s_{t-1} + (1 - b_2) |u_t|^2, \qquad
+      \sigma_t = s_t / (1 - b_2^{n_t}) + \epsilon \\
+    \text{at } t = a_k:\quad v &\leftarrow
+      \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma_t^{\gamma}\right)^{-1/2}
+      \ (v \leftarrow \sigma_t^{-\gamma/2} \text{ at } k = 0),
       \quad s_t \leftarrow 0 \\
-    v &= \sigma^{-\gamma/2} \ (k = 0), \qquad
-    v = \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma^{\gamma}\right)^{-1/2}
-      \ (k > 0) \\
     \text{output}_t &= \min\left(v,\ C \sigma_t^{-\gamma/2}\right) \odot u_t
-      \quad (v \odot u_t \text{ at refresh steps})
 
   with refresh steps :math:`a_k` = 1, ``refresh_base``, ``refresh_base**2``,
-  ... (every ``max_refresh_interval`` steps once the gap reaches it),
-  :math:`n` the number of steps accumulated since the previous refresh, and
-  :math:`\sigma_t = s_t / (1 - b_2^{n_t}) + \epsilon` this step's own
-  estimate. The guard :math:`\min(v, C\sigma_t^{-\gamma/2})`, with
-  :math:`C = 10`, keeps a preconditioner refreshed when the updates were tiny
-  from multiplying much larger updates later; ``exact=True`` drops it
-  (output :math:`v \odot u_t`, the authors' rule).
+  ... and :math:`C` = ``guard_factor`` (the min is skipped at refresh steps).
+  ``exact=True`` is the authors' rule: :math:`\text{output}_t = v \odot u_t`.
 
   Args:
-    b2: decay rate of the second-moment accumulator, in [0, 1).
-    eps: added to the bias-corrected second moment, >= 0.
-    gamma: the adaptivity exponent (any real number, or a schedule of the step
-      count, evaluated at refresh steps): 0 gives :math:`v = 1`, 1 an
-      Adam-like :math:`v \approx 1/\sqrt{\sigma}`.
-    beta3: weight of the previous preconditioner in the refresh, in [0, 1).
-    refresh_base: integer >= 2; refreshes happen at steps ``refresh_base**k``.
-    max_refresh_interval: `None` (the default) or an integer >= 1: the
-      largest number of steps between two refreshes.
-    exact: if `True`, the authors' rule without the step guard.
-    nu_dtype: storage dtype of the accumulator :math:`s` (`None`: at least
-      float32). A dtype narrower than float32 is written with unbiased
-      stochastic rounding, deterministic given the step.
-    precond_dtype: storage dtype of the preconditioner :math:`v` (`None`: at
-      least float32), rounded to nearest. Arithmetic is always in at least
-      float32.
+    b2: decay rate of the second-moment accumulator, in [0, 1). Default 0.999.
+    eps: added to the bias-corrected second moment, >= 0. Default 1e-16.
+    gamma: the adaptivity exponent, a finite real number or a schedule of the
+      step count: 0 gives :math:`v = 1`, 1 an Adam-like
+      :math:`v \approx 1/\sqrt{\sigma}`. Default 1.0.
+    beta3: weight of the previous preconditioner in a refresh, in [0, 1).
+      Default 0.5 (the authors' harmonic mean).
+    refresh_base: integer >= 2; refreshes happen at steps
+      ``refresh_base**k``. Default 2.
+    max_refresh_interval: `None` (default: no cap) or an integer >= 1, the
+      most steps between two refreshes, also on a resumed state.
+    guard_factor: :math:`C`, a finite number >= 1. Default 10.0.
+    exact: if `True`, the authors' rule without the guard (then leave
+      ``guard_factor`` at its default). Default `False`.
+    nu_dtype: storage dtype of :math:`s`; `None` (default) keeps at least
+      float32. bfloat16 halves its memory (written with unbiased stochastic
+      rounding); float16 is refused (squared gradients underflow).
+    precond_dtype: storage dtype of :math:`v`; `None` (default) keeps at least
+      float32. Arithmetic is always in at least float32.
 
   Returns:
     A :class:`optax.GradientTransformation` with state
@@ -699,39 +743,29 @@ def scale_by_idu(
     Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
-  check_preconditioner_hyperparams(b2, eps, gamma, beta3, refresh_base, max_refresh_interval)
-  _validation.check_bool("exact", exact)
-  nu_dtype = check_storage_dtype("nu_dtype", nu_dtype)
-  precond_dtype = check_storage_dtype("precond_dtype", precond_dtype)
+  config = make_config(
+    b2=b2,
+    eps=eps,
+    gamma=gamma,
+    beta3=beta3,
+    refresh_base=refresh_base,
+    max_refresh_interval=max_refresh_interval,
+    guard_factor=guard_factor,
+    exact=exact,
+    nu_dtype=nu_dtype,
+    precond_dtype=precond_dtype,
+  )
 
   def init_fn(params):
-    nu, precond = init_preconditioner(params, nu_dtype, precond_dtype)
-    return ScaleByIDUState(
-      count=jnp.zeros([], jnp.int32),
-      next_refresh=jnp.ones([], jnp.int32),
-      num_refreshes=jnp.zeros([], jnp.int32),
-      num_accumulated=jnp.zeros([], jnp.int32),
-      nu=nu,
-      precond=precond,
-    )
+    return ScaleByIDUState(**init_counters_and_statistics(params, config))
 
   def update_fn(updates, state, params=None):
     del params
-    _common.check_updates_match(updates, state.nu)
-    gamma_t = _common.resolve_schedule(gamma, state.count)
-    new_state = update_preconditioner(
-      updates,
-      state,
-      b2=b2,
-      eps=eps,
-      gamma=gamma_t,
-      beta3=beta3,
-      refresh_base=refresh_base,
-      max_refresh_interval=max_refresh_interval,
-      guarded=not exact,
-    )
-    scale = step_preconditioner(new_state, exact=exact, b2=b2, eps=eps, gamma=gamma_t)
-    updates = jax.tree.map(lambda v, u: (v * u).astype(_common.update_dtype(u, u)), scale, updates)
+    scale, new_state = preconditioner_step(updates, state, config)
+    validity = invalid_schedule_to_nan(config)
+    if validity is not None:
+      scale = jax.tree.map(lambda v: v * validity.astype(v.dtype), scale)
+    updates = jax.tree.map(lambda v, u: (v * u).astype(_common.update_dtype(u)), scale, updates)
     return updates, new_state
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -1,13 +1,12 @@
-"""Eager checks of hyperparameters, at construction.
+"""Every argument check of the package, with one wording per rule.
 
-A hyperparameter given as a Python number, a NumPy scalar or a concrete JAX
-scalar is checked here: its type (a real number; strings, `None`, complex
-numbers and non-scalar arrays are refused with a `TypeError` or `ValueError`
-that names the argument), and its range. Traced values (under `jax.jit` with
-`optax.inject_hyperparams`, or `jax.vmap`) are only checked for their shape:
-branching on their value in Python would either fail or silently freeze one
-value into the compiled program. Schedules are evaluated by their users, not
-here.
+Hyperparameters given as Python numbers, NumPy scalars or concrete JAX scalars
+are checked at construction: their type (a real number; strings, `None`,
+booleans, complex numbers and non-scalar arrays raise a `TypeError` or
+`ValueError` naming the argument) and their range. Traced values (under
+`jax.jit`, `jax.vmap`, or `optax.inject_hyperparams` inside `jit`) are checked
+for their shape only: branching on their value in Python would fail or freeze
+one value into the compiled program. Schedules are evaluated by their users.
 """
 
 import math
@@ -16,93 +15,190 @@ from typing import Any
 
 import jax
 from jax import core as jax_core
+import jax.numpy as jnp
 import numpy as np
+import optax
 
+MAX_INT32 = int(np.iinfo(np.int32).max)
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
 
 
-def _scalar_value(name: str, value: Any) -> float | None:
-  """Returns a concrete real scalar ``value`` as a float, `None` if traced.
+def _describe(low: float, high: float, high_inclusive: bool) -> str:
+  if low == -math.inf and high == math.inf:
+    return "a finite real number"
+  closing = "]" if high_inclusive else ")"
+  upper = "inf" if high == math.inf else f"{high:g}"
+  return f"a real number in [{low:g}, {upper}{closing}"
+
+
+def _concrete_value(name: str, value: Any, allowed: str) -> float | None:
+  """``value`` as a float; `None` if it is traced.
 
   Raises:
-    TypeError: if ``value`` is not a real number or real scalar array.
+    TypeError: if ``value`` is not a real number or a real scalar array.
     ValueError: if it is an array with more than one element.
   """
-  if isinstance(value, bool) or value is None or isinstance(value, str):
-    raise TypeError(f"`{name}` must be a real number or a real scalar array, got {value!r}.")
+  if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, str):
+    raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type {type(value).__name__}.")
   if isinstance(value, numbers.Real):
     return float(value)
   if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    if not (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)):
+      raise TypeError(f"`{name}` must be {allowed}, got an array of dtype {value.dtype}.")
     if np.ndim(value) != 0:
       raise ValueError(
-        f"`{name}` must be a scalar (shape ()), got an array of shape {np.shape(value)}."
+        f"`{name}` must be a scalar ({allowed}), got an array of shape {np.shape(value)}."
       )
-    dtype = value.dtype
-    if not (
-      np.issubdtype(dtype, np.floating)
-      or np.issubdtype(dtype, np.integer)
-      or dtype == jax.numpy.bfloat16
-    ):
-      raise TypeError(f"`{name}` must be a real number or a real scalar array, got dtype {dtype}.")
     if isinstance(value, jax_core.Tracer):
       return None
     return float(value)
-  raise TypeError(
-    f"`{name}` must be a real number or a real scalar array, got {type(value).__name__} {value!r}."
-  )
+  raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type {type(value).__name__}.")
 
 
-def check_finite(name: str, value: Any) -> None:
-  """Raises unless `value` is a real scalar, finite where it is concrete."""
-  number = _scalar_value(name, value)
-  if number is not None and not math.isfinite(number):
-    raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-
-
-def check_real_scalar_or_schedule(name: str, value: Any) -> None:
-  """A schedule (any callable), or a finite real scalar as `check_finite`."""
-  if not callable(value):
-    check_finite(name, value)
-
-
-def check_interval(
+def check_real(
   name: str,
   value: Any,
-  low: float,
+  low: float = -math.inf,
   high: float = math.inf,
   *,
   high_inclusive: bool = False,
+  why: str = "",
 ) -> None:
-  """Raises unless a concrete `value` lies in [low, high) or [low, high]."""
-  number = _scalar_value(name, value)
+  """Raises unless a concrete ``value`` is a finite real scalar in [low, high).
+
+  Args:
+    name: the argument's name, quoted in the error.
+    value: the hyperparameter (traced values pass, if scalar).
+    low: the smallest allowed value.
+    high: the upper bound, excluded unless ``high_inclusive``.
+    high_inclusive: whether ``high`` itself is allowed.
+    why: appended to the range error, to say what goes wrong outside it.
+  """
+  allowed = _describe(low, high, high_inclusive)
+  number = _concrete_value(name, value, allowed)
   if number is None:
     return
   inside = low <= number and (number <= high if high_inclusive else number < high)
-  if not inside:  # Also true for NaN, whose comparisons are all False.
-    closing = "]" if high_inclusive else ")"
-    upper = "inf" if high == math.inf else f"{high:g}"
-    raise ValueError(f"`{name}` must lie in [{low:g}, {upper}{closing}, got {value!r}.")
+  if not (math.isfinite(number) and inside):  # NaN compares False everywhere.
+    raise ValueError(f"`{name}` must be {allowed}, got {value!r}.{why}")
+
+
+def check_real_or_schedule(name: str, value: Any, low: float = -math.inf, **kwargs) -> None:
+  """A schedule (any callable), or a real scalar as :func:`check_real`."""
+  if not callable(value):
+    check_real(name, value, low, **kwargs)
 
 
 def check_integer_in(name: str, value: Any, low: int, high: int) -> None:
-  """Raises unless a concrete `value` is an integer in [low, high]."""
-  number = _scalar_value(name, value)
-  if number is None:
-    return
-  if not (number.is_integer() and low <= number <= high):
-    raise ValueError(f"`{name}` must be an integer in [{low}, {high}], got {value!r}.")
+  """Raises unless a concrete ``value`` is an integer in [low, high]."""
+  allowed = f"an integer in [{low}, {high}]"
+  number = _concrete_value(name, value, allowed)
+  if number is not None and not (number.is_integer() and low <= number <= high):
+    raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")
 
 
 def check_bool(name: str, value: Any) -> None:
-  """Raises `TypeError` unless `value` is a Python bool (a structural flag)."""
+  """Raises `TypeError` unless ``value`` is a Python bool (a structural flag)."""
   if not isinstance(value, bool):
     raise TypeError(f"`{name}` must be True or False, got {value!r}.")
 
 
-def check_weight_decay_mode(weight_decay_mode: Any) -> None:
+def check_weight_decay(weight_decay: Any, weight_decay_mode: Any) -> None:
+  """The mode is one of :data:`WEIGHT_DECAY_MODES`; the strength in its range.
+
+  ``"fixed"`` multiplies the parameters by ``1 - weight_decay`` at every step,
+  so beyond 1 it flips their sign and grows them.
+  """
   if weight_decay_mode not in WEIGHT_DECAY_MODES:
     raise ValueError(
       "`weight_decay_mode` must be one of "
-      f"{', '.join(repr(m) for m in WEIGHT_DECAY_MODES)}; "
-      f"got {weight_decay_mode!r}."
+      f"{', '.join(repr(m) for m in WEIGHT_DECAY_MODES)}; got {weight_decay_mode!r}."
     )
+  if weight_decay_mode == "fixed":
+    check_real_or_schedule(
+      "weight_decay", weight_decay, 0.0, high=1.0, high_inclusive=True, why=" (mode 'fixed')"
+    )
+  else:
+    check_real_or_schedule("weight_decay", weight_decay, 0.0)
+
+
+def check_storage_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> Any:
+  """Canonicalises an optional storage dtype; `None` stays `None`.
+
+  float16 is refused for the second-moment accumulator: squared gradients
+  below its smallest normal (6e-5, gradients below 8e-3) underflow, and the
+  preconditioner built from them is too large.
+  """
+  if dtype is None:
+    return None
+  kind = "floating or complex" if complex_ok else "real floating"
+  try:
+    canonical = jnp.dtype(dtype)
+  except TypeError as error:
+    raise TypeError(f"`{name}` must be a {kind} dtype or None, got {dtype!r}.") from error
+  if not jnp.issubdtype(canonical, jnp.inexact if complex_ok else jnp.floating):
+    raise TypeError(
+      f"`{name}` must be a {kind} dtype (e.g. jnp.bfloat16, jnp.float32) or None, got {dtype!r}."
+    )
+  if name == "nu_dtype" and canonical == jnp.float16:
+    raise ValueError(
+      "`nu_dtype` must not be float16: squared gradients below its range underflow to 0 and "
+      "the steps come out too large; use jnp.bfloat16 (float32's range) to halve its memory."
+    )
+  return jax.dtypes.canonicalize_dtype(canonical)
+
+
+def check_preconditioner(b2, eps, gamma, beta3, refresh_base, max_refresh_interval, guard_factor):
+  """The hyperparameters of Anon's gamma-preconditioner and its refresh."""
+  check_real("b2", b2, 0.0, 1.0)
+  check_real("eps", eps, 0.0)
+  check_real_or_schedule("gamma", gamma)
+  check_real("beta3", beta3, 0.0, 1.0)
+  check_integer_in("refresh_base", refresh_base, 2, MAX_INT32)
+  if max_refresh_interval is not None:
+    check_integer_in("max_refresh_interval", max_refresh_interval, 1, MAX_INT32)
+  check_real("guard_factor", guard_factor, 1.0)
+
+
+def check_params(params: optax.Params) -> None:
+  """Raises `TypeError` for parameter leaves that are not floating or complex."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      raise TypeError(
+        "anon_optax optimizers need floating-point or complex parameters; "
+        f"the leaf at {jax.tree_util.keystr(path)} has dtype {dtype}."
+      )
+
+
+def check_updates_match(updates: optax.Updates, reference: optax.Updates) -> None:
+  """Raises `ValueError` unless ``updates`` has the tree and shapes of ``reference``."""
+  updates_tree = jax.tree.structure(updates)
+  state_tree = jax.tree.structure(reference)
+  if updates_tree != state_tree:
+    raise ValueError(
+      "The updates (gradients) do not have the structure of the parameters "
+      f"the optimizer was initialised with: got {updates_tree}, expected {state_tree}."
+    )
+  for (path, update), moment in zip(
+    jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(reference)
+  ):
+    if jnp.shape(update) != jnp.shape(moment):
+      raise ValueError(
+        f"The update at {jax.tree_util.keystr(path)} has shape {jnp.shape(update)}, "
+        f"but the parameter it updates has shape {jnp.shape(moment)}."
+      )
+
+
+def check_mask(mask: Any, params: optax.Params) -> None:
+  """Raises `ValueError` naming `mask` unless it is a prefix of ``params``' structure."""
+  if mask is None:
+    return
+  tree = mask(params) if callable(mask) else mask
+  try:
+    jax.tree.map(lambda *_: None, tree, params)
+  except (ValueError, TypeError) as error:
+    raise ValueError(
+      "`mask` must have the tree structure of the parameters (or a prefix of it): got "
+      f"{jax.tree.structure(tree)} for parameters {jax.tree.structure(params)}."
+    ) from error

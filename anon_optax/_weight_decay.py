@@ -28,7 +28,7 @@ def chain_with_weight_decay(
   - ``"decoupled"``: :math:`\theta_{t+1} = \theta_t - \eta_t (u_t + \lambda
     \theta_t)` (AdamW style, scaled by the learning rate);
   - ``"fixed"``: :math:`\theta_{t+1} = (1 - \lambda) \theta_t - \eta_t u_t`
-    (not scaled by the learning rate).
+    (not scaled by the learning rate; :math:`\lambda \in [0, 1]`).
 
   Args:
     scale_by: the scaling transformation.
@@ -41,14 +41,25 @@ def chain_with_weight_decay(
     An :class:`optax.GradientTransformationExtraArgs`.
 
   Raises:
-    ValueError: for a non-finite learning rate, a negative or non-finite weight
-      decay, or an unknown mode (Python numbers only; schedules and traced
-      values are not inspected).
+    ValueError: for a non-finite learning rate, a weight decay out of its
+      range, an unknown mode (Python numbers only; schedules and traced values
+      are not inspected), or, at ``init``, a mask that does not fit the
+      parameters.
   """
-  _validation.check_real_scalar_or_schedule("learning_rate", learning_rate)
-  if not callable(weight_decay):
-    _validation.check_interval("weight_decay", weight_decay, 0.0)
-  _validation.check_weight_decay_mode(weight_decay_mode)
+  _validation.check_real_or_schedule("learning_rate", learning_rate)
+  _validation.check_weight_decay(weight_decay, weight_decay_mode)
+  chained = _chain(scale_by, learning_rate, weight_decay, weight_decay_mode, mask)
+  if mask is None:
+    return chained
+
+  def init_fn(params):
+    _validation.check_mask(mask, params)
+    return chained.init(params)
+
+  return optax.GradientTransformationExtraArgs(init_fn, chained.update)
+
+
+def _chain(scale_by, learning_rate, weight_decay, weight_decay_mode, mask):
   if weight_decay_mode == "l2":
     return optax.chain(
       optax.add_decayed_weights(weight_decay, mask),

@@ -68,7 +68,7 @@ def test_unknown_weight_decay_mode_raises(mode):
 
 
 def test_error_message_states_the_allowed_range():
-  with pytest.raises(ValueError, match=r"`b2` must lie in \[0, 1\), got 1.5"):
+  with pytest.raises(ValueError, match=r"`b2` must be a real number in \[0, 1\), got 1.5"):
     anon_optax.anon(1e-3, b2=1.5)
   with pytest.raises(ValueError, match=r"`refresh_base` must be an integer in \[2, "):
     anon_optax.anon(1e-3, refresh_base=1)
