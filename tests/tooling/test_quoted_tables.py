@@ -1,7 +1,10 @@
 """Every table quoted in README.md and docs/ matches the results file it is rendered from.
 
 The generated regions and their results files are listed in docs/tables.py; after rerunning an
-experiment, `python -m docs.tables --write` updates the text.
+experiment, `python -m docs.tables --write` updates the text. Checked here: every generated region
+is what its renderer makes of the committed results file(s) today; every registered table is
+quoted somewhere and its results files are committed; an edited number makes a region stale and
+`--write` repairs it; the renderers write tables of numbers and one fixed source line, no prose.
 """
 
 import importlib.util
@@ -55,7 +58,7 @@ def test_every_table_is_quoted_and_its_results_file_is_committed(name):
 def test_a_changed_number_is_detected(tmp_path, monkeypatch):
   """Editing one result in the JSON makes the quoted region stale, and --write repairs it."""
   name = "digits"
-  results = json.loads((ROOT / tables.TABLES[name].results).read_text())
+  results = json.loads((ROOT / tables.TABLES[name].results[0]).read_text())
   text = (
     "before\n<!-- generated: digits by `python -m docs.tables --write` -->\n"
     + tables.render(name)
@@ -68,12 +71,13 @@ def test_a_changed_number_is_detected(tmp_path, monkeypatch):
   results["results"][0]["test_accuracy"] = 0.5
   (tmp_path / "results.json").write_text(json.dumps(results))
   monkeypatch.setattr(tables, "ROOT", tmp_path)
+  monkeypatch.setitem(tables.COMMANDS, "results.json", "edited")
   monkeypatch.setitem(
-    tables.TABLES, name, tables.Table("results.json", "edited", tables.TABLES[name].render)
+    tables.TABLES, name, tables.Table(("results.json",), tables.TABLES[name].render)
   )
   assert tables.stale_regions(page) == [name]
   rewritten = tables.regenerate(text)
-  assert "| 0.5000 |" in rewritten
+  assert "| 0.5000 " in rewritten
   assert rewritten.startswith("before\n") and rewritten.endswith("after\n")
 
 
@@ -143,11 +147,11 @@ def test_step_time_tables_follow_the_contenders_of_the_results_file():
     "copy": _step_entry(0.6, {"adam": 0.2}, {"floor": 0.19}, gbps=50.0),
   }
   text = tables.render_step_time(_step_time_results(per_step))
-  rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if "|" in line}
-  assert "| anon | 3.300 | 1.05 | 1.10 |" in rows["anon"]
-  assert "1.02 (vs floor_exact)" in rows["anon (exact=True)"]
-  assert "| floor_exact | 2.800 | 1.00 |" in rows["floor_exact"]
-  assert "`anon_compact`" in rows and "| 0.94 |" in rows["`anon_compact`"]
+  rows = {cells[1]: cells for cells in _cells(text)}
+  assert rows["anon"][:5] == ["4M / 40", "anon", "3.300", "1.05", "1.10"]
+  assert rows["anon (exact=True)"][3] == "1.02 (vs floor_exact)"
+  assert rows["floor_exact"][2:4] == ["2.800", "1.00"]
+  assert rows["`anon_compact`"][3] == "0.94"
   assert "torch" not in text
   assert list(rows)[-1] == "copy (streaming, in place)"
 
@@ -159,37 +163,31 @@ def test_step_time_tables_follow_the_contenders_of_the_results_file():
       "results": {"loop": {"paired_ratio_run_s": 0.45}, "scan": {"paired_ratio_run_s": 0.55}},
     },
   }
-  targets = {
-    line.split(" | ")[0].lstrip("| "): line
-    for line in tables.render_targets(files).splitlines()
-    if "|" in line
-  }
-  floor = next(v for k, v in targets.items() if k.startswith("default step"))
-  assert "1.05x paired" in floor and "**met**" in floor
-  exact = next(v for k, v in targets.items() if k.startswith("exact rule"))
-  assert "1.02x paired" in exact and "**met**" in exact
-  assert targets["anon step <= 0.80x the PyTorch per-tensor reference"].endswith("not measured |")
-  assert "**missed**" in targets["anon step <= 0.75x `optax.adam`"]
-  assert "**met**" in targets["refresh step <= 3x a normal step"]
-  sweep = next(v for k, v in targets.items() if "vmapped sweep" in k)
-  assert "**missed**" in sweep  # one mode above 0.5x
-  gpu = next(v for k, v in targets.items() if k.startswith("GPU"))
-  assert gpu.endswith("not measured |")
+  targets = {cells[0]: cells[1:] for cells in _cells(tables.render_targets(files))}
+  assert targets["`anon` / `floor`, paired"] == ["1.05", "<= 1.10"]
+  assert targets["`anon_exact` / `floor_exact`, paired"] == ["1.02", "<= 1.10"]
+  assert targets["`anon` / PyTorch per-tensor (1 thread)"] == ["-", "<= 0.80"]
+  assert targets["`anon` / `optax.adam`"] == ["1.10", "<= 0.75"]
+  assert targets["refresh step / normal step"] == ["2.00", "<= 3"]
+  assert targets["2-gamma vmapped sweep / 2 sequential runs (scan, paired)"] == ["0.55", "<= 0.5"]
+  assert targets["GPU, 64M: `anon` / `optax.adam`"] == ["-", "<= 1.15"]
 
 
-def test_the_source_line_names_the_commit_and_load_of_the_results_file(tmp_path, monkeypatch):
-  results = _step_time_results({"anon": _step_entry(1.0, {}, {})})
-  results["machine"]["command"] = "python -m benchmarks.step_time --sizes 4M"
-  (tmp_path / "r.json").write_text(json.dumps(results))
-  monkeypatch.setattr(tables, "ROOT", tmp_path)
-  monkeypatch.setitem(
-    tables.TABLES, "step-time", tables.Table("r.json", "registry command", tables.render_step_time)
-  )
-  source = tables.render("step-time").strip().splitlines()[-1]
-  assert "commit abc1234" in source and "load average 1.5 / 2 / 3" in source
-  # The file's own command line wins over the registry's.
-  assert "`python -m benchmarks.step_time --sizes 4M`" in source
-  assert "registry command" not in source
+def _cells(markdown):
+  """The body rows of a markdown table, as lists of stripped cells."""
+  lines = [line for line in markdown.splitlines() if line.startswith("|")][2:]
+  return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+def test_regions_hold_tables_of_numbers_and_one_source_line():
+  """No renderer writes prose: a region is Markdown tables, blank lines and the source line that
+  names each results file and the command that writes it (from the registry, not the file)."""
+  for name, entry in tables.TABLES.items():
+    lines = tables.render(name).rstrip("\n").split("\n")
+    source = lines.pop()
+    assert all(line == "" or line.startswith("|") for line in lines), name
+    for path, command in entry.sources():
+      assert f"`{path}`, written by `{command}`" in source, name
 
 
 def test_workload_order_matches_the_workload_suite():
