@@ -189,7 +189,7 @@ def scale_by_anon(
     treedef = jax.tree.structure(mu)
     updates = treedef.unflatten(
       [
-        (v * (m * inverse_bias_correction)).astype(_common.update_dtype(g, p, m))
+        (v * (m * inverse_bias_correction)).astype(_common.update_dtype(g, p, m, b1, b2, eps))
         for v, m, g, p in zip(
           jax.tree.leaves(scale), jax.tree.leaves(mu), jax.tree.leaves(updates), params_leaves
         )

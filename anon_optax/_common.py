@@ -104,19 +104,21 @@ def update_dtype(update: Any, *others: Any) -> jnp.dtype:
   """The dtype of an update, as :func:`optax.adam` gives it.
 
   Adam's updates are computed from the gradient, the parameters' dtype (its
-  second moment) and its first moment, so they come out in the promotion of
-  all three: float32 parameters with bfloat16 gradients or a bfloat16
-  ``mu_dtype`` give float32 updates; integer gradients give floating ones.
+  second moment), its first moment and its hyperparameters, so they come out
+  in the promotion of all of them: float32 parameters with bfloat16 gradients
+  or a bfloat16 ``mu_dtype`` give float32 updates, as do float32 hyperparameters
+  injected with bfloat16 parameters (Python numbers are weakly typed and change
+  nothing); integer gradients give floating updates.
 
   Args:
     update: the incoming update (gradient) leaf.
-    *others: the parameter leaf, the first moment, ...; `None` entries are
-      skipped (an `update` called without parameters).
+    *others: the parameter leaf, the first moment, hyperparameters, ...;
+      `None` entries are skipped (an `update` called without parameters).
   """
-  dtypes = [jnp.result_type(x) for x in (update, *others) if x is not None]
   # The weak Python float makes integer updates floating and changes no
   # floating dtype.
-  return jax.dtypes.canonicalize_dtype(jnp.result_type(*dtypes, 1.0))
+  values = [x for x in (update, *others) if x is not None]
+  return jax.dtypes.canonicalize_dtype(jnp.result_type(*values, 1.0))
 
 
 def exact_one_minus(value: Any) -> float | None:

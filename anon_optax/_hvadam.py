@@ -134,7 +134,7 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   # The scalar arithmetic runs in the scalar state's dtype (at least
   # float32) and each leaf's in its statistics' dtype, whatever the dtype
   # of the hyperparameters (`inject_hyperparams` may hand them in bfloat16).
-  scalar_dtype = state.exp_delta.dtype
+  scalar_dtype = jnp.promote_types(state.exp_delta.dtype, jnp.float32)
   # A state restored from another configuration (`flax.serialization` does not
   # cast) is back in the statistics' dtypes after one step, as `optax.adam`'s.
   at_least = lambda to_dtype: lambda g, x: x.astype(to_dtype(jnp.result_type(g, x)))
@@ -278,8 +278,7 @@ def scale_by_hvadam(
   r"""Rescale updates according to the HVAdam algorithm.
 
   For gradient :math:`g_t` at step :math:`t = 1, 2, \dots`, with the hidden
-  vector :math:`h` (zeros at the start) and squares taken elementwise
-  (:math:`|\cdot|^2` for complex values):
+  vector :math:`h` (zeros at the start) and squares taken elementwise:
 
   .. math::
     m_t &= b_1 m_{t-1} + (1 - b_1) g_t, \qquad
@@ -290,112 +289,31 @@ def scale_by_hvadam(
       d_t = \sqrt{v_t} / \sqrt{1 - b_2^t} + \epsilon \\
     u_t &= \hat m_t / d_t + s_t\, h_{\mathrm{new}}
 
-  The hidden step :math:`s_t h_\mathrm{new}` comes from tree-wide inner
-  products :math:`MM = \langle \hat m, \hat m\rangle`,
-  :math:`ML = \langle \hat m, h\rangle`, :math:`LL = \langle h, h\rangle`
-  (:math:`h` before this step's change):
-
-  .. math::
-    k &= \frac{MM - ML}{MM + LL - 2 ML}, \qquad
-    p = k h + (1 - k) \hat m, \qquad
-    \delta = \frac{\langle p, \hat m\rangle}{\|p\| \|\hat m\|}
-
-  where :math:`p` is the minimum-norm point on the line through :math:`h`
-  and :math:`\hat m` (so :math:`\delta = \|p\| / \|\hat m\| \in [0, 1]`) and
-  :math:`\|p\|^2 = |k^2 LL + (1-k)^2 MM + 2k(1-k) ML|`. Then, by branch:
-
-  - restart (the first step, and after a switch-off):
-    :math:`h \leftarrow \hat m`, the agreement average :math:`\bar\delta` and
-    its count :math:`n` are reset to 0, :math:`s_t = 0`;
-  - skip (:math:`|\delta| > 1` or :math:`\delta` undefined): nothing changes,
-    :math:`s_t = 0`;
-  - otherwise :math:`\bar\delta \leftarrow b_2 \bar\delta + (1 - b_2)\delta`,
-    :math:`n \leftarrow n + 1`, and
-
-    - switch-off if :math:`\bar\delta / (1 - b_2^n) < 0.1`: the next step
-      restarts, :math:`s_t = 0`;
-    - extra step otherwise: :math:`h \leftarrow p` and
-      :math:`s_t = 10^{6 \bar\delta - 3}`.
-
-  Like :func:`optax.scale_by_adam` the output carries no learning rate and no
-  sign: the authors' two parameter moves per step,
-  :math:`\theta \mathrel{-}= \eta \hat m / d` and
-  :math:`\theta \mathrel{-}= \eta\, 10^{6\bar\delta - 3} h`, are both scaled by
-  the learning rate :math:`\eta`, so :math:`-\eta u_t` is their sum.
-
-  Where the authors' code divides by zero, the result is defined as follows
-  (everything else is their arithmetic):
-
-  - :math:`k = 0` when :math:`MM + LL - 2ML = 0` (:math:`h = \hat m`);
-  - :math:`\delta = 0` when :math:`\|p\| = 0 < \|\hat m\|` (:math:`h` and
-    :math:`\hat m` collinear, the line through them passes through the
-    origin), the limit of :math:`\|p\| / \|\hat m\|`; the authors get 0/0 = NaN
-    there, which poisons :math:`\bar\delta` and the parameters. The
-    denominator is computed as :math:`\|p\| \|\hat m\|` (not
-    :math:`\sqrt{\|p\|^2 MM}`) so that it cannot underflow to zero;
-  - :math:`\delta` is undefined when :math:`\hat m = 0`, and any undefined or
-    non-finite :math:`\delta` takes the skip branch;
-  - :math:`w = 0` where :math:`q + \gamma r + \epsilon = 0`, and
-    :math:`\hat m / d = 0` where :math:`d = 0` (both only possible with
-    ``eps = 0``).
-
-  **Valid range of** :math:`\gamma`: :math:`\gamma \ge 0`. The weighting's
-  denominator :math:`q + \gamma r + \epsilon` is at least :math:`\epsilon`
-  for every gradient only then: :math:`q = |g - m|^2 = b_1^2 |g - m_{t-1}|^2`
-  vanishes whenever a gradient equals the previous momentum while
-  :math:`r = |g - h|^2 > 0`, so any :math:`\gamma < 0` can make :math:`w`,
-  then :math:`v`, negative and the step NaN. At the first step
-  (:math:`h = 0`, :math:`m = (1 - b_1) g`) the denominator is
-  :math:`(b_1^2 + \gamma) |g|^2 + \epsilon`, negative for every large
-  gradient once :math:`\gamma < -b_1^2`. Concrete values outside the range
-  raise `ValueError`; traced values (``inject_hyperparams``, ``vmap``) and
-  schedules are not checked.
-
-  Inner products of complex leaves use the real part,
-  :math:`\mathrm{Re} \sum \bar x y`, i.e. complex numbers are treated as
-  pairs of reals. Moments are kept in at least float32 and the scalar state
-  in float32 (float64 if any parameter is float64); all arithmetic runs in
-  those dtypes, whatever the dtype of the hyperparameters (with bfloat16
-  parameters, ``optax.inject_hyperparams(..., hyperparam_dtype=jnp.float32)``
-  keeps ``b2 = 0.999`` from rounding to 1 before it gets here). The updates
-  have the dtype :func:`optax.adam` gives them: the promotion of the
-  parameter's and the gradient's dtypes (without ``params``: the gradient's
-  dtype, or the statistics' dtype for integer gradients). Complex gradients
-  of real parameters raise `TypeError`.
-
-  Cost: a third state array, and per leaf five passes over memory: the
-  first moment, the second moment, one pass over :math:`m` and :math:`h`
-  for all three inner products, the hidden vector, and the update; jitted
-  with the parameters and state donated, the step's only scratch memory is
-  the inner products' partial sums (three arrays of a sixteenth of a large
-  leaf). The step is one compiled program with the
-  hyperparameters as arguments, so calling ``update`` without `jax.jit`
-  compiles once, not at every step.
+  The hidden step :math:`s_t h_\mathrm{new}` follows from the tree-wide
+  agreement :math:`\delta \in [0, 1]` between :math:`h` and :math:`\hat m`:
+  :math:`h` restarts from :math:`\hat m` at the first step and after a
+  switch-off (running agreement :math:`\bar\delta` below 0.1); otherwise it
+  moves to the point of smallest norm on the line through :math:`h` and
+  :math:`\hat m`, with :math:`s_t = 10^{6\bar\delta - 3}`. The branches, the
+  cases where the authors' code divides by zero, and the costs are in the
+  repository's ``docs/algorithm.md`` ("HVAdam"). Like
+  :func:`optax.scale_by_adam`, the output carries no learning rate and no
+  sign; the updates have the dtype :func:`optax.adam` gives.
 
   Args:
-    b1: decay rate of the first moment, in [0, 1).
+    b1: decay rate of the first moment, in [0, 1). Default 0.9.
     b2: decay rate of the second moment and of the agreement average, in
-      [0, 1).
-    eps: added to the weighting denominator, to the second moment at every
+      [0, 1). Default 0.999.
+    eps: added to the weighting's denominator, to the second moment at every
       step (as in the authors' code) and to the step's denominator, >= 0.
-    gamma: weight of the deviation :math:`r` in the denominator of the
-      weighting :math:`w`; a finite number >= 0 (see above), or a schedule of
-      the step count (0-based).
+      Default 1e-16.
+    gamma: weight of the deviation :math:`r` in the weighting's denominator,
+      a finite number >= 0 (below 0 the denominator can turn negative and the
+      step NaN), or a schedule of the step count. Default 0.0.
 
   Returns:
     A :class:`optax.GradientTransformation` with state
     :class:`ScaleByHVAdamState`.
-
-  Raises:
-    TypeError: at construction, for a hyperparameter that is not a real
-      number or scalar array (e.g. ``None`` or a string); in ``init``, for
-      integer parameters; in ``update``, for complex gradients of real
-      parameters.
-    ValueError: at construction, for a non-scalar array, a NaN or infinite
-      value, or a value outside its range (``b1``, ``b2`` in [0, 1),
-      ``eps >= 0``, ``gamma >= 0``); in ``update``, for gradients (or
-      parameters) whose tree or shapes do not match the parameters ``init``
-      saw.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -497,31 +415,25 @@ def hvadam(
   ``"fixed"`` decay shrink :math:`\theta` once per step, as in their code.
 
   Args:
-    learning_rate: a float or an Optax schedule of the step count.
-    b1: decay rate of the first moment, in [0, 1).
+    learning_rate: a finite number or an Optax schedule of the step count.
+    b1: decay rate of the first moment, in [0, 1). Default 0.9.
     b2: decay rate of the second moment and of the agreement average, in
-      [0, 1).
+      [0, 1). Default 0.999.
     eps: numerical-stability constant (see :func:`scale_by_hvadam`), >= 0.
+      Default 1e-16.
     gamma: weight of the deviation in the second moment's weighting, a
-      finite number >= 0 (negative values make the step NaN; see
-      :func:`scale_by_hvadam`) or a schedule.
-    weight_decay: weight-decay strength, >= 0.
-    weight_decay_mode: ``"l2"`` (the authors' default: ``g += wd * theta``
-      before the moments), ``"decoupled"`` (AdamW style:
-      ``theta *= 1 - lr * wd``) or ``"fixed"`` (``theta *= 1 - wd``, not scaled
-      by the learning rate).
+      finite number >= 0 or a schedule. Default 0.0.
+    weight_decay: weight-decay strength or schedule, >= 0 (in [0, 1] for
+      ``"fixed"``). Default 0.0.
+    weight_decay_mode: ``"l2"`` (default, the authors': ``g += wd * theta``
+      before the moments), ``"decoupled"`` (AdamW: ``theta *= 1 - lr * wd``)
+      or ``"fixed"`` (``theta *= 1 - wd``, not scaled by the learning rate).
     mask: a tree with the structure of (or a prefix of) the parameters, or a
       callable returning one, with `True` for the leaves to decay; as in
-      :func:`optax.adamw`.
+      :func:`optax.adamw`. Default `None` (decay every leaf).
 
   Returns:
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
-
-  Raises:
-    TypeError, ValueError: as :func:`scale_by_hvadam`, and for a
-      ``learning_rate`` or ``weight_decay`` that is not a finite real number
-      (``weight_decay >= 0``) or schedule, or an unknown
-      ``weight_decay_mode``.
 
   Examples:
     >>> import jax

@@ -281,10 +281,12 @@ def _approximate_power_jvp(primals, tangents):
   bias = jnp.finfo(dtype).maxexp - 1
   normal = e > -bias  # Zero and subnormal x count as a constant 2**-bias.
   inside = (y > 1 - bias) & (y < bias)  # Outside, the result is clipped.
-  dresult_dy = _power_of_two(whole, dtype) * (_EXP2_A + 2 * _EXP2_B * r)
+  # The coefficients are zeroed, not the tangents: reverse mode multiplies the
+  # cotangent by each coefficient, and an infinite one would give 0 * inf.
+  dresult_dy = jnp.where(inside, _power_of_two(whole, dtype) * (_EXP2_A + 2 * _EXP2_B * r), 0)
   dlog2_dx = (_LOG2_A - 2 * _LOG2_B * f) / _power_of_two(jnp.where(normal, e, 0), dtype)
-  dy = jnp.where(normal, exponent * dlog2_dx * dx, 0) + log2_x * dexponent
-  return result, jnp.where(inside, dresult_dy * dy, 0).astype(dtype)
+  dy = jnp.where(normal, exponent * dlog2_dx, 0) * dx + log2_x * dexponent
+  return result, (dresult_dy * dy).astype(dtype)
 
 
 def approximate_power(x: jax.Array, exponent: Any) -> jax.Array:
@@ -611,23 +613,24 @@ def step_preconditioner(new_state: Any, config: PreconditionerConfig, gamma) -> 
   if config.exact:
     return new_state.precond
   one_minus_b2 = one_minus(config.b2)
-  # On a refresh step the accumulator was reset: n = 1 keeps the bound finite
-  # and an infinite factor makes it vanish.
+  # On a refresh step the accumulator was reset: n = 1 keeps the bound finite,
+  # and the fresh preconditioner is selected (not bounded by an infinite
+  # factor: its derivative would turn a zero cotangent into 0 * inf = NaN).
   refreshed = new_state.num_accumulated == 0
   num_accumulated = jnp.maximum(new_state.num_accumulated, 1)
-  factor = jnp.where(refreshed, jnp.inf, config.guard_factor)
 
   def guard(v, s):
     dtype = jnp.promote_types(s.dtype, jnp.float32)
     inverse_correction = 1 / bias_correction(one_minus_b2, num_accumulated, dtype)
-    return guarded_preconditioner(
+    guarded = guarded_preconditioner(
       v,
       s,
       inverse_correction=inverse_correction,
       eps=config.eps,
       gamma=gamma,
-      factor=factor.astype(dtype),
+      factor=jnp.asarray(config.guard_factor, dtype),
     )
+    return jnp.where(refreshed, v.astype(dtype), guarded)
 
   return jax.tree.map(guard, new_state.precond, new_state.nu)
 
