@@ -724,8 +724,19 @@ def render(name: str) -> str:
   entry = TABLES[name]
   loaded = {path: json.loads((ROOT / path).read_text()) for path in entry.results}
   body = entry.render(loaded if len(loaded) > 1 else loaded[entry.results[0]])
-  cited = "; ".join(f"`{path}`, written by `{command}`" for path, command in entry.sources())
+  cited = "; ".join(
+    f"`{path}`{_measured_on(loaded[path])}, written by `{command}`"
+    for path, command in entry.sources()
+  )
   return f"{body}\n\n<sub>From {cited}.</sub>\n"
+
+
+def _measured_on(results: dict) -> str:
+  """`` (CPU, commit)`` where the results file records them: ratios differ between CPUs."""
+  machine_info = results.get("machine", {}) if isinstance(results, dict) else {}
+  facts = [machine_info.get(key) for key in ("cpu", "git_commit")]
+  facts = [str(fact) for fact in facts if fact]
+  return f" ({', '.join(facts)})" if facts else ""
 
 
 def markdown_files() -> list[pathlib.Path]:
