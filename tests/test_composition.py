@@ -4,8 +4,8 @@ Each test compares the composed optimizer against an independent computation:
 the same optimizer run without the wrapper on what the wrapper should hand it.
 """
 
-import inspect
 import functools
+import inspect
 
 import anon_reference
 import jax
@@ -103,7 +103,9 @@ def _reference(grads, params=None, **hyperparams):
   Of `anon`'s default rule (with the step guard) unless ``exact=True``.
   """
   exact = hyperparams.pop("exact", False)
-  hyperparams["guard"] = None if exact else inspect.signature(anon_optax.anon).parameters["guard_factor"].default
+  hyperparams["guard"] = (
+    None if exact else inspect.signature(anon_optax.anon).parameters["guard_factor"].default
+  )
   params = _params() if params is None else params
   leaves, treedef = jax.tree.flatten(params)
   grad_leaves = [np.asarray(g, np.float64) for g in jax.tree.leaves(grads)]

@@ -1,8 +1,8 @@
 """The docstring examples of the public API run and print what they show."""
 
 import doctest
-import inspect
 import importlib
+import inspect
 import pathlib
 import pkgutil
 import re

@@ -7,9 +7,9 @@ float64 at a tight tolerance and in float32 at a documented one. Negative
 controls prove that the comparison fails for slightly wrong variants of the rule.
 """
 
-import inspect
 import contextlib
 import functools
+import inspect
 
 import anon_reference as ref
 import chex
@@ -123,7 +123,9 @@ def _reference(params, grads, num_steps=NUM_STEPS, **kwargs):
   ``exact`` (default True) is translated into the reference's ``guard``.
   """
   exact = kwargs.pop("exact", True)
-  kwargs["guard"] = None if exact else inspect.signature(anon_optax.anon).parameters["guard_factor"].default
+  kwargs["guard"] = (
+    None if exact else inspect.signature(anon_optax.anon).parameters["guard_factor"].default
+  )
   leaves, treedef = jax.tree.flatten(params)
   is_complex = any(np.iscomplexobj(x) for x in leaves)
   dtype = np.complex128 if is_complex else np.float64
