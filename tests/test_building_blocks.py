@@ -306,3 +306,33 @@ def test_approximate_power_is_within_its_documented_error(exponent, dtype):
     steps = np.diff(approx) * np.sign(exponent)
     assert np.all(steps >= 0)
     assert np.all(np.isfinite(approx)) and np.all(approx > 0)
+
+
+def _refresh_steps_after_resume(resume_at, cap, num_steps):
+  """Steps that refresh when an uncapped run is resumed at `resume_at` with a cap."""
+  uncapped = anon_optax.scale_by_idu()
+  state = uncapped.init(jnp.zeros(2))
+  run = jax.jit(
+    lambda s: jax.lax.fori_loop(0, resume_at, lambda _, s: uncapped.update(jnp.ones(2), s)[1], s)
+  )
+  state = run(state)
+  capped = anon_optax.scale_by_idu(max_refresh_interval=cap)
+  update = jax.jit(capped.update)
+  seen = []
+  for _ in range(num_steps):
+    before = int(state.num_refreshes)
+    _, state = update(jnp.ones(2), state)
+    if int(state.num_refreshes) != before:
+      seen.append(int(state.count))
+  return seen
+
+
+def test_cap_set_on_resume_takes_effect_at_once():
+  # Uncapped, the latest refresh was at 2048 and the next is at 4096; with a cap of 100 the
+  # gap since 2048 is already over 100, so the next step refreshes, then every 100 steps.
+  assert _refresh_steps_after_resume(3000, 100, 301) == [3001, 3101, 3201, 3301]
+
+
+def test_cap_set_on_resume_counts_from_the_latest_refresh():
+  # Latest refresh at 2048; a cap of 1000 brings the next one to 3048 (not 4096).
+  assert _refresh_steps_after_resume(3000, 1000, 1100)[:2] == [3048, 4048]
