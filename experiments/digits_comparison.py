@@ -11,6 +11,13 @@ imports no example. Every optimizer trains the same initial model on the same ba
         --precond-dtype bfloat16                             # Anon's compact state
     python -m experiments.digits_comparison --dataset cifar10   # only with local TFDS data
     python -m experiments.digits_comparison --quick          # a few seconds
+    python -m experiments.digits_comparison --json PATH      # also a results file (see below)
+
+``--json PATH`` writes the machine (``tooling.machine.machine_info``: CPU, versions, git commit,
+command) and the results: per optimizer the means over seeds, the sizes of the parameters and
+the optimizer state, the dtypes of m/s/v found in the state, and every seed's run with its
+per-epoch train loss and test accuracy and loss (``history``). ``docs/make_figures.py`` writes
+``docs/results/digits_cnn.json`` and its figure this way.
 
 Tuning (``--tune``; seed 0, 20 epochs, batch 64, final test accuracy on 450 images, where one
 image is 0.0022; Anon with its defaults, gamma 1.0). The rate kept is the best accuracy, ties
@@ -32,14 +39,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 import time
 
 from flax import nnx
+import jax
 import numpy as np
 import optax
 
 import anon_optax
+from tooling import machine
 from tooling.data import Dataset
 from tooling.data import load_digits
 
@@ -137,30 +147,64 @@ def new_metrics() -> nnx.MultiMetric:
   return nnx.MultiMetric(accuracy=nnx.metrics.Accuracy(), loss=nnx.metrics.Average("loss"))
 
 
-def train(tx, data: Dataset, *, epochs: int, batch_size: int, seed: int) -> dict[str, float]:
-  """A fresh CNN trained with ``tx``: final train loss, test accuracy and loss, state size."""
+def train(
+  tx, data: Dataset, *, epochs: int, batch_size: int, seed: int, curves: bool = False
+) -> dict:
+  """A fresh CNN trained with ``tx``: final train loss, test accuracy and loss, sizes.
+
+  ``curves``: also ``history``, each epoch's mean train loss and test accuracy and loss (one
+  extra evaluation per epoch, not timed).
+  """
   model = CNN(data.x_train.shape[1:], rngs=nnx.Rngs(seed))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   train_metrics, rng = new_metrics(), np.random.default_rng(seed)
-  start = time.perf_counter()
-  for _ in range(epochs):
+  history = {"epoch": [], "train_loss": [], "test_accuracy": [], "test_loss": []}
+  seconds = 0.0
+  for epoch in range(1, epochs + 1):
+    start = time.perf_counter()
     train_metrics.reset()
     perm = rng.permutation(len(data.x_train))
     for i in range(len(perm) // batch_size):
       idx = perm[i * batch_size : (i + 1) * batch_size]
       train_step(model, optimizer, train_metrics, data.x_train[idx], data.y_train[idx])
-  test_metrics = new_metrics()
-  for i in range(0, len(data.x_test), 1000):
-    eval_step(model, test_metrics, data.x_test[i : i + 1000], data.y_test[i : i + 1000])
-  test = test_metrics.compute()
+    seconds += time.perf_counter() - start
+    if curves:
+      test = evaluate(model, data)
+      history["epoch"].append(epoch)
+      history["train_loss"].append(float(train_metrics.compute()["loss"]))
+      history["test_accuracy"].append(test["accuracy"])
+      history["test_loss"].append(test["loss"])
+  test = evaluate(model, data)
   state = nnx.state(optimizer, nnx.OptState)
   return {
     "train_loss": float(train_metrics.compute()["loss"]),
-    "test_loss": float(test["loss"]),
-    "test_accuracy": float(test["accuracy"]),
-    "seconds": round(time.perf_counter() - start, 2),
+    "test_loss": test["loss"],
+    "test_accuracy": test["accuracy"],
+    "seconds": round(seconds, 2),
+    "param_bytes": tree_bytes(nnx.to_pure_dict(nnx.state(model, nnx.Param))),
     "state_bytes": tree_bytes(nnx.to_pure_dict(state)),
+    "state_dtypes": state_dtypes(nnx.to_pure_dict(state)),
+    **({"history": history} if curves else {}),
   }
+
+
+def evaluate(model: CNN, data: Dataset) -> dict[str, float]:
+  """Test accuracy and loss, in batches of 1000 images."""
+  test_metrics = new_metrics()
+  for i in range(0, len(data.x_test), 1000):
+    eval_step(model, test_metrics, data.x_test[i : i + 1000], data.y_test[i : i + 1000])
+  return {k: float(v) for k, v in test_metrics.compute().items()}
+
+
+def state_dtypes(tree) -> dict[str, str]:
+  """The dtypes of the ``mu``, ``nu`` and ``precond`` arrays in a pure-dict optimizer state
+  (Anon's m, s and v; Adam's m and v), as found after training."""
+  found: dict[str, str] = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    for key in path:
+      if getattr(key, "key", None) in ("mu", "nu", "precond"):
+        found.setdefault(key.key, str(leaf.dtype))
+  return found
 
 
 def tree_bytes(tree) -> int:
@@ -185,14 +229,31 @@ def tune(optimizers, data: Dataset, *, epochs: int, batch_size: int) -> dict[str
   return best
 
 
-def compare(optimizers, data: Dataset, *, seeds: int, epochs: int, batch_size: int, **anon_kw):
-  """Each optimizer at its tuned rate over ``seeds`` seeds: mean and spread of the test metrics."""
+def compare(
+  optimizers,
+  data: Dataset,
+  *,
+  seeds: int,
+  epochs: int,
+  batch_size: int,
+  curves: bool = False,
+  **anon_kw,
+):
+  """Each optimizer at its tuned rate over ``seeds`` seeds: mean and spread of the test metrics,
+  and every seed's run (``runs``; with ``curves``, each with its per-epoch ``history``)."""
   rows = []
   for name in optimizers:
     kw = anon_kw if name == "anon" else {}
     lr = TUNED_LEARNING_RATES[name]
     runs = [
-      train(make_optimizer(name, lr, **kw), data, epochs=epochs, batch_size=batch_size, seed=s)
+      train(
+        make_optimizer(name, lr, **kw),
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=s,
+        curves=curves,
+      )
       for s in range(seeds)
     ]
     acc = np.array([r["test_accuracy"] for r in runs])
@@ -207,7 +268,10 @@ def compare(optimizers, data: Dataset, *, seeds: int, epochs: int, batch_size: i
         "test_accuracy_std": float(acc.std()),
         "train_loss_mean": float(np.mean([r["train_loss"] for r in runs])),
         "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
+        "param_bytes": runs[0]["param_bytes"],
         "state_bytes": runs[0]["state_bytes"],
+        "state_dtypes": runs[0]["state_dtypes"],
+        "runs": [{"seed": s, **r} for s, r in enumerate(runs)],
       }
     )
     r = rows[-1]
@@ -233,6 +297,13 @@ def main(argv: list[str] | None = None) -> None:
   for arg in STORAGE_DTYPES:
     parser.add_argument("--" + arg.replace("_", "-"), choices=("float32", "bfloat16"))
   parser.add_argument("--quick", action="store_true", help="2 epochs: a few seconds")
+  parser.add_argument(
+    "--json",
+    type=pathlib.Path,
+    default=None,
+    metavar="PATH",
+    help="also write the results, each run's per-epoch curves and the machine to PATH",
+  )
   args = parser.parse_args(argv)
   optimizers = [o for o in args.optimizers.split(",") if o]
   if unknown := set(optimizers) - set(OPTIMIZERS):
@@ -244,8 +315,24 @@ def main(argv: list[str] | None = None) -> None:
     tune(optimizers, data, **kw)
     return
   storage = {k: getattr(args, k) for k in STORAGE_DTYPES if getattr(args, k)}
-  rows = compare(optimizers, data, seeds=args.seeds, exact=args.exact, storage=storage, **kw)
-  print(json.dumps({"dataset": args.dataset, "epochs": epochs, "results": rows}))
+  rows = compare(
+    optimizers,
+    data,
+    seeds=args.seeds,
+    exact=args.exact,
+    storage=storage,
+    curves=args.json is not None,
+    **kw,
+  )
+  results = {"dataset": args.dataset, "epochs": epochs, "batch_size": args.batch_size}
+  results["results"] = rows
+  if args.json is not None:
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+      json.dumps({"machine": machine.machine_info(), **results}, indent=1) + "\n"
+    )
+    print(f"wrote {args.json}", flush=True)
+  print(json.dumps(results))
 
 
 if __name__ == "__main__":
