@@ -8,9 +8,11 @@ Run from the repository root::
 Three parts, each over 3 seeds and C in 1, 3, 10, 30, inf (inf: ``min(v, inf) = v``, the
 authors' rule, which ``exact=True`` also selects):
 
-* ``cnn``: the digits CNN of ``examples/digits_cnn.py`` (GELU; at the paper reproduction's
-  small size, ``experiments.paper.run_all``'s vision config) at its tuned learning rate 0.01 and
-  at 3x and 10x that. A well-conditioned run: how much does the guard change it?
+* ``cnn``: the GELU digits CNN of ``tooling.models.CNN`` (the model of the earlier
+  ``examples/digits_cnn.py``, up to commit 8695e43; the example now trains a ReLU CNN), at the
+  paper reproduction's small size (``experiments.paper.run_all``'s vision config), at its tuned
+  learning rate 0.01 and at 3x and 10x that. A well-conditioned run: how much does the guard
+  change it?
 * ``mlp``: a ReLU MLP in the style of Optax's ``reduce_on_plateau`` example (64-128-128-10,
   ``optax.chain(anon, optax.contrib.reduce_on_plateau)``) on the same digits, at lr 5e-3 and
   1e-2, where the exact rule diverges.

@@ -1,4 +1,8 @@
-"""The vision tables on the digits CNN of ``examples/digits_cnn.py``.
+"""The vision tables on the GELU digits CNN of ``tooling.models.CNN``.
+
+That CNN (two 3x3 convs, one 2x2 average pool, GELU) is the model of the earlier
+``examples/digits_cnn.py`` (up to commit 8695e43); the example now trains the Flax NNX MNIST
+tutorial's ReLU CNN, and ``experiments/digits_comparison.py`` compares optimizers on that one.
 
 * Anon vs Adam vs SGD with momentum: each over a 3-value learning-rate grid, 3 seeds.
 * The IDU ablation: beta3 in {0.1, ..., 0.9} x refresh_base in {2, 3, 4}, 3 seeds.
@@ -33,8 +37,8 @@ import anon_optax
 from tooling import data as datasets
 from tooling import models
 
-# The learning rates examples/digits_cnn.py tuned once (its TUNED_LEARNING_RATES; a test checks
-# that they agree).
+# The learning rates the earlier examples/digits_cnn.py tuned once on this GELU CNN (its
+# TUNED_LEARNING_RATES at commit 8695e43; the ReLU example's are in experiments/digits_comparison.py).
 TUNED_LEARNING_RATES = {"anon": 1e-2, "adam": 1e-2, "sgd": 1e-1}
 # Learning-rate grids, 3 values each: the tuned rate, /3 and x3.
 LR_GRIDS = {
@@ -69,7 +73,7 @@ class DigitsRunner:
     self.graphdef = None
 
   def init(self, seed: int):
-    """digits_cnn.train's init and batch order for this seed."""
+    """The earlier digits_cnn.train's init and batch order for this seed."""
     model = models.CNN(
       self.data.x_train.shape[1:], width=self.width, hidden=self.hidden, rngs=nnx.Rngs(seed)
     )
@@ -88,7 +92,7 @@ class DigitsRunner:
     if key not in self._programs:
 
       def make_tx(hp):
-        # digits_cnn.make_optimizer, with Anon's beta3 and refresh_base exposed.
+        # The earlier digits_cnn.make_optimizer, with Anon's beta3 and refresh_base exposed.
         if name == "anon":
           return anon_optax.anon(
             hp["lr"], gamma=hp["gamma"], beta3=hp["beta3"], refresh_base=refresh_base
