@@ -4,13 +4,18 @@
     python -m experiments.compact.run --quick          # the examples' --quick sizes (CI, tests)
     python -m experiments.compact.run --models digits --seeds 1 --json /tmp/compact.json
 
-Runs Anon (gamma 1, each example's tuned learning rate, default guard) in ``examples/digits_cnn.py``
-(30 epochs; final test accuracy and train loss) and ``examples/char_gpt.py`` (300 steps; final
-validation and train loss), each in its own subprocess, under the storage configurations of
+Runs Anon (gamma 1, the tuned learning rate, default guard) in ``experiments/digits_comparison.py``
+(the CNN of ``examples/digits_cnn.py``, 20 epochs; final test accuracy and train loss; every seed
+of a configuration in one subprocess) and ``examples/char_gpt.py`` (300 steps; final validation
+and train loss; one subprocess per seed), under the storage configurations of
 ``CONFIGS``: the default (m, s and v in float32, 1.5x ``optax.adam``'s state with float32
 parameters), m and v in bfloat16 (exactly Adam's size) and all three in bfloat16 (0.75x; s
-stochastically rounded). Seeds 0 .. N-1 change the initialisation, the batches and (digits) the
-train/test split alike for every configuration.
+stochastically rounded). Seeds 0 .. N-1 change the initialisation and the batches alike for every
+configuration (the digits' train/test split is digits_comparison's fixed one).
+
+The committed digits results (``results/compact*.json``) were measured before this runner moved to
+``experiments/digits_comparison.py``, on the earlier ``examples/digits_cnn.py`` (a GELU CNN, 30
+epochs, a train/test split drawn per seed); their ``command`` fields name that example.
 
 Writes every run and a per-(model, config) summary to ``results/compact.json`` (with versions, git
 commit, date and the command); ``python -m docs.tables --write`` renders its table into the docs.
@@ -30,6 +35,7 @@ import pathlib
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from typing import NamedTuple
 
@@ -38,26 +44,30 @@ import numpy as np
 from tooling import machine
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 COMMAND = "python -m experiments.compact.run"
 
 
 class Model(NamedTuple):
-  script: str  # In examples/.
-  args: tuple[str, ...]  # Besides --seed and the storage flags.
+  argv: tuple[str, ...]  # After `python`, besides the seed(s) and the storage flags.
   metric: str  # The final metric compared; the train loss is recorded too.
   higher_is_better: bool
   label: str
+  # True: one process runs seeds 0 .. N-1 (`--seeds N --json PATH`, experiments.digits_comparison);
+  # False: one process per seed (`--seed S`, its result the last output line: the examples).
+  all_seeds_in_one_run: bool = False
 
 
 MODELS = {
   "digits": Model(
-    "digits_cnn.py", ("--optimizers", "anon"), "test_accuracy", True, "digits CNN, 30 epochs"
+    ("-m", "experiments.digits_comparison", "--optimizers", "anon"),
+    "test_accuracy",
+    True,
+    "digits CNN, 20 epochs",
+    all_seeds_in_one_run=True,
   ),
   "char_gpt": Model(
-    "char_gpt.py",
-    ("--optimizers", "anon", "--gammas", "1.0"),
+    ("examples/char_gpt.py", "--optimizers", "anon", "--gammas", "1.0"),
     "val_loss",
     False,
     "char GPT, 300 steps",
@@ -118,41 +128,62 @@ def provenance() -> dict:
   }
 
 
-def example_command(model: Model, config: dict[str, str], seed: int, quick: bool) -> list[str]:
+def command(model: Model, config: dict[str, str], seeds: list[int], quick: bool) -> list[str]:
+  """The argv after `python` of one run: one seed, or all of them (``all_seeds_in_one_run``)."""
+  if model.all_seeds_in_one_run:
+    if seeds != list(range(len(seeds))):
+      raise ValueError(f"{model.argv} runs seeds 0 .. N-1 only; got {seeds}")
+    seed_flags = ["--seeds", str(len(seeds))]
+  else:
+    (seed,) = seeds
+    seed_flags = ["--seed", str(seed)]
   flags = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()]
-  return [
-    f"examples/{model.script}",
-    *model.args,
-    "--seed",
-    str(seed),
-    *flags,
-    *(["--quick"] if quick else []),
-  ]
+  return [*model.argv, *seed_flags, *flags, *(["--quick"] if quick else [])]
 
 
-def run_one(model: Model, config: dict[str, str], seed: int, quick: bool) -> dict:
-  """One example run in a subprocess (the package of this checkout); its result row."""
-  argv = example_command(model, config, seed, quick)
+def run_config(model: Model, config: dict[str, str], seeds: list[int], quick: bool) -> list[dict]:
+  """The result rows of ``seeds`` under one storage configuration, each seed's row."""
+  if model.all_seeds_in_one_run:
+    with tempfile.TemporaryDirectory() as tmp:
+      out = pathlib.Path(tmp) / "results.json"
+      argv = command(model, config, seeds, quick)
+      wall, _ = _run([*argv, "--json", str(out)])
+      (row,) = json.loads(out.read_text())["results"]
+    return [_row(model, "python " + " ".join(argv), run, wall / len(seeds)) for run in row["runs"]]
+  rows = []
+  for seed in seeds:
+    argv = command(model, config, [seed], quick)
+    wall, stdout = _run(argv)
+    (row,) = json.loads(stdout.strip().splitlines()[-1])["results"]
+    rows.append(_row(model, "python " + " ".join(argv), {"seed": seed, **row}, wall))
+  return rows
+
+
+def _run(argv: list[str]) -> tuple[float, str]:
+  """Runs ``python *argv`` from the repository root (the package of this checkout); returns its
+  wall-clock seconds and its stdout."""
   path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
   start = time.perf_counter()
   proc = subprocess.run(
     [sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True, check=False
   )
-  wall = time.perf_counter() - start
   if proc.returncode:
     raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-  (row,) = json.loads(proc.stdout.strip().splitlines()[-1])["results"]
+  return time.perf_counter() - start, proc.stdout
+
+
+def _row(model: Model, command_line: str, run: dict, wall: float) -> dict:
   return {
-    "command": "python " + " ".join(argv),
-    "seed": seed,
-    model.metric: row[model.metric],
-    "train_loss": row["train_loss"],
-    "seconds": row["seconds"],  # The training loop, compilation included (the example's timer).
-    "wall_seconds": round(wall, 1),  # The whole subprocess.
-    "param_bytes": row["param_bytes"],
-    "state_bytes": row["state_bytes"],
-    "state_dtypes": row["state_dtypes"],
+    "command": command_line,
+    "seed": run["seed"],
+    model.metric: run[model.metric],
+    "train_loss": run["train_loss"],
+    "seconds": run["seconds"],  # The training loop (the script's timer).
+    "wall_seconds": round(wall, 1),  # The whole subprocess (digits: divided among its seeds).
+    "param_bytes": run["param_bytes"],
+    "state_bytes": run["state_bytes"],
+    "state_dtypes": run["state_dtypes"],
   }
 
 
@@ -293,7 +324,7 @@ def main(argv=None) -> dict:
       + (
         "the examples' --quick sizes."
         if args.quick
-        else "full default budget (digits: 30 epochs, char GPT: 300 steps), nothing reduced."
+        else "full default budget (digits: 20 epochs, char GPT: 300 steps), nothing reduced."
       )
       + " Seconds are wall-clock on a CPU shared with other jobs (see load_average_at_start):"
       " compare them only loosely."
@@ -308,12 +339,10 @@ def main(argv=None) -> dict:
     model = MODELS[key]
     runs: dict[str, list[dict]] = {}
     for name in args.configs:
-      runs[name] = []
-      for seed in seeds:
-        runs[name].append(run_one(model, CONFIGS[name], seed, args.quick))
-        r = runs[name][-1]
+      runs[name] = run_config(model, CONFIGS[name], seeds, args.quick)
+      for r in runs[name]:
         print(
-          f"[{time.perf_counter() - t0:5.0f}s] {key} {name} seed {seed}: "
+          f"[{time.perf_counter() - t0:5.0f}s] {key} {name} seed {r['seed']}: "
           f"{model.metric} {r[model.metric]:.4f} train_loss {r['train_loss']:.4g} "
           f"({r['wall_seconds']:.0f}s)",
           flush=True,
