@@ -103,18 +103,27 @@ def _nonfinite(per_seed: list[int | None]) -> str:
 
 
 def render_digits(results: dict[str, Any]) -> str:
-  """examples/digits_cnn.py's JSON line: one row per optimizer."""
+  """experiments/digits_comparison.py's --json file: one row per optimizer (mean ± std over the
+  seeds when there are several)."""
+  seeds = {len(r["runs"]) for r in results["results"]}
+  (n,) = seeds
   rows = [
     [
-      r["optimizer"] + (f" (gamma {r['gamma']:g})" if "gamma" in r else ""),
+      r["optimizer"],
       _rate(r["learning_rate"]),
-      f"{r['test_accuracy']:.4f}",
-      f"{r['train_loss']:.2e}",
-      f"{r['seconds']:.1f}",
+      f"{r['test_accuracy_mean']:.4f}"
+      if n == 1
+      else _pm(r["test_accuracy_mean"], r["test_accuracy_std"]),
+      f"{sum(run['test_loss'] for run in r['runs']) / n:.4f}",
+      f"{r['train_loss_mean']:.2e}",
+      f"{r['seconds_mean']:.1f}",
     ]
     for r in results["results"]
   ]
-  return table(["optimizer", "learning rate", "test accuracy", "final train loss", "seconds"], rows)
+  headers = ["optimizer", "learning rate", "test accuracy", "test loss", "final train loss"]
+  if n > 1:
+    headers = [*headers[:2], *(f"{h}, mean over {n} seeds" for h in headers[2:])]
+  return table([*headers, "training seconds"], rows)
 
 
 def render_sharded(results: dict[str, Any]) -> str:
@@ -546,8 +555,8 @@ def render_memory_summary(results: dict[str, Any]) -> str:
 
 GUARD_EXAMPLES = {
   # run -> (command, default-guard results file, exact-rule results file)
-  "digits CNN (GELU), Anon gamma 1, default epochs": (
-    "python examples/digits_cnn.py --optimizers anon [--exact]",
+  "digits CNN (ReLU), Anon gamma 1, 20 epochs": (
+    "python -m experiments.digits_comparison --optimizers anon [--exact]",
     "docs/results/digits_cnn.json",
     "experiments/guard/results/digits_cnn_exact.json",
   ),
@@ -570,24 +579,32 @@ GUARD_EXAMPLES = {
 GUARD_SWEEP = "experiments/guard/results/sweep.json"
 
 
-def _anon_cell(results: dict[str, Any], exact: bool) -> str:
+def _anon_row(results: dict[str, Any], exact: bool) -> dict[str, Any]:
   (row,) = [
     r
     for r in results["results"]
     if r["optimizer"] == "anon" and bool(r.get("exact")) == exact and r.get("gamma", 1.0) == 1.0
   ]
+  return row
+
+
+def _anon_cell(row: dict[str, Any]) -> str:
   if "val_loss" in row:
     return f"val loss {row['val_loss']:.3f}, train loss {row['train_loss']:.3f}"
+  if "runs" in row:  # experiments/digits_comparison.py: means over its seeds (here one).
+    return f"test accuracy {row['test_accuracy_mean']:.4f}, train loss {row['train_loss_mean']:.2e}"
   return f"test accuracy {row['test_accuracy']:.4f}, train loss {row['train_loss']:.2e}"
 
 
 def render_guard_examples(files: dict[str, Any]) -> str:
   """The examples' Anon runs under the default guard beside the same runs with exact=True."""
-  rows = [
-    [run, f"`{command}`", _rate(files[default]["results"][0]["learning_rate"])]
-    + [_anon_cell(files[default], False), _anon_cell(files[exact], True)]
-    for run, (command, default, exact) in GUARD_EXAMPLES.items()
-  ]
+  rows = []
+  for run, (command, default, exact) in GUARD_EXAMPLES.items():
+    default_row, exact_row = _anon_row(files[default], False), _anon_row(files[exact], True)
+    rows.append(
+      [run, f"`{command}`", _rate(default_row["learning_rate"])]
+      + [_anon_cell(default_row), _anon_cell(exact_row)]
+    )
   return table(["run", "command", "lr", "default guard", "exact rule"], rows)
 
 
@@ -670,7 +687,9 @@ COMMANDS = {
     " python -m experiments.guard.ablation --seeds 3 --lrs 0.0033 --append"
   ),
   **{
-    path: command.replace(" [--exact]", flag) + f" | tail -n 1 > {path}"
+    # An experiment writes its results file with --json; an example's is its last output line.
+    path: command.replace(" [--exact]", flag)
+    + (f" --json {path}" if command.startswith("python -m ") else f" | tail -n 1 > {path}")
     for command, *paths in GUARD_EXAMPLES.values()
     for path, flag in zip(paths, ("", " --exact"))
     if path.startswith("experiments/")
