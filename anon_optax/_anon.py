@@ -10,6 +10,7 @@ steps 1, 2, 4, 8, ... by the incremental delay update (IDU) of
 :mod:`anon_optax._idu`.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -59,6 +60,39 @@ def _first_moment(update, moment, b1):
   dtype = _common.statistics_dtype(jnp.result_type(moment))
   b1 = _common.at_least_float32(b1).astype(jnp.finfo(dtype).dtype)
   return (1 - b1) * jnp.asarray(update).astype(dtype) + b1 * moment.astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("static", "mu_dtype"))
+def _anon_update(updates, state, params, b1, numbers, *, static, mu_dtype):
+  """One step of :func:`scale_by_anon`; ``static._replace(**numbers)`` is its config."""
+  config = static._replace(**numbers)
+  scale, new_state = _idu.preconditioner_step(updates, state, config, config.gamma)
+  # The moment is computed in at least float32 and stored in its dtype; the
+  # step uses the stored value, so that no parameter-sized float32 moment is
+  # kept beside the stored one (with bfloat16 moments that was a whole
+  # float32 scratch buffer).
+  mu = jax.tree.map(
+    lambda g, m: _first_moment(g, m, b1).astype(mu_dtype or jnp.result_type(g, m)),
+    updates,
+    state.mu,
+  )
+  # The bias correction as one scalar reciprocal times the moment: dividing
+  # every element (optax.tree.bias_correction) costs ~15% of a CPU step. The
+  # power takes a traced exponent: a concrete integer one would compile a new
+  # program for every step count.
+  inverse_bias_correction = 1 / (1 - jax.lax.pow(_common.at_least_float32(b1), new_state.count))
+  validity = _idu.invalid_schedule_to_nan(config)
+  if validity is not None:
+    inverse_bias_correction = inverse_bias_correction * validity
+  leaves = jax.tree.leaves
+  params_leaves = leaves(params) if params is not None else [None] * len(leaves(mu))
+  step = [
+    (v * (m * inverse_bias_correction)).astype(
+      _common.update_dtype(g, p, m, b1, config.b2, config.eps)
+    )
+    for v, m, g, p in zip(leaves(scale), leaves(mu), leaves(updates), params_leaves)
+  ]
+  return jax.tree.structure(mu).unflatten(step), new_state._replace(mu=mu)
 
 
 def scale_by_anon(
@@ -165,37 +199,11 @@ def scale_by_anon(
     )
 
   def update_fn(updates, state, params=None):
-    scale, new_state = _idu.preconditioner_step(updates, state, config)
-    # The moment is computed in at least float32 and stored in its dtype; the
-    # step uses the stored value, so that no parameter-sized float32 moment is
-    # kept beside the stored one (with bfloat16 moments that was a whole
-    # float32 scratch buffer).
-    mu = jax.tree.map(
-      lambda g, m: _first_moment(g, m, b1).astype(mu_dtype or jnp.result_type(g, m)),
-      updates,
-      state.mu,
-    )
-    # The bias correction as one scalar reciprocal times the moment: dividing
-    # every element (optax.tree.bias_correction) costs ~15% of a CPU step. The
-    # power takes a traced exponent: a concrete integer one (an eager call)
-    # would compile a new program for every step count.
-    inverse_bias_correction = 1 / (1 - jax.lax.pow(_common.at_least_float32(b1), new_state.count))
-    validity = _idu.invalid_schedule_to_nan(config)
-    if validity is not None:
-      inverse_bias_correction = inverse_bias_correction * validity
-    params_leaves = (
-      jax.tree.leaves(params) if params is not None else [None] * len(jax.tree.leaves(mu))
-    )
-    treedef = jax.tree.structure(mu)
-    updates = treedef.unflatten(
-      [
-        (v * (m * inverse_bias_correction)).astype(_common.update_dtype(g, p, m, b1, b2, eps))
-        for v, m, g, p in zip(
-          jax.tree.leaves(scale), jax.tree.leaves(mu), jax.tree.leaves(updates), params_leaves
-        )
-      ]
-    )
-    return updates, new_state._replace(mu=mu)
+    _validation.check_updates_match(updates, state.nu)
+    numbers, static = _idu.split_config(config, _common.resolve_schedule(config.gamma, state.count))
+    # Jitted, with the numbers as arguments: an eager call compiles once, not
+    # op by op, and under the caller's jit it is inlined.
+    return _anon_update(updates, state, params, b1, numbers, static=static, mu_dtype=mu_dtype)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -30,6 +30,7 @@ overflows its storage dtype is stored as that dtype's largest finite value, so
 that a zero momentum gives a zero step instead of ``0 * inf = NaN``.
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -370,7 +371,10 @@ class PreconditionerConfig(NamedTuple):
   """The hyperparameters of the preconditioner, checked once at construction.
 
   Attributes mirror the arguments of :func:`scale_by_idu`; the dtypes are
-  canonical or `None`.
+  canonical or `None`. ``one_minus_b2`` is :math:`1 - b_2` formed exactly for
+  a Python ``b2`` (`None` for an array), and ``check_schedule_at_run_time``
+  says whether ``refresh_base`` or ``max_refresh_interval`` is an array,
+  whose value :func:`invalid_schedule_to_nan` checks in the step.
   """
 
   b2: Any
@@ -383,6 +387,34 @@ class PreconditionerConfig(NamedTuple):
   exact: bool
   nu_dtype: Any
   precond_dtype: Any
+  one_minus_b2: Any = None
+  check_schedule_at_run_time: bool = False
+
+
+# The numbers of a config, passed to the jitted step as arguments (so that one
+# compiled program serves every value); the rest are static.
+_NUMBERS = (
+  "b2",
+  "eps",
+  "gamma",
+  "beta3",
+  "refresh_base",
+  "max_refresh_interval",
+  "guard_factor",
+  "one_minus_b2",
+)
+
+
+def split_config(config: PreconditionerConfig, gamma: Any):
+  """``(numbers, static)``: the config's numbers (``gamma`` at this step) and the rest.
+
+  ``static`` is hashable (a jit static argument); ``static._replace(**numbers)``
+  is the config again.
+  """
+  numbers = {name: getattr(config, name) for name in _NUMBERS}
+  numbers["gamma"] = gamma
+  numbers = {name: value for name, value in numbers.items() if value is not None}
+  return numbers, config._replace(**{name: None for name in numbers})
 
 
 def make_config(
@@ -419,6 +451,9 @@ def make_config(
     exact=exact,
     nu_dtype=_validation.check_storage_dtype("nu_dtype", nu_dtype),
     precond_dtype=_validation.check_storage_dtype("precond_dtype", precond_dtype),
+    one_minus_b2=_common.exact_one_minus(b2),
+    check_schedule_at_run_time=not isinstance(refresh_base, int)
+    or not (max_refresh_interval is None or isinstance(max_refresh_interval, int)),
   )
 
 
@@ -551,7 +586,7 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
   is_refresh = (step == state.next_refresh) | _cap_reached(
     num_accumulated, state.num_refreshes, config.max_refresh_interval
   )
-  one_minus_b2 = one_minus(b2)
+  one_minus_b2 = one_minus(config)
   update_leaves = jax.tree.leaves(updates)
   precond = jax.tree.map(
     lambda u, v: v.astype(_storage_dtype(config.precond_dtype, u, v)), updates, state.precond
@@ -612,7 +647,7 @@ def step_preconditioner(new_state: Any, config: PreconditionerConfig, gamma) -> 
   """
   if config.exact:
     return new_state.precond
-  one_minus_b2 = one_minus(config.b2)
+  one_minus_b2 = one_minus(config)
   # On a refresh step the accumulator was reset: n = 1 keeps the bound finite,
   # and the fresh preconditioner is selected (not bounded by an infinite
   # factor: its derivative would turn a zero cotangent into 0 * inf = NaN).
@@ -636,41 +671,49 @@ def step_preconditioner(new_state: Any, config: PreconditionerConfig, gamma) -> 
 
 
 def invalid_schedule_to_nan(config: PreconditionerConfig) -> jax.Array | None:
-  """NaN if a traced ``refresh_base`` or ``max_refresh_interval`` is invalid, else 1.
+  """NaN if a run-time ``refresh_base`` or ``max_refresh_interval`` is invalid, else 1.
 
-  Concrete values are checked at construction. Injected ones (with
+  Python numbers are checked at construction. Injected ones (with
   `optax.inject_hyperparams`) can be changed in the state; a ``refresh_base``
   below 2 or a ``max_refresh_interval`` below 1 would stop every later
   refresh, silently, so the step turns NaN instead. `None` when both are
   Python numbers.
   """
-  checks = []
-  if not isinstance(config.refresh_base, int):
-    checks.append(jnp.asarray(config.refresh_base) >= 2)
-  if config.max_refresh_interval is not None and not isinstance(config.max_refresh_interval, int):
-    checks.append(jnp.asarray(config.max_refresh_interval) >= 1)
-  if not checks:
+  if not config.check_schedule_at_run_time:
     return None
-  return jnp.where(jnp.all(jnp.stack(checks)), 1.0, jnp.nan)
+  valid = jnp.asarray(config.refresh_base) >= 2
+  if config.max_refresh_interval is not None:
+    valid &= jnp.asarray(config.max_refresh_interval) >= 1
+  return jnp.where(valid, 1.0, jnp.nan)
 
 
-def preconditioner_step(updates, state, config: PreconditionerConfig):
+def preconditioner_step(updates, state, config: PreconditionerConfig, gamma):
   """One step of the preconditioner: ``(scale, new_state)``.
 
   ``scale`` is the tree the step multiplies by elementwise (see
   :func:`step_preconditioner`); ``new_state`` has the counters, ``nu`` and
-  ``precond`` advanced. Checks the updates' tree against the state's.
+  ``precond`` advanced.
   """
-  _validation.check_updates_match(updates, state.nu)
-  gamma = _common.resolve_schedule(config.gamma, state.count)
   new_state = update_preconditioner(updates, state, config, gamma)
   return step_preconditioner(new_state, config, gamma), new_state
 
 
-def one_minus(b: Any) -> Any:
-  """``1 - b``, exact for a Python ``b``; at least float32 for an array."""
-  exact = _common.exact_one_minus(b)
-  return exact if exact is not None else 1 - _common.at_least_float32(b)
+def one_minus(config: PreconditionerConfig) -> Any:
+  """``1 - b2``: exact for a Python ``b2``; at least float32 for an array."""
+  if config.one_minus_b2 is not None:
+    return config.one_minus_b2
+  return 1 - _common.at_least_float32(config.b2)
+
+
+@functools.partial(jax.jit, static_argnames=("static",))
+def _idu_update(updates, state, numbers, static):
+  config = static._replace(**numbers)
+  scale, new_state = preconditioner_step(updates, state, config, config.gamma)
+  validity = invalid_schedule_to_nan(config)
+  if validity is not None:
+    scale = jax.tree.map(lambda v: v * validity.astype(v.dtype), scale)
+  updates = jax.tree.map(lambda v, u: (v * u).astype(_common.update_dtype(u)), scale, updates)
+  return updates, new_state
 
 
 def scale_by_idu(
@@ -764,11 +807,10 @@ def scale_by_idu(
 
   def update_fn(updates, state, params=None):
     del params
-    scale, new_state = preconditioner_step(updates, state, config)
-    validity = invalid_schedule_to_nan(config)
-    if validity is not None:
-      scale = jax.tree.map(lambda v: v * validity.astype(v.dtype), scale)
-    updates = jax.tree.map(lambda v, u: (v * u).astype(_common.update_dtype(u)), scale, updates)
-    return updates, new_state
+    _validation.check_updates_match(updates, state.nu)
+    numbers, static = split_config(config, _common.resolve_schedule(config.gamma, state.count))
+    # Jitted, with the numbers as arguments: an eager call compiles once, not
+    # op by op, and under the caller's jit it is inlined.
+    return _idu_update(updates, state, numbers, static)
 
   return optax.GradientTransformation(init_fn, update_fn)
