@@ -4,6 +4,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -187,3 +188,48 @@ def test_traced_gamma_passes_under_vmap_and_jit(constructor):
   assert bool(jnp.all(jnp.isfinite(out)))
   # gamma really varies: the three rows differ.
   assert len({tuple(row) for row in out.tolist()}) == 3
+
+
+# ----------------------------------------------------------------------------
+# Gradient trees that do not match the parameters, integer parameters, non-finite numbers.
+# ----------------------------------------------------------------------------
+
+
+def test_mismatched_gradient_tree_raises():
+  params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+  for tx in (
+    anon_optax.scale_by_anon(),
+    anon_optax.scale_by_idu(),
+    anon_optax.anon(1e-3, weight_decay_mode="decoupled"),
+  ):
+    state = tx.init(params)
+    with pytest.raises(ValueError, match="structure"):
+      tx.update({"w": jnp.ones(3)}, state, params)
+    with pytest.raises(ValueError, match=r"\['b'\] has shape \(3,\)"):
+      tx.update({"w": jnp.ones(3), "b": jnp.ones(3)}, state, params)
+
+
+def test_integer_params_raise():
+  for tx in (anon_optax.anon(1e-3), anon_optax.scale_by_anon(), anon_optax.scale_by_idu()):
+    with pytest.raises(TypeError, match=r"\['steps'\] has dtype int32"):
+      tx.init({"w": jnp.ones(3), "steps": jnp.arange(3, dtype=jnp.int32)})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize(
+  "name", ["learning_rate", "b1", "b2", "eps", "gamma", "weight_decay", "beta3"]
+)
+def test_non_finite_hyperparameters_raise(name, value):
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    anon_optax.anon(**{"learning_rate": 1e-3, name: value})
+  if name not in ("learning_rate", "weight_decay"):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+      anon_optax.scale_by_anon(**{name: value})
+  if name not in ("learning_rate", "weight_decay", "b1"):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+      anon_optax.scale_by_idu(**{name: value})
+
+
+def test_non_finite_numpy_scalar_hyperparameter_raises():
+  with pytest.raises(ValueError, match="`gamma`"):
+    anon_optax.anon(1e-3, gamma=np.float32("nan"))
