@@ -39,6 +39,8 @@ extensions = [
   "sphinx.ext.autosummary",
   "sphinx.ext.napoleon",
   "sphinx.ext.mathjax",
+  # MathJax served with the site, so the math renders without a network connection.
+  "sphinx-mathjax-offline",
   "sphinx.ext.viewcode",
 ]
 
@@ -54,7 +56,9 @@ nb_execution_mode = "off"
 
 # API reference from the docstrings (Google style: Args/Returns/Examples/References).
 autodoc_member_order = "bysource"
-autodoc_typehints = "signature"
+# Signatures show names and defaults, as Optax's pages do; the types and ranges are in each
+# docstring's Args section.
+autodoc_typehints = "none"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
