@@ -1,4 +1,6 @@
-"""The docstring examples of the public API run and print what they show."""
+"""The public API's documentation: docstring examples run and print what they show, every
+argument is documented with its default, and docs/api.md documents every public name, and only
+those."""
 
 import doctest
 import importlib
@@ -11,6 +13,7 @@ import pytest
 
 import anon_optax
 
+API_PAGE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "api.md"
 _MODULES = sorted(
   info.name for info in pkgutil.iter_modules(anon_optax.__path__, prefix="anon_optax.")
 )
@@ -28,6 +31,15 @@ def test_public_names_are_exported():
     assert hasattr(anon_optax, name), name
   for name in ("anon", "scale_by_anon", "ScaleByAnonState", "scale_by_idu"):
     assert name in anon_optax.__all__
+
+
+def test_api_page_documents_every_public_name():
+  documented = re.findall(
+    r"^\.\. auto(?:function|class):: (\w+)$", API_PAGE.read_text(), flags=re.MULTILINE
+  )
+  assert sorted(documented) == sorted(anon_optax.__all__), (
+    "docs/api.md must have one autofunction/autoclass per name in anon_optax.__all__"
+  )
 
 
 def _documented_arguments(docstring):

@@ -60,7 +60,7 @@ def test_anon_step_needs_no_more_scratch_than_adam(param_dtype, option):
   params = _params(param_dtype)
   adam = _step_scratch_bytes(optax.adam(1e-3), params)
   anon = _step_scratch_bytes(anon_optax.anon(1e-3, **STORAGE_OPTIONS[option]), params)
-  # The bound: Adam's scratch plus 1% of the parameter bytes.
+  # The bound: Adam's scratch plus 1% of the parameter bytes.
   assert anon <= adam + 0.01 * _param_bytes(params), (anon, adam, _param_bytes(params))
 
 
