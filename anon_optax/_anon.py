@@ -117,8 +117,8 @@ def scale_by_anon(
 
   .. math::
     m_t &= b_1 m_{t-1} + (1 - b_1) g_t, \qquad
-      s_t = b_2 s_{t-1} + (1 - b_2) |g_t|^2, \qquad
-      \sigma_t = s_t / (1 - b_2^{n_t}) + \epsilon \\
+      s_t = b_2 s_{t-1} + (1 - b_2) |g_t|^2 \\
+    \sigma_t &= s_t / (1 - b_2^{n_t}) + \epsilon \\
     \text{at } t = a_k:\quad v &\leftarrow
       \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma_t^{\gamma}\right)^{-1/2}
       \ (v \leftarrow \sigma_t^{-\gamma/2} \text{ at } k = 0),
@@ -238,8 +238,8 @@ def anon(
 
   .. math::
     m_t &= b_1 m_{t-1} + (1 - b_1) g_t, \qquad
-      s_t = b_2 s_{t-1} + (1 - b_2) g_t^2, \qquad
-      \sigma_t = s_t / (1 - b_2^{n_t}) + \epsilon \\
+      s_t = b_2 s_{t-1} + (1 - b_2) g_t^2 \\
+    \sigma_t &= s_t / (1 - b_2^{n_t}) + \epsilon \\
     \text{at } t = a_k:\quad v &\leftarrow
       \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma_t^{\gamma}\right)^{-1/2}
       \ (v \leftarrow \sigma_t^{-\gamma/2} \text{ at } k = 0),

@@ -737,8 +737,8 @@ def scale_by_idu(
   latest refresh:
 
   .. math::
-    s_t &= b_2 s_{t-1} + (1 - b_2) |u_t|^2, \qquad
-      \sigma_t = s_t / (1 - b_2^{n_t}) + \epsilon \\
+    s_t &= b_2 s_{t-1} + (1 - b_2) |u_t|^2 \\
+    \sigma_t &= s_t / (1 - b_2^{n_t}) + \epsilon \\
     \text{at } t = a_k:\quad v &\leftarrow
       \left(\beta_3 v^{-2} + (1 - \beta_3)\sigma_t^{\gamma}\right)^{-1/2}
       \ (v \leftarrow \sigma_t^{-\gamma/2} \text{ at } k = 0),
