@@ -52,12 +52,23 @@ parameter (``MIN_BYTES_PER_PARAM``: anon and the floor read g, m, s, v, theta
 and write m, s, theta = 32; adam 28; sgd with momentum and lion 20), divided
 by its median step time, is its achieved bandwidth; the table gives it as a
 fraction of the copy's (``x copy bw``).
+
+Loops: each jitted contender's step is compiled once more through
+``jitted.lower(...).compile()`` (the same executable, from JAX's cache) and its
+HLO text read (:func:`hlo_loops`): the fusions of the ENTRY computation (the
+normal step; the refresh branch of Anon's ``cond`` is a computation of its own)
+whose output is parameter-sized, i.e. an elementwise pass over a leaf, divided
+by the number of leaves (``loops_per_leaf``), and all fusions of ENTRY
+(``fusions_in_entry``). A change in the step's structure (an extra pass per
+leaf) shows here even where the timings are too noisy to tell.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from collections.abc import Sequence
+import re
 from typing import Any, NamedTuple
 
 import jax
@@ -222,8 +233,68 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
 
 
 # ----------------------------------------------------------------------------
+# The compiled step's structure: how many loops XLA makes of it.
+# ----------------------------------------------------------------------------
+
+_INSTRUCTION = re.compile(
+  r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.+?)\s+(?P<opcode>[a-z][\w\-]*)\("
+)
+_ARRAY_TYPE = re.compile(r"\b[a-z]+\d*\[(?P<dims>[\d,]*)\]")
+
+
+def _entry_computation(hlo_text: str) -> list[str]:
+  """The instruction lines of the ENTRY computation of an HLO module's text."""
+  lines = hlo_text.splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith("ENTRY"))
+  body = []
+  for line in lines[start + 1 :]:
+    if line.startswith("}"):
+      break
+    body.append(line)
+  return body
+
+
+def hlo_loops(hlo_text: str, leaf_sizes: Sequence[int]) -> dict[str, Any]:
+  """Counts the loops of a compiled step from its HLO text (``compiled.as_text()``).
+
+  ``parameter_sized_loops``: the ``fusion`` instructions of the ENTRY computation
+  whose output (or one element of a multi-output fusion's tuple) has as many
+  elements as one of the leaves, ``leaf_sizes``: the elementwise passes over the
+  parameters. A fusion that writes several leaves at once (a multi-output or
+  horizontal fusion) counts once. ``loops_per_leaf``: that over the number of
+  leaves. ``fusions_in_entry``: every fusion of ENTRY (scalar ones included).
+  Loops inside called computations (a ``conditional``'s branches, a ``while``
+  body) are not counted: in Anon's step that is the refresh branch.
+  """
+  sizes = {int(n) for n in leaf_sizes}
+  fusions = parameter_sized = 0
+  for line in _entry_computation(hlo_text):
+    match = _INSTRUCTION.match(line)
+    if not match or match["opcode"] != "fusion":
+      continue
+    fusions += 1
+    counts = [
+      int(np.prod([int(d) for d in m["dims"].split(",")]))
+      for m in _ARRAY_TYPE.finditer(match["type"])
+      if m["dims"]
+    ]
+    parameter_sized += any(n in sizes for n in counts)
+  return {
+    "parameter_sized_loops": parameter_sized,
+    "loops_per_leaf": parameter_sized / len(leaf_sizes),
+    "fusions_in_entry": fusions,
+  }
+
+
+def compiled_loops(jitted, *args) -> dict[str, Any]:
+  """:func:`hlo_loops` of ``jitted`` compiled for ``args``; the leaves are ``args[0]``'s."""
+  text = jitted.lower(*args).compile().as_text()
+  return hlo_loops(text, [int(np.prod(np.shape(x))) for x in jax.tree.leaves(args[0])])
+
+
+# ----------------------------------------------------------------------------
 # Contenders. Each is an object with .run(num_steps) -> seconds, .step (the
-# next step number), and .close().
+# next step number), and .loops (:func:`hlo_loops` of its jitted step, or None).
 # ----------------------------------------------------------------------------
 
 
@@ -241,6 +312,8 @@ class OptaxContender:
       return optax.apply_updates(params, updates), state
 
     self._step = jax.jit(step, donate_argnums=(0, 1))
+    # Compiles the step (the calls below reuse it from JAX's cache) and reads its loops.
+    self.loops = compiled_loops(self._step, self.params, self.state, grads)
     for _ in range(warm_steps):  # Populate the moments with real values.
       self.params, self.state = self._step(self.params, self.state, grads)
     self.set_step(start_step)
@@ -279,6 +352,7 @@ class CopyContender:
     self.x = jnp.ones((num_params,), jnp.float32)
     self.one = jnp.ones((), jnp.float32)
     self._fn = jax.jit(lambda x, one: x * one, donate_argnums=0)
+    self.loops = compiled_loops(self._fn, self.x, self.one)
     self.step = 0
     self.run(2)
 
@@ -328,6 +402,7 @@ class TorchAnonReference:
     import torch  # pylint: disable=import-outside-toplevel
 
     self.torch = torch
+    self.loops = None  # Not an XLA program.
     self.num_threads = num_threads
     torch.set_num_threads(num_threads)
     self.params = [torch.tensor(np.array(p)) for p in params_np.values()]
@@ -460,6 +535,101 @@ def refresh_spike(contender: OptaxContender, rounds: int, reps: int, log) -> dic
   return machine.summarise(samples, baselines=("normal_step_t1001",))
 
 
+def default_schedule(num_params: int) -> dict[str, int]:
+  """Rounds, window and refresh rounds of a size when the command line does not say."""
+  small, medium = num_params <= (4 << 20), num_params <= (16 << 20)
+  return {
+    "rounds": 9 if small else 5 if medium else 3,
+    "window": 64 if small else 32 if medium else 8,
+    "refresh_rounds": 9 if small else 5,
+  }
+
+
+def run_size(
+  num_params: int,
+  num_leaves: int,
+  names: Sequence[str],
+  *,
+  rounds: int,
+  window: int,
+  refresh_rounds: int,
+  start_step: int = 1000,
+  log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+  """Times ``names`` (and the copy) at one size; returns that size's results entry.
+
+  Builds the parameter and gradient trees, every contender (each brought to step
+  ``start_step``), times ``rounds`` interleaved windows of ``window`` steps after one
+  discarded window, adds the bandwidth columns and each contender's loops
+  (:func:`hlo_loops`), and, when ``anon`` is among them, the refresh-spike test.
+  """
+  shapes = common.leaf_sizes(num_params, num_leaves)
+  params_np = common.make_tree(shapes, seed=0)
+  grads_np = common.make_tree(shapes, seed=1, scale=1e-2)
+  grads = jax.tree.map(jnp.asarray, grads_np)
+  exact = common.tree_size(params_np)
+  log(
+    f"\n== {machine.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
+    f"{rounds} rounds x {window} steps =="
+  )
+  timed_first = start_step + 1 + window
+  timed_last = start_step + window * (rounds + 1)
+  # Anon's counters as far as any contender steps (the refresh-spike test ends at t = 1024).
+  counters = anon_counters(max(timed_last, REFRESH_SPIKE_STEP) + window)
+  contenders = build_contenders(params_np, grads, grads_np, start_step, counters, names, log)
+  contenders["copy"] = CopyContender(exact)
+  first_step = {n: c.step for n, c in contenders.items()}
+  # The first window of each contender is the discarded warm-up round.
+  samples = machine.interleaved(
+    {n: (lambda c=c: c.run(window)) for n, c in contenders.items()},
+    rounds,
+    warmup_rounds=1,
+    log=log,
+  )
+  summary = machine.summarise(
+    samples, baselines=("floor", "floor_exact", "adam", "torch", "torch_1thread"), per=window
+  )
+  copy_gbps = add_bandwidth(summary, exact)
+  for name, entry in summary.items():
+    loops = contenders[name].loops or dict.fromkeys(
+      ("parameter_sized_loops", "loops_per_leaf", "fusions_in_entry")
+    )
+    entry.update(loops)
+  spike = None
+  if "anon" in contenders:
+    log("  refresh step alone vs a normal step (anon):")
+    spike = refresh_spike(contenders["anon"], refresh_rounds, reps=3, log=log)
+  return {
+    "num_params": exact,
+    "num_params_label": machine.size_label(num_params),
+    "num_leaves": len(shapes),
+    "leaf_sizes": sorted(int(np.prod(s)) for s in shapes),
+    "rounds": rounds,
+    "window_steps": window,
+    "timed_steps": [timed_first, timed_last],
+    "refresh_steps_in_timed_windows": refresh_steps(counters, timed_first, timed_last),
+    "first_step": first_step,
+    "per_step": summary,
+    "copy_bandwidth_gbps": copy_gbps,
+    "refresh_spike": spike,
+  }
+
+
+def config(start_step: int, quick: bool) -> dict[str, Any]:
+  """The ``config`` entry of a step-time results file."""
+  return {
+    "lr": LR,
+    "b1": B1,
+    "b2": B2,
+    "eps": EPS,
+    "gamma": GAMMA,
+    "beta3": BETA3,
+    "start_step": start_step,
+    "quick": quick,
+    "jax_threads": machine.jax_num_threads(),
+  }
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument(
@@ -522,89 +692,37 @@ def main(argv=None):
 
   results = []
   for num_params, num_leaves in zip(sizes, leaves):
-    small = num_params <= (4 << 20)
-    rounds = (
-      2 if args.quick else (args.rounds or (9 if small else 5 if num_params <= (16 << 20) else 3))
-    )
-    window = (
-      4 if args.quick else (args.window or (64 if small else 32 if num_params <= (16 << 20) else 8))
-    )
-    refresh_rounds = 2 if args.quick else (args.refresh_rounds or (9 if small else 5))
-    shapes = common.leaf_sizes(num_params, num_leaves)
-    params_np = common.make_tree(shapes, seed=0)
-    grads_np = common.make_tree(shapes, seed=1, scale=1e-2)
-    grads = jax.tree.map(jnp.asarray, grads_np)
-    exact = common.tree_size(params_np)
-    log(
-      f"\n== {machine.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
-      f"{rounds} rounds x {window} steps =="
-    )
-    timed_first = args.start_step + 1 + window
-    timed_last = args.start_step + window * (rounds + 1)
-    # Anon's counters as far as any contender steps (the refresh-spike test ends at t = 1024).
-    counters = anon_counters(max(timed_last, REFRESH_SPIKE_STEP) + window)
-    contenders = build_contenders(params_np, grads, grads_np, args.start_step, counters, names, log)
-    contenders["copy"] = CopyContender(exact)
-    first_step = {n: c.step for n, c in contenders.items()}
-    # The first window of each contender is the discarded warm-up round.
-    samples = machine.interleaved(
-      {n: (lambda c=c: c.run(window)) for n, c in contenders.items()},
-      rounds,
-      warmup_rounds=1,
-      log=log,
-    )
-    summary = machine.summarise(
-      samples, baselines=("floor", "floor_exact", "adam", "torch", "torch_1thread"), per=window
-    )
-    copy_gbps = add_bandwidth(summary, exact)
-    refresh_in_windows = refresh_steps(counters, timed_first, timed_last)
-    spike = None
-    if "anon" in contenders:
-      log("  refresh step alone vs a normal step (anon):")
-      spike = refresh_spike(contenders["anon"], refresh_rounds, reps=3, log=log)
+    default = default_schedule(num_params)
     results.append(
-      {
-        "num_params": exact,
-        "num_params_label": machine.size_label(num_params),
-        "num_leaves": len(shapes),
-        "leaf_sizes": sorted(int(np.prod(s)) for s in shapes),
-        "rounds": rounds,
-        "window_steps": window,
-        "timed_steps": [timed_first, timed_last],
-        "refresh_steps_in_timed_windows": refresh_in_windows,
-        "first_step": first_step,
-        "per_step": summary,
-        "copy_bandwidth_gbps": copy_gbps,
-        "refresh_spike": spike,
-      }
+      run_size(
+        num_params,
+        num_leaves,
+        names,
+        rounds=2 if args.quick else (args.rounds or default["rounds"]),
+        window=4 if args.quick else (args.window or default["window"]),
+        refresh_rounds=2 if args.quick else (args.refresh_rounds or default["refresh_rounds"]),
+        start_step=args.start_step,
+        log=log,
+      )
     )
-    _print_size_table(results[-1])
-    del contenders
+    print_size_table(results[-1])
 
-  payload = {
-    "config": {
-      "lr": LR,
-      "b1": B1,
-      "b2": B2,
-      "eps": EPS,
-      "gamma": GAMMA,
-      "beta3": BETA3,
-      "start_step": args.start_step,
-      "quick": args.quick,
-      "jax_threads": machine.jax_num_threads(),
-    },
-    "results": results,
-  }
+  payload = {"config": config(args.start_step, args.quick), "results": results}
   path = machine.write_json(args.name, payload, args.out_dir)
   log(f"\nwrote {path}")
   return payload
 
 
-def _print_size_table(res):
+def print_size_table(res: dict[str, Any]) -> str:
+  """Prints (and returns) the markdown table of one size's results (:func:`run_size`)."""
+
   def ratio(entry, name, base):
     if name == base:
       return 1.0
     return entry["ratio_vs"].get(base, float("nan"))
+
+  def number(value):
+    return float("nan") if value is None else value
 
   rows = []
   for name, e in res["per_step"].items():
@@ -618,11 +736,13 @@ def _print_size_table(res):
         ratio(e, name, "torch"),
         ratio(e, name, "torch_1thread"),
         e["paired_ratio_vs"].get("floor", 1.0 if name == "floor" else float("nan")),
-        float("nan") if e["achieved_gbps"] is None else e["achieved_gbps"],
+        number(e["achieved_gbps"]),
         float("nan") if e["achieved_gbps"] is None else e["fraction_of_copy_bandwidth"],
+        number(e.get("loops_per_leaf")),
+        "-" if e.get("fusions_in_entry") is None else e["fusions_in_entry"],
       ]
     )
-  machine.print_table(
+  text = machine.print_table(
     [
       "contender",
       "ms/step (median)",
@@ -634,6 +754,8 @@ def _print_size_table(res):
       "x floor (paired)",
       "GB/s (min bytes)",
       "x copy bw",
+      "loops/leaf",
+      "fusions",
     ],
     rows,
     title=f"{res['num_params_label']} params / {res['num_leaves']} leaves "
@@ -642,11 +764,12 @@ def _print_size_table(res):
   )
   if res["refresh_spike"]:
     s = res["refresh_spike"]
-    machine.print_table(
+    text += "\n" + machine.print_table(
       ["step", "ms (median)", "x normal step"],
       [[n, e["median_s"] * 1e3, e["ratio_vs"].get("normal_step_t1001", 1.0)] for n, e in s.items()],
       title="anon refresh step alone",
     )
+  return text
 
 
 if __name__ == "__main__":

@@ -347,6 +347,8 @@ def render_step_time(results: dict[str, Any]) -> str:
   headers += [
     {"adam": "x adam", "torch": f"x torch ({threads} thr)"}.get(b, "x torch (1 thr)") for b in bases
   ]
+  # Loops per leaf of the compiled step: only in files written since step_time.py counts them.
+  loops = any("loops_per_leaf" in e for s in sizes for e in s["per_step"].values())
   rows = []
   for size in sizes:
     per = size["per_step"]
@@ -364,7 +366,10 @@ def render_step_time(results: dict[str, Any]) -> str:
         + [cell, *[_x(_ratio(per, name, b)) for b in bases]]
         + ["-" if gbps is None else f"{gbps:.1f}", _x(fraction)]
       )
-  return table(headers + ["GB/s", "x copy"], rows)
+      if loops:
+        per_leaf = entry.get("loops_per_leaf")
+        rows[-1].append("-" if per_leaf is None else f"{per_leaf:g}")
+  return table(headers + ["GB/s", "x copy"] + (["loops / leaf"] if loops else []), rows)
 
 
 def render_refresh_step(files: dict[str, Any]) -> str:

@@ -63,6 +63,13 @@ def test_step_time_quick(tmp_path):
   assert res["per_step"]["anon"]["ratio_vs"].keys() == {"floor", "adam"}
   assert res["refresh_spike"]["refresh_step_t1024"]["median_s"] > 0
   assert res["timed_steps"][0] > 1000
+  # The loops XLA makes of each step: at least one pass per leaf; the copy is one loop.
+  for entry in res["per_step"].values():
+    assert entry["loops_per_leaf"] == entry["parameter_sized_loops"] / res["num_leaves"]
+    assert entry["loops_per_leaf"] >= 1 and entry["fusions_in_entry"] >= 1
+  assert res["per_step"]["copy"]["parameter_sized_loops"] == 1
+  # The default step makes no more passes over the parameters than optax.adam's.
+  assert res["per_step"]["anon"]["loops_per_leaf"] <= res["per_step"]["adam"]["loops_per_leaf"]
 
 
 @pytest.mark.slow
@@ -179,3 +186,45 @@ def test_jump_state_sets_every_contenders_counters():
   anon_state = step_time.jump_state(step_time.make_anon().init(params), 1000, counters)
   assert int(optax.tree_utils.tree_get(anon_state, "next_refresh")) == 1024
   assert int(optax.tree_utils.tree_get(anon_state, "num_refreshes")) == 10
+
+
+def test_hlo_loops_counts_parameter_sized_fusions_of_entry():
+  hlo = """HloModule jit_step
+
+%fused_computation (p0: f32[4,3]) -> f32[4,3] {
+  %p0 = f32[4,3]{1,0} parameter(0)
+  ROOT %not_counted = f32[4,3]{1,0} fusion(%p0), kind=kLoop, calls=%other
+}
+
+ENTRY %main (a: f32[4,3], b: f32[5], c: s32[]) -> (f32[4,3], f32[5]) {
+  %a = f32[4,3]{1,0} parameter(0)
+  %b = f32[5]{0} parameter(1)
+  %c = s32[] parameter(2)
+  %scalar_fusion = f32[] fusion(%c), kind=kLoop, calls=%fused_computation.1
+  %multiply_fusion = f32[4,3]{1,0} fusion(%a, %scalar_fusion), kind=kLoop, calls=%fused_computation
+  %two_outputs = (f32[4,3]{1,0}, /*index=1*/f32[5]{0}) fusion(%a, %b), kind=kLoop, calls=%f2
+  %cond = (f32[4,3]{1,0}) conditional(%c, %a), branch_computations={%b0, %b1}
+  ROOT %tuple = (f32[4,3]{1,0}, f32[5]{0}) tuple(%multiply_fusion, %b)
+}
+"""
+  loops = step_time.hlo_loops(hlo, [12, 5])
+  # Two parameter-sized fusions (the multi-output one counts once) over 2 leaves; 3 fusions in
+  # all; the fusion inside the other computation and the conditional are not counted.
+  assert loops == {"parameter_sized_loops": 2, "loops_per_leaf": 1.0, "fusions_in_entry": 3}
+
+
+def test_compiled_loops_of_adam():
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+
+  params = {"w": jnp.ones((16, 8)), "b": jnp.ones((8,))}
+  tx = optax.adam(1e-3)
+
+  def step(p, s, g):
+    updates, s = tx.update(g, s, p)
+    return optax.apply_updates(p, updates), s
+
+  loops = step_time.compiled_loops(jax.jit(step), params, tx.init(params), params)
+  assert loops["parameter_sized_loops"] >= 2  # At least one pass per leaf.
+  assert loops["fusions_in_entry"] >= loops["parameter_sized_loops"]
