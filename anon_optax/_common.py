@@ -58,43 +58,23 @@ def at_least_float32(value: Any) -> jax.Array:
 def one_known_at_run_time(count: jax.typing.ArrayLike, dtype: Any) -> jax.Array:
   """``1 + 0 * count`` in ``dtype``: exactly 1, but not a constant XLA can fold.
 
-  Dividing a new moment by it (exact in floating point) makes recomputing that
-  moment too costly for XLA's fusion, in most trees: a later pass then reads the
-  moment back from its (donated, overwritten-in-place) buffer, instead of
-  recomputing it from the old value, for which XLA would keep a copy of the
-  whole array. Where XLA turns the division by this scalar into a
-  multiplication by its reciprocal (it did for Anon's single-leaf trees), the
-  recomputation is cheap again; :func:`read_back_from_memory` divides by an
-  array instead, which XLA cannot turn into a multiplication.
-  (On CPU `jax.lax.optimization_barrier` does not do this: XLA drops barriers
-  before it fuses.)
+  Dividing a new moment by it makes recomputing the moment too costly for
+  XLA's fusion, so a later pass reads it back from its (donated, overwritten)
+  buffer instead of recomputing it from the old one, which XLA would have to
+  copy. Where XLA turns this division into a multiplication by the reciprocal,
+  use :func:`read_back_from_memory`. (On CPU `jax.lax.optimization_barrier`
+  does not help: XLA drops barriers before it fuses.)
   """
   return 1 + 0 * jnp.asarray(count, dtype)
 
 
 def read_back_from_memory(moment: jax.Array, like: jax.Array) -> jax.Array:
-  """``moment``, exactly, in a form that later passes read from memory.
+  """``moment``, bit for bit, in a form that later passes read from memory.
 
-  A new moment written in place of the old one (donated buffers) and needed
-  again by a later pass of the same step should be read back from its buffer.
-  If it is cheap to compute, XLA's fusion recomputes it inside the later pass
-  from the old moment instead, and then has to keep a copy of the whole old
-  moment, since the in-place write would overwrite it first. Dividing the
-  moment by ones makes it too costly to recompute, provided the ones are an
-  array computed per element: XLA rewrites a division by a scalar or a
-  broadcast (such as :func:`one_known_at_run_time`) as a multiplication by
-  its reciprocal, which it recomputes again. So the divisor is
-  ``1 + 0 * isnan(like)``: exactly 1 everywhere (0 times 0 or 1), computed
-  from ``like`` (an array of the moment's shape, e.g. the gradient), and not a
-  constant XLA can fold. ``tests/test_memory.py`` checks the compiled step's
-  scratch.
-
-  Args:
-    moment: the new moment (floating).
-    like: any array of the same shape.
-
-  Returns:
-    ``moment``, bit for bit.
+  As :func:`one_known_at_run_time`, but dividing by ones computed per element
+  (``1 + 0 * isnan(like)``, ``like`` any array of the moment's shape), which
+  XLA cannot rewrite as a multiplication and so does not recompute.
+  ``tests/test_memory.py`` checks the compiled step's scratch.
   """
   ones = 1 + 0 * jnp.isnan(like).astype(moment.dtype)
   return moment / ones

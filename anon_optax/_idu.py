@@ -1,33 +1,15 @@
 r"""The gamma-preconditioner and its incremental delay update (IDU).
 
-Anon (Zhang et al., "Anon: Extrapolating Adaptivity Beyond SGD and Adam",
-arXiv 2605.02317) scales its momentum by a preconditioner
-:math:`v \approx \sigma^{-\gamma/2}` built from the second moment
-:math:`\sigma` of the gradients. The preconditioner is refreshed only at the
-log-spaced steps :math:`t = a_k = \mathrm{base}^k` (1, 2, 4, 8, ... for base 2),
-each time as a weighted harmonic mean of the previous preconditioner and the
-new :math:`\sigma^\gamma`; between refreshes the second moment keeps
-accumulating and is reset after each refresh.
-
-This module holds the pure building blocks (the refresh schedule, the
-accumulated-step bias correction, the harmonic-mean refresh, whose
-:math:`\beta_3 = 0` case is the first refresh :math:`v = \sigma^{-\gamma/2}`,
-the step guard), the one state-update path that :func:`scale_by_idu` and
-:func:`anon_optax.scale_by_anon` share, and :func:`scale_by_idu`, the
-preconditioner alone as an Optax transformation. The algorithm, the guard and
-every deviation from the authors' code are described in the repository's
-``docs/algorithm.md``.
-
-Numerics: the refresh never forms :math:`\sigma^\gamma` or :math:`v^{-2}`
-(see :func:`harmonic_refresh`: :math:`\sigma` enters only through
-:math:`\exp(-\tfrac{\gamma}{2}\log\sigma)`, and the two terms are combined
-like ``hypot``). Formed directly, both underflow in float32 for large
-:math:`|\gamma|` (with ``eps = 1e-16``, :math:`\sigma^\gamma < 10^{-45}`
-already for :math:`\gamma \geq 3`), which turns a tiny or zero gradient into
-an infinite preconditioner and a NaN step. In float64 this form agrees with
-the direct formula to round-off. A refreshed preconditioner that still
-overflows its storage dtype is stored as that dtype's largest finite value, so
-that a zero momentum gives a zero step instead of ``0 * inf = NaN``.
+Anon (Zhang et al., arXiv 2605.02317) scales its momentum by a preconditioner
+:math:`v \approx \sigma^{-\gamma/2}` refreshed only at the steps
+:math:`a_k = \mathrm{base}^k`, each time as a weighted harmonic mean of the
+previous :math:`v` and the new :math:`\sigma^{-\gamma/2}`. This module holds
+the pure building blocks (refresh schedule, bias correction, harmonic refresh,
+step guard), the state-update path that :func:`scale_by_idu` and
+:func:`anon_optax.scale_by_anon` share, and :func:`scale_by_idu`. The
+algorithm, the numerics (no power of :math:`\sigma` is formed, so large
+:math:`|\gamma|` does not underflow in float32) and every deviation from the
+authors' code are in the repository's ``docs/algorithm.md``.
 """
 
 import functools
@@ -559,16 +541,12 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
 
   Accumulates :math:`|u|^2` into ``nu``; at a refresh step (the schedule's, or
   ``max_refresh_interval`` steps after the latest refresh), refreshes
-  ``precond`` from ``nu`` and resets ``nu``. The choice is one `jax.lax.cond`
-  for the whole tree, so a normal step does no refresh work.
-
-  Speed (see benchmarks/README.md): the cond returns only the preconditioner
-  and a "reset" flag; the accumulation and the reset are one elementwise pass
-  after it, ``where(reset, 0, b2 * s + (1 - b2) |u|^2)``, written in place into
-  the (donated) ``nu``. The refresh branch recomputes the accumulation itself
-  from the old ``nu``; the flag makes that pass wait for the cond, so XLA can
-  update ``nu`` in place. Passing the accumulated ``nu`` through the cond
-  instead makes XLA copy all of ``nu`` on every normal step.
+  ``precond`` from ``nu`` and resets ``nu``. One `jax.lax.cond` for the whole
+  tree returns only the new preconditioner and a "reset" flag, so a normal
+  step does no refresh work; the accumulation and reset are one elementwise
+  pass after it, written in place into the (donated) ``nu``. Passing the
+  accumulated ``nu`` through the cond instead makes XLA copy all of it on
+  every step (benchmarks/README.md).
 
   Args:
     updates: this step's updates.
@@ -577,8 +555,7 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
     gamma: the adaptivity exponent at this step (a schedule evaluated).
 
   Returns:
-    ``state._replace(...)`` with the counters, ``nu`` and ``precond`` after
-    this step.
+    ``state`` with the counters, ``nu`` and ``precond`` after this step.
   """
   b2 = config.b2
   step = optax.safe_increment(state.count)
