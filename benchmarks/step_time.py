@@ -56,8 +56,9 @@ fraction of the copy's (``x copy bw``).
 Loops: each jitted contender's step is compiled once more through
 ``jitted.lower(...).compile()`` (the same executable, from JAX's cache) and its
 HLO text read (:func:`hlo_loops`): the fusions of the ENTRY computation (the
-normal step; the refresh branch of Anon's ``cond`` is a computation of its own)
-whose output is parameter-sized, i.e. an elementwise pass over a leaf, divided
+normal step, with the computations it ``call``s, such as XLA:GPU's command
+buffers; the refresh branch of Anon's ``cond`` is not counted) whose output is
+parameter-sized, i.e. an elementwise pass over a leaf, divided
 by the number of leaves (``loops_per_leaf``), and all fusions of ENTRY
 (``fusions_in_entry``). A change in the step's structure (an extra pass per
 leaf) shows here even where the timings are too noisy to tell.
@@ -242,33 +243,63 @@ _INSTRUCTION = re.compile(
 _ARRAY_TYPE = re.compile(r"\b[a-z]+\d*\[(?P<dims>[\d,]*)\]")
 
 
-def _entry_computation(hlo_text: str) -> list[str]:
-  """The instruction lines of the ENTRY computation of an HLO module's text."""
-  lines = hlo_text.splitlines()
-  start = next(i for i, line in enumerate(lines) if line.startswith("ENTRY"))
-  body = []
-  for line in lines[start + 1 :]:
-    if line.startswith("}"):
-      break
-    body.append(line)
-  return body
+def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str]:
+  """The instruction lines of every computation of an HLO module's text, and ENTRY's name."""
+  computations: dict[str, list[str]] = {}
+  entry, current = "", None
+  for line in hlo_text.splitlines():
+    if current is None:
+      if line and not line[0].isspace() and line.rstrip().endswith("{"):
+        words = line.split()
+        is_entry = words[0] == "ENTRY"
+        current = words[1 if is_entry else 0].lstrip("%")
+        entry = current if is_entry else entry
+        computations[current] = []
+    elif line.startswith("}"):
+      current = None
+    else:
+      computations[current].append(line)
+  return computations, entry
+
+
+def _step_instructions(hlo_text: str) -> list[str]:
+  """ENTRY's instruction lines, with those of the computations it ``call``s inlined.
+
+  XLA:GPU outlines runs of kernels into ``call``ed computations (command buffers, run
+  as CUDA graphs); they are still the step's own loops. Branches of a ``conditional``
+  and ``while`` bodies are not followed.
+  """
+  computations, entry = _computations(hlo_text)
+  out, pending, seen = [], [entry], set()
+  while pending:
+    name = pending.pop()
+    if name in seen or name not in computations:
+      continue
+    seen.add(name)
+    for line in computations[name]:
+      out.append(line)
+      match = _INSTRUCTION.match(line)
+      if match and match["opcode"] == "call":
+        pending += re.findall(r"to_apply=%?([\w.\-]+)", line)
+  return out
 
 
 def hlo_loops(hlo_text: str, leaf_sizes: Sequence[int]) -> dict[str, Any]:
   """Counts the loops of a compiled step from its HLO text (``compiled.as_text()``).
 
   ``parameter_sized_loops``: the ``fusion`` instructions of the ENTRY computation
-  whose output (or one element of a multi-output fusion's tuple) has as many
-  elements as one of the leaves, ``leaf_sizes``: the elementwise passes over the
-  parameters. A fusion that writes several leaves at once (a multi-output or
-  horizontal fusion) counts once. ``loops_per_leaf``: that over the number of
-  leaves. ``fusions_in_entry``: every fusion of ENTRY (scalar ones included).
-  Loops inside called computations (a ``conditional``'s branches, a ``while``
-  body) are not counted: in Anon's step that is the refresh branch.
+  (and of computations it ``call``s, see :func:`_step_instructions`) whose output
+  (or one element of a multi-output fusion's tuple) has as many elements as one of
+  the leaves, ``leaf_sizes``: the elementwise passes over the parameters. A fusion
+  that writes several leaves at once (a multi-output or horizontal fusion) counts
+  once. ``loops_per_leaf``: that over the number of leaves. ``fusions_in_entry``:
+  every such fusion (scalar ones included). Loops inside a ``conditional``'s
+  branches or a ``while`` body are not counted: in Anon's step that is the refresh
+  branch.
   """
   sizes = {int(n) for n in leaf_sizes}
   fusions = parameter_sized = 0
-  for line in _entry_computation(hlo_text):
+  for line in _step_instructions(hlo_text):
     match = _INSTRUCTION.match(line)
     if not match or match["opcode"] != "fusion":
       continue

@@ -196,6 +196,11 @@ def test_hlo_loops_counts_parameter_sized_fusions_of_entry():
   ROOT %not_counted = f32[4,3]{1,0} fusion(%p0), kind=kLoop, calls=%other
 }
 
+%command_buffer (q0: f32[5]) -> f32[5] {
+  %q0 = f32[5]{0} parameter(0)
+  ROOT %in_a_call = f32[5]{0} fusion(%q0), kind=kLoop, calls=%f3
+}
+
 ENTRY %main (a: f32[4,3], b: f32[5], c: s32[]) -> (f32[4,3], f32[5]) {
   %a = f32[4,3]{1,0} parameter(0)
   %b = f32[5]{0} parameter(1)
@@ -204,13 +209,15 @@ ENTRY %main (a: f32[4,3], b: f32[5], c: s32[]) -> (f32[4,3], f32[5]) {
   %multiply_fusion = f32[4,3]{1,0} fusion(%a, %scalar_fusion), kind=kLoop, calls=%fused_computation
   %two_outputs = (f32[4,3]{1,0}, /*index=1*/f32[5]{0}) fusion(%a, %b), kind=kLoop, calls=%f2
   %cond = (f32[4,3]{1,0}) conditional(%c, %a), branch_computations={%b0, %b1}
-  ROOT %tuple = (f32[4,3]{1,0}, f32[5]{0}) tuple(%multiply_fusion, %b)
+  %call = f32[5]{0} call(%b), to_apply=%command_buffer
+  ROOT %tuple = (f32[4,3]{1,0}, f32[5]{0}) tuple(%multiply_fusion, %call)
 }
 """
   loops = step_time.hlo_loops(hlo, [12, 5])
-  # Two parameter-sized fusions (the multi-output one counts once) over 2 leaves; 3 fusions in
-  # all; the fusion inside the other computation and the conditional are not counted.
-  assert loops == {"parameter_sized_loops": 2, "loops_per_leaf": 1.0, "fusions_in_entry": 3}
+  # Three parameter-sized fusions over 2 leaves (the multi-output one counts once, the one in
+  # the called command buffer counts), 4 fusions in all; the fusion of a computation that
+  # ENTRY does not call and the conditional are not counted.
+  assert loops == {"parameter_sized_loops": 3, "loops_per_leaf": 1.5, "fusions_in_entry": 4}
 
 
 def test_compiled_loops_of_adam():
