@@ -21,6 +21,7 @@ refresh steps alike.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -85,18 +86,13 @@ def contenders():
   return out
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--size", default="4M")
-  parser.add_argument("--leaves", type=int, default=40)
-  parser.add_argument("--quick", action="store_true", help="64K params in 12 leaves.")
-  parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
-  parser.add_argument("--name", default="memory")
-  args = parser.parse_args(argv)
-  num_params = (1 << 16) if args.quick else machine.parse_sizes(args.size)[0]
-  num_leaves = 12 if args.quick else args.leaves
-  shapes = common.leaf_sizes(num_params, num_leaves)
+def measure(num_params: int, num_leaves: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """State bytes and the compiled step's scratch and peak of every contender.
 
+  Returns the ``config`` and ``results`` entries of a memory results file: one result per
+  contender and parameter dtype (float32, bfloat16), with its ``ratio_vs_adam``.
+  """
+  shapes = common.leaf_sizes(num_params, num_leaves)
   results = []
   for param_dtype in (jnp.float32, jnp.bfloat16):
     params = {f"layer_{i:03d}": jax.ShapeDtypeStruct(s, param_dtype) for i, s in enumerate(shapes)}
@@ -117,24 +113,29 @@ def main(argv=None):
           "step_peak_per_param_byte": peak / pb,
         }
       )
-
   by_key = {(r["optimizer"], r["param_dtype"]): r for r in results}
-  rows = []
   for r in results:
     adam = by_key[("optax.adam", r["param_dtype"])]["state_bytes_per_param_byte"]
     r["ratio_vs_adam"] = r["state_bytes_per_param_byte"] / adam
-    rows.append(
-      [
-        r["optimizer"],
-        r["param_dtype"],
-        f"{r['state_bytes'] / 2**20:.2f}",
-        f"{r['state_bytes_per_param_byte']:.6f}",
-        f"{r['ratio_vs_adam']:.4f}",
-        f"{r['step_temp_per_param_byte']:.4f}",
-        f"{r['step_peak_per_param_byte']:.3f}",
-      ]
-    )
-  machine.print_table(
+  num = common.tree_size(shapes_tree(shapes))
+  return {"num_params": num, "num_leaves": len(shapes)}, results
+
+
+def print_memory_table(config: dict[str, Any], results: list[dict[str, Any]]) -> str:
+  """Prints (and returns) the markdown table of :func:`measure`'s results."""
+  rows = [
+    [
+      r["optimizer"],
+      r["param_dtype"],
+      f"{r['state_bytes'] / 2**20:.2f}",
+      f"{r['state_bytes_per_param_byte']:.6f}",
+      f"{r['ratio_vs_adam']:.4f}",
+      f"{r['step_temp_per_param_byte']:.4f}",
+      f"{r['step_peak_per_param_byte']:.3f}",
+    ]
+    for r in results
+  ]
+  return machine.print_table(
     [
       "optimizer",
       "params",
@@ -145,20 +146,24 @@ def main(argv=None):
       "step peak / param byte",
     ],
     rows,
-    title=f"optimizer state, {common.tree_size(shapes_tree(shapes))} "
-    f"params in {len(shapes)} leaves",
+    title=f"optimizer state, {config['num_params']} params in {config['num_leaves']} leaves",
   )
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--size", default="4M")
+  parser.add_argument("--leaves", type=int, default=40)
+  parser.add_argument("--quick", action="store_true", help="64K params in 12 leaves.")
+  parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
+  parser.add_argument("--name", default="memory")
+  args = parser.parse_args(argv)
+  num_params = (1 << 16) if args.quick else machine.parse_sizes(args.size)[0]
+  num_leaves = 12 if args.quick else args.leaves
+  config, results = measure(num_params, num_leaves)
+  print_memory_table(config, results)
   path = machine.write_json(
-    args.name,
-    {
-      "config": {
-        "num_params": common.tree_size(shapes_tree(shapes)),
-        "num_leaves": len(shapes),
-        "quick": args.quick,
-      },
-      "results": results,
-    },
-    args.out_dir,
+    args.name, {"config": {**config, "quick": args.quick}, "results": results}, args.out_dir
   )
   print(f"\nwrote {path}")
 
