@@ -21,6 +21,7 @@ refresh steps alike.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -86,17 +87,24 @@ def contenders():
   return out
 
 
-def measure(num_params: int, num_leaves: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """State bytes and the compiled step's scratch and peak of every contender.
+def measure(
+  num_params: int,
+  num_leaves: int,
+  names: Sequence[str] | None = None,
+  param_dtypes: Sequence[Any] = (jnp.float32, jnp.bfloat16),
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """State bytes and the compiled step's scratch and peak of the contenders.
 
   Returns the ``config`` and ``results`` entries of a memory results file: one result per
-  contender and parameter dtype (float32, bfloat16), with its ``ratio_vs_adam``.
+  contender (``names``, a subset of :func:`contenders` that holds ``optax.adam``; default
+  all) and parameter dtype, with its ``ratio_vs_adam``.
   """
   shapes = common.leaf_sizes(num_params, num_leaves)
+  chosen = {n: make for n, make in contenders().items() if names is None or n in names}
   results = []
-  for param_dtype in (jnp.float32, jnp.bfloat16):
+  for param_dtype in param_dtypes:
     params = {f"layer_{i:03d}": jax.ShapeDtypeStruct(s, param_dtype) for i, s in enumerate(shapes)}
-    for name, make in contenders().items():
+    for name, make in chosen.items():
       tx = make()
       sb, pb, ratio = state_ratio(tx, params)
       temp, peak = step_memory(tx, params)

@@ -73,6 +73,37 @@ def test_step_time_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_gpu_smoke(tmp_path):
+  # The one-command accelerator benchmark, on whatever JAX sees (the CPU here).
+  env = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+  }
+  cmd = [sys.executable, "-m", "benchmarks.gpu", "--smoke", "--quiet", "--out-dir", str(tmp_path)]
+  proc = subprocess.run(
+    cmd, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path, env=env
+  )
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+  data = json.loads((tmp_path / "gpu.json").read_text())
+  assert data["benchmark"] == "gpu" and data["config"]["smoke"] is True
+  assert data["device"]["device_kind"] and data["machine"]["jax"]
+  assert "git_commit" in data["machine"]
+  assert [r["num_leaves"] for r in data["step_time"]] == [6, 6]
+  for res in data["step_time"]:
+    assert set(res["per_step"]) == {"anon", "anon_exact", "floor", "floor_exact", "adam", "copy"}
+  # The ratios the targets are stated in, as finite numbers, at every size.
+  for summary in data["summary"].values():
+    for key in ("anon_over_adam", "anon_fraction_of_copy_bandwidth", "anon_over_floor_paired"):
+      assert np.isfinite(summary[key]) and summary[key] > 0, key
+    assert summary["loops_per_leaf"]["anon"] >= 1
+  assert set(data["targets"]) == {"anon_over_adam", "anon_fraction_of_copy_bandwidth"}
+  for target in data["targets"].values():
+    assert np.isfinite(target["measured"]) and isinstance(target["met"], bool)
+  assert {r["optimizer"] for r in data["memory"]["results"]} >= {"anon", "optax.adam"}
+  assert "| anon " in data["markdown"] and "| anon " in proc.stdout
+
+
+@pytest.mark.slow
 def test_memory_quick(tmp_path):
   data = _run("benchmarks.memory", tmp_path)
   ratios = {
