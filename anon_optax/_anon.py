@@ -27,17 +27,11 @@ class ScaleByAnonState(NamedTuple):
   """State for :func:`scale_by_anon`.
 
   Attributes:
-    count: number of steps taken so far.
-    next_refresh: the step at which the preconditioner is next refreshed; 0
-      once the next refresh step would not fit in int32 (no refresh ever again).
-    num_refreshes: number of preconditioner refreshes so far.
-    num_accumulated: number of steps accumulated in ``nu`` since the latest
-      refresh (0 right after a refresh).
+    count, next_refresh, num_refreshes, num_accumulated: the step counters of
+      :class:`ScaleByIDUState`.
     mu: first moment :math:`m` (dtype ``mu_dtype``, else the parameters').
-    nu: second-moment accumulator :math:`s`, reset to zero after every refresh
-      (dtype ``nu_dtype``, else at least float32).
-    precond: the preconditioner :math:`v` from the latest refresh (dtype
-      ``precond_dtype``, else at least float32; ones before the first step).
+    nu, precond: the accumulator :math:`s` and the preconditioner :math:`v`,
+      as in :class:`ScaleByIDUState`.
   """
 
   count: jax.typing.ArrayLike  # shape=(), dtype=jnp.int32.
@@ -179,17 +173,9 @@ def scale_by_anon(
   """
   _validation.check_real("b1", b1, 0.0, 1.0)
   mu_dtype = _validation.check_storage_dtype("mu_dtype", mu_dtype, complex_ok=True)
+  # The preconditioner's arguments, by name (scale_by_idu takes the same ones).
   config = _idu.make_config(
-    b2=b2,
-    eps=eps,
-    gamma=gamma,
-    beta3=beta3,
-    refresh_base=refresh_base,
-    max_refresh_interval=max_refresh_interval,
-    guard_factor=guard_factor,
-    exact=exact,
-    nu_dtype=nu_dtype,
-    precond_dtype=precond_dtype,
+    **{name: value for name, value in locals().items() if name in _idu.CONFIG_ARGUMENTS}
   )
 
   def init_fn(params):

@@ -423,14 +423,11 @@ def hvadam(
       Default 1e-16.
     gamma: weight of the deviation in the second moment's weighting, a
       finite number >= 0 or a schedule. Default 0.0.
-    weight_decay: weight-decay strength or schedule, >= 0 (in [0, 1] for
-      ``"fixed"``). Default 0.0.
-    weight_decay_mode: ``"l2"`` (default, the authors': ``g += wd * theta``
-      before the moments), ``"decoupled"`` (AdamW: ``theta *= 1 - lr * wd``)
-      or ``"fixed"`` (``theta *= 1 - wd``, not scaled by the learning rate).
-    mask: a tree with the structure of (or a prefix of) the parameters, or a
-      callable returning one, with `True` for the leaves to decay; as in
-      :func:`optax.adamw`. Default `None` (decay every leaf).
+    weight_decay: as in :func:`anon_optax.anon`, >= 0 (in [0, 1] for
+      ``"fixed"``); default 0.0.
+    weight_decay_mode: as there: ``"l2"`` (default), ``"decoupled"`` or
+      ``"fixed"``.
+    mask: as there; default `None` (decay every leaf).
 
   Returns:
     The corresponding :class:`optax.GradientTransformationExtraArgs`.

@@ -373,9 +373,8 @@ class PreconditionerConfig(NamedTuple):
   check_schedule_at_run_time: bool = False
 
 
-# The numbers of a config, passed to the jitted step as arguments (so that one
-# compiled program serves every value); the rest are static.
-_NUMBERS = (
+# The arguments of make_config, as scale_by_idu and scale_by_anon name them.
+CONFIG_ARGUMENTS = (
   "b2",
   "eps",
   "gamma",
@@ -383,8 +382,14 @@ _NUMBERS = (
   "refresh_base",
   "max_refresh_interval",
   "guard_factor",
-  "one_minus_b2",
+  "exact",
+  "nu_dtype",
+  "precond_dtype",
 )
+
+# The numbers of a config, passed to the jitted step as arguments (so that one
+# compiled program serves every value); the rest are static.
+_NUMBERS = (*CONFIG_ARGUMENTS[:7], "one_minus_b2")
 
 
 def split_config(config: PreconditionerConfig, gamma: Any):
@@ -422,17 +427,11 @@ def make_config(
       f"`guard_factor` ({guard_factor!r}) applies to the guarded step only; "
       "`exact=True` is the authors' rule, which has no guard."
     )
+  arguments = {name: value for name, value in locals().items() if name in CONFIG_ARGUMENTS}
+  arguments["nu_dtype"] = _validation.check_storage_dtype("nu_dtype", nu_dtype)
+  arguments["precond_dtype"] = _validation.check_storage_dtype("precond_dtype", precond_dtype)
   return PreconditionerConfig(
-    b2=b2,
-    eps=eps,
-    gamma=gamma,
-    beta3=beta3,
-    refresh_base=refresh_base,
-    max_refresh_interval=max_refresh_interval,
-    guard_factor=guard_factor,
-    exact=exact,
-    nu_dtype=_validation.check_storage_dtype("nu_dtype", nu_dtype),
-    precond_dtype=_validation.check_storage_dtype("precond_dtype", precond_dtype),
+    **arguments,
     one_minus_b2=_common.exact_one_minus(b2),
     check_schedule_at_run_time=not isinstance(refresh_base, int)
     or not (max_refresh_interval is None or isinstance(max_refresh_interval, int)),
@@ -727,25 +726,16 @@ def scale_by_idu(
   ``exact=True`` is the authors' rule: :math:`\text{output}_t = v \odot u_t`.
 
   Args:
-    b2: decay rate of the second-moment accumulator, in [0, 1). Default 0.999.
-    eps: added to the bias-corrected second moment, >= 0. Default 1e-16.
-    gamma: the adaptivity exponent, a finite real number or a schedule of the
-      step count: 0 gives :math:`v = 1`, 1 an Adam-like
-      :math:`v \approx 1/\sqrt{\sigma}`. Default 1.0.
-    beta3: weight of the previous preconditioner in a refresh, in [0, 1).
-      Default 0.5 (the authors' harmonic mean).
-    refresh_base: integer >= 2; refreshes happen at steps
-      ``refresh_base**k``. Default 2.
-    max_refresh_interval: `None` (default: no cap) or an integer >= 1, the
-      most steps between two refreshes, also on a resumed state.
-    guard_factor: :math:`C`, a finite number >= 1. Default 10.0.
-    exact: if `True`, the authors' rule without the guard (then leave
-      ``guard_factor`` at its default). Default `False`.
-    nu_dtype: storage dtype of :math:`s`; `None` (default) keeps at least
-      float32. bfloat16 halves its memory (written with unbiased stochastic
-      rounding); float16 is refused (squared gradients underflow).
-    precond_dtype: storage dtype of :math:`v`; `None` (default) keeps at least
-      float32. Arithmetic is always in at least float32.
+    b2: as in :func:`anon_optax.scale_by_anon`, in [0, 1); default 0.999.
+    eps: as there, >= 0; default 1e-16.
+    gamma: as there (0 gives :math:`v = 1`); default 1.0.
+    beta3: as there, in [0, 1); default 0.5.
+    refresh_base: as there, an integer >= 2; default 2.
+    max_refresh_interval: as there, `None` (default) or an integer >= 1.
+    guard_factor: as there, a finite number >= 1; default 10.0.
+    exact: as there; default `False`.
+    nu_dtype: as there; default `None` (at least float32).
+    precond_dtype: as there; default `None` (at least float32).
 
   Returns:
     A :class:`optax.GradientTransformation` with state
@@ -766,18 +756,7 @@ def scale_by_idu(
     Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
-  config = make_config(
-    b2=b2,
-    eps=eps,
-    gamma=gamma,
-    beta3=beta3,
-    refresh_base=refresh_base,
-    max_refresh_interval=max_refresh_interval,
-    guard_factor=guard_factor,
-    exact=exact,
-    nu_dtype=nu_dtype,
-    precond_dtype=precond_dtype,
-  )
+  config = make_config(**locals())  # Every argument of scale_by_idu configures it.
 
   def init_fn(params):
     return ScaleByIDUState(**init_counters_and_statistics(params, config))
