@@ -15,7 +15,7 @@ import pathlib
 import subprocess
 import sys
 
-from eight_devices import run_eight_device_process
+from conftest import run_eight_device_process
 from flax import nnx
 import jax.numpy as jnp
 import numpy as np
