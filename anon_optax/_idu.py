@@ -419,14 +419,8 @@ def make_config(
 ) -> PreconditionerConfig:
   """Validates the preconditioner's arguments and bundles them."""
   _validation.check_preconditioner(
-    b2, eps, gamma, beta3, refresh_base, max_refresh_interval, guard_factor
+    b2, eps, gamma, beta3, refresh_base, max_refresh_interval, guard_factor, exact
   )
-  _validation.check_bool("exact", exact)
-  if exact and isinstance(guard_factor, (int, float)) and guard_factor != _DEFAULT_GUARD_FACTOR:
-    raise ValueError(
-      f"`guard_factor` ({guard_factor!r}) applies to the guarded step only; "
-      "`exact=True` is the authors' rule, which has no guard."
-    )
   arguments = {name: value for name, value in locals().items() if name in CONFIG_ARGUMENTS}
   arguments["nu_dtype"] = _validation.check_storage_dtype("nu_dtype", nu_dtype)
   arguments["precond_dtype"] = _validation.check_storage_dtype("precond_dtype", precond_dtype)
@@ -436,12 +430,6 @@ def make_config(
     check_schedule_at_run_time=not isinstance(refresh_base, int)
     or not (max_refresh_interval is None or isinstance(max_refresh_interval, int)),
   )
-
-
-# The guard's factor C when none is given: the step never uses a preconditioner
-# more than 10 times larger than a refresh at that step would give
-# (docs/algorithm.md, "The default guard", has the measurements that chose it).
-_DEFAULT_GUARD_FACTOR = 10.0
 
 
 def init_counters_and_statistics(params: optax.Params, config: PreconditionerConfig) -> dict:
@@ -700,7 +688,7 @@ def scale_by_idu(
   beta3: jax.typing.ArrayLike = 0.5,
   refresh_base: int = 2,
   max_refresh_interval: int | None = None,
-  guard_factor: jax.typing.ArrayLike = _DEFAULT_GUARD_FACTOR,
+  guard_factor: jax.typing.ArrayLike = 10.0,
   exact: bool = False,
   nu_dtype: jax.typing.DTypeLike | None = None,
   precond_dtype: jax.typing.DTypeLike | None = None,

@@ -21,6 +21,10 @@ import optax
 
 MAX_INT32 = int(np.iinfo(np.int32).max)
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
+# The guard factor C of anon, scale_by_anon and scale_by_idu when none is given: a step never
+# uses a preconditioner more than 10 times the one a refresh at that step would give
+# (docs/algorithm.md, "Choosing C", has the measurements that chose it).
+DEFAULT_GUARD_FACTOR = 10.0
 
 
 def _describe(low: float, high: float, high_inclusive: bool) -> str:
@@ -148,8 +152,10 @@ def check_storage_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> A
   return jax.dtypes.canonicalize_dtype(canonical)
 
 
-def check_preconditioner(b2, eps, gamma, beta3, refresh_base, max_refresh_interval, guard_factor):
-  """The hyperparameters of Anon's gamma-preconditioner and its refresh."""
+def check_preconditioner(
+  b2, eps, gamma, beta3, refresh_base, max_refresh_interval, guard_factor, exact
+):
+  """The hyperparameters of Anon's gamma-preconditioner, its refresh and its guard."""
   check_real("b2", b2, 0.0, 1.0)
   check_real("eps", eps, 0.0)
   check_real_or_schedule("gamma", gamma)
@@ -158,6 +164,12 @@ def check_preconditioner(b2, eps, gamma, beta3, refresh_base, max_refresh_interv
   if max_refresh_interval is not None:
     check_integer_in("max_refresh_interval", max_refresh_interval, 1, MAX_INT32)
   check_real("guard_factor", guard_factor, 1.0)
+  check_bool("exact", exact)
+  if exact and isinstance(guard_factor, (int, float)) and guard_factor != DEFAULT_GUARD_FACTOR:
+    raise ValueError(
+      f"`guard_factor` ({guard_factor!r}) applies to the guarded step only; "
+      "`exact=True` is the authors' rule, which has no guard."
+    )
 
 
 def check_params(params: optax.Params) -> None:
