@@ -170,7 +170,7 @@ def test_step_time_tables_follow_the_contenders_of_the_results_file():
   assert targets["`anon` / `floor_exact`, paired"] == ["1.20", "<= 1.25"]
   assert targets["`anon_exact` / `floor_exact`, paired"] == ["1.02", "<= 1.10"]
   assert targets["`anon` / `floor` (its guarded floor), paired"] == ["1.05", "-"]
-  assert targets["`anon` / PyTorch per-tensor (? threads)"] == ["-", "-"]
+  assert targets["`anon` / PyTorch per-tensor (2 threads)"] == ["-", "-"]
   assert targets["refresh step / normal step"] == ["2.00", "<= 3"]
   assert targets["2-gamma vmapped sweep / 2 sequential runs (scan, paired)"] == ["0.55", "<= 0.5"]
   assert targets["GPU, 64M: `anon` / `optax.adam`"] == ["-", "<= 1.15"]
