@@ -580,7 +580,7 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
   ]
   next_refresh = jnp.where(
     is_refresh,
-    next_refresh_step(step, config.refresh_base, config.max_refresh_interval),
+    next_refresh_step(jnp.asarray(step), config.refresh_base, config.max_refresh_interval),
     state.next_refresh,
   )
   return state._replace(
