@@ -28,6 +28,31 @@ import jax
 import pytest
 
 TESTS = pathlib.Path(__file__).resolve().parent
+
+# Trace and backend-compile events, as JAX's dispatch names them. A cache miss
+# shows as a trace; with a persistent compilation cache a compile may be
+# skipped, so both are counted.
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def count_compilations():
+  """Yields a list that grows by one event name per trace or backend compile inside."""
+  events = []
+
+  def listener(event, duration_secs, **kwargs):
+    del duration_secs, kwargs
+    if event in (TRACE_EVENT, COMPILE_EVENT):
+      events.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield events
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
 _LOCK = pathlib.Path(tempfile.gettempdir()) / "anon_optax_tests_eight_devices.lock"
 _RENDEZVOUS_ABORT = "Termination timeout for"
 _ATTEMPTS = 3

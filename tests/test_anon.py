@@ -7,7 +7,6 @@ eager (un-jitted) steps that neither compile nor grow memory. Equivalence with t
 rule is in test_reference_equivalence.py; argument checks are in test_validation.py.
 """
 
-import contextlib
 import json
 import os
 import pathlib
@@ -15,6 +14,7 @@ import subprocess
 import sys
 
 import chex
+from conftest import count_compilations
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -482,38 +482,12 @@ def test_saturated_step_counter_never_refreshes():
 # (~130 ms) and one more cached executable (~1.4 MiB) each time. Steps 21-150 below allow 0.
 
 
-# Trace and backend-compile events, as JAX's dispatch names them. A cache miss
-# shows as a trace; with a persistent compilation cache a compile may be
-# skipped, so both are counted.
-_COMPILE_EVENTS = (
-  "/jax/core/compile/jaxpr_trace_duration",
-  "/jax/core/compile/backend_compile_duration",
-)
-
-
 # Warm-up steps 1-20 run both branches (refreshes at 1, 2, 4, 8, 16); steps
 # 21-150 include the refreshes at 32, 64 and 128.
 WARMUP_STEPS = 20
 
 
 MEASURED_STEPS = 130
-
-
-@contextlib.contextmanager
-def _count_compilations():
-  """Yields a list that grows by one per trace or compile while inside."""
-  events = []
-
-  def listener(event, duration_secs, **kwargs):
-    del duration_secs, kwargs
-    if event in _COMPILE_EVENTS:
-      events.append(event)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield events
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _params():
@@ -554,7 +528,7 @@ def test_eager_steps_stop_compiling(name, with_stats):
   state = tx.init(params)
   for step in range(WARMUP_STEPS):
     params, state = _eager_step(tx, params, state, step, with_stats)
-  with _count_compilations() as measured:
+  with count_compilations() as measured:
     for step in range(WARMUP_STEPS, WARMUP_STEPS + MEASURED_STEPS):
       params, state = _eager_step(tx, params, state, step, with_stats)
   # The measured steps run both branches again; every program they need
@@ -567,7 +541,7 @@ def test_compilation_counter_sees_a_per_step_compile():
   # The counter itself: an eager integer power of a changing Python exponent
   # (a static exponent that changes every step) compiles at each step and is counted.
   x = jnp.float32(0.9)
-  with _count_compilations() as events:
+  with count_compilations() as events:
     for exponent in range(1000, 1005):
       jax.lax.integer_pow(x, exponent)
   assert len(events) >= 5

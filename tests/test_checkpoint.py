@@ -1,7 +1,6 @@
 """Checkpoint and resume: Orbax and flax.serialization, bit for bit."""
 
-import contextlib
-
+from conftest import count_compilations
 from flax import serialization
 import jax
 import jax.numpy as jnp
@@ -138,24 +137,6 @@ def test_restoring_into_another_refresh_base_follows_the_documented_schedule():
   assert int(optax.tree.get(state, "next_refresh")) == 432
 
 
-@contextlib.contextmanager
-def _count_compilations():
-  """Yields a list of the traces and backend compilations while inside."""
-  events = []
-  names = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration")
-
-  def listener(event, duration_secs, **kwargs):
-    del duration_secs, kwargs
-    if event in names:
-      events.append(event)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield events
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
-
-
 def test_orbax_restore_of_inject_hyperparams_does_not_recompile(tmp_path):
   # The documented recipe: refresh_base and max_refresh_interval are
   # structural, so they are static_args of inject_hyperparams and not in the
@@ -176,7 +157,7 @@ def test_orbax_restore_of_inject_hyperparams_does_not_recompile(tmp_path):
     _, state = step(_grads(i, params), state, params)
   restored = _orbax_round_trip(tmp_path / "checkpoint", state)
   _assert_bitwise(restored, state)
-  with _count_compilations() as compilations:
+  with count_compilations() as compilations:
     for i in range(4, 10):
       _, restored = step(_grads(i, params), restored, params)
   assert compilations == []
@@ -195,6 +176,6 @@ def test_orbax_restore_of_injected_int_refresh_base_changes_its_type(tmp_path):
   for i in range(2):
     _, state = step(_grads(i, params), state, params)
   restored = _orbax_round_trip(tmp_path / "checkpoint", state)
-  with _count_compilations() as compilations:
+  with count_compilations() as compilations:
     _, restored = step(_grads(2, params), restored, params)
   assert compilations
