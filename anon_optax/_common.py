@@ -41,6 +41,20 @@ def real_statistics_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
   return jnp.finfo(statistics_dtype(dtype)).dtype
 
 
+def restored_dtype(update: Any, stored: Any, configured: Any = None, *, real: bool = False):
+  """A statistic's dtype after this step: ``configured``, else as at ``init``.
+
+  ``init`` gives statistics at least float32 (real for ``real``), from the
+  parameters' dtype; the update's dtype stands in for it here. A state
+  restored from another configuration (``flax.serialization`` does not cast)
+  is then back in the configured dtypes after one step, as ``optax.adam``'s.
+  """
+  if configured is not None:
+    return configured
+  dtype = jnp.result_type(update, stored)
+  return real_statistics_dtype(dtype) if real else statistics_dtype(dtype)
+
+
 def at_least_float32(value: Any) -> jax.Array:
   """A scalar hyperparameter as an array of at least float32.
 

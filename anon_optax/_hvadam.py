@@ -137,11 +137,11 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   scalar_dtype = jnp.promote_types(state.exp_delta.dtype, jnp.float32)
   # A state restored from another configuration (`flax.serialization` does not
   # cast) is back in the statistics' dtypes after one step, as `optax.adam`'s.
-  at_least = lambda to_dtype: lambda g, x: x.astype(to_dtype(jnp.result_type(g, x)))
+  restore = lambda real: lambda g, x: x.astype(_common.restored_dtype(g, x, real=real))
   state = state._replace(
-    mu=jax.tree.map(at_least(_common.statistics_dtype), updates, state.mu),
-    var=jax.tree.map(at_least(_common.real_statistics_dtype), updates, state.var),
-    hidden=jax.tree.map(at_least(_common.statistics_dtype), updates, state.hidden),
+    mu=jax.tree.map(restore(False), updates, state.mu),
+    var=jax.tree.map(restore(True), updates, state.var),
+    hidden=jax.tree.map(restore(False), updates, state.hidden),
   )
   as_scalar = lambda x: jnp.asarray(x, scalar_dtype)
   b1_, b2_, eps_ = as_scalar(b1), as_scalar(b2), as_scalar(eps)

@@ -479,17 +479,6 @@ def _accumulate(updates, nu, b2, one_minus_b2):
   return jax.tree.map(leaf, updates, nu)
 
 
-def _storage_dtype(configured, update, stored):
-  """A statistic's dtype after this step: as configured, else as at init.
-
-  A state restored from another configuration (``flax.serialization`` does not
-  cast) gets the configured dtypes back after one step, as ``optax.adam``'s.
-  """
-  if configured is not None:
-    return configured
-  return _common.real_statistics_dtype(jnp.result_type(update, stored))
-
-
 # The two branches of the refresh `lax.cond` are module-level functions that get
 # every input as an operand: un-jitted (eager) calls then hit JAX's cache instead
 # of tracing and compiling a new conditional at every step.
@@ -553,7 +542,9 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
   one_minus_b2 = one_minus(config)
   update_leaves = jax.tree.leaves(updates)
   precond = jax.tree.map(
-    lambda u, v: v.astype(_storage_dtype(config.precond_dtype, u, v)), updates, state.precond
+    lambda u, v: v.astype(_common.restored_dtype(u, v, config.precond_dtype, real=True)),
+    updates,
+    state.precond,
   )
   hyperparams = dict(one_minus_b2=one_minus_b2, eps=config.eps, gamma=gamma, beta3=config.beta3)
   refresh = dict(num_accumulated=num_accumulated, is_first=state.num_refreshes == 0)
@@ -575,7 +566,9 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
     # rather than recompute it from the old one, overwritten in place.
     accumulated = [_common.read_back_from_memory(s, u) for s, u in zip(accumulated, update_leaves)]
   nu = [
-    _rounding.store(s, _storage_dtype(config.nu_dtype, u, old), step=step, salt=index)
+    _rounding.store(
+      s, _common.restored_dtype(u, old, config.nu_dtype, real=True), step=step, salt=index
+    )
     for index, (s, u, old) in enumerate(zip(accumulated, update_leaves, jax.tree.leaves(state.nu)))
   ]
   next_refresh = jnp.where(
