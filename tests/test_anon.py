@@ -29,8 +29,8 @@ import anon_optax
 _SPIKES = (1.0, 1.0, 100.0, 1.0, 1.0, 100.0, 100.0, 1.0)
 
 
-def _loss_after_steps(learning_rate, gamma, params, *, exact=False):
-  tx = anon_optax.anon(learning_rate, gamma=gamma, exact=exact)
+def _loss_after_steps(learning_rate, gamma, params, **kwargs):
+  tx = anon_optax.anon(learning_rate, gamma=gamma, **kwargs)
   state = tx.init(params)
   for scale in _SPIKES:
     grads = scale * jnp.tanh(params) + 0.1
@@ -72,29 +72,20 @@ def test_gradient_through_guarded_steps_is_finite_in_float32():
 def test_guard_factor_is_an_argument():
   params = jnp.array([1.0, -2.0, 0.5])
   losses = {
-    factor: float(_loss_after_steps_with(dict(guard_factor=factor), params))
+    factor: float(_loss_after_steps(3e-2, 1.5, params, guard_factor=factor))
     for factor in (1.0, 10.0, 1e6)
   }
   assert losses[1.0] != losses[10.0] != losses[1e6]
   # A factor too large to bind is the authors' rule, exactly.
-  assert losses[1e6] == float(_loss_after_steps_with(dict(exact=True), params))
-
-
-def _loss_after_steps_with(kwargs, params):
-  tx = anon_optax.anon(3e-2, gamma=1.5, **kwargs)
-  state = tx.init(params)
-  for scale in _SPIKES:
-    updates, state = tx.update(scale * jnp.tanh(params) + 0.1, state, params)
-    params = optax.apply_updates(params, updates)
-  return jnp.sum(params**2)
+  assert losses[1e6] == float(_loss_after_steps(3e-2, 1.5, params, exact=True))
 
 
 def test_traced_guard_factor_compiles_once():
   params = jnp.array([1.0, -2.0, 0.5])
-  run = jax.jit(lambda factor: _loss_after_steps_with(dict(guard_factor=factor), params))
+  run = jax.jit(lambda factor: _loss_after_steps(3e-2, 1.5, params, guard_factor=factor))
   for factor in (1.0, 10.0):
     assert float(run(factor)) == pytest.approx(
-      float(_loss_after_steps_with(dict(guard_factor=factor), params)), rel=1e-6
+      float(_loss_after_steps(3e-2, 1.5, params, guard_factor=factor)), rel=1e-6
     )
   assert run._cache_size() == 1
 
