@@ -473,9 +473,10 @@ def _accumulate(update, nu, b2, one_minus_b2, starts_new_sum):
   """
   dtype = jnp.promote_types(nu.dtype, jnp.float32)
   previous = jnp.where(starts_new_sum, jnp.zeros_like(nu), nu).astype(dtype)
-  return jnp.asarray(one_minus_b2, dtype) * _squared_magnitude(update, dtype) + jnp.asarray(
-    b2, dtype
-  ) * previous
+  return (
+    jnp.asarray(one_minus_b2, dtype) * _squared_magnitude(update, dtype)
+    + jnp.asarray(b2, dtype) * previous
+  )
 
 
 # The two branches of the refresh `lax.cond` are module-level functions that get
@@ -565,7 +566,9 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
   ]
   hyperparams = dict(one_minus_b2=one_minus_b2, eps=config.eps, gamma=gamma, beta3=config.beta3)
   refresh = dict(num_accumulated=num_accumulated, is_first=state.num_refreshes == 0)
-  precond = jax.lax.cond(is_refresh, _refresh_branch, _keep_branch, nu, precond, refresh, hyperparams)
+  precond = jax.lax.cond(
+    is_refresh, _refresh_branch, _keep_branch, nu, precond, refresh, hyperparams
+  )
   next_refresh = jnp.where(
     is_refresh,
     next_refresh_step(jnp.asarray(step), config.refresh_base, config.max_refresh_interval),
