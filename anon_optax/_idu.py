@@ -36,11 +36,8 @@ class ScaleByIDUState(NamedTuple):
     num_refreshes: number of preconditioner refreshes so far.
     num_accumulated: number of steps accumulated in ``nu`` since the latest
       refresh (0 right after a refresh).
-    nu: second-moment accumulator :math:`s` of the incoming updates over the
-      latest ``num_accumulated`` steps (dtype ``nu_dtype``, else at least
-      float32). A refresh reads it and leaves it in place; with
-      ``num_accumulated`` 0 it is not counted, and the next step starts a
-      new sum.
+    nu: second-moment accumulator :math:`s` of the incoming updates, reset to
+      zero after every refresh (dtype ``nu_dtype``, else at least float32).
     precond: the preconditioner :math:`v` from the latest refresh (dtype
       ``precond_dtype``, else at least float32; ones before the first step).
   """
@@ -465,35 +462,42 @@ def _squared_magnitude(update: jax.Array, dtype: Any) -> jax.Array:
   return jnp.real(update * jnp.conj(update)).astype(dtype)
 
 
-def _accumulate(update, nu, b2, one_minus_b2, starts_new_sum):
-  """``(1 - b2) |u|**2 + b2 s``, with ``s = 0`` if ``starts_new_sum``, in at least float32.
+def _accumulate(updates, nu, b2, one_minus_b2):
+  """``(1 - b2) |u|**2 + b2 s`` of every leaf, in at least float32.
 
-  As `optax.tree.update_moment` computes it, but with ``1 - b2`` given (see
-  :func:`one_minus`).
+  As `optax.tree.update_moment` computes it, but with ``1 - b2`` given, so
+  that the refresh branch (where ``b2`` is an operand) and the normal pass
+  round it the same way.
   """
-  dtype = jnp.promote_types(nu.dtype, jnp.float32)
-  previous = jnp.where(starts_new_sum, jnp.zeros_like(nu), nu).astype(dtype)
-  return (
-    jnp.asarray(one_minus_b2, dtype) * _squared_magnitude(update, dtype)
-    + jnp.asarray(b2, dtype) * previous
-  )
+
+  def leaf(u, s):
+    dtype = jnp.promote_types(s.dtype, jnp.float32)
+    return jnp.asarray(one_minus_b2, dtype) * _squared_magnitude(u, dtype) + jnp.asarray(
+      b2, dtype
+    ) * s.astype(dtype)
+
+  return jax.tree.map(leaf, updates, nu)
 
 
 # The two branches of the refresh `lax.cond` are module-level functions that get
 # every input as an operand: un-jitted (eager) calls then hit JAX's cache instead
 # of tracing and compiling a new conditional at every step.
-def _refresh_branch(nu, precond, refresh, hyperparams):
-  def leaf(s, v):
-    s = s.astype(jnp.promote_types(s.dtype, jnp.float32))
-    fresh = refresh_preconditioner(s, v, **refresh, **hyperparams)
-    return _rounding.store(_at_most_largest_finite(fresh, v.dtype), v.dtype)
+def _refresh_branch(updates, nu, precond, b2, refresh, hyperparams):
+  accumulated = _accumulate(updates, nu, b2, hyperparams["one_minus_b2"])
+  new_precond = jax.tree.map(
+    lambda s, v: _rounding.store(
+      _at_most_largest_finite(refresh_preconditioner(s, v, **refresh, **hyperparams), v.dtype),
+      v.dtype,
+    ),
+    accumulated,
+    precond,
+  )
+  return new_precond, jnp.asarray(True)
 
-  return jax.tree.map(leaf, nu, precond)
 
-
-def _keep_branch(nu, precond, refresh, hyperparams):
-  del nu, refresh, hyperparams
-  return precond
+def _keep_branch(updates, nu, precond, b2, refresh, hyperparams):
+  del updates, nu, b2, refresh, hyperparams
+  return precond, jnp.asarray(False)
 
 
 def _cap_reached(num_accumulated, num_refreshes, max_refresh_interval):
@@ -511,18 +515,14 @@ def _cap_reached(num_accumulated, num_refreshes, max_refresh_interval):
 def update_preconditioner(updates: optax.Updates, state: Any, config: PreconditionerConfig, gamma):
   """Advances the preconditioner state by one step of ``updates``.
 
-  Accumulates :math:`|u|^2` into ``nu``, starting a new sum when
-  ``num_accumulated`` is 0 (at the first step and after every refresh); at a
-  refresh step (the schedule's, or ``max_refresh_interval`` steps after the
-  latest refresh), refreshes ``precond`` from the new ``nu`` and sets
-  ``num_accumulated`` to 0. The refresh leaves ``nu`` as it is: the next step
-  starts a new sum instead, so that each step writes ``nu`` once.
-
-  The accumulation is one elementwise pass, written in place into the
-  (donated) ``nu``; one `jax.lax.cond` for the whole tree reads its result and
-  returns only the new preconditioner, so a normal step does no refresh work.
-  The accumulation depends only on the state's counter, not on the cond, so
-  XLA runs it beside the first moment's pass rather than after the cond.
+  Accumulates :math:`|u|^2` into ``nu``; at a refresh step (the schedule's, or
+  ``max_refresh_interval`` steps after the latest refresh), refreshes
+  ``precond`` from ``nu`` and resets ``nu``. One `jax.lax.cond` for the whole
+  tree returns only the new preconditioner and a "reset" flag, so a normal
+  step does no refresh work; the accumulation and reset are one elementwise
+  pass after it, written in place into the (donated) ``nu``. Passing the
+  accumulated ``nu`` through the cond instead makes XLA copy all of it on
+  every step (benchmarks/README.md).
 
   Args:
     updates: this step's updates.
@@ -540,14 +540,27 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
     num_accumulated, state.num_refreshes, config.max_refresh_interval
   )
   one_minus_b2 = one_minus(config)
-  update_leaves, treedef = jax.tree.flatten(updates)
-  # A zero count means the stored sum was read by the latest refresh (or is
-  # the initial zeros): this step starts a new one.
-  starts_new_sum = state.num_accumulated == 0
-  accumulated = [
-    _accumulate(u, s, b2, one_minus_b2, starts_new_sum)
-    for u, s in zip(update_leaves, treedef.flatten_up_to(state.nu))
-  ]
+  update_leaves = jax.tree.leaves(updates)
+  precond = jax.tree.map(
+    lambda u, v: v.astype(_common.restored_dtype(u, v, config.precond_dtype, real=True)),
+    updates,
+    state.precond,
+  )
+  hyperparams = dict(one_minus_b2=one_minus_b2, eps=config.eps, gamma=gamma, beta3=config.beta3)
+  refresh = dict(num_accumulated=num_accumulated, is_first=state.num_refreshes == 0)
+  precond, reset = jax.lax.cond(
+    is_refresh,
+    _refresh_branch,
+    _keep_branch,
+    updates,
+    state.nu,
+    precond,
+    b2,
+    refresh,
+    hyperparams,
+  )
+  accumulated, treedef = jax.tree.flatten(_accumulate(updates, state.nu, b2, one_minus_b2))
+  accumulated = [jnp.where(reset, jnp.zeros_like(s), s) for s in accumulated]
   if not config.exact:
     # The guard reads the new accumulator in the step's pass: read it back
     # rather than recompute it from the old one, overwritten in place.
@@ -556,19 +569,8 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
     _rounding.store(
       s, _common.restored_dtype(u, old, config.nu_dtype, real=True), step=step, salt=index
     )
-    for index, (s, u, old) in enumerate(
-      zip(accumulated, update_leaves, treedef.flatten_up_to(state.nu))
-    )
+    for index, (s, u, old) in enumerate(zip(accumulated, update_leaves, jax.tree.leaves(state.nu)))
   ]
-  precond = [
-    v.astype(_common.restored_dtype(u, v, config.precond_dtype, real=True))
-    for u, v in zip(update_leaves, treedef.flatten_up_to(state.precond))
-  ]
-  hyperparams = dict(one_minus_b2=one_minus_b2, eps=config.eps, gamma=gamma, beta3=config.beta3)
-  refresh = dict(num_accumulated=num_accumulated, is_first=state.num_refreshes == 0)
-  precond = jax.lax.cond(
-    is_refresh, _refresh_branch, _keep_branch, nu, precond, refresh, hyperparams
-  )
   next_refresh = jnp.where(
     is_refresh,
     next_refresh_step(jnp.asarray(step), config.refresh_base, config.max_refresh_interval),
@@ -582,7 +584,7 @@ def update_preconditioner(updates: optax.Updates, state: Any, config: Preconditi
     ),
     num_accumulated=jnp.where(is_refresh, 0, num_accumulated).astype(jnp.int32),
     nu=treedef.unflatten(nu),
-    precond=treedef.unflatten(precond),
+    precond=precond,
   )
 
 
@@ -603,8 +605,8 @@ def step_preconditioner(new_state: Any, config: PreconditionerConfig, gamma) -> 
   if config.exact:
     return new_state.precond
   one_minus_b2 = one_minus(config)
-  # On a refresh step the count is 0: n = 1 keeps the bound finite, and the
-  # fresh preconditioner is selected (not bounded by an infinite
+  # On a refresh step the accumulator was reset: n = 1 keeps the bound finite,
+  # and the fresh preconditioner is selected (not bounded by an infinite
   # factor: its derivative would turn a zero cotangent into 0 * inf = NaN).
   refreshed = new_state.num_accumulated == 0
   num_accumulated = jnp.maximum(new_state.num_accumulated, 1)
