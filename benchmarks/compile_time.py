@@ -11,11 +11,18 @@ and times ``jax.jit(step).lower(...)`` (trace + lowering to StableHLO) and
 ``.compile()`` (XLA) separately. Optimizers and models are interleaved
 round-robin over several rounds; medians and same-round ratios are reported.
 Two models: an MLP and a small CNN (the digits CNN of ``vmapped_sweep.py``).
+
+The eager table times what a notebook user pays without `jax.jit`: an
+un-jitted ``tx.update`` + ``optax.apply_updates`` on 4 small leaves, the first
+call in the process (tracing and compiling included; one sample, the warm-up
+round's) and the median of the calls after it, interleaved with ``optax.adam``
+the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -62,12 +69,31 @@ def sample(model: str, make_tx, quick: bool):
   return t1 - t0, t2 - t1
 
 
+EAGER_SHAPES = ((64, 32), (32,), (32, 10), (10,))
+
+
+def eager_sample(make_tx, num_calls: int) -> tuple[float, float]:
+  """A fresh optimizer's first un-jitted step and the median of the next ``num_calls``, in s."""
+  params = {f"w{i}": jnp.full(shape, 0.5, jnp.float32) for i, shape in enumerate(EAGER_SHAPES)}
+  grads = jax.tree.map(lambda p: 0.1 * p, params)
+  tx = make_tx()
+  state = tx.init(params)
+  times = []
+  for _ in range(num_calls + 1):
+    t0 = machine.timer()
+    updates, state = tx.update(grads, state, params)
+    params = jax.block_until_ready(optax.apply_updates(params, updates))
+    times.append(machine.timer() - t0)
+  return times[0], statistics.median(times[1:])
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--rounds", type=int, default=7)
   parser.add_argument(
     "--quick", action="store_true", help="tiny MLP only, 1 round, no warm-up round."
   )
+  parser.add_argument("--eager-calls", type=int, default=50)
   parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="compile_time")
   args = parser.parse_args(argv)
@@ -104,6 +130,25 @@ def main(argv=None):
       summary[n]["compile"] = machine.summarise({n: split[n]["compile"]})[n]["median_s"]
     results[model] = summary
 
+  first: dict[str, list[float]] = {n: [] for n in optimizers}
+
+  def eager(name):
+    def go():
+      first_s, steady_s = eager_sample(optimizers[name], 5 if args.quick else args.eager_calls)
+      first[name].append(first_s)
+      return steady_s
+
+    return go
+
+  eager_samples = machine.interleaved(
+    {n: eager(n) for n in optimizers}, rounds, warmup_rounds=warmup
+  )
+  eager_results = machine.summarise(eager_samples, baselines=("adam",))
+  for n in optimizers:
+    # The process's first call compiles; later fresh optimizers hit JAX's caches.
+    eager_results[n]["cold_first_call_s"] = first[n][0]
+    eager_results[n]["warm_first_call_s"] = statistics.median(first[n][warmup:])
+
   rows = []
   for model, summary in results.items():
     for n, e in summary.items():
@@ -129,11 +174,31 @@ def main(argv=None):
     rows,
     title=f"compile time of a jitted train step ({rounds} fresh compiles each)",
   )
+  machine.print_table(
+    ["optimizer", "first call in the process ms", "later calls ms (median)", "x adam (paired)"],
+    [
+      [
+        n,
+        e["cold_first_call_s"] * 1e3,
+        e["median_s"] * 1e3,
+        e["paired_ratio_vs"].get("adam", 1.0),
+      ]
+      for n, e in eager_results.items()
+    ],
+    title=f"un-jitted update + apply on {len(EAGER_SHAPES)} small leaves ({rounds} rounds)",
+  )
   path = machine.write_json(
     args.name,
     {
-      "config": {"rounds": rounds, "warmup_rounds": warmup, "quick": args.quick},
+      "config": {
+        "rounds": rounds,
+        "warmup_rounds": warmup,
+        "quick": args.quick,
+        "eager_shapes": EAGER_SHAPES,
+        "eager_calls": args.eager_calls,
+      },
       "results": results,
+      "eager": eager_results,
     },
     args.out_dir,
   )

@@ -135,14 +135,27 @@ def _git_commit() -> str | None:
 
 
 def cpu_model() -> str:
-  """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
+  """The CPU's model name, family, model and widest vector unit, from /proc/cpuinfo.
+
+  A virtual machine may report only "AMD EPYC" or "Intel Xeon Processor": the
+  family and model numbers and whether it has AVX-512 tell its generations apart
+  (their ratios differ). Else what `platform` knows.
+  """
   try:
+    fields = {}
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
+      key, _, value = line.partition(":")
+      if not key.strip():
+        break  # The first processor's block is enough.
+      fields[key.strip()] = value.strip()
   except OSError:
-    pass
-  return platform.processor() or "unknown"
+    return platform.processor() or "unknown"
+  flags = fields.get("flags", "").split()
+  vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+  return (
+    f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, "
+    f"model {fields.get('model', '?')}, {vector})"
+  )
 
 
 def jax_num_threads() -> int:
