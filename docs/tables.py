@@ -298,7 +298,7 @@ STEP_TIME_COMMAND = (  # The commands the two step-time files record.
 STEP_TIME_LARGE_COMMAND = (
   "python -m benchmarks.step_time --sizes 16M,64M"
   " --contenders anon,anon_exact,floor,floor_exact,adam,sgd_momentum,torch_1thread"
-  " --rounds 3 --refresh-rounds 3 --start-step 1100 --name step_time_large"
+  " --rounds 7 --refresh-rounds 3 --start-step 1100 --name step_time_large"
 )
 TARGET_SIZE = "4M"  # The size the CPU targets are stated for.
 
