@@ -700,6 +700,14 @@ COMMANDS = {
     )
     for n in (6, 20)
   },
+  "experiments/compact/results/compact_digits_relu.json": (
+    "python -m experiments.compact.run --models digits"
+    " --json experiments/compact/results/compact_digits_relu.json"
+  ),
+  "experiments/compact/results/compact_digits_relu_20_seeds.json": (
+    "python -m experiments.compact.run --models digits --configs default,compact-all --seeds 20"
+    " --json experiments/compact/results/compact_digits_relu_20_seeds.json"
+  ),
   GUARD_SWEEP: (
     "python -m experiments.guard.sweep --parts binding,mlp;"
     " python -m experiments.guard.sweep --parts cnn --cnn-lrs 0.01,0.1 --update"
@@ -754,6 +762,8 @@ TABLES: dict[str, Table] = {
   "compact": Table((COMPACT.format(""),), render_compact),
   "compact-digits-6-seeds": Table((COMPACT.format("_digits_6_seeds"),), render_compact),
   "compact-digits-20-seeds": Table((COMPACT.format("_digits_20_seeds"),), render_compact),
+  "compact-digits-relu": Table((COMPACT.format("_digits_relu"),), render_compact),
+  "compact-digits-relu-20-seeds": Table((COMPACT.format("_digits_relu_20_seeds"),), render_compact),
   "guard-cnn": Table((GUARD_SWEEP,), lambda results: _factor_table(results["cnn"])),
   "guard-mlp": Table((GUARD_SWEEP,), lambda results: _factor_table(results["mlp"])),
   "guard-binding": Table((GUARD_SWEEP,), render_guard_binding),

@@ -13,9 +13,10 @@ parameters), m and v in bfloat16 (exactly Adam's size) and all three in bfloat16
 stochastically rounded). Seeds 0 .. N-1 change the initialisation and the batches alike for every
 configuration (the digits' train/test split is digits_comparison's fixed one).
 
-The committed digits results (``results/compact*.json``) were measured before this runner moved to
-``experiments/digits_comparison.py``, on the earlier ``examples/digits_cnn.py`` (a GELU CNN, 30
-epochs, a train/test split drawn per seed); their ``command`` fields name that example.
+The committed digits results ``results/compact.json`` and ``results/compact_digits_{6,20}_seeds.json``
+were measured before this runner moved to ``experiments/digits_comparison.py``, on the earlier
+``examples/digits_cnn.py`` (a GELU CNN, 30 epochs, a train/test split drawn per seed); their
+``command`` fields name that example. ``results/compact_digits_relu*.json`` are this runner's.
 
 Writes every run and a per-(model, config) summary to ``results/compact.json`` (with versions, git
 commit, date and the command); ``python -m docs.tables --write`` renders its table into the docs.
