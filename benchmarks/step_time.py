@@ -34,6 +34,12 @@ Contenders (interleaved round-robin, order rotated every round):
   guard (reads g, m, s, v, theta; writes m, s, theta), donated; no refresh
   ever. ``floor_exact``: the same without the guard, the floor of
   ``anon_exact``.
+* ``floor_read_back``, ``floor_rsqrt``, ``floor_no_power``: the guard taken
+  apart (issue 23), each against ``floor_exact``: the exact floor with only
+  the guard's read-back division of the new ``s``; the guarded floor with the
+  bound ``C * rsqrt(sigma)`` (the exact power at gamma = 1) in place of the
+  package's approximate power; and with ``C * sigma``, the same reads and no
+  power at all.
 * ``hvadam``: ``anon_optax.hvadam``.
 * ``torch``: the authors' update (``docs/algorithm.md``) as a PyTorch
   per-tensor in-place loop (``torch.no_grad``, ``mul_``/``add_``/``addcmul_``),
@@ -84,6 +90,7 @@ from tooling import machine
 
 LR = 1e-3
 B1, B2, EPS, GAMMA, BETA3 = 0.9, 0.999, 1e-16, 1.0, 0.5
+GUARD = internals.DEFAULT_GUARD_FACTOR
 
 ALL_CONTENDERS = (
   "anon",
@@ -92,6 +99,9 @@ ALL_CONTENDERS = (
   "anon_bf16_all",
   "floor",
   "floor_exact",
+  "floor_read_back",
+  "floor_rsqrt",
+  "floor_no_power",
   "adam",
   "adamw",
   "sgd_momentum",
@@ -113,6 +123,9 @@ MIN_BYTES_PER_PARAM = {
   "floor": 32,
   "anon_exact": 32,
   "floor_exact": 32,
+  "floor_read_back": 32,
+  "floor_rsqrt": 32,
+  "floor_no_power": 32,
   "anon_bf16_mu_precond": 26,  # m (read, written) and v (read) in bfloat16
   "anon_bf16_all": 22,  # m, s and v in bfloat16
   "torch": 32,
@@ -188,7 +201,9 @@ class FloorState(NamedTuple):
   precond: optax.Updates  # fixed
 
 
-def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransformation:
+def one_pass_floor(
+  fixed_grads, guarded: bool = False, *, bound=None, read_back: bool = False
+) -> optax.GradientTransformation:
   """Anon's step without the refresh: ``m``, ``s`` and ``theta`` with a fixed ``v``.
 
   What no implementation of the update can go below: the same reads and writes
@@ -197,6 +212,11 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
   timed exactly like the other contenders. ``guarded``: the floor of the
   default step, which also bounds ``v`` by ``C * sigma_t**(-gamma/2)`` from the
   new ``s`` (``tooling.internals.guarded_preconditioner``, the package's formula).
+
+  The variants that take the guard apart (the ``floor_*`` contenders):
+  ``bound``, a function of ``sigma_t``, replaces the guard's bound;
+  ``read_back`` divides the new ``s`` by per-element ones, as the guard does,
+  without a guard.
   """
 
   def init_fn(params):
@@ -215,11 +235,12 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
     nu = jax.tree.map(lambda s, g: B2 * s + (1 - B2) * g * g, state.nu, updates)
     scale = -LR / (1 - B1 ** count.astype(jnp.float32))
     precond = state.precond
-    if guarded:
+    if guarded or bound is not None or read_back:
       # As in the package: the new s in a form XLA reads back from memory
       # instead of recomputing it from the overwritten old one.
       nu = jax.tree.map(internals.read_back_from_memory, nu, updates)
-      correction = 1 / (1 - B2 ** count.astype(jnp.float32))
+    correction = 1 / (1 - B2 ** count.astype(jnp.float32))
+    if guarded:
       precond = jax.tree.map(
         lambda v, s: internals.guarded_preconditioner(
           v, s, inverse_correction=correction, eps=EPS, gamma=GAMMA
@@ -227,6 +248,8 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
         precond,
         nu,
       )
+    elif bound is not None:
+      precond = jax.tree.map(lambda v, s: jnp.minimum(v, bound(s * correction + EPS)), precond, nu)
     updates = jax.tree.map(lambda v, m: scale * v * m, precond, mu)
     return updates, FloorState(count, mu, nu, state.precond)
 
@@ -510,6 +533,9 @@ def build_contenders(params_np, grads, grads_np, start_step, counters, names, lo
     ),
     "floor": lambda: one_pass_floor(grads, guarded=True),
     "floor_exact": lambda: one_pass_floor(grads),
+    "floor_read_back": lambda: one_pass_floor(grads, read_back=True),
+    "floor_rsqrt": lambda: one_pass_floor(grads, bound=lambda x: GUARD * jax.lax.rsqrt(x)),
+    "floor_no_power": lambda: one_pass_floor(grads, bound=lambda x: GUARD * x),
     "adam": lambda: optax.adam(LR),
     "adamw": lambda: optax.adamw(LR),
     "sgd_momentum": lambda: optax.sgd(LR, momentum=0.9),

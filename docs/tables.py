@@ -287,6 +287,11 @@ def render_workloads_eps(files: dict[str, Any]) -> str:
 
 STEP_TIME = "benchmarks/results/step_time.json"
 COMPILE_TIME = "benchmarks/results/compile_time.json"
+GUARD_COST = "benchmarks/results/guard_cost.json"
+GUARD_COST_COMMAND = (
+  "python -m benchmarks.step_time --sizes 4M,64M --contenders floor_exact,floor_read_back,"
+  "floor_no_power,floor_rsqrt,floor,adam --rounds 9 --name guard_cost"
+)
 STEP_TIME_LARGE = "benchmarks/results/step_time_large.json"
 VMAPPED_SWEEP = "benchmarks/results/vmapped_sweep.json"
 VMAPPED_SWEEP_1CORE = "benchmarks/results/vmapped_sweep_1core.json"
@@ -456,6 +461,33 @@ def render_targets(files: dict[str, Any]) -> str:
     ]
   )
   return table(["ratio (CPU, 4M parameters, unless named)", "measured", "target"], rows)
+
+
+GUARD_COST_ROWS = {  # benchmarks/step_time.py's floor variants, as benchmarks/README.md names them.
+  "floor_exact": "no guard (`floor_exact`)",
+  "floor_read_back": "no guard, the new s read back (division by ones)",
+  "floor_no_power": "guard with a bound that needs no power, `C * sigma`",
+  "floor_rsqrt": "guard with `C * rsqrt(sigma)` (the exact power at gamma = 1)",
+  "floor": "guard as the package computes it (`floor`)",
+  "adam": "optax.adam",
+}
+
+
+def render_guard_cost(results: dict[str, Any]) -> str:
+  """The guard taken apart: each floor variant against `floor_exact`, per size."""
+  rows = [
+    [
+      f"{size['num_params_label']} / {size['num_leaves']}",
+      label,
+      f"{1e3 * size['per_step'][name]['median_s']:.3f}",
+      _x(_ratio(size["per_step"], name, "floor_exact", True)),
+      f"{size['per_step'][name].get('loops_per_leaf', float('nan')):g}",
+    ]
+    for size in results["results"]
+    for name, label in GUARD_COST_ROWS.items()
+    if name in size["per_step"]
+  ]
+  return table(["size / leaves", "step", "ms/step", "x floor_exact (paired)", "loops / leaf"], rows)
 
 
 def render_compile_time(results: dict[str, Any]) -> str:
@@ -675,6 +707,7 @@ COMMANDS = {
   "benchmarks/results/memory.json": "python -m benchmarks.memory",
   STEP_TIME: STEP_TIME_COMMAND,
   STEP_TIME_LARGE: STEP_TIME_LARGE_COMMAND,
+  GUARD_COST: GUARD_COST_COMMAND,
   VMAPPED_SWEEP: "python -m benchmarks.vmapped_sweep --rounds 3 --steps 200",
   VMAPPED_SWEEP_1CORE: (
     "taskset -c 0 python -m benchmarks.vmapped_sweep --modes loop --rounds 3 --steps 200"
@@ -748,6 +781,7 @@ TABLES: dict[str, Table] = {
     (STEP_TIME, STEP_TIME_LARGE, VMAPPED_SWEEP, COMPILE_TIME), render_targets
   ),
   "compile-time": Table((COMPILE_TIME,), render_compile_time),
+  "guard-cost": Table((GUARD_COST,), render_guard_cost),
   "vmapped-sweep": Table((VMAPPED_SWEEP,), render_vmapped_sweep),
   "vmapped-sweep-cnn-lax": Table((VMAPPED.format("_cnn_lax"),), render_vmapped_sweep),
   "vmapped-sweep-mlp": Table((VMAPPED.format("_mlp"),), render_vmapped_sweep),

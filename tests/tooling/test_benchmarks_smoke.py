@@ -13,6 +13,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -123,6 +124,9 @@ def test_compile_time_quick(tmp_path):
   for name in ("anon", "adam"):
     entry = data["results"]["mlp"][name]
     assert entry["compile"] > 0 and entry["lower"] > 0
+    eager = data["eager"][name]
+    assert 0 < eager["median_s"] < eager["cold_first_call_s"]  # The first call compiles.
+  assert data["eager"]["anon"]["paired_ratio_vs"]["adam"] > 0
 
 
 @pytest.mark.slow
@@ -195,6 +199,30 @@ def test_one_pass_floor_is_anons_step_with_a_fixed_preconditioner():
   want = -step_time.LR * grads["w"] / np.sqrt(np.asarray(grads["w"]) ** 2 + 1e-8)
   np.testing.assert_allclose(updates["w"], want, rtol=1e-5)
   assert int(state.count) == 1
+
+
+def test_floor_variants_take_the_guard_apart():
+  """The floor_* contenders: the read-back alone changes nothing; each bound caps v."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  grads = {"w": jnp.asarray([0.5, -2.0, 1e-3])}
+  spike = {"w": jnp.asarray([50.0, -2.0, 1e-3])}  # Step 2 raises sigma of the first element.
+
+  def two_steps(tx):
+    state = tx.init(grads)
+    _, state = tx.update(grads, state)
+    return np.asarray(tx.update(spike, state)[0]["w"])
+
+  exact = two_steps(step_time.one_pass_floor(grads))
+  np.testing.assert_array_equal(two_steps(step_time.one_pass_floor(grads, read_back=True)), exact)
+  for bound in (lambda x: step_time.GUARD * x, lambda x: step_time.GUARD * jax.lax.rsqrt(x)):
+    guarded = two_steps(step_time.one_pass_floor(grads, bound=bound))
+    assert np.all(np.abs(guarded) <= np.abs(exact))
+  rsqrt = two_steps(
+    step_time.one_pass_floor(grads, bound=lambda x: step_time.GUARD * jax.lax.rsqrt(x))
+  )
+  assert abs(rsqrt[0]) < abs(exact[0])  # The spike's element is bounded.
+  np.testing.assert_allclose(rsqrt[1:], exact[1:], rtol=1e-6)
 
 
 def test_jump_state_sets_every_contenders_counters():
