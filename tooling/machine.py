@@ -150,12 +150,13 @@ def cpu_model() -> str:
       fields[key.strip()] = value.strip()
   except OSError:
     return platform.processor() or "unknown"
-  flags = fields.get("flags", "").split()
+  name = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+  if "flags" not in fields:  # Not x86 (an Arm /proc/cpuinfo has no model name or flags).
+    return name
+  flags = fields["flags"].split()
   vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-  return (
-    f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, "
-    f"model {fields.get('model', '?')}, {vector})"
-  )
+  family, model = fields.get("cpu family", "?"), fields.get("model", "?")
+  return f"{name} (family {family}, model {model}, {vector})"
 
 
 def jax_num_threads() -> int:
