@@ -25,6 +25,7 @@ import sys
 import tempfile
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -34,6 +35,16 @@ TESTS = pathlib.Path(__file__).resolve().parent
 # skipped, so both are counted.
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+# The (parameter, gradient) dtype pairs whose update dtype must be `optax.adam`'s:
+# every pair but complex gradients of real parameters, which raise.
+_FLOAT_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+UPDATE_DTYPE_PAIRS = [
+  (p, g)
+  for p in _FLOAT_DTYPES + (jnp.complex64,)
+  for g in _FLOAT_DTYPES + (jnp.complex64, jnp.int32)
+  if jnp.issubdtype(p, jnp.complexfloating) or not jnp.issubdtype(g, jnp.complexfloating)
+]
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ a zero gradient at a refresh with gamma >= 4.9 (or eps <= 1e-38, or eps = 0)
 keeps the preconditioner finite, so the parameter does not become 0 * inf = NaN.
 """
 
+from conftest import UPDATE_DTYPE_PAIRS
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,9 +16,6 @@ import optax
 import pytest
 
 import anon_optax
-
-_PARAM_DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64]
-_GRAD_DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64, jnp.int32]
 
 
 def _update(tx, param_dtype, grad_dtype, jit):
@@ -30,16 +28,7 @@ def _update(tx, param_dtype, grad_dtype, jit):
   return updates
 
 
-# Every pair but complex gradients of real parameters.
-@pytest.mark.parametrize(
-  "param_dtype, grad_dtype",
-  [
-    (p, g)
-    for p in _PARAM_DTYPES
-    for g in _GRAD_DTYPES
-    if jnp.issubdtype(p, jnp.complexfloating) or not jnp.issubdtype(g, jnp.complexfloating)
-  ],
-)
+@pytest.mark.parametrize("param_dtype, grad_dtype", UPDATE_DTYPE_PAIRS)
 def test_update_dtype_is_adams(param_dtype, grad_dtype):
   expected = _update(optax.adam(1e-2), param_dtype, grad_dtype, jit=True).dtype
   for exact in (False, True):

@@ -33,6 +33,7 @@ import resource
 import chex
 from conftest import COMPILE_EVENT
 from conftest import count_compilations
+from conftest import UPDATE_DTYPE_PAIRS
 import hvadam_reference as ref
 import jax
 import jax.numpy as jnp
@@ -431,11 +432,6 @@ def test_first_state_restarts_hidden_vector():
   chex.assert_trees_all_close(updates, {"w": jnp.array([0.9, -0.9])}, rtol=1e-5)
 
 
-FLOAT_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
-PARAM_DTYPES = FLOAT_DTYPES + (jnp.complex64,)
-GRAD_DTYPES = FLOAT_DTYPES + (jnp.complex64, jnp.int32)
-
-
 def _tree(dtype, values=(0.5, -1.5, 2.0)):
   return {"w": jnp.asarray(np.reshape(values, (3, 1)), dtype), "b": jnp.asarray(values[0], dtype)}
 
@@ -453,15 +449,7 @@ def _first_update(tx, param_dtype, grad_dtype):
 
 
 # Complex gradients of real parameters raise: see the test below.
-@pytest.mark.parametrize(
-  "param_dtype, grad_dtype",
-  [
-    (p, g)
-    for p in PARAM_DTYPES
-    for g in GRAD_DTYPES
-    if jnp.issubdtype(p, jnp.complexfloating) or not jnp.issubdtype(g, jnp.complexfloating)
-  ],
-)
+@pytest.mark.parametrize("param_dtype, grad_dtype", UPDATE_DTYPE_PAIRS)
 def test_update_dtype_is_adams(param_dtype, grad_dtype):
   expected = _first_update(optax.adam(1e-2), param_dtype, grad_dtype)
   updates = _first_update(anon_optax.hvadam(1e-2, gamma=0.5), param_dtype, grad_dtype)
