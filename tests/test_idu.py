@@ -18,18 +18,23 @@ from anon_optax import _idu
 _MAX_INT32 = int(np.iinfo(np.int32).max)
 
 
-def _refresh_steps_seen(refresh_base, num_steps):
-  """Runs the scale_by_idu state machine and lists the steps that refreshed."""
-  tx = anon_optax.scale_by_idu(refresh_base=refresh_base)
-  state = tx.init(jnp.zeros(3))
+def _refreshes_in(tx, state, num_steps):
+  """Steps `tx` on ones for `num_steps` from `state`; lists the steps that refreshed."""
   update = jax.jit(tx.update)
+  ones = jnp.ones_like(state.nu)
   seen = []
   for _ in range(num_steps):
     before = int(state.num_refreshes)
-    _, state = update(jnp.ones(3), state)
+    _, state = update(ones, state)
     if int(state.num_refreshes) != before:
       seen.append(int(state.count))
   return seen
+
+
+def _refresh_steps_seen(refresh_base, num_steps):
+  """Runs the scale_by_idu state machine and lists the steps that refreshed."""
+  tx = anon_optax.scale_by_idu(refresh_base=refresh_base)
+  return _refreshes_in(tx, tx.init(jnp.zeros(3)), num_steps)
 
 
 @pytest.mark.parametrize(
@@ -91,15 +96,7 @@ def _refresh_steps_after_resume(resume_at, cap, num_steps):
     lambda s: jax.lax.fori_loop(0, resume_at, lambda _, s: uncapped.update(jnp.ones(2), s)[1], s)
   )
   state = run(state)
-  capped = anon_optax.scale_by_idu(max_refresh_interval=cap)
-  update = jax.jit(capped.update)
-  seen = []
-  for _ in range(num_steps):
-    before = int(state.num_refreshes)
-    _, state = update(jnp.ones(2), state)
-    if int(state.num_refreshes) != before:
-      seen.append(int(state.count))
-  return seen
+  return _refreshes_in(anon_optax.scale_by_idu(max_refresh_interval=cap), state, num_steps)
 
 
 def test_cap_set_on_resume_takes_effect_at_once():
