@@ -4,7 +4,8 @@
   records (machine, library versions, date, load, git commit, command line);
 * :func:`interleaved` / :func:`summarise`: contenders timed round-robin over several rounds (the
   order rotates every round), medians and ratios of medians computed from samples of one process;
-* :func:`write_json` / :func:`print_table`: a results file with machine info, a markdown table;
+* :func:`write_results`: a results file with machine info and its Markdown table beside it
+  (:func:`write_json`, :func:`print_table` are its parts);
 * :func:`parse_sizes` / :func:`size_label`: ``"1M,4M"`` command-line sizes.
 
 On a machine shared with other jobs single timings are noisy; ratios from interleaved rounds in
@@ -235,6 +236,34 @@ def write_json(name: str, payload: Mapping[str, Any], out_dir: str | os.PathLike
   path = directory / f"{name}.json"
   data = {"benchmark": name, "machine": machine_info(), **payload}
   path.write_text(json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
+  return path
+
+
+def write_results(
+  name: str, payload: Mapping[str, Any], table: str, out_dir: str | os.PathLike
+) -> pathlib.Path:
+  """Writes ``<name>.json`` (as :func:`write_json`) and its Markdown table ``<name>.md`` beside it.
+
+  The one way a result reaches the docs: the table file's first line names the CPU, the git
+  commit, the date and the command that wrote it, and the docs include the file as it is.
+
+  Args:
+    name: the results file's name, without suffix.
+    payload: the numbers, written to the JSON file after the machine info.
+    table: the Markdown the script renders from ``payload`` (tables and their captions).
+    out_dir: the folder of both files.
+
+  Returns:
+    The path of the JSON file.
+  """
+  path = write_json(name, payload, out_dir)
+  info = json.loads(path.read_text())["machine"]
+  command = info["command"] or "a call from another program (not `python -m`)"
+  source = (
+    f"Measured on {info['cpu']} ({info['cpus_usable']} cores), commit {info['git_commit']}, "
+    f"{info['date'][:10]}, by `{command}`; numbers in `{path.name}`."
+  )
+  path.with_suffix(".md").write_text(f"{source}\n\n{table.strip()}\n")
   return path
 
 
