@@ -235,7 +235,10 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
     update = adam_step + real(hidden_scale) * h
     if p is None and not jnp.issubdtype(jnp.result_type(g), jnp.inexact):
       return update.astype(m.dtype)  # Integer gradients: the statistics' dtype.
-    return update.astype(_common.update_dtype(g, p))
+    # As Adam's: typed hyperparameters take part in the promotion (np.float32
+    # b1 with bfloat16 parameters gives float32); the statistics' dtype does
+    # not, since Adam's first moment is in the parameters' dtype.
+    return update.astype(_common.update_dtype(g, p, b1, b2, eps))
 
   # The second-moment pass reads the old hidden vector, which the hidden
   # vector's pass then overwrites in place. XLA orders the two only by data

@@ -152,16 +152,6 @@ def test_restored_anon_state_returns_to_the_configured_dtypes(source, target):
   )
 
 
-def test_restored_hvadam_state_returns_to_the_configured_dtypes():
-  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
-  tx = anon_optax.hvadam(1e-3)
-  # HVAdam has no storage options: restore from a copy of its state cast to bfloat16.
-  state = jax.tree.map(
-    lambda x: x.astype(jnp.bfloat16) if x.dtype == jnp.float32 else x, tx.init(params)
-  )
-  _assert_restored_state_returns_to_configured_dtypes(tx, state, params)
-
-
 def _assert_restored_state_returns_to_configured_dtypes(tx, saved_state, params):
   grads = jax.tree.map(lambda p: 0.1 * p + 0.05, params)
   # flax.serialization restores the saved arrays as they are (no cast to the target's).

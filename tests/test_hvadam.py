@@ -34,6 +34,7 @@ import chex
 from conftest import COMPILE_EVENT
 from conftest import count_compilations
 from conftest import UPDATE_DTYPE_PAIRS
+import flax.serialization
 import hvadam_reference as ref
 import jax
 import jax.numpy as jnp
@@ -465,6 +466,64 @@ def test_update_dtype_is_adams_in_float64(x64):
       expected = _first_update(optax.adam(1e-2), param_dtype, grad_dtype)
       updates = _first_update(anon_optax.hvadam(1e-2), param_dtype, grad_dtype)
       chex.assert_trees_all_equal_dtypes(updates, expected)
+
+
+def _typed_hyperparameters(float64):
+  """The types of a hyperparameter: a Python float, NumPy and JAX scalars (float64 under x64)."""
+  kinds = {
+    "python": float,
+    "np32": np.float32,
+    "np64": np.float64,
+    "jnp32": lambda x: jnp.asarray(x, jnp.float32),
+    "jnp16": lambda x: jnp.asarray(x, jnp.bfloat16),
+  }
+  if float64:
+    kinds["jnp64"] = lambda x: jnp.asarray(x, jnp.float64)
+  return kinds
+
+
+def _assert_update_dtype_with_typed_hyperparameters_is_adams(param_dtypes, float64):
+  values = {"b1": 0.875, "b2": 0.9921875, "eps": 2.0**-30}
+  for param_dtype in param_dtypes:
+    params = jnp.ones(3, param_dtype)
+    for kind, make in _typed_hyperparameters(float64).items():
+      for name, value in values.items():
+        kwargs = {name: make(value)}
+        adam = optax.adam(1e-3, **kwargs)
+        expected = adam.update(params, adam.init(params), params)[0].dtype
+        tx = anon_optax.hvadam(1e-3, **kwargs)
+        got = tx.update(params, tx.init(params), params)[0].dtype
+        assert got == expected, (param_dtype, kind, name, got, expected)
+
+
+def test_update_dtype_with_typed_hyperparameters_is_adams():
+  _assert_update_dtype_with_typed_hyperparameters_is_adams((jnp.float32, jnp.bfloat16), False)
+
+
+def test_update_dtype_with_typed_hyperparameters_is_adams_in_float64(x64):
+  del x64
+  _assert_update_dtype_with_typed_hyperparameters_is_adams(
+    (jnp.float64, jnp.float32, jnp.bfloat16), True
+  )
+
+
+def test_restored_hvadam_state_returns_to_the_configured_dtypes():
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
+  tx = anon_optax.hvadam(1e-3)
+  # HVAdam has no storage options: restore from a copy of its state cast to bfloat16.
+  saved_state = jax.tree.map(
+    lambda x: x.astype(jnp.bfloat16) if x.dtype == jnp.float32 else x, tx.init(params)
+  )
+  grads = jax.tree.map(lambda p: 0.1 * p + 0.05, params)
+  # flax.serialization restores the saved arrays as they are (no cast to the target's).
+  restored = flax.serialization.from_bytes(
+    tx.init(params), flax.serialization.to_bytes(saved_state)
+  )
+  chex.assert_trees_all_equal_dtypes(restored, saved_state)
+  update = jax.jit(tx.update)
+  fresh = update(grads, tx.init(params), params)[1]
+  _, restored = update(grads, restored, params)
+  chex.assert_trees_all_equal_dtypes(restored, fresh)
 
 
 def test_complex_gradients_of_real_parameters_raise():
