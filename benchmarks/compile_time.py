@@ -4,6 +4,7 @@
 One command::
 
     python -m benchmarks.compile_time
+    python -m benchmarks.compile_time --render benchmarks/results/compile_time.json   # table only
 
 Every sample builds a fresh train-step function (a new closure, so neither
 `jax.jit`'s trace cache nor XLA's in-memory executable cache can answer it)
@@ -96,7 +97,10 @@ def main(argv=None):
   parser.add_argument("--eager-calls", type=int, default=50)
   parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="compile_time")
+  parser.add_argument("--render", metavar="JSON", help="only rewrite JSON's table beside it")
   args = parser.parse_args(argv)
+  if args.render:
+    return machine.render_results(args.render, render)
   rounds = 1 if args.quick else args.rounds
   warmup = 0 if args.quick else 1
   model_names = ("mlp",) if args.quick else ("mlp", "cnn")
@@ -149,60 +153,47 @@ def main(argv=None):
     eager_results[n]["cold_first_call_s"] = first[n][0]
     eager_results[n]["warm_first_call_s"] = statistics.median(first[n][warmup:])
 
-  rows = []
-  for model, summary in results.items():
-    for n, e in summary.items():
-      rows.append(
-        [
-          model,
-          n,
-          e["lower"] * 1e3,
-          e["compile"] * 1e3,
-          e["median_s"] * 1e3,
-          e["paired_ratio_vs"].get("adam", 1.0),
-        ]
-      )
-  machine.print_table(
-    [
-      "model",
-      "optimizer",
-      "trace+lower ms",
-      "XLA compile ms",
-      "total ms (median)",
-      "x adam (paired)",
-    ],
-    rows,
-    title=f"compile time of a jitted train step ({rounds} fresh compiles each)",
-  )
-  machine.print_table(
-    ["optimizer", "first call in the process ms", "later calls ms (median)", "x adam (paired)"],
-    [
-      [
-        n,
-        e["cold_first_call_s"] * 1e3,
-        e["median_s"] * 1e3,
-        e["paired_ratio_vs"].get("adam", 1.0),
-      ]
-      for n, e in eager_results.items()
-    ],
-    title=f"un-jitted update + apply on {len(EAGER_SHAPES)} small leaves ({rounds} rounds)",
-  )
-  path = machine.write_json(
-    args.name,
-    {
-      "config": {
-        "rounds": rounds,
-        "warmup_rounds": warmup,
-        "quick": args.quick,
-        "eager_shapes": EAGER_SHAPES,
-        "eager_calls": args.eager_calls,
-      },
-      "results": results,
-      "eager": eager_results,
+  payload = {
+    "config": {
+      "rounds": rounds,
+      "warmup_rounds": warmup,
+      "quick": args.quick,
+      "eager_shapes": EAGER_SHAPES,
+      "eager_calls": args.eager_calls,
     },
-    args.out_dir,
+    "results": results,
+    "eager": eager_results,
+  }
+  machine.write_results(args.name, payload, render(payload), args.out_dir)
+
+
+def render(results):
+  """The Markdown tables of a compile-time results file: the jitted train step, then the
+  un-jitted update."""
+  label = {"anon": "anon", "adam": "optax.adam"}
+  rows = [
+    [model.upper(), label.get(name, name)]
+    + [f"{1e3 * entry[k]:.0f}" for k in ("lower", "compile", "median_s")]
+    + ["1.00" if name == "adam" else f"{entry['paired_ratio_vs']['adam']:.2f}"]
+    for model, per in results["results"].items()
+    for name, entry in per.items()
+  ]
+  headers = ["model", "optimizer", "trace+lower ms", "XLA compile ms", "total ms"]
+  eager = [
+    [label.get(name, name), f"{1e3 * e['cold_first_call_s']:.0f}", f"{1e3 * e['median_s']:.3f}"]
+    + ["1.00" if name == "adam" else f"{e['paired_ratio_vs']['adam']:.2f}"]
+    for name, e in results["eager"].items()
+  ]
+  rounds = results["config"]["rounds"]
+  return (
+    f"A jitted train step compiled afresh, medians of {rounds} interleaved rounds:\n\n"
+    + machine.markdown_table([*headers, "x adam (paired)"], rows)
+    + f"\n\nThe un-jitted update + apply on {len(results['config']['eager_shapes'])} small "
+    "leaves: the process's first call, and the median of the later calls:\n\n"
+    + machine.markdown_table(
+      ["optimizer", "first call ms", "later calls ms", "x adam (paired)"], eager
+    )
   )
-  print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ It runs, on ``jax.devices()[0]``:
   bandwidth as a fraction of the device's copy bandwidth (>= 0.70), both at 64M.
 
 It writes ``benchmarks/results/gpu.json`` (``--out-dir``, ``--name``: elsewhere) with the
-device, the library versions and the git commit (``tooling.machine.machine_info``), and
-prints its markdown tables. Nothing here is GPU-specific: on a CPU it measures the CPU.
+device, the library versions and the git commit (``tooling.machine.machine_info``), and its
+Markdown tables beside it, ``gpu.md``. Nothing here is GPU-specific: on a CPU it measures the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 import jax
@@ -93,13 +92,20 @@ def targets(summary: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
-def print_targets(label: str, device: str, table: dict[str, Any]) -> str:
-  def cell(value):
-    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-  rows = [[key, cell(t["measured"]), t["target"], str(t["met"])] for key, t in table.items()]
-  return machine.print_table(
-    ["ratio", "measured", "target", "met"], rows, title=f"targets at {label}, {device}"
+def render(results: dict[str, Any]) -> str:
+  """The Markdown tables of a GPU results file: step time, memory, and the targets."""
+  targets_rows = [
+    [key, "-" if t["measured"] is None else f"{t['measured']:.3f}", t["target"], str(t["met"])]
+    for key, t in results["targets"].items()
+  ]
+  device = results["device"]["device_kind"]
+  return (
+    f"On {device}.\n\n"
+    + step_time.render({"config": results["config"], "results": results["step_time"]})
+    + "\n\n"
+    + memory.render(results["memory"])
+    + f"\n\nThe targets at {results['targets_at']}:\n\n"
+    + machine.markdown_table(["ratio", "measured", "target", "met"], targets_rows)
   )
 
 
@@ -114,12 +120,14 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="gpu")
   parser.add_argument("--quiet", action="store_true", help="no per-round log lines.")
+  parser.add_argument("--render", metavar="JSON", help="only rewrite JSON's table beside it")
   args = parser.parse_args(argv)
+  if args.render:
+    return machine.render_results(args.render, render)
   log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
 
   device = device_info()
   print(f"device: {device['device_kind']} ({device['platform']}), jax {jax.__version__}")
-  tables = []
   results = []
   for num_params, num_leaves, rounds, window, refresh_rounds in (
     SMOKE_SIZES if args.smoke else SIZES
@@ -136,7 +144,6 @@ def main(argv=None) -> dict[str, Any]:
     )
     res["wall_s"] = machine.timer() - t0
     results.append(res)
-    tables.append(step_time.print_size_table(res))
 
   t0 = machine.timer()
   if args.smoke:
@@ -146,12 +153,10 @@ def main(argv=None) -> dict[str, Any]:
   else:
     memory_config, memory_results = memory.measure(*MEMORY_SIZE)
   memory_config["wall_s"] = machine.timer() - t0
-  tables.append(memory.print_memory_table(memory_config, memory_results))
 
   summary = {res["num_params_label"]: size_summary(res) for res in results}
   largest = results[-1]["num_params_label"]
   target_table = targets(summary[largest])
-  tables.append(print_targets(largest, device["device_kind"], target_table))
 
   payload = {
     "device": device,
@@ -161,10 +166,8 @@ def main(argv=None) -> dict[str, Any]:
     "targets": target_table,
     "step_time": results,
     "memory": {"config": memory_config, "results": memory_results},
-    "markdown": "\n".join(tables),
   }
-  path = machine.write_json(args.name, payload, args.out_dir)
-  print(f"\nwrote {path}")
+  machine.write_results(args.name, payload, render(payload), args.out_dir)
   return payload
 
 

@@ -3,6 +3,7 @@
 One command::
 
     python -m benchmarks.memory
+    python -m benchmarks.memory --render benchmarks/results/memory.json   # its table only
 
 State: every leaf of ``tx.init(params)`` (via `jax.eval_shape`, so nothing is
 allocated), ``sum(size * itemsize)``, divided by the same sum over the
@@ -129,32 +130,20 @@ def measure(
   return {"num_params": num, "num_leaves": len(shapes)}, results
 
 
-def print_memory_table(config: dict[str, Any], results: list[dict[str, Any]]) -> str:
-  """Prints (and returns) the markdown table of :func:`measure`'s results."""
+def render(results: dict[str, Any]) -> str:
+  """The Markdown table of a memory results file: bytes per parameter byte."""
   rows = [
-    [
-      r["optimizer"],
-      r["param_dtype"],
-      f"{r['state_bytes'] / 2**20:.2f}",
-      f"{r['state_bytes_per_param_byte']:.6f}",
-      f"{r['ratio_vs_adam']:.4f}",
-      f"{r['step_temp_per_param_byte']:.4f}",
-      f"{r['step_peak_per_param_byte']:.3f}",
-    ]
-    for r in results
+    [r["optimizer"], r["param_dtype"], f"{r['state_bytes_per_param_byte']:.6f}"]
+    + [f"{r['ratio_vs_adam']:.2f}", f"{r['step_temp_per_param_byte']:.4f}"]
+    + [f"{r['step_peak_per_param_byte']:.3f}"]
+    for r in results["results"]
   ]
-  return machine.print_table(
-    [
-      "optimizer",
-      "params",
-      "state MiB",
-      "state bytes / param byte",
-      "x optax.adam",
-      "step temp / param byte",
-      "step peak / param byte",
-    ],
-    rows,
-    title=f"optimizer state, {config['num_params']} params in {config['num_leaves']} leaves",
+  config = results["config"]
+  headers = ["optimizer", "params", "state bytes / param byte", "x optax.adam"]
+  return (
+    f"{config['num_params']:,} parameters in {config['num_leaves']} leaves; per parameter byte: "
+    "the optimizer state, and the jitted step's scratch and peak.\n\n"
+    + machine.markdown_table(headers + ["step scratch", "step peak"], rows)
   )
 
 
@@ -165,15 +154,15 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true", help="64K params in 12 leaves.")
   parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="memory")
+  parser.add_argument("--render", metavar="JSON", help="only rewrite JSON's table beside it")
   args = parser.parse_args(argv)
+  if args.render:
+    return machine.render_results(args.render, render)
   num_params = (1 << 16) if args.quick else machine.parse_sizes(args.size)[0]
   num_leaves = 12 if args.quick else args.leaves
   config, results = measure(num_params, num_leaves)
-  print_memory_table(config, results)
-  path = machine.write_json(
-    args.name, {"config": {**config, "quick": args.quick}, "results": results}, args.out_dir
-  )
-  print(f"\nwrote {path}")
+  payload = {"config": {**config, "quick": args.quick}, "results": results}
+  machine.write_results(args.name, payload, render(payload), args.out_dir)
 
 
 def shapes_tree(shapes):

@@ -4,70 +4,28 @@ One command::
 
     python -m benchmarks.step_time                 # 1M, 4M, 16M, 64M
     python -m benchmarks.step_time --sizes 4M      # the target configuration
+    python -m benchmarks.step_time --render benchmarks/results/step_time.json   # its table only
 
-For every size, every contender holds its own copy of the parameters and its
-own optimizer state, all fed the same fixed gradient tree. The state is
-brought to steady state by a few real steps and then jumped forward: the step
-counters (``count``, ``next_refresh``, ``num_refreshes``) are set so that the
-next step is step ``--start-step`` + 1 (default 1001). The counters are the
-ones ``anon_optax.anon`` itself holds after that many steps (read off a real
-run on a one-element parameter, :func:`anon_counters`), so the refresh
-schedule is the package's, not a copy. Each sample is a window of ``--window``
-consecutive steps, so refresh steps (powers of 2) fall in the windows exactly
-where they fall in training: past step 1000 that is one
-refresh per 1024..2048 steps, i.e. almost never inside a window; the JSON lists
-the refresh steps each contender actually went through. The refresh step's
-own cost is measured separately (``refresh`` table): the state is set so that
-the next step is a refresh (t = 1024) and that single step is timed against a
-single normal step (t = 1001), interleaved.
+For every size, every contender holds its own parameters and optimizer state, all fed the same
+fixed gradient tree. A few real steps bring the state to steady state; then the step counters are
+set to those ``anon_optax.anon`` itself holds after ``--start-step`` steps (read off a real run,
+:func:`anon_counters`), so the refresh schedule is the package's. Each sample is a window of
+consecutive steps; past step 1000 a refresh comes once every 1024..2048 steps, so the timed
+windows hold none (the JSON lists the refresh steps they went through). The refresh step's own
+cost is timed alone against a normal step (t = 1024 against t = 1001, interleaved).
 
-Contenders (interleaved round-robin, order rotated every round):
+Contenders (interleaved round-robin, order rotated every round): ``anon``
+(``anon_optax.anon(1e-3, gamma=1.0)``), ``anon_exact`` (``exact=True``), ``anon_bf16_mu_precond``
+and ``anon_bf16_all`` (compact state), ``floor`` and ``floor_exact`` (:func:`one_pass_floor`: the
+least an Anon step can do, with and without the guard), ``adam``, ``adamw``, ``sgd_momentum``,
+``lion`` (Optax), ``hvadam``, ``torch`` and ``torch_1thread`` (the authors' update as a PyTorch
+per-tensor in-place loop, :class:`TorchAnonReference`) and, always, ``copy``: a streaming in-place
+copy of one flat array as large as the parameters, whose rate is the copy bandwidth.
 
-* ``anon``: ``anon_optax.anon(1e-3, gamma=1.0)`` with ``optax.apply_updates``.
-* ``adam``, ``adamw``, ``sgd_momentum`` (0.9), ``lion``: the optax aliases.
-* ``anon_exact``: the same with ``exact=True`` (the authors' rule, no guard).
-* ``anon_bf16_mu_precond``, ``anon_bf16_all``: ``anon`` with compact state,
-  ``mu_dtype=precond_dtype=bfloat16`` (state 1.0x Adam's) and also
-  ``nu_dtype=bfloat16`` (0.75x; stochastic rounding of ``s``).
-* ``floor``: :func:`one_pass_floor`, the least an Anon step can do: only the
-  ``m``, ``s`` and ``theta`` updates with a fixed ``v`` bounded by the default
-  guard (reads g, m, s, v, theta; writes m, s, theta), donated; no refresh
-  ever. ``floor_exact``: the same without the guard, the floor of
-  ``anon_exact``.
-* ``floor_read_back``, ``floor_rsqrt``, ``floor_no_power``: the guard taken
-  apart (issue 23), each against ``floor_exact``: the exact floor with only
-  the guard's read-back division of the new ``s``; the guarded floor with the
-  bound ``C * rsqrt(sigma)`` (the exact power at gamma = 1) in place of the
-  package's approximate power; and with ``C * sigma``, the same reads and no
-  power at all.
-* ``hvadam``: ``anon_optax.hvadam``.
-* ``torch``: the authors' update (``docs/algorithm.md``) as a PyTorch
-  per-tensor in-place loop (``torch.no_grad``, ``mul_``/``add_``/``addcmul_``),
-  refreshing at the steps the package's schedule gives,
-  ``torch.set_num_threads`` = the cores XLA uses.
-* ``torch_1thread``: the same loop on one thread. On a machine shared with
-  other jobs, two OpenMP threads that spin-wait on each other can be much
-  slower than one; this row keeps the PyTorch comparison honest there.
-* ``copy`` (always run): a device-to-device streaming copy of one flat
-  float32 array as large as the parameters, in place in a donated buffer
-  (:class:`CopyContender`). It reads and writes 8 bytes per parameter; its rate
-  is the copy bandwidth the other rows are measured against.
-
-Bandwidth: each contender's *minimum* traffic per step in bytes per float32
-parameter (``MIN_BYTES_PER_PARAM``: anon and the floor read g, m, s, v, theta
-and write m, s, theta = 32; adam 28; sgd with momentum and lion 20), divided
-by its median step time, is its achieved bandwidth; the table gives it as a
-fraction of the copy's (``x copy bw``).
-
-Loops: each jitted contender's step is compiled once more through
-``jitted.lower(...).compile()`` (the same executable, from JAX's cache) and its
-HLO text read (:func:`hlo_loops`): the fusions of the ENTRY computation (the
-normal step, with the computations it ``call``s, such as XLA:GPU's command
-buffers; the refresh branch of Anon's ``cond`` is not counted) whose output is
-parameter-sized, i.e. an elementwise pass over a leaf, divided
-by the number of leaves (``loops_per_leaf``), and all fusions of ENTRY
-(``fusions_in_entry``). A change in the step's structure (an extra pass per
-leaf) shows here even where the timings are too noisy to tell.
+Each contender's achieved bandwidth is its least traffic per step (``MIN_BYTES_PER_PARAM``) over
+its median step time, also as a fraction of the copy's. Each jitted step's HLO is read for the
+loops XLA makes of it (:func:`hlo_loops`): an extra pass per leaf shows there even when timings
+are too noisy to tell.
 """
 
 from __future__ import annotations
@@ -75,6 +33,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from collections.abc import Sequence
+import inspect
 import re
 from typing import Any, NamedTuple
 
@@ -84,13 +43,14 @@ import numpy as np
 import optax
 
 import anon_optax
+from anon_optax import _common
+from anon_optax import _idu
 from benchmarks import common
-from tooling import internals
 from tooling import machine
 
 LR = 1e-3
 B1, B2, EPS, GAMMA, BETA3 = 0.9, 0.999, 1e-16, 1.0, 0.5
-GUARD = internals.DEFAULT_GUARD_FACTOR
+GUARD = inspect.signature(anon_optax.anon).parameters["guard_factor"].default
 
 ALL_CONTENDERS = (
   "anon",
@@ -99,9 +59,6 @@ ALL_CONTENDERS = (
   "anon_bf16_all",
   "floor",
   "floor_exact",
-  "floor_read_back",
-  "floor_rsqrt",
-  "floor_no_power",
   "adam",
   "adamw",
   "sgd_momentum",
@@ -115,21 +72,18 @@ QUICK_CONTENDERS = ("anon", "anon_exact", "floor", "floor_exact", "adam", "torch
 REFRESH_SPIKE_STEP = 1024  # A refresh step of the default schedule (base 2), timed alone.
 DEFAULT_LEAVES = {1 << 20: 40, 4 << 20: 40, 16 << 20: 100, 64 << 20: 200}
 
-# The least memory traffic of one step, in bytes per float32 parameter: arrays
-# read plus arrays written, 4 bytes each. None: not a simple count (hvadam's
-# step reduces over the whole tree several times).
+# The least memory traffic of one step, in bytes per float32 parameter: arrays read plus arrays
+# written, 4 bytes each (g, m, s, v, theta read; m, s, theta written: 32). None: not a simple
+# count (hvadam's step reduces over the whole tree several times).
 MIN_BYTES_PER_PARAM = {
   "anon": 32,
   "floor": 32,
   "anon_exact": 32,
   "floor_exact": 32,
-  "floor_read_back": 32,
-  "floor_rsqrt": 32,
-  "floor_no_power": 32,
   "anon_bf16_mu_precond": 26,  # m (read, written) and v (read) in bfloat16
   "anon_bf16_all": 22,  # m, s and v in bfloat16
   "torch": 32,
-  "torch_1thread": 32,  # r g m s v p; w m s p
+  "torch_1thread": 32,
   "adam": 28,
   "adamw": 28,  # r g m s p; w m s p
   "sgd_momentum": 20,
@@ -201,32 +155,19 @@ class FloorState(NamedTuple):
   precond: optax.Updates  # fixed
 
 
-def one_pass_floor(
-  fixed_grads, guarded: bool = False, *, bound=None, read_back: bool = False
-) -> optax.GradientTransformation:
+def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransformation:
   """Anon's step without the refresh: ``m``, ``s`` and ``theta`` with a fixed ``v``.
 
-  What no implementation of the update can go below: the same reads and writes
-  as Anon's normal step (``v = rsqrt(g**2 + 1e-8)`` of ``fixed_grads``, never
-  refreshed), as an optax transformation so that it is stepped, donated and
-  timed exactly like the other contenders. ``guarded``: the floor of the
-  default step, which also bounds ``v`` by ``C * sigma_t**(-gamma/2)`` from the
-  new ``s`` (``tooling.internals.guarded_preconditioner``, the package's formula).
-
-  The variants that take the guard apart (the ``floor_*`` contenders):
-  ``bound``, a function of ``sigma_t``, replaces the guard's bound;
-  ``read_back`` divides the new ``s`` by per-element ones, as the guard does,
-  without a guard.
+  The same reads and writes as Anon's normal step (``v = rsqrt(g**2 + 1e-8)`` of ``fixed_grads``,
+  never refreshed), stepped, donated and timed like the other contenders: what no implementation
+  of the update can go below. ``guarded``: the floor of the default step, which also bounds ``v``
+  by the package's guard (``anon_optax._idu.guarded_preconditioner``) from the new ``s``.
   """
 
   def init_fn(params):
-    zeros = lambda p: jnp.zeros_like(p)
-    return FloorState(
-      jnp.zeros([], jnp.int32),
-      jax.tree.map(zeros, params),
-      jax.tree.map(zeros, params),
-      jax.tree.map(lambda g: jax.lax.rsqrt(g * g + 1e-8), fixed_grads),
-    )
+    mu, nu = (jax.tree.map(jnp.zeros_like, params) for _ in range(2))  # Two buffers: donated.
+    precond = jax.tree.map(lambda g: jax.lax.rsqrt(g * g + 1e-8), fixed_grads)
+    return FloorState(jnp.zeros([], jnp.int32), mu, nu, precond)
 
   def update_fn(updates, state, params=None):
     del params
@@ -235,21 +176,16 @@ def one_pass_floor(
     nu = jax.tree.map(lambda s, g: B2 * s + (1 - B2) * g * g, state.nu, updates)
     scale = -LR / (1 - B1 ** count.astype(jnp.float32))
     precond = state.precond
-    if guarded or bound is not None or read_back:
-      # As in the package: the new s in a form XLA reads back from memory
-      # instead of recomputing it from the overwritten old one.
-      nu = jax.tree.map(internals.read_back_from_memory, nu, updates)
-    correction = 1 / (1 - B2 ** count.astype(jnp.float32))
-    if guarded:
+    if guarded:  # As the package does: the new s read back from memory, then the bound.
+      nu = jax.tree.map(_common.read_back_from_memory, nu, updates)
+      correction = 1 / (1 - B2 ** count.astype(jnp.float32))
       precond = jax.tree.map(
-        lambda v, s: internals.guarded_preconditioner(
-          v, s, inverse_correction=correction, eps=EPS, gamma=GAMMA
+        lambda v, s: _idu.guarded_preconditioner(
+          v, s, inverse_correction=correction, eps=EPS, gamma=GAMMA, factor=GUARD
         ),
         precond,
         nu,
       )
-    elif bound is not None:
-      precond = jax.tree.map(lambda v, s: jnp.minimum(v, bound(s * correction + EPS)), precond, nu)
     updates = jax.tree.map(lambda v, m: scale * v * m, precond, mu)
     return updates, FloorState(count, mu, nu, state.precond)
 
@@ -533,9 +469,6 @@ def build_contenders(params_np, grads, grads_np, start_step, counters, names, lo
     ),
     "floor": lambda: one_pass_floor(grads, guarded=True),
     "floor_exact": lambda: one_pass_floor(grads),
-    "floor_read_back": lambda: one_pass_floor(grads, read_back=True),
-    "floor_rsqrt": lambda: one_pass_floor(grads, bound=lambda x: GUARD * jax.lax.rsqrt(x)),
-    "floor_no_power": lambda: one_pass_floor(grads, bound=lambda x: GUARD * x),
     "adam": lambda: optax.adam(LR),
     "adamw": lambda: optax.adamw(LR),
     "sgd_momentum": lambda: optax.sgd(LR, momentum=0.9),
@@ -687,59 +620,114 @@ def config(start_step: int, quick: bool) -> dict[str, Any]:
   }
 
 
+LABELS = {  # Row labels, in this order; other contenders follow by name, then the copy.
+  "anon": "anon",
+  "anon_exact": "anon (exact=True)",
+  "anon_bf16_mu_precond": "anon (mu, precond bfloat16)",
+  "anon_bf16_all": "anon (mu, nu, precond bfloat16)",
+  "floor": "floor",
+  "floor_exact": "floor_exact",
+  "adam": "optax.adam",
+  "adamw": "optax.adamw",
+  "sgd_momentum": "optax.sgd (momentum 0.9)",
+  "lion": "optax.lion",
+  "hvadam": "anon_optax.hvadam",
+  "torch": "PyTorch per-tensor, {threads} threads",
+  "torch_1thread": "PyTorch per-tensor, 1 thread",
+  "copy": "copy (streaming, in place)",
+}
+
+
+def _ms(seconds: float) -> str:
+  ms = 1e3 * seconds
+  return f"{ms:.3f}" if ms < 10 else f"{ms:.2f}" if ms < 100 else f"{ms:.1f}"
+
+
+def _x(ratio: float | None) -> str:
+  return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def render(results: dict[str, Any]) -> str:
+  """The Markdown tables of a step-time results file: every size and contender, then the
+  refresh step alone."""
+  threads = results["config"].get("jax_threads", "?")
+  sizes = results["results"]
+  present = {name for size in sizes for name in size["per_step"]}
+  floors = [f for f in ("floor_exact", "floor") if f in present]
+  bases = [b for b in ("adam", "torch", "torch_1thread") if b in present]
+  names = {
+    "adam": "x adam",
+    "torch": f"x torch ({threads} thr)",
+    "torch_1thread": "x torch (1 thr)",
+  }
+  headers = ["size / leaves", "contender", "ms/step", *[f"x {f} (paired)" for f in floors]]
+  headers += [names[b] for b in bases] + ["GB/s", "x copy", "loops / leaf"]
+  rows, refresh = [], []
+  for size in sizes:
+    per, label = size["per_step"], f"{size['num_params_label']} / {size['num_leaves']}"
+
+    def ratio(name, base, paired=False, per=per):
+      if name == base:
+        return 1.0
+      return per[name]["paired_ratio_vs" if paired else "ratio_vs"].get(base)
+
+    order = [n for n in LABELS if n in per and n != "copy"] + [n for n in per if n not in LABELS]
+    for name in [*order, "copy"]:
+      entry, gbps = per[name], per[name].get("achieved_gbps")
+      loops = entry.get("loops_per_leaf")
+      rows.append(
+        [label, LABELS.get(name, f"`{name}`").format(threads=threads), _ms(entry["median_s"])]
+        + [_x(ratio(name, f, paired=True)) for f in floors]
+        + [_x(ratio(name, b)) for b in bases]
+        + ["-" if gbps is None else f"{gbps:.1f}", _x(entry.get("fraction_of_copy_bandwidth"))]
+        + ["-" if loops is None else f"{loops:g}"]
+      )
+    if size.get("refresh_spike"):
+      normal = size["refresh_spike"]["normal_step_t1001"]
+      spike = size["refresh_spike"]["refresh_step_t1024"]
+      refresh.append(
+        [label, str(len(spike["samples_s"])), _ms(normal["median_s"]), _ms(spike["median_s"])]
+        + [_x(spike[k].get("normal_step_t1001")) for k in ("ratio_vs", "paired_ratio_vs")]
+      )
+  text = (
+    'Milliseconds per step (median over the rounds); "paired": the median of the per-round '
+    "ratios; GB/s: the least traffic per step over the median time.\n\n"
+    + machine.markdown_table(headers, rows)
+  )
+  if refresh:
+    headers = ["size / leaves", "rounds", "normal step ms", "refresh step ms", "ratio (median)"]
+    text += "\n\n`anon`'s refresh step (t = 1024) alone against a normal step (t = 1001):\n\n"
+    text += machine.markdown_table([*headers, "ratio (paired)"], refresh)
+  return text
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", default="1M,4M,16M,64M", help="parameter counts (K/M suffix)")
   parser.add_argument(
-    "--sizes", default="1M,4M,16M,64M", help="comma-separated parameter counts (K/M suffix)."
+    "--leaves", default="", help="leaf counts, one per size (default 40 to 4M, 100, 200)"
   )
-  parser.add_argument(
-    "--leaves",
-    default="",
-    help="comma-separated leaf counts, one per size "
-    "(default 40 for 1M and 4M, 100 for 16M, 200 for 64M).",
-  )
-  parser.add_argument(
-    "--rounds",
-    type=int,
-    default=0,
-    help="timed rounds per size (default: 9 up to 4M, 5 at 16M, 3 above).",
-  )
-  parser.add_argument(
-    "--window",
-    type=int,
-    default=0,
-    help="consecutive steps per sample (default: 64 up to 4M, 32 at 16M, 8 above).",
-  )
+  parser.add_argument("--rounds", type=int, default=0, help="default: 9 to 4M, 5 at 16M, 3")
+  parser.add_argument("--window", type=int, default=0, help="steps per sample: 64 to 4M, 32, 8")
   parser.add_argument("--start-step", type=int, default=1000)
-  parser.add_argument(
-    "--contenders", default="", help="comma-separated subset of: " + ",".join(ALL_CONTENDERS)
-  )
-  parser.add_argument(
-    "--refresh-rounds",
-    type=int,
-    default=0,
-    help="rounds of the refresh-spike test (default: 9 up to 4M, 5 above).",
-  )
-  parser.add_argument(
-    "--quick",
-    action="store_true",
-    help="tiny smoke configuration (64K params in 12 leaves, 2 rounds of 4 steps).",
-  )
+  parser.add_argument("--contenders", default="", help="subset of " + ",".join(ALL_CONTENDERS))
+  parser.add_argument("--refresh-rounds", type=int, default=0, help="default: 9 to 4M, then 5")
+  parser.add_argument("--quick", action="store_true", help="64K params in 12 leaves, 2 x 4 steps")
   parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="step_time")
+  parser.add_argument("--render", metavar="JSON", help="only rewrite JSON's table beside it")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
+  if args.render:
+    return machine.render_results(args.render, render)
 
   log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
   if args.quick:
     sizes, leaves = [1 << 16], [12]
   else:
     sizes = machine.parse_sizes(args.sizes)
-    leaves = (
-      [int(x) for x in args.leaves.split(",")]
-      if args.leaves
-      else [DEFAULT_LEAVES.get(n, 40) for n in sizes]
-    )
+    leaves = [int(x) for x in args.leaves.split(",")] if args.leaves else None
+    leaves = leaves or [DEFAULT_LEAVES.get(n, 40) for n in sizes]
   names = [n.strip() for n in args.contenders.split(",") if n.strip()] or (
     QUICK_CONTENDERS if args.quick else ALL_CONTENDERS
   )
@@ -762,71 +750,9 @@ def main(argv=None):
         log=log,
       )
     )
-    print_size_table(results[-1])
-
   payload = {"config": config(args.start_step, args.quick), "results": results}
-  path = machine.write_json(args.name, payload, args.out_dir)
-  log(f"\nwrote {path}")
+  machine.write_results(args.name, payload, render(payload), args.out_dir)
   return payload
-
-
-def print_size_table(res: dict[str, Any]) -> str:
-  """Prints (and returns) the markdown table of one size's results (:func:`run_size`)."""
-
-  def ratio(entry, name, base):
-    if name == base:
-      return 1.0
-    return entry["ratio_vs"].get(base, float("nan"))
-
-  def number(value):
-    return float("nan") if value is None else value
-
-  rows = []
-  for name, e in res["per_step"].items():
-    rows.append(
-      [
-        name,
-        e["median_s"] * 1e3,
-        ratio(e, name, "floor"),
-        ratio(e, name, "floor_exact"),
-        ratio(e, name, "adam"),
-        ratio(e, name, "torch"),
-        ratio(e, name, "torch_1thread"),
-        e["paired_ratio_vs"].get("floor", 1.0 if name == "floor" else float("nan")),
-        number(e["achieved_gbps"]),
-        float("nan") if e["achieved_gbps"] is None else e["fraction_of_copy_bandwidth"],
-        number(e.get("loops_per_leaf")),
-        "-" if e.get("fusions_in_entry") is None else e["fusions_in_entry"],
-      ]
-    )
-  text = machine.print_table(
-    [
-      "contender",
-      "ms/step (median)",
-      "x floor",
-      "x floor_exact",
-      "x adam",
-      "x torch",
-      "x torch_1thread",
-      "x floor (paired)",
-      "GB/s (min bytes)",
-      "x copy bw",
-      "loops/leaf",
-      "fusions",
-    ],
-    rows,
-    title=f"{res['num_params_label']} params / {res['num_leaves']} leaves "
-    f"(steps {res['timed_steps'][0]}..{res['timed_steps'][1]}, "
-    f"refreshes in window: {res['refresh_steps_in_timed_windows']})",
-  )
-  if res["refresh_spike"]:
-    s = res["refresh_spike"]
-    text += "\n" + machine.print_table(
-      ["step", "ms (median)", "x normal step"],
-      [[n, e["median_s"] * 1e3, e["ratio_vs"].get("normal_step_t1001", 1.0)] for n, e in s.items()],
-      title="anon refresh step alone",
-    )
-  return text
 
 
 if __name__ == "__main__":

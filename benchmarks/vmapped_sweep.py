@@ -276,42 +276,10 @@ def main(argv=None):
     train, _ = data.load_digits_first_1500()
     steps = 4 if args.quick else args.steps
     prof = profile_loop(train, steps, args.model)
-    machine.print_table(
-      ["program", "matmul ms", "other ms", "sum ms"],
-      [
-        [
-          k,
-          e["matmul_ms_per_sweep_step"],
-          e["other_ms_per_sweep_step"],
-          e["matmul_ms_per_sweep_step"] + e["other_ms_per_sweep_step"],
-        ]
-        for k, e in prof.items()
-      ],
-      title=f"Per-op profile, digits {args.model}, one step of all 8 gammas "
-      f"(mean over {steps} traced steps)",
-    )
-    for kind, e in prof.items():
-      print(
-        f"{kind}: "
-        + ", ".join(f"{k} {v:.0f}us" for k, v in list(e["top_ops_us_per_sweep_step"].items())[:10])
-      )
-    path = machine.write_json(
-      args.name,
-      {
-        "config": {
-          "model": args.model,
-          "gammas": GAMMAS,
-          "lr": LR,
-          "batch": BATCH,
-          "traced_steps": steps,
-          "quick": args.quick,
-          "profile": True,
-        },
-        "results": prof,
-      },
-      args.out_dir,
-    )
-    print(f"\nwrote {path}")
+    config = {"model": args.model, "gammas": GAMMAS, "lr": LR, "batch": BATCH}
+    config.update(traced_steps=steps, quick=args.quick, profile=True)
+    payload = {"config": config, "results": prof}
+    machine.write_results(args.name, payload, render(payload), args.out_dir)
     return
   steps = 10 if args.quick else args.steps
   rounds = 1 if args.quick else args.rounds
@@ -368,74 +336,49 @@ def main(argv=None):
     del samples
     results[mode] = entry
 
+  config = {"model": args.model, "gammas": GAMMAS, "lr": LR, "batch": BATCH, "steps": steps}
+  payload = {"config": {**config, "rounds": rounds, "quick": args.quick}, "results": results}
+  machine.write_results(args.name, payload, render(payload), args.out_dir)
+
+
+def _s(seconds: float) -> str:
+  return f"{seconds:.2f}" if seconds < 10 else f"{seconds:.1f}"
+
+
+def render(results):
+  """The Markdown tables of a sweep results file: seconds for the whole sweep, vmapped against
+  sequential per mode, then the test accuracy per gamma (or, with --profile, ms per op kind)."""
+  if results["config"].get("profile"):
+    v, s = results["results"]["vmapped"], results["results"]["sequential"]
+    keys = ("matmul_ms_per_sweep_step", "other_ms_per_sweep_step")
+    rows = [
+      [label, str(e["calls_per_sweep_step"]), *[f"{e[k]:.2f}" for k in keys]]
+      + [f"{e[keys[0]] + e[keys[1]]:.2f}"]
+      for label, e in (("vmapped", v), ("sequential", s))
+    ]
+    rows.append(["sequential / vmapped", "", *[f"{s[k] / v[k]:.2f}" for k in keys], ""])
+    headers = ["program", "calls per sweep step", "matmul ms", "other ms", "total ms"]
+    return machine.markdown_table(headers, rows)
   rows = []
-  for mode, e in results.items():
-    rows.append(
-      [
-        mode,
-        "vmapped",
-        e["vmapped"]["run_s"],
-        e["vmapped"]["compile_s"],
-        e["vmapped"]["total_s"],
-        "",
-      ]
+  for mode, entry in results["results"].items():
+    v, s = entry["vmapped"], entry["sequential"]
+    rows += [
+      [mode, "vmapped", _s(v["run_s"]), _s(v["compile_s"]), _s(v["total_s"]), ""],
+      [mode, "sequential", _s(s["run_s"]), _s(s["compile_s"]), _s(s["total_s"])]
+      + [_s(s["total_s_compile_per_gamma"])],
+      [mode, "vmapped / sequential (paired)", f"{entry['paired_ratio_run_s']:.2f}", ""]
+      + [f"{entry['paired_ratio_total_s']:.2f}", f"{entry['ratio_total_s_compile_per_gamma']:.2f}"],
+    ]
+  headers = ["mode", "program", "run s", "compile s", "run + compile s"]
+  accuracy = next(iter(results["results"].values()))["test_accuracy"]
+  return (
+    machine.markdown_table(headers + ["sequential with one compile per gamma"], rows)
+    + "\n\n"
+    + machine.markdown_table(
+      ["gamma", *[f"{float(g):g}" for g in accuracy]],
+      [["test accuracy", *[f"{a:.2f}" for a in accuracy.values()]]],
     )
-    seq = e["sequential"]
-    rows.append(
-      [
-        mode,
-        "sequential",
-        seq["run_s"],
-        seq["compile_s"],
-        seq["total_s"],
-        seq["total_s_compile_per_gamma"],
-      ]
-    )
-    rows.append(
-      [
-        mode,
-        "vmapped / sequential",
-        e["paired_ratio_run_s"],
-        "",
-        e["paired_ratio_total_s"],
-        e["ratio_total_s_compile_per_gamma"],
-      ]
-    )
-  machine.print_table(
-    [
-      "mode",
-      "program",
-      "run s (median)",
-      "compile s",
-      "run + compile s",
-      "seq. run + a compile per gamma",
-    ],
-    rows,
-    title=f"8-gamma sweep, digits {args.model}, {steps} steps x batch {BATCH}, {rounds} rounds",
   )
-  for mode, e in results.items():
-    print(
-      f"{mode}: max |vmapped - sequential| / max |sequential| over final param leaves = "
-      f"{e['max_rel_param_diff_vmapped_vs_sequential']:.2e}; test accuracy per gamma: "
-      + ", ".join(f"{g}: {a:.3f}" for g, a in e["test_accuracy"].items())
-    )
-  path = machine.write_json(
-    args.name,
-    {
-      "config": {
-        "model": args.model,
-        "gammas": GAMMAS,
-        "lr": LR,
-        "batch": BATCH,
-        "steps": steps,
-        "rounds": rounds,
-        "quick": args.quick,
-      },
-      "results": results,
-    },
-    args.out_dir,
-  )
-  print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
     python docs/make_figures.py                      # everything (about 2-4 minutes on 2 CPU cores)
     python docs/make_figures.py --only trajectories  # docs/figures/trajectories.png
-    python docs/make_figures.py --only digits        # docs/results/digits_cnn.json + digits_curves.png
+    python docs/make_figures.py --only digits        # docs/results/digits_cnn.{json,md}, the curves
 
 The trajectory figure is the one from notebooks/anon_tour.ipynb (section 1): every optimizer at the
 learning rate, from one log-spaced grid, with the lowest mean loss over the second half of its
 500-step path.
-The digits table and curves come from `python -m experiments.digits_comparison --json
-docs/results/digits_cnn.json` (run as a subprocess from the repository root): the CNN of
+The digits table (`docs/results/digits_cnn.md`) and curves come from `python -m
+experiments.digits_comparison --json docs/results/digits_cnn.json` (run as a subprocess from the
+repository root): the CNN of
 `examples/digits_cnn.py` with its defaults (seed 0, 20 epochs, batch 64), Anon and Adam at the
 example's learning rates, SGD with momentum and HVAdam at theirs; the figure is drawn from the
 per-epoch curves in that results file.
@@ -145,12 +146,8 @@ def make_trajectories(path=FIGURES / "trajectories.png"):
 def make_digits(
   results_file=ROOT / "docs" / "results" / "digits_cnn.json", curves=FIGURES / "digits_curves.png"
 ):
-  """Runs experiments/digits_comparison.py with its defaults; writes its results JSON (with the
-  machine) and the curves drawn from it.
-
-  The README and docs/EXAMPLES.md quote the table that `python -m docs.tables --write` renders
-  from the JSON.
-  """
+  """Runs experiments/digits_comparison.py with its defaults (its results JSON, with the machine,
+  and its table beside it); draws the curves from the JSON."""
   subprocess.run(
     [
       sys.executable,
@@ -178,10 +175,7 @@ def make_digits(
   curves.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(curves, dpi=100)
   plt.close(fig)
-  print(
-    f"saved {results_file.relative_to(ROOT)} and {curves.relative_to(ROOT)}; "
-    "now run `python -m docs.tables --write`"
-  )
+  print(f"saved {results_file.relative_to(ROOT)} and {curves.relative_to(ROOT)}")
 
 
 def main():

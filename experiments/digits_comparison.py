@@ -12,12 +12,14 @@ imports no example. Every optimizer trains the same initial model on the same ba
     python -m experiments.digits_comparison --dataset cifar10   # only with local TFDS data
     python -m experiments.digits_comparison --quick          # a few seconds
     python -m experiments.digits_comparison --json PATH      # also a results file (see below)
+    python -m experiments.digits_comparison --render PATH    # only rewrite its table
 
 ``--json PATH`` writes the machine (``tooling.machine.machine_info``: CPU, versions, git commit,
 command) and the results: per optimizer the means over seeds, the sizes of the parameters and
 the optimizer state, the dtypes of m/s/v found in the state, and every seed's run with its
-per-epoch train loss and test accuracy and loss (``history``). ``docs/make_figures.py`` writes
-``docs/results/digits_cnn.json`` and its figure this way.
+per-epoch train loss and test accuracy and loss (``history``); and its table beside it (the same
+name ending in ``.md``). ``docs/make_figures.py`` writes ``docs/results/digits_cnn.json`` and its
+figure this way.
 
 Tuning (``--tune``; seed 0, 20 epochs, batch 64, final test accuracy on 450 images, where one
 image is 0.0022; Anon with its defaults, gamma 1.0). The rate kept is the best accuracy, ties
@@ -304,7 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     metavar="PATH",
     help="also write the results, each run's per-epoch curves and the machine to PATH",
   )
+  parser.add_argument("--render", metavar="JSON", help="only rewrite JSON's table beside it")
   args = parser.parse_args(argv)
+  if args.render:
+    machine.render_results(args.render, render)
+    return
   optimizers = [o for o in args.optimizers.split(",") if o]
   if unknown := set(optimizers) - set(OPTIMIZERS):
     parser.error(f"unknown optimizers {sorted(unknown)}; choose from {', '.join(OPTIMIZERS)}")
@@ -327,12 +333,29 @@ def main(argv: list[str] | None = None) -> None:
   results = {"dataset": args.dataset, "epochs": epochs, "batch_size": args.batch_size}
   results["results"] = rows
   if args.json is not None:
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-      json.dumps({"machine": machine.machine_info(), **results}, indent=1) + "\n"
-    )
-    print(f"wrote {args.json}", flush=True)
+    machine.write_results(args.json.stem, results, render(results), args.json.parent)
   print(json.dumps(results))
+
+
+def render(results: dict) -> str:
+  """One row per optimizer (means over the seeds when there are several)."""
+  n = len(results["results"][0]["runs"])
+  options = lambda r: [k for k in ("exact", *STORAGE_DTYPES) if r.get(k)]
+  rows = [
+    [" ".join([r["optimizer"], *(f"{k}={r[k]}" for k in options(r))])]
+    + [f"{r['learning_rate']:g}", f"{r['test_accuracy_mean']:.4f}"]
+    + ([f"± {r['test_accuracy_std']:.4f}"] if n > 1 else [])
+    + [f"{np.mean([run['test_loss'] for run in r['runs']]):.4f}", f"{r['train_loss_mean']:.2e}"]
+    + [f"{r['seconds_mean']:.1f}"]
+    for r in results["results"]
+  ]
+  headers = ["optimizer", "learning rate", "test accuracy", *(["std"] if n > 1 else [])]
+  headers += ["test loss", "final train loss", "training seconds"]
+  seeds = f"mean over seeds 0 .. {n - 1}" if n > 1 else "seed 0"
+  return (
+    f"{results['dataset']}, {results['epochs']} epochs of batch {results['batch_size']}, "
+    f"{seeds}:\n\n" + machine.markdown_table(headers, rows)
+  )
 
 
 if __name__ == "__main__":

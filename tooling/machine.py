@@ -4,8 +4,9 @@
   records (machine, library versions, date, load, git commit, command line);
 * :func:`interleaved` / :func:`summarise`: contenders timed round-robin over several rounds (the
   order rotates every round), medians and ratios of medians computed from samples of one process;
-* :func:`write_results`: a results file with machine info and its Markdown table beside it
-  (:func:`write_json`, :func:`print_table` are its parts);
+* :func:`write_results`: a results file with machine info and its Markdown table beside it, whose
+  first line is :func:`source_line`; :func:`render_results` rewrites that table from a committed
+  file; :func:`markdown_table` formats a table;
 * :func:`parse_sizes` / :func:`size_label`: ``"1M,4M"`` command-line sizes.
 
 On a machine shared with other jobs single timings are noisy; ratios from interleaved rounds in
@@ -245,7 +246,8 @@ def write_results(
   """Writes ``<name>.json`` (as :func:`write_json`) and its Markdown table ``<name>.md`` beside it.
 
   The one way a result reaches the docs: the table file's first line names the CPU, the git
-  commit, the date and the command that wrote it, and the docs include the file as it is.
+  commit, the date and the command that wrote it (:func:`source_line`), and the docs include the
+  file as it is. Prints the table.
 
   Args:
     name: the results file's name, without suffix.
@@ -257,14 +259,57 @@ def write_results(
     The path of the JSON file.
   """
   path = write_json(name, payload, out_dir)
-  info = json.loads(path.read_text())["machine"]
-  command = info["command"] or "a call from another program (not `python -m`)"
-  source = (
-    f"Measured on {info['cpu']} ({info['cpus_usable']} cores), commit {info['git_commit']}, "
-    f"{info['date'][:10]}, by `{command}`; numbers in `{path.name}`."
-  )
-  path.with_suffix(".md").write_text(f"{source}\n\n{table.strip()}\n")
+  _write_markdown(path, json.loads(path.read_text()), table)
+  print(f"{table}\n\nwrote {path} and {path.with_suffix('.md').name}", flush=True)
   return path
+
+
+def render_results(
+  json_path: str | os.PathLike, render: Callable[[dict[str, Any]], str], command: str | None = None
+) -> pathlib.Path:
+  """Rewrites the Markdown table beside a results file from the file alone, measuring nothing.
+
+  The source line names the CPU, commit, date and command recorded in the file (``command``
+  where the file records none). Returns the path of the Markdown file.
+  """
+  path = pathlib.Path(json_path)
+  data = json.loads(path.read_text())
+  return _write_markdown(path, data, render(data), command)
+
+
+def source_line(data: Mapping[str, Any], json_name: str, command: str | None = None) -> str:
+  """The first line of a results table: where, when and by what command its numbers were measured.
+
+  Read from the file's ``machine`` info (or, in files written before :func:`write_results`, its
+  ``hardware`` entry or top-level keys); what the file does not record is said to be unrecorded.
+  """
+
+  def recorded(*keys: str) -> Any:
+    for place in (data.get("machine") or {}, data.get("hardware") or {}, data):
+      for key in keys:
+        if place.get(key) is not None:
+          return place[key]
+    return None
+
+  cpu, cores = recorded("cpu"), recorded("cpus_usable", "cores", "cpu_count")
+  commit, date = recorded("git_commit"), recorded("date")
+  # A script's own "command" (one that joins several runs) before the machine info's.
+  command = data.get("command") or recorded("command") or command
+  return (
+    f"Measured on {cpu or 'a CPU the file does not record'}"
+    + (f" ({cores} core{'s' * (cores != 1)})" if cores else "")
+    + f", commit {commit or 'not recorded'}, {str(date)[:10] if date else 'date not recorded'}, "
+    + (f"by `{command}`" if command else "by a call from another program (not `python -m`)")
+    + f"; numbers in `{json_name}`."
+  )
+
+
+def _write_markdown(
+  path: pathlib.Path, data: Mapping[str, Any], table: str, command: str | None = None
+) -> pathlib.Path:
+  markdown = path.with_suffix(".md")
+  markdown.write_text(f"{source_line(data, path.name, command)}\n\n{table.strip()}\n")
+  return markdown
 
 
 def _json_default(obj):
@@ -275,10 +320,8 @@ def _json_default(obj):
   return str(obj)
 
 
-def print_table(
-  headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
-) -> str:
-  """Prints (and returns) a GitHub-markdown table."""
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A GitHub-Markdown table; floats get three decimals (three significant digits if tiny or huge)."""
 
   def fmt(x):
     if isinstance(x, float):
@@ -288,16 +331,17 @@ def print_table(
     return str(x)
 
   cells = [[fmt(c) for c in row] for row in rows]
-  widths = [
-    max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
-  ]
-  lines = []
-  if title:
-    lines.append(f"\n{title}\n")
-  lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+  widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+  lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"]
   lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-  for r in cells:
-    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
-  text = "\n".join(lines)
+  lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+  return "\n".join(lines)
+
+
+def print_table(
+  headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
+) -> str:
+  """Prints and returns :func:`markdown_table`, after ``title`` if given."""
+  text = (f"\n{title}\n\n" if title else "") + markdown_table(headers, rows)
   print(text, flush=True)
   return text

@@ -18,22 +18,21 @@ were measured before this runner moved to ``experiments/digits_comparison.py``, 
 ``examples/digits_cnn.py`` (a GELU CNN, 30 epochs, a train/test split drawn per seed); their
 ``command`` fields name that example. ``results/compact_digits_relu*.json`` are this runner's.
 
-Writes every run and a per-(model, config) summary to ``results/compact.json`` (with versions, git
-commit, date and the command); ``python -m docs.tables --write`` renders its table into the docs.
-A compact configuration is **within the seed spread** of the default when the difference of the
+Writes every run and a per-(model, config) summary to ``results/compact.json`` (with the machine,
+versions, git commit, date and the command) and its table beside it, ``compact.md``, which
+docs/guide.md includes (``--render JSON`` rewrites the table of a results file). A compact
+configuration is **within the seed spread** of the default when the difference of the
 mean final metrics is at most the seed spread of that difference, ``hypot(std_default,
-std_compact)`` (population std over seeds), the rule of ``experiments.paper.report``.
+std_compact)`` (population std over seeds), the rule of docs/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -91,42 +90,6 @@ def csv_list(allowed):
     return names
 
   return parse
-
-
-def git(*cmd) -> str | None:
-  try:
-    return subprocess.run(
-      ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return None
-
-
-def provenance() -> dict:
-  import flax
-  import jax
-  import optax
-
-  from anon_optax import __version__ as anon_optax_version
-
-  return {
-    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    "git_commit": git("rev-parse", "--short", "HEAD"),
-    "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-    "versions": {
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "optax": optax.__version__,
-      "flax": flax.__version__,
-      "numpy": np.__version__,
-      "anon_optax": anon_optax_version,
-    },
-    "device": f"{jax.devices()[0].platform}: {platform.processor() or platform.machine()}",
-    # Round-off, and so these near-the-edge trajectories, can differ between CPUs.
-    "cpu": machine.cpu_model(),
-    "cpu_count": os.cpu_count(),
-    "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-  }
 
 
 def command(model: Model, config: dict[str, str], seeds: list[int], quick: bool) -> list[str]:
@@ -282,11 +245,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     default=None,
     help="output (default results/compact.json, or results/compact_quick.json with --quick)",
   )
-  parser.add_argument(
-    "--resummarize",
-    action="store_true",
-    help="run nothing: recompute the summaries of the --json file from its runs",
-  )
+  parser.add_argument("--render", metavar="JSON", help="only rewrite JSON's table beside it")
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -297,29 +256,41 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
-def command_line(argv: list[str]) -> str:
-  return " ".join([COMMAND, *argv])
+METRIC_NAMES = {"test_accuracy": "test accuracy", "val_loss": "validation loss"}
 
 
-def resummarize(path: pathlib.Path) -> dict:
-  results = json.loads(path.read_text())
-  for key, entry in results["models"].items():
-    entry["summary"] = summarize(MODELS[key], entry["runs"])
-  results["summaries_recomputed_at_commit"] = git("rev-parse", "--short", "HEAD")
-  path.write_text(json.dumps(results, indent=1) + "\n")
-  print(f"rewrote the summaries of {path}", flush=True)
-  return results
+def render(results: dict) -> str:
+  """Default against compact storage, per model, over seeds; each difference from the default
+  beside the seed spread of that difference."""
+  body = []
+  for model in results["models"].values():
+    for index, row in enumerate(model["summary"]):
+      versus = ["-", "-"]
+      if index:
+        versus = [
+          f"{row[p + 'diff_vs_default']:+.{d}} (± {row[p + 'spread_of_difference']:.{d}})"
+          for p, d in (("", "4f"), ("train_loss_", "2g"))
+        ]
+      body.append(
+        [f"{model['label']} ({METRIC_NAMES[model['metric']]})" if index == 0 else ""]
+        + [" / ".join(row["storage"][f] for f in ("mu", "nu", "precond"))]
+        + [f"{row['state_vs_adam']:.2f}", f"{row['mean']:.4f} ± {row['std']:.4f}", versus[0]]
+        + [f"{row['train_loss_mean']:.3g} ± {row['train_loss_std']:.2g}", versus[1]]
+        + [f"{row['seconds_mean']:.0f}"]
+      )
+  headers = ["model", "m / s / v stored in", "state, x optax.adam"]
+  headers += [f"final metric, mean ± std over {len(results['seeds'])} seeds"]
+  headers += ["minus the default (± seed spread)", "final train loss", "minus the default"]
+  return machine.markdown_table([*headers, "training seconds"], body)
 
 
 def main(argv=None) -> dict:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parse_args(argv)
-  if args.resummarize:
-    return resummarize(args.json)
+  if args.render:
+    return machine.render_results(args.render, render)
   seeds = list(range(args.seeds))
   results = {
-    "command": command_line(argv),
-    **provenance(),
     "note": (
       "Anon only, gamma 1, each example's tuned learning rate and "
       + (
@@ -327,7 +298,7 @@ def main(argv=None) -> dict:
         if args.quick
         else "full default budget (digits: 20 epochs, char GPT: 300 steps), nothing reduced."
       )
-      + " Seconds are wall-clock on a CPU shared with other jobs (see load_average_at_start):"
+      + " Seconds are wall-clock on a CPU shared with other jobs (see the load average):"
       " compare them only loosely."
     ),
     "quick": args.quick,
@@ -364,9 +335,7 @@ def main(argv=None) -> dict:
         flush=True,
       )
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1) + "\n")
-  print(f"wrote {args.json}", flush=True)
+    machine.write_results(args.json.stem, results, render(results), args.json.parent)
   return results
 
 

@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python -m experiments.guard.ablation              # writes results/ablation.json
+    python -m experiments.guard.ablation              # writes results/ablation.json and .md
+    python -m experiments.guard.ablation --render experiments/guard/results/ablation.json
     python -m experiments.guard.ablation --seeds 1 --lrs 0.01 --json /tmp/a.json   # shorter
     python -m experiments.guard.ablation --lrs 0.01 && \
       python -m experiments.guard.ablation --lrs 0.0033 --append       # the same, in two parts
@@ -25,7 +26,7 @@ import time
 from experiments.guard import sweep
 from experiments.paper import run_all
 from tooling import data as datasets
-from tooling import internals
+from tooling import machine
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -42,7 +43,10 @@ def main(argv=None) -> dict:
     help="keep the other learning rates already in --json (run with the same seeds, beta3s, "
     "config and versions) and add these",
   )
+  parser.add_argument("--render", metavar="JSON", help="only rewrite JSON's table beside it")
   args = parser.parse_args(argv)
+  if args.render:
+    return machine.render_results(args.render, render)
   path = pathlib.Path(args.json)
   cfg = run_all.CONFIGS["default"]
   seeds = list(range(args.seeds))
@@ -71,7 +75,7 @@ def main(argv=None) -> dict:
     if mismatch:
       parser.error(f"--append: {args.json} differs from this run in {', '.join(mismatch)}")
   digits = sweep.GuardedDigits(cfg["vision"], datasets.load_digits())
-  rules = {"default": internals.DEFAULT_GUARD_FACTOR, "exact": float("inf")}
+  rules = {"default": sweep.DEFAULT_FACTOR, "exact": float("inf")}
   results = {
     "command": command,
     "config": cfg["vision"],
@@ -112,9 +116,37 @@ def main(argv=None) -> dict:
         }
       )
     results["seconds"] = round(seconds + time.perf_counter() - t0, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    machine.write_results(path.stem, results, render(results), path.parent)
   return results
+
+
+def render(results: dict) -> str:
+  """Test accuracy % per (lr, a_n, rule) and beta3, mean ± std over the seeds, and the spread
+  across beta3."""
+  rules = [rule for rule in ("default", "exact") if rule in results["rules"]]
+  ablations = results["rules"]["default"]["ablations"]
+  body = []
+  for index, ablation in enumerate(ablations):
+    for base in ablation["refresh_bases"]:
+      for rule in rules:
+        cells = {
+          c["beta3"]: c
+          for c in results["rules"][rule]["ablations"][index]["cells"]
+          if c["refresh_base"] == base
+        }
+        row = [cells[b] for b in ablation["beta3s"]]
+        means = [100 * c["test_accuracy_mean"] for c in row]
+        body.append(
+          [f"{ablation['learning_rate']:g}", f"{base}^(n-1)", rule]
+          + [
+            f"{100 * c['test_accuracy_mean']:.2f} ± {100 * c['test_accuracy_std']:.2f}"
+            + sweep._nonfinite(c["first_nonfinite_step_per_seed"])  # pylint: disable=protected-access
+            for c in row
+          ]
+          + [f"{max(means) - min(means):.2f}"]
+        )
+  headers = ["lr", "a_n", "rule", *[f"beta3 {b:g}" for b in ablations[0]["beta3s"]]]
+  return machine.markdown_table([*headers, "spread (max − min)"], body)
 
 
 if __name__ == "__main__":

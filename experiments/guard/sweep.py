@@ -2,8 +2,9 @@
 
 Run from the repository root::
 
-    python -m experiments.guard.sweep                 # all parts, writes results/sweep.json
+    python -m experiments.guard.sweep                 # all parts: results/sweep.json and .md
     python -m experiments.guard.sweep --quick --json /tmp/guard.json     # a smoke run
+    python -m experiments.guard.sweep --render experiments/guard/results/sweep.json  # tables only
 
 Three parts, each over 3 seeds and C in 1, 3, 10, 30, inf (inf: ``min(v, inf) = v``, the
 authors' rule, which ``exact=True`` also selects):
@@ -18,7 +19,7 @@ authors' rule, which ``exact=True`` also selects):
   1e-2, where the exact rule diverges.
 * ``binding``: in the CNN run at the tuned rate, the fraction of parameters for which the guard
   lowers the step's preconditioner (``guarded < v``), per step between refreshes, computed with
-  ``tooling.internals.step_preconditioner`` (the package's formula); per C.
+  the package's own ``anon_optax._idu.step_preconditioner``; per C.
 
 C is an argument of each compiled program, passed to ``anon(..., guard_factor=C)`` as a traced
 value, so one compilation serves every C, learning rate and seed (a 2-core CPU spends most of
@@ -32,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import pathlib
 import time
+import types
 from typing import Any
 
 from flax import nnx
@@ -44,16 +47,18 @@ import numpy as np
 import optax
 
 import anon_optax
+from anon_optax import _idu
 from experiments.paper import run_all
 from experiments.paper import vision
 from tooling import data as datasets
-from tooling import internals
+from tooling import machine
 
 HERE = pathlib.Path(__file__).resolve().parent
 FACTORS = (1.0, 3.0, 10.0, 30.0, float("inf"))
 CNN_LRS = (1e-2, 3e-2, 1e-1)
 MLP_LRS = (5e-3, 1e-2)
 SEEDS = (0, 1, 2)
+DEFAULT_FACTOR = inspect.signature(anon_optax.anon).parameters["guard_factor"].default
 
 
 def label(factor: float) -> str:
@@ -114,15 +119,24 @@ class GuardedDigits:
         if record_binding:
           precond = optax.tree_utils.tree_get(opt_state, "precond")
           num_accumulated = optax.tree_utils.tree_get(opt_state, "num_accumulated")
-          guarded = internals.step_preconditioner(
-            precond,
-            optax.tree_utils.tree_get(opt_state, "nu"),
-            num_accumulated,
+          state = types.SimpleNamespace(
+            precond=precond,
+            nu=optax.tree_utils.tree_get(opt_state, "nu"),
+            num_accumulated=num_accumulated,
+          )
+          config = _idu.make_config(  # anon's defaults (the guard reads b2, eps, C only).
             b2=0.999,
             eps=1e-16,
             gamma=1.0,
-            factor=factor,
+            beta3=0.5,
+            refresh_base=2,
+            max_refresh_interval=None,
+            guard_factor=factor,
+            exact=False,
+            nu_dtype=None,
+            precond_dtype=None,
           )
+          guarded = _idu.step_preconditioner(state, config, 1.0)
           out["lowered"] = sum(
             jnp.sum(g < v) for g, v in zip(jax.tree.leaves(guarded), jax.tree.leaves(precond))
           )
@@ -309,7 +323,10 @@ def main(argv=None) -> dict[str, Any]:
     action="store_true",
     help="keep the other parts of an existing --json file, rerun --parts",
   )
+  parser.add_argument("--render", metavar="JSON", help="only rewrite JSON's tables beside it")
   args = parser.parse_args(argv)
+  if args.render:
+    return machine.render_results(args.render, render)
   parts = args.parts.split(",")
   cfg = dict(run_all.CONFIGS["quick" if args.quick else "default"]["vision"])
   mlp_epochs = 1 if args.quick else 10
@@ -342,7 +359,8 @@ def main(argv=None) -> dict[str, Any]:
     "seeds": {},
   }
   if args.update and path.exists():
-    results = json.loads(path.read_text())
+    kept = json.loads(path.read_text())
+    results = {k: v for k, v in kept.items() if k not in ("benchmark", "machine")}
   for part in parts:
     t = time.perf_counter()
     if part == "cnn":
@@ -359,10 +377,55 @@ def main(argv=None) -> dict[str, Any]:
     results["commands"][part] = command
     results["seeds"][part] = list(seeds)
     # Written after every part, so that a long run keeps what it has measured.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    log(f"wrote {path}")
+    machine.write_results(path.stem, results, render(results), path.parent)
   return results
+
+
+def _nonfinite(per_seed: list[int | None]) -> str:
+  """`` (k/n non-finite)`` when k of the n seeds went non-finite."""
+  broken = sum(s is not None for s in per_seed)
+  return f" ({broken}/{len(per_seed)} non-finite)" if broken else ""
+
+
+def _factor_table(rows: list[dict[str, Any]]) -> str:
+  """Test accuracy, one line per guard factor and one column per learning rate."""
+  rates = sorted({r["learning_rate"] for r in rows})
+  cells = {(r["factor"], r["learning_rate"]): r for r in rows}
+  names = {"adam": "optax.adam", "inf": "C = inf (exact rule)"}
+  body = []
+  for factor in dict.fromkeys(r["factor"] for r in rows):
+    line = [names.get(factor, f"C = {factor}")]
+    for lr in rates:
+      r = cells.get((factor, lr))
+      if r is None:
+        line.append("")
+        continue
+      spread = f" ± {r['test_accuracy_std']:.4f}" if len(r["test_accuracy_per_seed"]) > 1 else ""
+      line.append(
+        f"{r['test_accuracy_mean']:.4f}{spread}{_nonfinite(r['first_nonfinite_step_per_seed'])}"
+      )
+    body.append(line)
+  return machine.markdown_table(["", *[f"lr {lr:g}" for lr in rates]], body)
+
+
+def render(results: dict[str, Any]) -> str:
+  """Each part's table between ``<!-- part -->`` and ``<!-- /part -->`` lines (docs/algorithm.md
+  includes them one by one): how often the guard binds, then test accuracy (mean ± std over the
+  seeds) per factor on the CNN and on the MLP."""
+  parts = {}
+  if "binding" in results:
+    headers = ["factor", "elements lowered (mean over steps)", "most in one step"]
+    rows = [
+      [f"C = {r['factor']}"]
+      + [f"{100 * r[k]:.2f}%" for k in ("fraction_of_elements_lowered", "max_fraction_in_one_step")]
+      + [f"{100 * r['fraction_of_steps_with_any_lowered']:.0f}%"]
+      for r in results["binding"]
+    ]
+    parts["binding"] = machine.markdown_table([*headers, "steps with any lowered"], rows)
+  for part in ("cnn", "mlp"):
+    if part in results:
+      parts[part] = _factor_table(results[part])
+  return "\n\n".join(f"<!-- {k} -->\n{table}\n<!-- /{k} -->" for k, table in parts.items())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ bound by its transcendental functions. This times, on one flat float32 array
 of ``--size`` elements (default 4M, the target configuration), jitted,
 interleaved rounds:
 
-* ``current``: ``tooling.internals.harmonic_refresh`` (the package's) (the ``hypot`` form: one
+* ``current``: ``anon_optax._idu.harmonic_refresh`` (the ``hypot`` form: one
   ``log`` of sigma and one ``exp`` per element);
 * ``logaddexp``: the form it replaced, ``exp(-logaddexp(log beta3 - 2 log v,
   log(1 - beta3) + gamma log sigma) / 2)`` (two ``log``, two ``exp``, one
@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tooling import internals
+from anon_optax import _idu
 from tooling import machine
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
@@ -44,7 +44,7 @@ GAMMA, BETA3, EPS = 1.0, 0.5, 1e-16
 
 
 def current(precond, sigma_raw):
-  return internals.harmonic_refresh(precond, jnp.log(sigma_raw + EPS), GAMMA, BETA3)
+  return _idu.harmonic_refresh(precond, jnp.log(sigma_raw + EPS), GAMMA, BETA3)
 
 
 def logaddexp(precond, sigma_raw):
@@ -108,39 +108,34 @@ def main(argv=None):
 
   samples = machine.interleaved({n: sample(f) for n, f in jitted.items()}, rounds, warmup_rounds=1)
   summary = machine.summarise(samples, baselines=("current", "axpy"))
-  machine.print_table(
-    ["variant", "ms (median)", "x current", "x axpy", "max rel. diff vs current"],
-    [
-      [
-        n,
-        e["median_s"] * 1e3,
-        e["ratio_vs"].get("current", 1.0),
-        e["ratio_vs"].get("axpy", 1.0),
-        max_rel_diff.get(n, ""),
-      ]
-      for n, e in summary.items()
-    ],
-    title=f"IDU refresh formula on {machine.size_label(size)} float32 elements, "
-    f"gamma={GAMMA}, beta3={BETA3}, {rounds} rounds",
-  )
-  path = machine.write_json(
-    args.name,
-    {
-      "config": {
-        "size": size,
-        "gamma": GAMMA,
-        "beta3": BETA3,
-        "eps": EPS,
-        "rounds": rounds,
-        "reps": args.reps,
-        "quick": args.quick,
-      },
-      "results": summary,
-      "max_rel_diff_vs_current": max_rel_diff,
-    },
-    args.out_dir,
-  )
-  print(f"\nwrote {path}")
+  payload = {
+    "config": {"size": size, "gamma": GAMMA, "beta3": BETA3, "eps": EPS, "rounds": rounds},
+    "results": summary,
+    "max_rel_diff_vs_current": max_rel_diff,
+  }
+  payload["config"].update(reps=args.reps, quick=args.quick)
+  machine.write_results(args.name, payload, render(payload), args.out_dir)
+
+
+LABELS = {
+  "current": "current (`hypot` form)",
+  "logaddexp": "`logaddexp` form (before)",
+  "power": "`hypot` form with `jnp.power(sigma, -gamma / 2)`",
+  "axpy": "`0.9 * v + s` (memory traffic only)",
+}
+
+
+def render(results):
+  """The refresh pass alone, per formulation: medians and ratios."""
+  per, diff = results["results"], results["max_rel_diff_vs_current"]
+  rows = [
+    [LABELS.get(name, name), f"{1e3 * entry['median_s']:.3f}"]
+    + [f"{entry['ratio_vs'].get(b, 1.0):.2f}" for b in ("current", "axpy")]
+    + [f"{diff[name]:.1e}" if name in diff else "-"]
+    for name, entry in per.items()
+  ]
+  headers = ["formulation", "ms", "x current", "x axpy", "max rel. diff vs current"]
+  return machine.markdown_table(headers, rows)
 
 
 if __name__ == "__main__":

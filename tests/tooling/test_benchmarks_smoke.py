@@ -1,6 +1,7 @@
-"""Smoke test of benchmarks/: each benchmark runs its tiny --quick configuration
-and writes a well-formed JSON file. No timing is asserted (CI machines are
-noisy); only that the benchmarks run end to end and record what they claim.
+"""Smoke test of benchmarks/: each benchmark runs its tiny --quick configuration and writes a
+well-formed JSON file and its Markdown table beside it, whose first line names the machine and the
+command. No timing is asserted (CI machines are noisy); only that the benchmarks run end to end and
+record what they claim.
 
 They run as documented in benchmarks/README.md: ``python -m benchmarks.<name>``
 with the repository root on ``PYTHONPATH``, here from a working directory
@@ -36,6 +37,8 @@ def _run(module, out_dir, *extra):
   name = module.rsplit(".", 1)[-1]
   data = json.loads((out_dir / f"{name}.json").read_text())
   assert data["benchmark"] == name
+  source = (out_dir / f"{name}.md").read_text().splitlines()[0]
+  assert source.startswith("Measured on ") and f"by `python -m {module} --quick" in source
   for key in ("date", "jax", "optax", "cpu_count", "jax_backend"):
     assert key in data["machine"]
   assert data["config"]["quick"] is True
@@ -103,7 +106,8 @@ def test_gpu_smoke(tmp_path):
   for target in data["targets"].values():
     assert np.isfinite(target["measured"]) and isinstance(target["met"], bool)
   assert {r["optimizer"] for r in data["memory"]["results"]} >= {"anon", "optax.adam"}
-  assert "| anon " in data["markdown"] and "| anon " in proc.stdout
+  table = (tmp_path / "gpu.md").read_text()
+  assert table.startswith("Measured on ") and "| anon " in table and "| anon " in proc.stdout
 
 
 @pytest.mark.slow
@@ -141,31 +145,11 @@ def test_vmapped_sweep_quick(tmp_path):
   assert seq["total_s_compile_per_gamma"] == pytest.approx(seq["run_s"] + 8 * seq["compile_s"])
 
 
-@pytest.mark.slow
-def test_vmapped_sweep_profile_quick(tmp_path):
-  data = _run("benchmarks.vmapped_sweep", tmp_path, "--profile")
-  for kind, calls in (("vmapped", 1), ("sequential", 8)):
-    entry = data["results"][kind]
-    assert entry["calls_per_sweep_step"] == calls
-    assert entry["matmul_ms_per_sweep_step"] > 0 and entry["other_ms_per_sweep_step"] > 0
-    assert entry["top_ops_us_per_sweep_step"]
-
-
-@pytest.mark.slow
-def test_refresh_formula_quick(tmp_path):
-  data = _run("experiments.notes.refresh_formula", tmp_path)
-  assert set(data["results"]) == {"current", "logaddexp", "power", "axpy"}
-  # Same numbers, to float32 round-off, from every formulation.
-  for name, diff in data["max_rel_diff_vs_current"].items():
-    assert diff < 1e-5, name
-
-
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("shape", [(3, 8, 8, 1), (2, 8, 8, 5), (2, 7, 9, 3)])
 def test_im2col_convolution_equals_lax_convolution(shape, stride):
   # The sweep's CNN uses models.conv_im2col; it must be the same function as
   # the jax.lax convolution (SAME padding, odd sizes included).
-  import jax  # pylint: disable=import-outside-toplevel
 
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], shape)
@@ -201,8 +185,8 @@ def test_one_pass_floor_is_anons_step_with_a_fixed_preconditioner():
   assert int(state.count) == 1
 
 
-def test_floor_variants_take_the_guard_apart():
-  """The floor_* contenders: the read-back alone changes nothing; each bound caps v."""
+def test_guarded_floor_bounds_a_stale_preconditioner():
+  """The guarded floor caps v where the gradient grew since the fixed v; elsewhere it is exact."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   grads = {"w": jnp.asarray([0.5, -2.0, 1e-3])}
@@ -214,15 +198,9 @@ def test_floor_variants_take_the_guard_apart():
     return np.asarray(tx.update(spike, state)[0]["w"])
 
   exact = two_steps(step_time.one_pass_floor(grads))
-  np.testing.assert_array_equal(two_steps(step_time.one_pass_floor(grads, read_back=True)), exact)
-  for bound in (lambda x: step_time.GUARD * x, lambda x: step_time.GUARD * jax.lax.rsqrt(x)):
-    guarded = two_steps(step_time.one_pass_floor(grads, bound=bound))
-    assert np.all(np.abs(guarded) <= np.abs(exact))
-  rsqrt = two_steps(
-    step_time.one_pass_floor(grads, bound=lambda x: step_time.GUARD * jax.lax.rsqrt(x))
-  )
-  assert abs(rsqrt[0]) < abs(exact[0])  # The spike's element is bounded.
-  np.testing.assert_allclose(rsqrt[1:], exact[1:], rtol=1e-6)
+  guarded = two_steps(step_time.one_pass_floor(grads, guarded=True))
+  assert abs(guarded[0]) < abs(exact[0])
+  np.testing.assert_allclose(guarded[1:], exact[1:], rtol=1e-6)
 
 
 def test_jump_state_sets_every_contenders_counters():
@@ -282,7 +260,7 @@ ENTRY %main (a: f32[4,3], b: f32[5], c: s32[]) -> (f32[4,3], f32[5]) {
 
 
 def test_compiled_loops_of_adam():
-  import jax  # pylint: disable=import-outside-toplevel
+
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
 
