@@ -1,12 +1,12 @@
-"""What benchmarks/ and experiments/ share: data, models, machine info, timing, internals' copies.
+"""What benchmarks/ and experiments/ share: data, models, machine info, timing and results files.
 
 * :mod:`tooling.data`: the digits images (one loader, two splits) and the character corpus;
 * :mod:`tooling.models`: the Flax NNX models of the experiments and the plain-JAX models of the
   speed benchmarks;
-* :mod:`tooling.machine`: CPU model, machine info for results files, interleaved timing;
-* :mod:`tooling.internals`: local copies of the few package internals the tooling measures
-  against (``tests/tooling/test_internals.py`` checks that they equal the package's).
+* :mod:`tooling.machine`: CPU model, machine info, interleaved timing, and ``write_results``, the
+  one way a script writes its results file and its Markdown table.
 
-The tooling depends one way: benchmarks/ and experiments/ import ``anon_optax``'s public API and
-this package, never each other and never a private ``anon_optax`` module.
+Benchmarks and experiments are part of this repository: they may import the package's own
+modules (``anon_optax._idu`` etc.) where they measure its internals. Examples and notebooks use
+only the public API.
 """

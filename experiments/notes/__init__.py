@@ -1,1 +1,0 @@
-"""One-off investigations, kept runnable (see experiments/README.md)."""
