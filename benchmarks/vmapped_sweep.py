@@ -1,26 +1,26 @@
-"""A gamma sweep on the digits CNN: 8 gammas as one `jax.vmap`ped program
-against 8 sequential runs of the same jitted program.
+"""A gamma sweep on the digits CNN: 8 gammas as one `jax.vmap`ped program against 8 sequential
+runs of the same jitted program.
 
 One command::
 
     python -m benchmarks.vmapped_sweep
+    python -m benchmarks.vmapped_sweep --render benchmarks/results/vmapped_sweep.json  # table only
 
-sklearn's ``load_digits`` (1797 8x8 images; 1500 train, 297 test), the small
-CNN of ``tooling/models.py``, ``anon_optax.anon(1e-3, gamma=g)`` with ``g`` a traced
-argument (so all 8 sequential runs share one compiled program), batch 64, the
-same batch order for every gamma. Two ways of driving training, both timed:
+sklearn's ``load_digits`` (1500 train, 297 test), the small CNN of ``tooling/models.py`` with its
+convolutions as patches @ matrix (``models.conv_im2col``: under ``vmap`` a batched matmul, where a
+``jax.lax`` convolution becomes a grouped one), ``anon_optax.anon(1e-3, gamma=g)`` with ``g`` a
+traced argument (so the 8 sequential runs share one compiled program), batch 64, the same batch
+order for every gamma. Two ways of driving training, both timed:
 
-* ``loop``: a jitted ``train_step`` called from a Python loop (the usual
-  training loop); vmapped: one call per step advances all 8 models.
+* ``loop``: a jitted ``train_step`` called from a Python loop; vmapped: one call per step
+  advances all 8 models.
 * ``scan``: the whole run as one jitted `jax.lax.scan`; vmapped: one call.
 
-The vmapped program batches the parameters and the moments over the gammas
-and shares the optimizer's scalar step counters (see `batch_axes`).
-
-For each, the time of the runs alone and the time including the compile
-(a fresh function each round, so nothing is cached) are reported. The vmapped
-and sequential final parameters are compared (they must agree to round-off),
-and the test accuracy per gamma is recorded.
+The vmapped program batches the parameters and the moments over the gammas and shares the
+optimizer's scalar step counters (see `batch_axes`). For each, the time of the runs alone and the
+time including the compile (a fresh function each round, so nothing is cached) are reported. The
+vmapped and sequential final parameters are compared (they must agree to round-off), and the test
+accuracy per gamma is recorded.
 """
 
 from __future__ import annotations
@@ -45,38 +45,18 @@ LR = 1e-3
 BATCH = 64
 
 
-MODELS = {
-  # The digits CNN with its convolutions written as patches @ matrix
-  # (`models.conv_im2col`), so that vmap over the weights gives batched
-  # matmuls rather than grouped convolutions.
-  "cnn": (lambda key: models.cnn_init(key), models.cnn_apply_im2col),
-  # The same CNN with `jax.lax` convolutions (a diagnostic: grouped
-  # convolutions under vmap).
-  "cnn_lax": (lambda key: models.cnn_init(key), models.cnn_apply),
-  # The diagnostic model: 8x8 images flattened into an MLP (64-256-256-10).
-  "mlp": (
-    lambda key: models.mlp_init(key, (64, 256, 256, 10)),
-    lambda p, x: models.mlp_apply(p, x.reshape(x.shape[0], -1)),
-  ),
-}
-
-
-def make_programs(train, num_steps, quick, model="cnn"):
+def make_programs(train, num_steps):
   """Returns the pieces shared by all modes (fresh closures on every call)."""
   x_train, y_train = (jnp.asarray(a) for a in train)
   rng = np.random.default_rng(1)
-  batches = jnp.asarray(
-    np.stack([rng.choice(len(x_train), BATCH, replace=False) for _ in range(num_steps)]).astype(
-      np.int32
-    )
-  )
-  del quick  # The model is the same in quick mode; only the step count shrinks.
-  init, apply = MODELS[model]
-  params0 = init(jax.random.key(0))
+  batches = np.stack([rng.choice(len(x_train), BATCH, replace=False) for _ in range(num_steps)])
+  batches = jnp.asarray(batches.astype(np.int32))
+  params0 = models.cnn_init(jax.random.key(0))
   opt_state0 = anon_optax.anon(LR).init(params0)
 
   def loss_fn(p, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
+    logits = models.cnn_apply_im2col(p, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   def train_step(params, opt_state, idx, gamma):
     tx = anon_optax.anon(LR, gamma=gamma)
@@ -115,9 +95,9 @@ def batch_axes(tree):
   return jax.tree.map(lambda x: None if jnp.ndim(x) == 0 else 0, tree)
 
 
-def time_mode(mode, vmapped, train, num_steps, quick, model="cnn"):
+def time_mode(mode, vmapped, train, num_steps):
   """Fresh compile + one full sweep of 8 gammas; returns timings and params."""
-  params0, state0, batches, train_step, run = make_programs(train, num_steps, quick, model)
+  params0, state0, batches, train_step, run = make_programs(train, num_steps)
   gammas = jnp.asarray(GAMMAS, jnp.float32)
   n = len(GAMMAS)
   if mode == "loop":
@@ -171,81 +151,9 @@ def time_mode(mode, vmapped, train, num_steps, quick, model="cnn"):
   return {"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s}, final
 
 
-# Ops that are matrix products on XLA:CPU: Eigen dots and convolutions, and
-# the YNNPACK/XNNPACK/oneDNN fusions that XLA builds around dots.
-_MATMUL_PREFIXES = ("dot", "convolution", "ynn_fusion", "xnn_fusion", "onednn")
-
-
-def _trace_per_op(compiled, call, reps):
-  """Microseconds per call of every HLO op of ``compiled`` while ``call`` runs."""
-  import gzip  # pylint: disable=import-outside-toplevel
-  import json  # pylint: disable=import-outside-toplevel
-  import pathlib  # pylint: disable=import-outside-toplevel
-  import re  # pylint: disable=import-outside-toplevel
-  import tempfile  # pylint: disable=import-outside-toplevel
-
-  op_names = set(re.findall(r"%([\w.\-]+) = ", compiled.as_text()))
-  with tempfile.TemporaryDirectory(prefix="sweep_trace_") as trace_dir:
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-      call()
-    (path,) = pathlib.Path(trace_dir).rglob("*.trace.json.gz")
-    events = json.load(gzip.open(path))["traceEvents"]
-  per_op: dict[str, float] = {}
-  for event in events:
-    if event.get("ph") == "X" and event.get("name") in op_names:
-      per_op[event["name"]] = per_op.get(event["name"], 0.0) + event.get("dur", 0) / reps
-  return per_op
-
-
-def profile_loop(train, num_steps, model):
-  """Per-op times of one vmapped step against 8 sequential steps (loop mode).
-
-  Both programs are first advanced 10 steps (past the first refreshes); then
-  ``num_steps`` steps are traced with `jax.profiler`. Ops are split into
-  matrix products (``_MATMUL_PREFIXES``) and the rest (patch extraction and
-  its transpose, layout copies, elementwise and optimizer fusions).
-  """
-  params0, state0, batches, train_step, _ = make_programs(train, num_steps + 10, False, model)
-  gammas = jnp.asarray(GAMMAS, jnp.float32)
-  n = len(GAMMAS)
-  axes = batch_axes(state0)
-  copy = lambda t: jax.tree.map(jnp.array, t)
-  out = {}
-  for kind in ("vmapped", "sequential"):
-    if kind == "vmapped":
-      fn = jax.vmap(train_step, in_axes=(0, axes, None, 0), out_axes=(0, axes, 0))
-      runs = [(copy(stack(params0, n)), copy(stack(state0, n)), gammas)]
-    else:  # 8 runs, each with its own state, advanced step by step together.
-      fn = train_step
-      runs = [(copy(params0), copy(state0), g) for g in gammas]
-    compiled = (
-      jax.jit(fn, donate_argnums=(0, 1))
-      .lower(runs[0][0], runs[0][1], batches[0], runs[0][2])
-      .compile()
-    )
-
-    def advance(steps, first, runs=runs, compiled=compiled):
-      for i in range(first, first + steps):
-        for k, (p, s, g) in enumerate(runs):
-          p, s, _ = compiled(p, s, batches[i], g)
-          runs[k] = (p, s, g)
-      jax.block_until_ready(runs)
-
-    advance(10, 0)
-    per_op = _trace_per_op(compiled, lambda: advance(num_steps, 10), num_steps)
-    matmul = sum(us for name, us in per_op.items() if name.startswith(_MATMUL_PREFIXES))
-    out[kind] = {
-      "calls_per_sweep_step": len(runs),
-      "matmul_ms_per_sweep_step": matmul / 1e3,
-      "other_ms_per_sweep_step": (sum(per_op.values()) - matmul) / 1e3,
-      "top_ops_us_per_sweep_step": dict(sorted(per_op.items(), key=lambda kv: -kv[1])[:25]),
-    }
-  return out
-
-
-def accuracy(params, test, model="cnn"):
+def accuracy(params, test):
   x, y = (jnp.asarray(a) for a in test)
-  logits = jax.vmap(MODELS[model][1], in_axes=(0, None))(params, x)
+  logits = jax.vmap(models.cnn_apply_im2col, in_axes=(0, None))(params, x)
   return np.asarray((logits.argmax(-1) == y[None]).mean(-1))
 
 
@@ -254,33 +162,13 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--modes", default="loop,scan")
-  parser.add_argument(
-    "--model",
-    default="cnn",
-    choices=sorted(MODELS),
-    help="cnn (the issue's digits CNN, im2col convolutions), "
-    "cnn_lax (the same CNN with lax convolutions) or mlp "
-    "(diagnostics).",
-  )
   parser.add_argument("--quick", action="store_true", help="10 steps, 1 round, scan mode only.")
-  parser.add_argument(
-    "--profile",
-    action="store_true",
-    help="instead of timing: per-op profile (jax.profiler) of --steps steps "
-    "of the vmapped and the sequential loop, matmuls vs the rest.",
-  )
   parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="vmapped_sweep")
+  parser.add_argument("--render", metavar="JSON", help="only rewrite JSON's table beside it")
   args = parser.parse_args(argv)
-  if args.profile:
-    train, _ = data.load_digits_first_1500()
-    steps = 4 if args.quick else args.steps
-    prof = profile_loop(train, steps, args.model)
-    config = {"model": args.model, "gammas": GAMMAS, "lr": LR, "batch": BATCH}
-    config.update(traced_steps=steps, quick=args.quick, profile=True)
-    payload = {"config": config, "results": prof}
-    machine.write_results(args.name, payload, render(payload), args.out_dir)
-    return
+  if args.render:
+    return machine.render_results(args.render, render)
   steps = 10 if args.quick else args.steps
   rounds = 1 if args.quick else args.rounds
   modes = ["scan"] if args.quick else [m.strip() for m in args.modes.split(",")]
@@ -293,14 +181,14 @@ def main(argv=None):
 
     def contender(kind, mode=mode, splits=splits, finals=finals):
       def go():
-        t, final = time_mode(mode, kind == "vmapped", train, steps, args.quick, args.model)
+        t, final = time_mode(mode, kind == "vmapped", train, steps)
         splits[kind].append(t)
         finals[kind] = final
         return t["run_s"]
 
       return go
 
-    samples = machine.interleaved({k: contender(k) for k in splits}, rounds, warmup_rounds=0)
+    machine.interleaved({k: contender(k) for k in splits}, rounds, warmup_rounds=0)
     entry = {}
     for kind in splits:
       entry[kind] = {
@@ -330,13 +218,10 @@ def main(argv=None):
       )
     )
     entry["max_rel_param_diff_vmapped_vs_sequential"] = max(diffs)
-    entry["test_accuracy"] = dict(
-      zip(map(str, GAMMAS), accuracy(finals["vmapped"], test, args.model).tolist())
-    )
-    del samples
+    entry["test_accuracy"] = dict(zip(map(str, GAMMAS), accuracy(finals["vmapped"], test).tolist()))
     results[mode] = entry
 
-  config = {"model": args.model, "gammas": GAMMAS, "lr": LR, "batch": BATCH, "steps": steps}
+  config = {"model": "cnn", "gammas": GAMMAS, "lr": LR, "batch": BATCH, "steps": steps}
   payload = {"config": {**config, "rounds": rounds, "quick": args.quick}, "results": results}
   machine.write_results(args.name, payload, render(payload), args.out_dir)
 
@@ -347,18 +232,7 @@ def _s(seconds: float) -> str:
 
 def render(results):
   """The Markdown tables of a sweep results file: seconds for the whole sweep, vmapped against
-  sequential per mode, then the test accuracy per gamma (or, with --profile, ms per op kind)."""
-  if results["config"].get("profile"):
-    v, s = results["results"]["vmapped"], results["results"]["sequential"]
-    keys = ("matmul_ms_per_sweep_step", "other_ms_per_sweep_step")
-    rows = [
-      [label, str(e["calls_per_sweep_step"]), *[f"{e[k]:.2f}" for k in keys]]
-      + [f"{e[keys[0]] + e[keys[1]]:.2f}"]
-      for label, e in (("vmapped", v), ("sequential", s))
-    ]
-    rows.append(["sequential / vmapped", "", *[f"{s[k] / v[k]:.2f}" for k in keys], ""])
-    headers = ["program", "calls per sweep step", "matmul ms", "other ms", "total ms"]
-    return machine.markdown_table(headers, rows)
+  sequential per mode, then the test accuracy per gamma."""
   rows = []
   for mode, entry in results["results"].items():
     v, s = entry["vmapped"], entry["sequential"]
