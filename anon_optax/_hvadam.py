@@ -196,11 +196,13 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   k = _divide_or_zero(mm - ml, mm + ll - 2 * ml)
   vv = jnp.abs(k**2 * ll + (1 - k) ** 2 * mm + 2 * k * (1 - k) * ml)
   cosine_denominator = jnp.sqrt(vv) * jnp.sqrt(mm)
-  delta = jnp.where(mm > 0, _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator), jnp.nan)
+  delta = _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator)
 
-  # Branches: restart, skip (NaN fails `<=`), switch-off, extra step.
+  # Branches: restart, skip, switch-off, extra step. A zero momentum leaves
+  # the agreement undefined, and a NaN one fails `<=`: both skip. (No NaN
+  # stands for "undefined": JAX's NaN debugging would stop every step.)
   restart = state.flag == -1
-  accept = jnp.logical_and(~restart, jnp.abs(delta) <= 1)
+  accept = (~restart) & (mm > 0) & (jnp.abs(delta) <= 1)
   step2 = jnp.where(
     restart,
     0,

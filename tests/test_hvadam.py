@@ -319,6 +319,32 @@ def test_zero_eps_and_zero_gradients_stay_finite():
 
 
 # ----------------------------------------------------------------------------
+# JAX's NaN and Inf debugging: no NaN or infinity is computed on a healthy
+# step, not even in a branch that `where` discards.
+# ----------------------------------------------------------------------------
+
+
+def _debug_flag(flag):
+  return {"nans": jax.debug_nans, "infs": jax.debug_infs}[flag](True)
+
+
+@pytest.mark.parametrize("flag", ["nans", "infs"])
+@pytest.mark.parametrize("jit", [False, True], ids=["op_by_op", "jit"])
+def test_healthy_steps_trip_no_nan_or_inf_debugging(flag, jit):
+  # Zero gradients (an undefined agreement), then growth (switch-offs and
+  # restarts), then noise (extra steps): every branch.
+  grads = [[g.astype(np.float32) for g in step] for step in _gradients(seed=7, num_steps=24)]
+  trace = ref.hvadam_reference(_initial_params(), grads, learning_rate=LR, gamma=0.5)
+  assert set(trace.branches) == set(ref.BRANCHES)
+  tx = anon_optax.hvadam(LR, gamma=0.5, weight_decay=1e-3)
+  params = _to_tree(jnp.zeros(s, jnp.float32) for s in _leaves_shapes())
+  with _debug_flag(flag), jax.disable_jit(not jit):
+    out = _run(tx, params, grads, update=jax.jit(tx.update) if jit else tx.update)
+  assert out["branches"] == trace.branches
+  chex.assert_tree_all_finite(out["params"])
+
+
+# ----------------------------------------------------------------------------
 # Optax behaviour: dtypes, traced hyperparameters, validation.
 # ----------------------------------------------------------------------------
 
