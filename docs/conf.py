@@ -45,8 +45,8 @@ extensions = [
 ]
 
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
-# figures/*.md are tables generated for the README and included where they are quoted.
-exclude_patterns = ["_build", "figures/*.md", "**.ipynb_checkpoints"]
+# results/*.md are results tables (tooling.machine.write_results), included where they are quoted.
+exclude_patterns = ["_build", "results/*.md", "**.ipynb_checkpoints"]
 
 # Markdown: $...$ and $$...$$ math (docs/algorithm.md), anchors for the headings that pages link.
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
