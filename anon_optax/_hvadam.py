@@ -70,6 +70,7 @@ _FOLD = 16
 _FOLD_MIN_SIZE = 1 << 12
 
 
+@jax.custom_jvp
 def _partial_inner_products(m, hidden, bias1):
   """``(sum |mh|^2, sum Re(conj(mh) h), sum |h|^2)`` of one leaf, ``mh = m / bias1``.
 
@@ -108,6 +109,25 @@ def _partial_inner_products(m, hidden, bias1):
   return jax.lax.reduce(products, zeros, add, tuple(range(products[0].ndim)))
 
 
+@_partial_inner_products.defjvp
+def _partial_inner_products_jvp(primals, tangents):
+  """The tangents of the plain sums, beside the fast sums' values.
+
+  JAX cannot differentiate the variadic reduction when one of its operands
+  has a zero tangent (``ad_util.Zero`` reaches ``reshape``). The sums are
+  bilinear, so their tangents are plain sums too: ``d sum(a b) = sum(da b +
+  a db)``, which `jax.jvp` of the direct expression computes.
+  """
+  return _partial_inner_products(*primals), jax.jvp(_plain_inner_products, primals, tangents)[1]
+
+
+def _plain_inner_products(m, hidden, bias1):
+  """`_partial_inner_products` as three `jnp.sum`: the same sums, rounded otherwise."""
+  mu_hat = m / bias1.astype(jnp.real(m).dtype)
+  pairs = ((mu_hat, mu_hat), (mu_hat, hidden), (hidden, hidden))
+  return tuple(jnp.sum(_real_product(x, y)) for x, y in pairs)
+
+
 def _real_product(x, y):
   """Elementwise ``Re(conj(x) y)``; ``x * y`` for real arrays."""
   if jnp.iscomplexobj(x) or jnp.iscomplexobj(y):
@@ -121,6 +141,17 @@ def _divide_or_zero(numerator, denominator):
   return jnp.where(is_zero, 0, numerator / jnp.where(is_zero, 1, denominator)).astype(
     jnp.result_type(numerator, denominator)
   )
+
+
+def _sqrt_or_zero(x):
+  """``sqrt(x)`` for ``x >= 0``, with a zero derivative at 0 instead of an infinite one.
+
+  ``vv`` is 0 at every restart from zero (``h = 0``) and whenever ``h`` and
+  ``mh`` are collinear; there the agreement is defined as 0, and an infinite
+  derivative times that branch's zero cotangent would make gradients NaN.
+  """
+  positive = x > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0).astype(x.dtype)
 
 
 @jax.jit
@@ -195,7 +226,7 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   # Agreement between the momentum and the hidden vector, tree-wide.
   k = _divide_or_zero(mm - ml, mm + ll - 2 * ml)
   vv = jnp.abs(k**2 * ll + (1 - k) ** 2 * mm + 2 * k * (1 - k) * ml)
-  cosine_denominator = jnp.sqrt(vv) * jnp.sqrt(mm)
+  cosine_denominator = _sqrt_or_zero(vv) * _sqrt_or_zero(mm)
   delta = _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator)
 
   # Branches: restart, skip, switch-off, extra step. A zero momentum leaves

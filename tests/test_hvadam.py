@@ -319,6 +319,89 @@ def test_zero_eps_and_zero_gradients_stay_finite():
 
 
 # ----------------------------------------------------------------------------
+# Differentiation: gradients through HVAdam's steps equal central finite
+# differences (float64).
+# ----------------------------------------------------------------------------
+
+
+def _forcing(seed=0, size=6, num_growth=6, num_noise=8):
+  """Gradients growing along one direction (restarts, switch-offs), then noise (extra steps)."""
+  rng = np.random.default_rng(seed)
+  direction = rng.normal(size=size)
+  growth = [1.3**t * direction + 0.01 * rng.normal(size=size) for t in range(num_growth)]
+  noise = [1.3**num_growth * rng.normal(size=size) for _ in range(num_noise)]
+  return np.stack(growth + noise)
+
+
+def _loss_after_steps(learning_rate, b1, params, forcing, branches=None):
+  """sum(params**2) after one step per row of `forcing`; gradients `forcing[t] + 0.1 params`."""
+  tx = anon_optax.hvadam(learning_rate, b1=b1, gamma=0.5)
+  state = tx.init(params)
+  for step_forcing in forcing:
+    before = _hvadam_state(state)
+    updates, state = tx.update(step_forcing + 0.1 * params, state, params)
+    params = optax.apply_updates(params, updates)
+    if branches is not None:
+      branches.append(_branch(before, _hvadam_state(state)))
+  return jnp.sum(params**2)
+
+
+def _directional_difference(f, x, direction, h):
+  """Central difference of `f` at `x` along `direction` (of the same shape)."""
+  return (f(x + h * direction) - f(x - h * direction)) / (2 * h)
+
+
+@pytest.mark.usefixtures("x64")
+def test_gradient_through_steps_equals_finite_differences():
+  learning_rate, b1 = 0.05, 0.9
+  params = jnp.asarray(0.01 * np.random.default_rng(1).normal(size=6))
+  forcing = jnp.asarray(_forcing())
+  branches = []
+  _loss_after_steps(learning_rate, b1, params, forcing, branches)
+  assert {"restart", "switch_off", "extra_step"} <= set(branches), branches
+  assert "restart" in branches[1:]  # One that follows a switch-off.
+  loss = lambda lr, b1, p, g: _loss_after_steps(lr, b1, p, g)
+  d_lr, d_b1, d_params, d_forcing = jax.grad(loss, argnums=(0, 1, 2, 3))(
+    learning_rate, b1, params, forcing
+  )
+  rng = np.random.default_rng(2)
+  along_params = jnp.asarray(rng.normal(size=params.shape))
+  along_forcing = jnp.asarray(rng.normal(size=forcing.shape))
+  expected = {
+    "lr": _directional_difference(lambda x: loss(x, b1, params, forcing), learning_rate, 1.0, 1e-6),
+    "b1": _directional_difference(lambda x: loss(learning_rate, x, params, forcing), b1, 1.0, 1e-6),
+    "params": _directional_difference(
+      lambda x: loss(learning_rate, b1, x, forcing), params, along_params, 1e-6
+    ),
+    "forcing": _directional_difference(
+      lambda x: loss(learning_rate, b1, params, x), forcing, along_forcing, 1e-6
+    ),
+  }
+  got = {
+    "lr": d_lr,
+    "b1": d_b1,
+    "params": jnp.vdot(d_params, along_params),
+    "forcing": jnp.vdot(d_forcing, along_forcing),
+  }
+  for name, value in got.items():
+    np.testing.assert_allclose(value, expected[name], rtol=1e-6, err_msg=name)
+  # Forward mode agrees with reverse mode.
+  _, tangent = jax.jvp(
+    lambda p, g: loss(learning_rate, b1, p, g), (params, forcing), (along_params, along_forcing)
+  )
+  np.testing.assert_allclose(tangent, got["params"] + got["forcing"], rtol=1e-9)
+
+
+def test_scale_by_hvadam_is_differentiable_with_respect_to_its_input():
+  tx = anon_optax.scale_by_hvadam()
+  state = tx.init(jnp.zeros(3))
+  # At the first step the update is 0.9 sign(g) + O(eps), flat in g.
+  grad = jax.grad(lambda g: jnp.sum(tx.update(g, state)[0]))(jnp.array([1.0, -2.0, 0.5]))
+  chex.assert_tree_all_finite(grad)
+  np.testing.assert_allclose(grad, 0.0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------
 # JAX's NaN and Inf debugging: no NaN or infinity is computed on a healthy
 # step, not even in a branch that `where` discards.
 # ----------------------------------------------------------------------------
