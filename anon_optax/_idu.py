@@ -159,13 +159,20 @@ def harmonic_refresh(precond: jax.Array, log_sigma: jax.Array, gamma: Any, beta3
   # sigma**0 is 1 even where sigma overflowed to inf (as in NumPy), so gamma = 0
   # stays SGD instead of producing 0 * inf = NaN.
   log_sigma_to_gamma = jnp.where(gamma == 0, 0, gamma * log_sigma)
-  # beta3 = 0 (the first refresh): that term vanishes (also where v is 0).
-  previous_root = jnp.where(beta3 == 0, jnp.inf, precond * jax.lax.rsqrt(beta3))
   new_root = jnp.exp(-0.5 * (jnp.log1p(-beta3) + log_sigma_to_gamma))
-  smaller = jnp.minimum(previous_root, new_root)
+  # beta3 = 0 (the first refresh): the previous term vanishes (also where v is 0), so p is
+  # infinite and the result is q. It is selected, not computed from p = v / sqrt(0): no
+  # infinity is formed on a healthy step, also in a discarded branch, so that
+  # `jax_debug_infs` finds the user's infinities, not this one.
+  absent = beta3 == 0
+  previous_root = precond * jax.lax.rsqrt(jnp.where(absent, 1, beta3))
+  smaller = jnp.where(absent, new_root, jnp.minimum(previous_root, new_root))
   larger = jnp.maximum(previous_root, new_root)
-  # inf / inf (both terms vanish) would be NaN; the answer is then inf.
-  ratio = jnp.where(smaller == larger, 1, smaller / larger)
+  # Equal terms give ratio 1 (also inf / inf and 0 / 0, which would be NaN); a vanishing
+  # previous term gives 0, which is what q / inf was.
+  equal = smaller == larger
+  ratio = jnp.where(equal, 1, smaller / jnp.where(equal, 1, larger))
+  ratio = jnp.where(absent, 0, ratio)
   precond_new = smaller / jnp.sqrt(1 + ratio * ratio)
   # With gamma = 0 and v = 1 the terms are exactly beta3 and 1 - beta3, so
   # v_new = 1; keep that fixed point exact (rounding in exp and sqrt would move
@@ -641,7 +648,9 @@ def invalid_schedule_to_nan(config: PreconditionerConfig) -> jax.Array | None:
   valid = jnp.asarray(config.refresh_base) >= 2
   if config.max_refresh_interval is not None:
     valid &= jnp.asarray(config.max_refresh_interval) >= 1
-  return jnp.where(valid, 1.0, jnp.nan)
+  # sqrt(-1) is the NaN, formed only when invalid: a NaN constant selected away would still
+  # be computed, and trip `jax_debug_nans` on every valid step.
+  return jnp.sqrt(jnp.where(valid, 1.0, -1.0))
 
 
 def preconditioner_step(updates, state, config: PreconditionerConfig, gamma):

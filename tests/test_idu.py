@@ -201,6 +201,18 @@ def test_harmonic_refresh_limits_are_not_nan():
   assert np.isnan(float(got))
 
 
+@pytest.mark.parametrize("beta3", [0.0, 0.5])
+def test_harmonic_refresh_forms_no_infinity_on_finite_inputs(beta3):
+  # The first refresh (beta3 = 0) drops the previous term; it must not form v / sqrt(0) = inf
+  # and select it away, which trips `jax_debug_infs` under `jax.disable_jit()`.
+  precond = jnp.float32([1.0, 0.5, 3.0])
+  log_sigma = jnp.log(jnp.float32([4.0, 1e-3, 2.0]))
+  with jax.disable_jit(), jax.debug_infs(True), jax.debug_nans(True):
+    got = _idu.harmonic_refresh(precond, log_sigma, 1.0, beta3)
+  want = (beta3 * np.float64(precond) ** -2 + (1 - beta3) * np.exp(np.float64(log_sigma))) ** -0.5
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_gamma_zero_is_finite_when_sigma_overflows():
   # 0 * log(inf) would be NaN; sigma**0 is 1 whatever sigma is.
   precond = _idu.harmonic_refresh(jnp.float32(1.0), jnp.log(jnp.float32(np.inf)), 0.0, 0.5)
