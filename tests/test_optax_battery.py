@@ -48,11 +48,10 @@ _PARABOLA_LR = {
   # agreement tends to 1, the hidden step to 1000 * lr, so it needs a small lr.
   "hvadam": 3e-3,
 }
-# gamma < 0 makes the step grow with the gradient (v = sigma**(+1/4)), so it
-# needs a much smaller rate on Rosenbrock's steep walls and then crawls along
-# its flat valley floor: it gets more steps and a looser tolerance.
+# Every Anon gamma gets 10k steps to come within 5e-2 of the optimum (those that cannot are
+# in _ROSENBROCK_XFAIL); the learning rates are the best of the same grid, extended down.
 _ROSENBROCK = {  # name -> (learning rate, steps, tolerance)
-  "anon_gamma_-0.5": (3e-4, 20_000, 0.2),
+  "anon_gamma_-0.5": (3e-4, 10_000, 5e-2),
   "anon_gamma_0": (3e-3, 10_000, 5e-2),
   "anon_gamma_0.5": (3e-3, 10_000, 5e-2),
   "anon_gamma_1": (1e-2, 10_000, 5e-2),
@@ -64,6 +63,23 @@ _ROSENBROCK = {  # name -> (learning rate, steps, tolerance)
   "hvadam": (1e-2, 20_000, 2e-2),
 }
 _NAMES = sorted(_OPTIMIZERS)
+# Rosenbrock cases that do not converge within their budget above, and why (measured).
+_ROSENBROCK_XFAIL = {
+  "anon_gamma_-0.5": (
+    "gamma < 0 makes the step grow with the gradient (v = sigma**(+1/4)): from lr 5e-4 up it "
+    "diverges to NaN on Rosenbrock's steep walls, and at 3e-4 it crawls along the flat valley "
+    "floor, 0.30 from the optimum after 10k steps (0.16 after 20k, 0.03 after 80k)"
+  ),
+}
+_ROSENBROCK_CASES = [
+  pytest.param(
+    name,
+    marks=pytest.mark.xfail(reason=_ROSENBROCK_XFAIL[name], raises=AssertionError, strict=True),
+  )
+  if name in _ROSENBROCK_XFAIL
+  else name
+  for name in _NAMES
+]
 
 
 def _make(name, **overrides):
@@ -111,7 +127,7 @@ def test_converges_on_parabola(name):
   chex.assert_trees_all_close(final, target, atol=5e-2)
 
 
-@pytest.mark.parametrize("name", _NAMES)
+@pytest.mark.parametrize("name", _ROSENBROCK_CASES)
 def test_converges_on_rosenbrock(name):
   params, target, loss = _rosenbrock()
   learning_rate, num_steps, tolerance = _ROSENBROCK[name]
