@@ -146,12 +146,17 @@ def scale_by_anon(
     exact: if `True`, the authors' rule without the guard (then leave
       ``guard_factor`` at its default). Default `False`.
     mu_dtype: storage dtype of :math:`m`; `None` (default) keeps the
-      parameters'.
+      parameters'. As in :func:`optax.adam`, float16 loses gradients below
+      about 1e-5 (subnormal); floats under 16 bits are refused.
     nu_dtype: storage dtype of :math:`s`; `None` (default) keeps at least
       float32. bfloat16 halves its memory (written with unbiased stochastic
-      rounding); float16 is refused (squared gradients underflow).
+      rounding); dtypes with less range than float32 (float16, float8) are
+      refused (squared gradients underflow).
     precond_dtype: storage dtype of :math:`v`; `None` (default) keeps at least
-      float32. Arithmetic is always in at least float32.
+      float32. bfloat16 halves its memory; dtypes with less range than
+      float32 (float16, float8) are refused: :math:`v` would be clipped at
+      their largest value (65504 for float16), and the steps of small
+      gradients come out too small. Arithmetic is always in at least float32.
 
   Returns:
     A :class:`optax.GradientTransformation` with state
@@ -274,12 +279,14 @@ def anon(
     exact: if `True`, the authors' rule without the guard (then leave
       ``guard_factor`` at its default). Default `False`.
     mu_dtype: storage dtype of :math:`m`; `None` (default) keeps the
-      parameters'.
+      parameters'. float16 is accepted, as in :func:`optax.adam`.
     nu_dtype: storage dtype of :math:`s`; `None` (default) keeps at least
-      float32. bfloat16 halves its memory (stochastic rounding); float16 is
-      refused.
+      float32. bfloat16 halves its memory (stochastic rounding); float16 and
+      float8 are refused.
     precond_dtype: storage dtype of :math:`v`; `None` (default) keeps at least
-      float32.
+      float32. bfloat16 halves its memory; float16 and float8 are refused
+      (their range clips :math:`v`, and small gradients would take too small
+      steps).
 
   Returns:
     The corresponding :class:`optax.GradientTransformationExtraArgs`.

@@ -724,8 +724,11 @@ def scale_by_idu(
     max_refresh_interval: as there, `None` (default) or an integer >= 1.
     guard_factor: as there, a finite number >= 1; default 10.0.
     exact: as there; default `False`.
-    nu_dtype: as there; default `None` (at least float32).
-    precond_dtype: as there; default `None` (at least float32).
+    nu_dtype: as there; default `None` (at least float32); bfloat16 halves
+      its memory, float16 and float8 are refused.
+    precond_dtype: as there; default `None` (at least float32); bfloat16
+      halves its memory, float16 and float8 are refused (their range clips
+      :math:`v`, and small updates would be scaled too little).
 
   Returns:
     A :class:`optax.GradientTransformation` with state

@@ -126,12 +126,40 @@ def check_weight_decay(weight_decay: Any, weight_decay_mode: Any) -> None:
     check_real_or_schedule("weight_decay", weight_decay, 0.0)
 
 
+# What goes wrong when a statistic is stored in a dtype narrower than float32's range.
+_NARROW_RANGE_REASONS = {
+  "nu_dtype": (
+    "squared gradients outside its range underflow to 0 or overflow, and the steps come out "
+    "too large or too small"
+  ),
+  "precond_dtype": (
+    "the preconditioner v ~ sigma**(-gamma/2) spans far more and is clipped to it, so steps "
+    "come out too small or too large by up to orders of magnitude (at gamma = 1, those of every "
+    "gradient below ~1 / its largest value)"
+  ),
+}
+
+
+def _has_float32_range(dtype: Any) -> bool:
+  """Whether ``dtype`` spans float32's exponents with at least bfloat16's 8 significant bits."""
+  info, single = jnp.finfo(dtype), jnp.finfo(jnp.float32)
+  return (
+    info.maxexp >= single.maxexp
+    and info.minexp <= single.minexp
+    and info.nmant >= jnp.finfo(jnp.bfloat16).nmant
+  )
+
+
 def check_storage_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> Any:
   """Canonicalises an optional storage dtype; `None` stays `None`.
 
-  float16 is refused for the second-moment accumulator: squared gradients
-  below its smallest normal (6e-5, gradients below 8e-3) underflow, and the
-  preconditioner built from them is too large.
+  ``nu_dtype`` and ``precond_dtype`` need float32's exponent range (bfloat16,
+  float32, float64): float16 and the float8 types are refused, because the
+  second moment and the preconditioner span far more than their range (see
+  :data:`_NARROW_RANGE_REASONS`). ``mu_dtype`` may be float16, as in
+  :func:`optax.adam`, where the step loses the same gradients (below ~1e-5,
+  subnormal in float16); floats under 16 bits, which JAX does not promote
+  implicitly (so Adam's and Anon's first update would fail), are refused.
   """
   if dtype is None:
     return None
@@ -144,10 +172,18 @@ def check_storage_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> A
     raise TypeError(
       f"`{name}` must be a {kind} dtype (e.g. jnp.bfloat16, jnp.float32) or None, got {dtype!r}."
     )
-  if name == "nu_dtype" and canonical == jnp.float16:
+  if name in _NARROW_RANGE_REASONS and not _has_float32_range(canonical):
+    info = jnp.finfo(canonical)
     raise ValueError(
-      "`nu_dtype` must not be float16: squared gradients below its range underflow to 0 and "
-      "the steps come out too large; use jnp.bfloat16 (float32's range) to halve its memory."
+      f"`{name}` must have float32's exponent range and at least bfloat16's precision "
+      f"(jnp.bfloat16, jnp.float32 or jnp.float64), got {canonical.name} (normal values "
+      f"{float(info.smallest_normal):.3g} to {float(info.max):.3g}, {info.nmant + 1} significant "
+      f"bits): {_NARROW_RANGE_REASONS[name]}. Use jnp.bfloat16 to halve its memory."
+    )
+  if jnp.finfo(canonical).bits < 16:
+    raise ValueError(
+      f"`{name}` must be at least 16 bits (e.g. jnp.bfloat16), got {canonical.name}: JAX does "
+      "not promote narrower floats implicitly, so the first update would fail."
     )
   return jax.dtypes.canonicalize_dtype(canonical)
 
