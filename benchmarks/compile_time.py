@@ -6,18 +6,16 @@ One command::
     python -m benchmarks.compile_time
     python -m benchmarks.compile_time --render benchmarks/results/compile_time.json   # table only
 
-Every sample builds a fresh train-step function (a new closure, so neither
-`jax.jit`'s trace cache nor XLA's in-memory executable cache can answer it)
-and times ``jax.jit(step).lower(...)`` (trace + lowering to StableHLO) and
-``.compile()`` (XLA) separately. Optimizers and models are interleaved
-round-robin over several rounds; medians and same-round ratios are reported.
-Two models: an MLP and a small CNN (the digits CNN of ``vmapped_sweep.py``).
+Every sample builds a fresh train-step function (a new closure, so neither `jax.jit`'s trace cache
+nor XLA's in-memory executable cache can answer it) and times ``jax.jit(step).lower(...)`` (trace +
+lowering to StableHLO) and ``.compile()`` (XLA) separately. Optimizers and models are interleaved
+round-robin over several rounds; medians and same-round ratios are reported. Two models: an MLP and
+a small CNN (the digits CNN of ``vmapped_sweep.py``).
 
-The eager table times what a notebook user pays without `jax.jit`: an
-un-jitted ``tx.update`` + ``optax.apply_updates`` on 4 small leaves, the first
-call in the process (tracing and compiling included; one sample, the warm-up
-round's) and the median of the calls after it, interleaved with ``optax.adam``
-the same way.
+The eager table times what a notebook user pays without `jax.jit`: an un-jitted ``tx.update`` +
+``optax.apply_updates`` on 4 small leaves, the first call in the process (tracing and compiling
+included; one sample, the warm-up round's) and the median of the calls after it, interleaved with
+``optax.adam`` the same way.
 """
 
 from __future__ import annotations

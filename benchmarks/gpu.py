@@ -5,20 +5,12 @@ One command, from the repository root::
     python -m benchmarks.gpu            # on the GPU (a few minutes on an H100)
     python -m benchmarks.gpu --smoke    # tiny sizes, 1-2 rounds: runs on a CPU in seconds
 
-It runs, on ``jax.devices()[0]``:
-
-* the step-time table of ``benchmarks.step_time`` (:func:`step_time.run_size`) at 4M
-  parameters / 40 leaves and 64M / 200 leaves, contenders ``anon``, ``anon_exact``,
-  ``floor``, ``floor_exact``, ``adam`` and the streaming copy, with each contender's
-  achieved bandwidth and loops per leaf, and anon's refresh step alone;
-* the memory table of ``benchmarks.memory`` (:func:`memory.measure`, 4M / 40, compiled for
-  this device);
-* the issue's GPU targets: ``anon`` / ``optax.adam`` (<= 1.15) and ``anon``'s achieved
-  bandwidth as a fraction of the device's copy bandwidth (>= 0.70), both at 64M.
-
-It writes ``benchmarks/results/gpu.json`` (``--out-dir``, ``--name``: elsewhere) with the
-device, the library versions and the git commit (``tooling.machine.machine_info``), and its
-Markdown tables beside it, ``gpu.md``. Nothing here is GPU-specific: on a CPU it measures the CPU.
+On ``jax.devices()[0]``: the step-time tables of ``benchmarks.step_time`` at 4M parameters / 40
+leaves and 64M / 200 leaves (``anon``, ``anon_exact``, ``floor``, ``floor_exact``, ``adam`` and the
+device's streaming copy), the memory table of ``benchmarks.memory`` at 4M / 40, and the GPU targets
+at 64M: ``anon`` / ``optax.adam`` <= 1.15 and ``anon``'s bandwidth >= 0.70 of the copy's. Writes
+``benchmarks/results/gpu.json`` and its tables beside it, ``gpu.md``. Nothing here is GPU-specific:
+on a CPU it measures the CPU.
 """
 
 from __future__ import annotations
@@ -51,42 +43,21 @@ TARGETS = {  # The issue's GPU targets, at the largest size.
 def device_info() -> dict[str, Any]:
   """The device the benchmark ran on."""
   device = jax.devices()[0]
-  return {
-    "platform": device.platform,
-    "device_kind": device.device_kind,
-    "num_devices": jax.device_count(),
+  return dict(
+    platform=device.platform, device_kind=device.device_kind, num_devices=jax.device_count()
+  )
+
+
+def targets(res: dict[str, Any]) -> dict[str, Any]:
+  """Each target's value measured at one size (``step_time.run_size``'s result), and whether met."""
+  anon = res["per_step"]["anon"]
+  measured = {
+    "anon_over_adam": anon["ratio_vs"].get("adam"),
+    "anon_fraction_of_copy_bandwidth": anon["fraction_of_copy_bandwidth"],
   }
-
-
-def size_summary(res: dict[str, Any]) -> dict[str, Any]:
-  """The ratios of one size that the targets are stated in (None where a row is missing)."""
-  per = res["per_step"]
-
-  def get(name, *keys):
-    value = per.get(name)
-    for key in keys:
-      value = None if value is None else value.get(key)
-    return value
-
-  return {
-    "num_params": res["num_params"],
-    "num_leaves": res["num_leaves"],
-    "anon_over_adam": get("anon", "ratio_vs", "adam"),
-    "anon_over_adam_paired": get("anon", "paired_ratio_vs", "adam"),
-    "anon_over_floor_paired": get("anon", "paired_ratio_vs", "floor"),
-    "anon_exact_over_floor_exact_paired": get("anon_exact", "paired_ratio_vs", "floor_exact"),
-    "anon_fraction_of_copy_bandwidth": get("anon", "fraction_of_copy_bandwidth"),
-    "anon_achieved_gbps": get("anon", "achieved_gbps"),
-    "copy_bandwidth_gbps": res["copy_bandwidth_gbps"],
-    "loops_per_leaf": {name: e.get("loops_per_leaf") for name, e in per.items()},
-  }
-
-
-def targets(summary: dict[str, Any]) -> dict[str, Any]:
-  """Each target's measured value (largest size) beside it, and whether it is met."""
   out = {}
   for key, (op, bound) in TARGETS.items():
-    value = summary[key]
+    value = measured[key]
     met = None if value is None else (value <= bound if op == "<=" else value >= bound)
     out[key] = {"measured": value, "target": f"{op} {bound}", "met": met}
   return out
@@ -154,16 +125,11 @@ def main(argv=None) -> dict[str, Any]:
     memory_config, memory_results = memory.measure(*MEMORY_SIZE)
   memory_config["wall_s"] = machine.timer() - t0
 
-  summary = {res["num_params_label"]: size_summary(res) for res in results}
-  largest = results[-1]["num_params_label"]
-  target_table = targets(summary[largest])
-
   payload = {
     "device": device,
     "config": {**step_time.config(1000, args.smoke), "smoke": args.smoke},
-    "summary": summary,
-    "targets_at": largest,
-    "targets": target_table,
+    "targets_at": results[-1]["num_params_label"],
+    "targets": targets(results[-1]),
     "step_time": results,
     "memory": {"config": memory_config, "results": memory_results},
   }

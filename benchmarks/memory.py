@@ -5,18 +5,15 @@ One command::
     python -m benchmarks.memory
     python -m benchmarks.memory --render benchmarks/results/memory.json   # its table only
 
-State: every leaf of ``tx.init(params)`` (via `jax.eval_shape`, so nothing is
-allocated), ``sum(size * itemsize)``, divided by the same sum over the
-parameters. Scalar counters are included (they are why the ratios are a hair
-above the round numbers on small trees).
+State: ``sum(size * itemsize)`` over ``tx.init(params)`` (via `jax.eval_shape`, so nothing is
+allocated) over the same sum over the parameters; the scalar counters are why the ratios are a hair
+above the round numbers.
 
-Step: ``jax.jit(step, donate_argnums=(0, 1))`` of ``update`` +
-``apply_updates``, lowered on abstract arguments and compiled (nothing is
-run); from XLA's ``memory_analysis()``: ``temp`` (scratch the step needs
-besides its arguments and outputs) and ``peak`` = arguments + outputs that do
-not alias a donated argument + temp, each per parameter byte. The scratch
-covers both branches of Anon's refresh ``cond``, so it holds for normal and
-refresh steps alike.
+Step: ``jax.jit(step, donate_argnums=(0, 1))`` of ``update`` + ``apply_updates``, lowered on
+abstract arguments and compiled (nothing is run); from XLA's ``memory_analysis()``: ``temp``
+(scratch the step needs besides its arguments and outputs) and ``peak`` = arguments + outputs that
+do not alias a donated argument + temp, each per parameter byte. The scratch covers both branches of
+Anon's refresh ``cond``, so it holds for normal and refresh steps alike.
 """
 
 from __future__ import annotations
@@ -126,8 +123,8 @@ def measure(
   for r in results:
     adam = by_key[("optax.adam", r["param_dtype"])]["state_bytes_per_param_byte"]
     r["ratio_vs_adam"] = r["state_bytes_per_param_byte"] / adam
-  num = common.tree_size(shapes_tree(shapes))
-  return {"num_params": num, "num_leaves": len(shapes)}, results
+  num_params = int(sum(np.prod(s) for s in shapes))
+  return {"num_params": num_params, "num_leaves": len(shapes)}, results
 
 
 def render(results: dict[str, Any]) -> str:
@@ -163,10 +160,6 @@ def main(argv=None):
   config, results = measure(num_params, num_leaves)
   payload = {"config": {**config, "quick": args.quick}, "results": results}
   machine.write_results(args.name, payload, render(payload), args.out_dir)
-
-
-def shapes_tree(shapes):
-  return [np.empty(s, np.uint8) for s in shapes]
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ One command::
     python -m benchmarks.step_time --sizes 4M      # the target configuration
     python -m benchmarks.step_time --render benchmarks/results/step_time.json   # its table only
 
-For every size, every contender holds its own parameters and optimizer state, all fed the same
-fixed gradient tree. A few real steps bring the state to steady state; then the step counters are
-set to those ``anon_optax.anon`` itself holds after ``--start-step`` steps (read off a real run,
+For every size, every contender holds its own parameters and optimizer state, all fed the same fixed
+gradient tree. A few real steps bring the state to steady state; then the step counters are set to
+those ``anon_optax.anon`` itself holds after ``--start-step`` steps (read off a real run,
 :func:`anon_counters`), so the refresh schedule is the package's. Each sample is a window of
-consecutive steps; past step 1000 a refresh comes once every 1024..2048 steps, so the timed
-windows hold none (the JSON lists the refresh steps they went through). The refresh step's own
-cost is timed alone against a normal step (t = 1024 against t = 1001, interleaved).
+consecutive steps; past step 1000 a refresh comes once every 1024..2048 steps, so the timed windows
+hold none (the JSON lists the refresh steps they went through). The refresh step's own cost is timed
+alone against a normal step (t = 1024 against t = 1001, interleaved).
 
 Contenders (interleaved round-robin, order rotated every round): ``anon``
 (``anon_optax.anon(1e-3, gamma=1.0)``), ``anon_exact`` (``exact=True``), ``anon_bf16_mu_precond``
@@ -22,10 +22,10 @@ least an Anon step can do, with and without the guard), ``adam``, ``adamw``, ``s
 per-tensor in-place loop, :class:`TorchAnonReference`) and, always, ``copy``: a streaming in-place
 copy of one flat array as large as the parameters, whose rate is the copy bandwidth.
 
-Each contender's achieved bandwidth is its least traffic per step (``MIN_BYTES_PER_PARAM``) over
-its median step time, also as a fraction of the copy's. Each jitted step's HLO is read for the
-loops XLA makes of it (:func:`hlo_loops`): an extra pass per leaf shows there even when timings
-are too noisy to tell.
+Each contender's achieved bandwidth is its least traffic per step (``MIN_BYTES_PER_PARAM``) over its
+median step time, also as a fraction of the copy's. Each jitted step's HLO is read for the loops XLA
+makes of it (:func:`hlo_loops`): an extra pass per leaf shows there even when timings are too noisy
+to tell.
 """
 
 from __future__ import annotations
@@ -52,20 +52,9 @@ LR = 1e-3
 B1, B2, EPS, GAMMA, BETA3 = 0.9, 0.999, 1e-16, 1.0, 0.5
 GUARD = inspect.signature(anon_optax.anon).parameters["guard_factor"].default
 
-ALL_CONTENDERS = (
-  "anon",
-  "anon_exact",
-  "anon_bf16_mu_precond",
-  "anon_bf16_all",
-  "floor",
-  "floor_exact",
-  "adam",
-  "adamw",
-  "sgd_momentum",
-  "lion",
-  "hvadam",
-  "torch",
-  "torch_1thread",
+ALL_CONTENDERS = tuple(
+  "anon anon_exact anon_bf16_mu_precond anon_bf16_all floor floor_exact adam adamw sgd_momentum"
+  " lion hvadam torch torch_1thread".split()
 )
 QUICK_CONTENDERS = ("anon", "anon_exact", "floor", "floor_exact", "adam", "torch")
 
@@ -75,47 +64,28 @@ DEFAULT_LEAVES = {1 << 20: 40, 4 << 20: 40, 16 << 20: 100, 64 << 20: 200}
 # The least memory traffic of one step, in bytes per float32 parameter: arrays read plus arrays
 # written, 4 bytes each (g, m, s, v, theta read; m, s, theta written: 32). None: not a simple
 # count (hvadam's step reduces over the whole tree several times).
-MIN_BYTES_PER_PARAM = {
-  "anon": 32,
-  "floor": 32,
-  "anon_exact": 32,
-  "floor_exact": 32,
-  "anon_bf16_mu_precond": 26,  # m (read, written) and v (read) in bfloat16
-  "anon_bf16_all": 22,  # m, s and v in bfloat16
-  "torch": 32,
-  "torch_1thread": 32,
-  "adam": 28,
-  "adamw": 28,  # r g m s p; w m s p
-  "sgd_momentum": 20,
-  "lion": 20,  # r g m p; w m p
-  "copy": 8,  # r x; w y
-}
+MIN_BYTES_PER_PARAM = dict(
+  anon=32, anon_exact=32, floor=32, floor_exact=32, torch=32, torch_1thread=32,
+  anon_bf16_mu_precond=26,  # m (read, written) and v (read) in bfloat16
+  anon_bf16_all=22,  # m, s and v in bfloat16
+  adam=28, adamw=28, sgd_momentum=20, lion=20, copy=8,  # r g m s p, w m s p; r g m p, w m p; r w
+)  # fmt: skip
 
-
-# ----------------------------------------------------------------------------
-# Jumping an optax state forward, on the package's own refresh schedule.
-# ----------------------------------------------------------------------------
 
 COUNTERS = ("count", "next_refresh", "num_refreshes", "num_accumulated")
 
 
 def make_anon(exact: bool = False, **storage_dtypes) -> optax.GradientTransformation:
-  """The ``anon`` contender (and the source of the refresh schedule).
-
-  ``storage_dtypes``: ``mu_dtype``, ``nu_dtype``, ``precond_dtype`` (compact state).
-  """
+  """The ``anon`` contender (and the source of the refresh schedule); ``storage_dtypes``:
+  ``mu_dtype``, ``nu_dtype``, ``precond_dtype``."""
   return anon_optax.anon(
     LR, b1=B1, b2=B2, eps=EPS, gamma=GAMMA, beta3=BETA3, exact=exact, **storage_dtypes
   )
 
 
 def anon_counters(last_step: int) -> dict[str, np.ndarray]:
-  """Anon's step counters after each step 1..``last_step``, from a real run.
-
-  Runs :func:`make_anon` on a one-element parameter and records the counters
-  of its state after every step: entry ``t - 1`` of each array is the value
-  after step ``t``.
-  """
+  """Anon's step counters after each step 1..``last_step`` (entry ``t - 1``: after step ``t``),
+  from a real run of :func:`make_anon` on a one-element parameter."""
   tx = make_anon()
   params = jnp.ones((1,), jnp.float32)
 
@@ -134,12 +104,8 @@ def refresh_steps(counters: dict[str, np.ndarray], first: int, last: int) -> lis
 
 
 def jump_state(state: Any, step: int, counters: dict[str, np.ndarray]) -> Any:
-  """Returns ``state`` with its step counters set as Anon's after ``step`` steps.
-
-  Sets whichever of ``count``, ``next_refresh`` and ``num_refreshes`` the
-  (nested) optax state has (Anon has all three, optax's optimizers ``count``);
-  every array field is passed through untouched (no copy).
-  """
+  """``state`` with whichever of Anon's counters it has set as Anon's after ``step`` steps
+  (Optax's optimizers have ``count``); array fields pass through untouched."""
   values = {}
   for name in COUNTERS:
     current = optax.tree_utils.tree_get(state, name, None)
@@ -192,10 +158,6 @@ def one_pass_floor(fixed_grads, guarded: bool = False) -> optax.GradientTransfor
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-# ----------------------------------------------------------------------------
-# The compiled step's structure: how many loops XLA makes of it.
-# ----------------------------------------------------------------------------
-
 _INSTRUCTION = re.compile(
   r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.+?)\s+(?P<opcode>[a-z][\w\-]*)\("
 )
@@ -222,12 +184,8 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str]:
 
 
 def _step_instructions(hlo_text: str) -> list[str]:
-  """ENTRY's instruction lines, with those of the computations it ``call``s inlined.
-
-  XLA:GPU outlines runs of kernels into ``call``ed computations (command buffers, run
-  as CUDA graphs); they are still the step's own loops. Branches of a ``conditional``
-  and ``while`` bodies are not followed.
-  """
+  """ENTRY's instruction lines, with those of the computations it ``call``s inlined (XLA:GPU's
+  command buffers); branches of a ``conditional`` and ``while`` bodies are not followed."""
   computations, entry = _computations(hlo_text)
   out, pending, seen = [], [entry], set()
   while pending:
@@ -246,15 +204,10 @@ def _step_instructions(hlo_text: str) -> list[str]:
 def hlo_loops(hlo_text: str, leaf_sizes: Sequence[int]) -> dict[str, Any]:
   """Counts the loops of a compiled step from its HLO text (``compiled.as_text()``).
 
-  ``parameter_sized_loops``: the ``fusion`` instructions of the ENTRY computation
-  (and of computations it ``call``s, see :func:`_step_instructions`) whose output
-  (or one element of a multi-output fusion's tuple) has as many elements as one of
-  the leaves, ``leaf_sizes``: the elementwise passes over the parameters. A fusion
-  that writes several leaves at once (a multi-output or horizontal fusion) counts
-  once. ``loops_per_leaf``: that over the number of leaves. ``fusions_in_entry``:
-  every such fusion (scalar ones included). Loops inside a ``conditional``'s
-  branches or a ``while`` body are not counted: in Anon's step that is the refresh
-  branch.
+  ``parameter_sized_loops``: the fusions of ENTRY (:func:`_step_instructions`) with an output as
+  large as one of ``leaf_sizes`` (a fusion that writes several leaves counts once): the
+  elementwise passes over the parameters, not those of the refresh branch. ``loops_per_leaf``:
+  that over the number of leaves; ``fusions_in_entry``: all of them, scalar ones included.
   """
   sizes = {int(n) for n in leaf_sizes}
   fusions = parameter_sized = 0
@@ -280,12 +233,6 @@ def compiled_loops(jitted, *args) -> dict[str, Any]:
   """:func:`hlo_loops` of ``jitted`` compiled for ``args``; the leaves are ``args[0]``'s."""
   text = jitted.lower(*args).compile().as_text()
   return hlo_loops(text, [int(np.prod(np.shape(x))) for x in jax.tree.leaves(args[0])])
-
-
-# ----------------------------------------------------------------------------
-# Contenders. Each is an object with .run(num_steps) -> seconds, .step (the
-# next step number), and .loops (:func:`hlo_loops` of its jitted step, or None).
-# ----------------------------------------------------------------------------
 
 
 class OptaxContender:
@@ -328,15 +275,8 @@ class OptaxContender:
 
 
 class CopyContender:
-  """A streaming copy of a flat float32 array of ``num_params``, in place.
-
-  ``x * one`` with ``one`` a traced 1.0 and ``x`` donated: every element is
-  read and written once (8 bytes per parameter), by a jitted elementwise
-  kernel into the buffer it came from, like the optimizers' donated state
-  (STREAM's "scale" kernel). A literal ``x + 0`` would be simplified to a
-  ``copy`` into a fresh buffer each call, which on a CPU measures page faults
-  and a single-threaded memcpy rather than the memory system.
-  """
+  """A streaming copy of ``num_params`` float32 in place: ``x * one``, ``one`` a traced 1.0 and
+  ``x`` donated (a literal ``x + 0`` becomes a copy into a fresh buffer: page faults)."""
 
   def __init__(self, num_params: int):
     self.x = jnp.ones((num_params,), jnp.float32)
@@ -360,10 +300,7 @@ class CopyContender:
 
 
 def add_bandwidth(summary: dict[str, Any], num_params: int) -> float:
-  """Adds achieved GB/s and the fraction of the copy's to ``summary``.
-
-  Returns the copy bandwidth in GB/s.
-  """
+  """Adds achieved GB/s and the fraction of the copy's to ``summary``; returns the copy's GB/s."""
   copy_gbps = MIN_BYTES_PER_PARAM["copy"] * num_params / summary["copy"]["median_s"] / 1e9
   for name, entry in summary.items():
     per_param = MIN_BYTES_PER_PARAM.get(name)
@@ -377,13 +314,8 @@ def add_bandwidth(summary: dict[str, Any], num_params: int) -> float:
 
 
 class TorchAnonReference:
-  """The authors' Anon update, a PyTorch per-tensor in-place loop.
-
-  Written the way a ``torch.optim.Optimizer.step`` would be: under
-  ``torch.no_grad``, one tensor at a time, ``mul_``/``add_``/``addcmul_`` in
-  place, and the IDU refresh of ``v`` at the steps where the package's own
-  ``anon`` refreshes (``counters``, from :func:`anon_counters`: 1, 2, 4, 8, ...).
-  """
+  """The authors' Anon update as a ``torch.optim.Optimizer.step`` would be written: under
+  ``torch.no_grad``, per tensor, in place, refreshing ``v`` where the package's ``anon`` does."""
 
   def __init__(
     self, params_np, grads_np, start_step: int, counters, warm_steps: int = 3, num_threads: int = 1
@@ -452,11 +384,6 @@ class TorchAnonReference:
     t1 = machine.timer()
     self.step += num_steps
     return t1 - t0
-
-
-# ----------------------------------------------------------------------------
-# Benchmark.
-# ----------------------------------------------------------------------------
 
 
 def build_contenders(params_np, grads, grads_np, start_step, counters, names, log):
@@ -528,11 +455,8 @@ def refresh_spike(contender: OptaxContender, rounds: int, reps: int, log) -> dic
 def default_schedule(num_params: int) -> dict[str, int]:
   """Rounds, window and refresh rounds of a size when the command line does not say."""
   small, medium = num_params <= (4 << 20), num_params <= (16 << 20)
-  return {
-    "rounds": 9 if small else 5 if medium else 3,
-    "window": 64 if small else 32 if medium else 8,
-    "refresh_rounds": 9 if small else 5,
-  }
+  rounds, window = (9, 64) if small else (5, 32) if medium else (3, 8)
+  return {"rounds": rounds, "window": window, "refresh_rounds": 9 if small else 5}
 
 
 def run_size(
@@ -546,13 +470,8 @@ def run_size(
   start_step: int = 1000,
   log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
-  """Times ``names`` (and the copy) at one size; returns that size's results entry.
-
-  Builds the parameter and gradient trees, every contender (each brought to step
-  ``start_step``), times ``rounds`` interleaved windows of ``window`` steps after one
-  discarded window, adds the bandwidth columns and each contender's loops
-  (:func:`hlo_loops`), and, when ``anon`` is among them, the refresh-spike test.
-  """
+  """Times ``names`` and the copy at one size, ``rounds`` interleaved windows of ``window`` steps
+  after one discarded window, with bandwidth and loops, and ``anon``'s refresh step alone."""
   shapes = common.leaf_sizes(num_params, num_leaves)
   params_np = common.make_tree(shapes, seed=0)
   grads_np = common.make_tree(shapes, seed=1, scale=1e-2)
@@ -607,13 +526,9 @@ def run_size(
 
 def config(start_step: int, quick: bool) -> dict[str, Any]:
   """The ``config`` entry of a step-time results file."""
+  hyperparameters = dict(lr=LR, b1=B1, b2=B2, eps=EPS, gamma=GAMMA, beta3=BETA3)
   return {
-    "lr": LR,
-    "b1": B1,
-    "b2": B2,
-    "eps": EPS,
-    "gamma": GAMMA,
-    "beta3": BETA3,
+    **hyperparameters,
     "start_step": start_step,
     "quick": quick,
     "jax_threads": machine.jax_num_threads(),

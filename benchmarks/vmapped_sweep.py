@@ -12,8 +12,8 @@ convolutions as patches @ matrix (``models.conv_im2col``: under ``vmap`` a batch
 traced argument (so the 8 sequential runs share one compiled program), batch 64, the same batch
 order for every gamma. Two ways of driving training, both timed:
 
-* ``loop``: a jitted ``train_step`` called from a Python loop; vmapped: one call per step
-  advances all 8 models.
+* ``loop``: a jitted ``train_step`` called from a Python loop; vmapped: one call per step advances
+  all 8 models.
 * ``scan``: the whole run as one jitted `jax.lax.scan`; vmapped: one call.
 
 The vmapped program batches the parameters and the moments over the gammas and shares the

@@ -15,15 +15,15 @@ imports no example. Every optimizer trains the same initial model on the same ba
     python -m experiments.digits_comparison --render PATH    # only rewrite its table
 
 ``--json PATH`` writes the machine (``tooling.machine.machine_info``: CPU, versions, git commit,
-command) and the results: per optimizer the means over seeds, the sizes of the parameters and
-the optimizer state, the dtypes of m/s/v found in the state, and every seed's run with its
-per-epoch train loss and test accuracy and loss (``history``); and its table beside it (the same
-name ending in ``.md``). ``docs/make_figures.py`` writes ``docs/results/digits_cnn.json`` and its
-figure this way.
+command) and the results: per optimizer the means over seeds, the sizes of the parameters and the
+optimizer state, the dtypes of m/s/v found in the state, and every seed's run with its per-epoch
+train loss and test accuracy and loss (``history``); and its table beside it (the same name ending
+in ``.md``). ``docs/make_figures.py`` writes ``docs/results/digits_cnn.json`` and its figure this
+way.
 
-Tuning (``--tune``; seed 0, 20 epochs, batch 64, final test accuracy on 450 images, where one
-image is 0.0022; Anon with its defaults, gamma 1.0). The rate kept is the best accuracy, ties
-broken by the lower final train loss; ``examples/digits_cnn.py`` hard-codes Anon's and Adam's::
+Tuning (``--tune``; seed 0, 20 epochs, batch 64, final test accuracy on 450 images, where one image
+is 0.0022; Anon with its defaults, gamma 1.0). The rate kept is the best accuracy, ties broken by
+the lower final train loss; ``examples/digits_cnn.py`` hard-codes Anon's and Adam's::
 
     optimizer  3e-4    1e-3    3e-3    1e-2     (sgd: 1e-2, 3e-2, 1e-1, 3e-1)
     anon       0.9200  0.9578  0.9756  0.9778*
@@ -31,8 +31,8 @@ broken by the lower final train loss; ``examples/digits_cnn.py`` hard-codes Anon
     sgd        0.9089  0.9533  0.9778* 0.9644
     hvadam     0.8244  0.9022  0.9689  0.9844*
 
-(* kept). Anon's and HVAdam's best rate is the top of their grid. Measured on a 2-core AMD EPYC
-CPU with JAX 0.10.2 and Flax 0.12.8.
+(* kept). Anon's and HVAdam's best rate is the top of their grid. Measured on a 2-core AMD EPYC CPU
+with JAX 0.10.2 and Flax 0.12.8.
 
 These are near-ties on a small test set: a smoke-level comparison, not a benchmark.
 """

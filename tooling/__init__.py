@@ -6,7 +6,7 @@
 * :mod:`tooling.machine`: CPU model, machine info, interleaved timing, and ``write_results``, the
   one way a script writes its results file and its Markdown table.
 
-Benchmarks and experiments are part of this repository: they may import the package's own
-modules (``anon_optax._idu`` etc.) where they measure its internals. Examples and notebooks use
-only the public API.
+Benchmarks and experiments are part of this repository: they may import the package's own modules
+(``anon_optax._idu`` etc.) where they measure its internals. Examples and notebooks use only the
+public API.
 """

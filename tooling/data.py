@@ -54,27 +54,10 @@ def load_digits_first_1500() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.nd
 
 
 # Pure-Python standard-library modules present in every CPython 3.10+, in sorted order.
-STDLIB_MODULES = (
-  "abc.py",
-  "bisect.py",
-  "calendar.py",
-  "colorsys.py",
-  "contextlib.py",
-  "copy.py",
-  "dataclasses.py",
-  "fnmatch.py",
-  "fractions.py",
-  "functools.py",
-  "heapq.py",
-  "keyword.py",
-  "numbers.py",
-  "operator.py",
-  "queue.py",
-  "random.py",
-  "shlex.py",
-  "string.py",
-  "textwrap.py",
-  "types.py",
+STDLIB_MODULES = tuple(
+  f"{name}.py"
+  for name in "abc bisect calendar colorsys contextlib copy dataclasses fnmatch fractions functools"
+  " heapq keyword numbers operator queue random shlex string textwrap types".split()
 )
 
 

@@ -1,7 +1,7 @@
 """The machine a result was measured on, and the timing and results helpers.
 
-* :func:`cpu_model`, :func:`jax_num_threads`, :func:`machine_info`: what every results file
-  records (machine, library versions, date, load, git commit, command line);
+* :func:`cpu_model`, :func:`jax_num_threads`, :func:`machine_info`: what every results file records
+  (machine, library versions, date, load, git commit, command line);
 * :func:`interleaved` / :func:`summarise`: contenders timed round-robin over several rounds (the
   order rotates every round), medians and ratios of medians computed from samples of one process;
 * :func:`write_results`: a results file with machine info and its Markdown table beside it, whose
@@ -9,8 +9,8 @@
   file; :func:`markdown_table` formats a table;
 * :func:`parse_sizes` / :func:`size_label`: ``"1M,4M"`` command-line sizes.
 
-On a machine shared with other jobs single timings are noisy; ratios from interleaved rounds in
-one process are what the tables report.
+On a machine shared with other jobs single timings are noisy; ratios from interleaved rounds in one
+process are what the tables report.
 """
 
 from __future__ import annotations
@@ -36,16 +36,8 @@ import numpy as np
 def parse_sizes(text: str) -> list[int]:
   """Parses ``"1M,4M,16M"`` (K/M/G suffixes) into integers."""
   units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-  out = []
-  for part in text.split(","):
-    part = part.strip().upper()
-    if not part:
-      continue
-    if part[-1] in units:
-      out.append(int(float(part[:-1]) * units[part[-1]]))
-    else:
-      out.append(int(part))
-  return out
+  parts = [part.strip().upper() for part in text.split(",") if part.strip()]
+  return [int(float(p[:-1]) * units[p[-1]]) if p[-1] in units else int(p) for p in parts]
 
 
 def size_label(n: int) -> str:
@@ -321,7 +313,7 @@ def _json_default(obj):
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """A GitHub-Markdown table; floats get three decimals (three significant digits if tiny or huge)."""
+  """A GitHub-Markdown table; floats get three decimals (three significant digits if tiny, huge)."""
 
   def fmt(x):
     if isinstance(x, float):

@@ -12,10 +12,6 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-# ----------------------------------------------------------------------------------------------
-# Flax NNX models (the examples')
-# ----------------------------------------------------------------------------------------------
-
 
 class CNN(nnx.Module):
   """Two 3x3 conv layers, one 2x2 average pool, two dense layers; GELU activations."""
@@ -114,11 +110,6 @@ class GPT(nnx.Module):
     for block in self.blocks:
       x = block(x)
     return self.head(self.ln_f(x))
-
-
-# ----------------------------------------------------------------------------------------------
-# Plain-JAX models (the speed benchmarks')
-# ----------------------------------------------------------------------------------------------
 
 
 def _dense_init(key, fan_in, fan_out):

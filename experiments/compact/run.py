@@ -5,25 +5,23 @@
     python -m experiments.compact.run --models digits --seeds 1 --json /tmp/compact.json
 
 Runs Anon (gamma 1, the tuned learning rate, default guard) in ``experiments/digits_comparison.py``
-(the CNN of ``examples/digits_cnn.py``, 20 epochs; final test accuracy and train loss; every seed
-of a configuration in one subprocess) and ``examples/char_gpt.py`` (300 steps; final validation
-and train loss; one subprocess per seed), under the storage configurations of
-``CONFIGS``: the default (m, s and v in float32, 1.5x ``optax.adam``'s state with float32
-parameters), m and v in bfloat16 (exactly Adam's size) and all three in bfloat16 (0.75x; s
-stochastically rounded). Seeds 0 .. N-1 change the initialisation and the batches alike for every
-configuration (the digits' train/test split is digits_comparison's fixed one).
+(the CNN of ``examples/digits_cnn.py``, 20 epochs; final test accuracy and train loss; every seed of
+a configuration in one subprocess) and ``examples/char_gpt.py`` (300 steps; final validation and
+train loss; one subprocess per seed), under the storage configurations of ``CONFIGS``: the default
+(m, s and v in float32, 1.5x ``optax.adam``'s state with float32 parameters), m and v in bfloat16
+(exactly Adam's size) and all three in bfloat16 (0.75x; s stochastically rounded). Seeds 0 .. N-1
+change the initialisation and the batches alike for every configuration (the digits' train/test
+split is digits_comparison's fixed one).
 
-The committed digits results ``results/compact.json`` and ``results/compact_digits_{6,20}_seeds.json``
-were measured before this runner moved to ``experiments/digits_comparison.py``, on the earlier
-``examples/digits_cnn.py`` (a GELU CNN, 30 epochs, a train/test split drawn per seed); their
-``command`` fields name that example. ``results/compact_digits_relu*.json`` are this runner's.
+``results/compact.json`` and ``compact_digits_{6,20}_seeds.json`` were measured on the earlier
+GELU ``examples/digits_cnn.py`` (docs/guide.md); ``compact_digits_relu*.json`` are this runner's.
 
 Writes every run and a per-(model, config) summary to ``results/compact.json`` (with the machine,
 versions, git commit, date and the command) and its table beside it, ``compact.md``, which
 docs/guide.md includes (``--render JSON`` rewrites the table of a results file). A compact
-configuration is **within the seed spread** of the default when the difference of the
-mean final metrics is at most the seed spread of that difference, ``hypot(std_default,
-std_compact)`` (population std over seeds), the rule of docs/RESULTS.md.
+configuration is **within the seed spread** of the default when the difference of the mean final
+metrics is at most the seed spread of that difference, ``hypot(std_default, std_compact)``
+(population std over seeds), the rule of docs/RESULTS.md.
 """
 
 from __future__ import annotations

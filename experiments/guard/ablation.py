@@ -8,12 +8,12 @@ Run from the repository root::
     python -m experiments.guard.ablation --lrs 0.01 && \
       python -m experiments.guard.ablation --lrs 0.0033 --append       # the same, in two parts
 
-The digits CNN and budget of ``python -m experiments.paper.run_all`` (its default vision config:
-the program of ``experiments.paper.vision.DigitsRunner``), Anon with gamma 1 over beta3 in
-{0.1, ..., 0.9} x refresh sequences a_n = base^(n-1), base in {2, 3, 4}, at the learning rate the
-paper reproduction selected (0.01) and a third of it; once with the default guard
-(``guard_factor`` C = 10) and once with C = inf, the authors' rule (the rule of ``exact=True``;
-passed as a traced inf, so both rules share one compiled program: ``experiments.guard.sweep``).
+The digits CNN and budget of ``python -m experiments.paper.run_all`` (its default vision config: the
+program of ``experiments.paper.vision.DigitsRunner``), Anon with gamma 1 over beta3 in {0.1, ...,
+0.9} x refresh sequences a_n = base^(n-1), base in {2, 3, 4}, at the learning rate the paper
+reproduction selected (0.01) and a third of it; once with the default guard (``guard_factor`` C =
+10) and once with C = inf, the authors' rule (the rule of ``exact=True``; passed as a traced inf, so
+both rules share one compiled program: ``experiments.guard.sweep``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 
 from experiments.guard import sweep
 from experiments.paper import run_all
+from experiments.paper import vision
 from tooling import data as datasets
 from tooling import machine
 
@@ -74,8 +75,8 @@ def main(argv=None) -> dict:
     ]
     if mismatch:
       parser.error(f"--append: {args.json} differs from this run in {', '.join(mismatch)}")
-  digits = sweep.GuardedDigits(cfg["vision"], datasets.load_digits())
-  rules = {"default": sweep.DEFAULT_FACTOR, "exact": float("inf")}
+  digits = vision.DigitsRunner(**cfg["vision"], data=datasets.load_digits())
+  rules = {"default": vision.GUARD_FACTOR, "exact": float("inf")}
   results = {
     "command": command,
     "config": cfg["vision"],
@@ -98,7 +99,8 @@ def main(argv=None) -> dict:
       for beta3 in beta3s:
         for rule, factor in rules.items():
           outs = [
-            digits.run(s, lr=lr, factor=factor, beta3=beta3, refresh_base=base) for s in seeds
+            digits.run("anon", s, lr=lr, factor=factor, beta3=beta3, refresh_base=base)
+            for s in seeds
           ]
           cells[rule].append({"refresh_base": base, "beta3": beta3, **sweep.summary(outs)})
           print(
@@ -140,7 +142,7 @@ def render(results: dict) -> str:
           [f"{ablation['learning_rate']:g}", f"{base}^(n-1)", rule]
           + [
             f"{100 * c['test_accuracy_mean']:.2f} ± {100 * c['test_accuracy_std']:.2f}"
-            + sweep._nonfinite(c["first_nonfinite_step_per_seed"])  # pylint: disable=protected-access
+            + sweep.nonfinite(c["first_nonfinite_step_per_seed"])
             for c in row
           ]
           + [f"{max(means) - min(means):.2f}"]

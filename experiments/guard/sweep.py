@@ -6,41 +6,32 @@ Run from the repository root::
     python -m experiments.guard.sweep --quick --json /tmp/guard.json     # a smoke run
     python -m experiments.guard.sweep --render experiments/guard/results/sweep.json  # tables only
 
-Three parts, each over 3 seeds and C in 1, 3, 10, 30, inf (inf: ``min(v, inf) = v``, the
-authors' rule, which ``exact=True`` also selects):
+Three parts, each over 3 seeds and C in 1, 3, 10, 30, inf (inf: ``min(v, inf) = v``, the authors'
+rule):
 
-* ``cnn``: the GELU digits CNN of ``tooling.models.CNN`` (the model of the earlier
-  ``examples/digits_cnn.py``, up to commit 8695e43; the example now trains a ReLU CNN), at the
-  paper reproduction's small size (``experiments.paper.run_all``'s vision config), at its tuned
-  learning rate 0.01 and at 3x and 10x that. A well-conditioned run: how much does the guard
-  change it?
+* ``cnn``: the GELU digits CNN of ``tooling.models.CNN`` (the earlier ``examples/digits_cnn.py``'s,
+  up to commit 8695e43) at the paper reproduction's small size, at its tuned learning rate 0.01 and
+  at 3x and 10x that: how much does the guard change a well-conditioned run?
 * ``mlp``: a ReLU MLP in the style of Optax's ``reduce_on_plateau`` example (64-128-128-10,
-  ``optax.chain(anon, optax.contrib.reduce_on_plateau)``) on the same digits, at lr 5e-3 and
-  1e-2, where the exact rule diverges.
-* ``binding``: in the CNN run at the tuned rate, the fraction of parameters for which the guard
-  lowers the step's preconditioner (``guarded < v``), per step between refreshes, computed with
-  the package's own ``anon_optax._idu.step_preconditioner``; per C.
+  ``optax.chain(anon, optax.contrib.reduce_on_plateau)``) at lr 5e-3 and 1e-2, where the exact rule
+  diverges.
+* ``binding``: in the CNN run at the tuned rate, the fraction of parameters for which the package's
+  ``anon_optax._idu.guarded_preconditioner`` lowers ``v``, per step between refreshes.
 
-C is an argument of each compiled program, passed to ``anon(..., guard_factor=C)`` as a traced
-value, so one compilation serves every C, learning rate and seed (a 2-core CPU spends most of
-such a sweep compiling). C = inf is passed the same way, as a traced inf: the package refuses a
-concrete infinite ``guard_factor`` (``exact=True`` is the way to ask for the authors' rule), but
-a traced one is not checked, and ``min(v, inf) = v`` gives that rule bit for bit in the same
-compiled program, where ``exact=True`` would compile a second one.
+C is passed to ``anon(..., guard_factor=C)`` traced, so one compilation serves every C, rate and
+seed; a traced inf is not refused (a concrete one is: ``exact=True`` asks for the authors' rule) and
+gives that rule bit for bit in the same program.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import json
 import pathlib
 import time
-import types
 from typing import Any
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +49,6 @@ FACTORS = (1.0, 3.0, 10.0, 30.0, float("inf"))
 CNN_LRS = (1e-2, 3e-2, 1e-1)
 MLP_LRS = (5e-3, 1e-2)
 SEEDS = (0, 1, 2)
-DEFAULT_FACTOR = inspect.signature(anon_optax.anon).parameters["guard_factor"].default
 
 
 def label(factor: float) -> str:
@@ -83,104 +73,28 @@ def summary(outs: list[dict[str, Any]]) -> dict[str, Any]:
   }
 
 
-# ----------------------------------------------------------------------------------------------
-# The digits CNN: the program of experiments.paper.vision.DigitsRunner (same init, batch order,
-# loss and evaluation), with the guard factor as an argument.
+def record_binding(opt_state, hp) -> dict[str, jax.Array]:
+  """How many elements the package's own guard lowers below ``v`` at this step (b2, eps and gamma
+  are anon's defaults), and whether the step is between refreshes."""
+  precond = optax.tree_utils.tree_get(opt_state, "precond")
+  num_accumulated = optax.tree_utils.tree_get(opt_state, "num_accumulated")
+  correction = _idu.bias_correction(1 - 0.999, jnp.maximum(num_accumulated, 1), jnp.float32)
+  guarded = jax.tree.map(
+    lambda v, s: _idu.guarded_preconditioner(
+      v, s, inverse_correction=1 / correction, eps=1e-16, gamma=1.0, factor=hp["factor"]
+    ),
+    precond,
+    optax.tree_utils.tree_get(opt_state, "nu"),
+  )
+  lowered = sum(jnp.sum(g < v) for g, v in zip(jax.tree.leaves(guarded), jax.tree.leaves(precond)))
+  return {"lowered": lowered, "between_refreshes": num_accumulated > 0}
 
 
-class GuardedDigits:
-  """One compiled CNN training program per (refresh_base, recording); C, lr, beta3 are traced."""
-
-  def __init__(self, cfg: dict[str, Any], data: datasets.Dataset):
-    self.runner = vision.DigitsRunner(**cfg, data=data)
-    self.runner.init(0)  # Sets the graphdef.
-    self._programs: dict[tuple[int, bool], Any] = {}
-
-  def _loss(self, params, x, y):
-    logits = nnx.merge(self.runner.graphdef, params)(x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
-
-  def _program(self, refresh_base: int, record_binding: bool):
-    key = (refresh_base, record_binding)
-    if key in self._programs:
-      return self._programs[key]
-    r = self.runner
-
-    def train(params, order, lr, beta3, factor):
-      tx = anon_optax.anon(lr, beta3=beta3, refresh_base=refresh_base, guard_factor=factor)
-
-      def step(carry, idx):
-        params, opt_state = carry
-        (loss, _), grads = jax.value_and_grad(self._loss, has_aux=True)(
-          params, r.x_train[idx], r.y_train[idx]
-        )
-        updates, opt_state = tx.update(grads, opt_state, params)
-        out = {"loss": loss}
-        if record_binding:
-          precond = optax.tree_utils.tree_get(opt_state, "precond")
-          num_accumulated = optax.tree_utils.tree_get(opt_state, "num_accumulated")
-          state = types.SimpleNamespace(
-            precond=precond,
-            nu=optax.tree_utils.tree_get(opt_state, "nu"),
-            num_accumulated=num_accumulated,
-          )
-          config = _idu.make_config(  # anon's defaults (the guard reads b2, eps, C only).
-            b2=0.999,
-            eps=1e-16,
-            gamma=1.0,
-            beta3=0.5,
-            refresh_base=2,
-            max_refresh_interval=None,
-            guard_factor=factor,
-            exact=False,
-            nu_dtype=None,
-            precond_dtype=None,
-          )
-          guarded = _idu.step_preconditioner(state, config, 1.0)
-          out["lowered"] = sum(
-            jnp.sum(g < v) for g, v in zip(jax.tree.leaves(guarded), jax.tree.leaves(precond))
-          )
-          out["between_refreshes"] = num_accumulated > 0
-        return (optax.apply_updates(params, updates), opt_state), out
-
-      (params, _), outs = jax.lax.scan(step, (params, tx.init(params)), order)
-      train_loss, _ = self._loss(params, r.x_train, r.y_train)
-      _, logits = self._loss(params, r.x_test, r.y_test)
-      accuracy = jnp.mean(jnp.argmax(logits, -1) == r.y_test)
-      return {
-        "test_accuracy": accuracy,
-        "train_loss": train_loss,
-        "loss_curve": outs.pop("loss"),
-        **outs,
-      }
-
-    self._programs[key] = jax.jit(train)
-    return self._programs[key]
-
-  def run(
-    self,
-    seed: int,
-    *,
-    lr: float,
-    factor: float,
-    beta3: float = 0.5,
-    refresh_base: int = 2,
-    record_binding: bool = False,
-  ) -> dict[str, np.ndarray]:
-    params, order = self.runner.init(seed)
-    out = self._program(refresh_base, record_binding)(
-      params, order, jnp.float32(lr), jnp.float32(beta3), jnp.float32(factor)
-    )
-    out = {k: np.asarray(v) for k, v in out.items()}
-    out["parameters"] = sum(np.size(p) for p in jax.tree.leaves(params))
-    return out
-
-
-def cnn_sweep(digits: GuardedDigits, factors, lrs, seeds, log=print) -> list[dict[str, Any]]:
+def cnn_sweep(digits: vision.DigitsRunner, factors, lrs, seeds, log=print) -> list[dict[str, Any]]:
   rows = []
   for factor in factors:
     for lr in lrs:
-      outs = [digits.run(s, lr=lr, factor=factor) for s in seeds]
+      outs = [digits.run("anon", s, lr=lr, factor=factor) for s in seeds]
       rows.append({"factor": label(factor), "learning_rate": lr, **summary(outs)})
       log(
         f"  cnn C={label(factor):>3s} lr={lr:<6g} acc {rows[-1]['test_accuracy_mean']:.4f}"
@@ -189,21 +103,22 @@ def cnn_sweep(digits: GuardedDigits, factors, lrs, seeds, log=print) -> list[dic
   return rows
 
 
-def cnn_binding(digits: GuardedDigits, factors, lr: float, seed: int) -> list[dict[str, Any]]:
+def cnn_binding(digits: vision.DigitsRunner, factors, lr: float, seed: int) -> list[dict[str, Any]]:
   """Fraction of parameters the guard lowers, per step between refreshes, in one CNN run."""
+  parameters = sum(np.size(p) for p in jax.tree.leaves(digits.init(seed)[0]))
   rows = []
   for factor in factors:
     if np.isinf(factor):
       continue  # An infinite factor never binds.
-    out = digits.run(seed, lr=lr, factor=factor, record_binding=True)
+    out = digits.run("anon", seed, lr=lr, factor=factor, record=record_binding)
     between = out["between_refreshes"]
-    frac = out["lowered"] / out["parameters"]
+    frac = out["lowered"] / parameters
     rows.append(
       {
         "factor": label(factor),
         "learning_rate": lr,
         "seed": seed,
-        "parameters": int(out["parameters"]),
+        "parameters": int(parameters),
         "steps": int(len(between)),
         "steps_between_refreshes": int(between.sum()),
         "fraction_of_elements_lowered": float(frac[between].mean()),
@@ -212,10 +127,6 @@ def cnn_binding(digits: GuardedDigits, factors, lr: float, seed: int) -> list[di
       }
     )
   return rows
-
-
-# ----------------------------------------------------------------------------------------------
-# The reduce_on_plateau ReLU MLP.
 
 
 def mlp_init(key, widths=(64, 128, 128, 10)):
@@ -333,7 +244,7 @@ def main(argv=None) -> dict[str, Any]:
   seeds = SEEDS[:1] if args.quick else tuple(range(args.seeds))
   cnn_lrs = tuple(float(x) for x in args.cnn_lrs.split(","))
   data = datasets.load_digits()
-  digits = GuardedDigits(cfg, data)
+  digits = vision.DigitsRunner(**cfg, data=data)
   t0 = time.perf_counter()
 
   def log(msg):
@@ -381,7 +292,7 @@ def main(argv=None) -> dict[str, Any]:
   return results
 
 
-def _nonfinite(per_seed: list[int | None]) -> str:
+def nonfinite(per_seed: list[int | None]) -> str:
   """`` (k/n non-finite)`` when k of the n seeds went non-finite."""
   broken = sum(s is not None for s in per_seed)
   return f" ({broken}/{len(per_seed)} non-finite)" if broken else ""
@@ -402,7 +313,7 @@ def _factor_table(rows: list[dict[str, Any]]) -> str:
         continue
       spread = f" ± {r['test_accuracy_std']:.4f}" if len(r["test_accuracy_per_seed"]) > 1 else ""
       line.append(
-        f"{r['test_accuracy_mean']:.4f}{spread}{_nonfinite(r['first_nonfinite_step_per_seed'])}"
+        f"{r['test_accuracy_mean']:.4f}{spread}{nonfinite(r['first_nonfinite_step_per_seed'])}"
       )
     body.append(line)
   return machine.markdown_table(["", *[f"lr {lr:g}" for lr in rates]], body)

@@ -1,10 +1,10 @@
 """The language-model table: the char-level GPT of ``examples/char_gpt.py``, vmapped.
 
-Every optimizer gets the same model, the same step budget, the same warmup-cosine schedule shape
-and the same batches for a given seed. For one optimizer all ``(learning rate, gamma) x seeds``
-runs are lanes of ONE ``jax.vmap``-ped, ``jax.jit``-ted program (Anon's three gammas included): the
-model is ``tooling.models.GPT`` split once with ``nnx.split`` and merged inside the loss, and the
-steps run in ``jax.lax.scan``. Lane (lr, seed) is the run ``char_gpt.train`` would do with that seed.
+Every optimizer gets the same model, the same step budget, the same warmup-cosine schedule shape and
+the same batches for a given seed. For one optimizer all ``(learning rate, gamma) x seeds`` runs are
+lanes of ONE ``jax.vmap``-ped, ``jax.jit``-ted program (Anon's three gammas included): the model is
+``tooling.models.GPT`` split once with ``nnx.split`` and merged inside the loss, and the steps run
+in ``jax.lax.scan``. Lane (lr, seed) is the run ``char_gpt.train`` would do with that seed.
 
 ``char_gpt.make_optimizer`` builds its schedule with a Python branch on the peak learning rate, so
 it cannot take a traced one; :func:`make_optimizer` below is the same optimizer with a traced peak

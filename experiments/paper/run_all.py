@@ -8,17 +8,18 @@ Run from the repository root (or with the repository root on ``PYTHONPATH``)::
     python -m experiments.paper.run_all --render experiments/paper/results/paper.json
                                                       # its tables and figures only
 
-Writes ``experiments/paper/results/paper[_quick].json``, its tables beside it (``paper.md``,
-which docs/RESULTS.md includes part by part) and ``experiments/paper/figures/paper_*.png``.
+Writes ``experiments/paper/results/paper[_quick].json``, its tables beside it (``paper.md``, which
+docs/RESULTS.md includes part by part) and ``experiments/paper/figures/paper_*.png``.
 
 Parts (see lm.py and vision.py): the char-GPT language-model table (Anon gamma 1.0/1.1/1.15 vs
-AdamW, Lion, Muon), Anon vs Adam vs SGD on the digits CNN, the IDU ablation (beta3 x
-refresh_base) and the adaptivity curve (gamma from -0.5 to 1.5). Progress goes to stderr.
+AdamW, Lion, Muon), Anon vs Adam vs SGD on the digits CNN, the IDU ablation (beta3 x refresh_base)
+and the adaptivity curve (gamma from -0.5 to 1.5). Progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import pathlib
@@ -26,7 +27,6 @@ import sys
 import time
 from typing import Any
 
-import jax
 import numpy as np
 
 from experiments.paper import lm
@@ -37,19 +37,12 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PARTS = ("lm", "vision", "idu", "gamma")
 
+LM_DEFAULT = dict(steps=300, batch_size=16, context=64, width=64, layers=2, heads=4, evals=4)
+LM_QUICK = dict(steps=16, batch_size=4, context=16, width=16, layers=1, heads=2, evals=2)
 CONFIGS = {
   "default": {
     "seeds": 3,
-    "lm": {
-      "steps": 300,
-      "batch_size": 16,
-      "context": 64,
-      "width": 64,
-      "layers": 2,
-      "heads": 4,
-      "evals": 4,
-      "max_chars": None,
-    },
+    "lm": {**LM_DEFAULT, "max_chars": None},
     "vision": {"width": 8, "hidden": 32, "epochs": 10, "batch_size": 64},
     "idu": {
       "beta3s": (0.1, 0.3, 0.5, 0.7, 0.9),
@@ -60,16 +53,7 @@ CONFIGS = {
   },
   "quick": {
     "seeds": 2,
-    "lm": {
-      "steps": 16,
-      "batch_size": 4,
-      "context": 16,
-      "width": 16,
-      "layers": 1,
-      "heads": 2,
-      "evals": 2,
-      "max_chars": 100_000,
-    },
+    "lm": {**LM_QUICK, "max_chars": 100_000},
     "vision": {"width": 4, "hidden": 16, "epochs": 1, "batch_size": 64},
     "idu": {"beta3s": (0.1, 0.5, 0.9), "refresh_bases": (2, 3, 4), "lr_factors": (1,)},
     "gamma": {"gammas": (-0.5, 0.5, 1.5), "lrs": (1e-2, 1e-1), "hidden": 16, "epochs": 1},
@@ -78,17 +62,8 @@ CONFIGS = {
 
 
 def versions() -> dict:
-  import flax
-  import optax
-
-  from anon_optax import __version__ as anon_optax_version
-
-  return {
-    "jax": jax.__version__,
-    "optax": optax.__version__,
-    "flax": flax.__version__,
-    "anon_optax": anon_optax_version,
-  }
+  names = ("jax", "optax", "flax", "anon_optax")
+  return {name: importlib.import_module(name).__version__ for name in names}
 
 
 def main(argv=None) -> dict:

@@ -10,20 +10,21 @@ tutorial's ReLU CNN, and ``experiments/digits_comparison.py`` compares optimizer
   program over gamma, lr and seed, on that example's MLP).
 
 Model, data, init and batch order: ``tooling.models.CNN``, ``tooling.models.MLP`` and
-``tooling.data.load_digits`` (the classes and split the examples first defined); lane ``seed``
-inits ``CNN(rngs=nnx.Rngs(seed))`` and shuffles with ``np.random.default_rng(seed)``. For the first two tables every
-hyperparameter the optimizer takes (lr, gamma, beta3) is an *argument* of one jitted training
-program (a ``jax.lax.scan`` over all steps), so one compilation per (optimizer, refresh_base)
-serves every (lr, beta3, seed) lane. We measured ``jax.vmap`` over those lanes on this 2-core CPU:
-vmapping a conv over per-lane weights becomes a grouped convolution that ran no faster per lane
-than the loop and took ~5x longer to compile, so the lanes are looped over one compiled program
-here (examples/gamma_sweep.py switched to an MLP for its vmapped sweep for the same reason).
+``tooling.data.load_digits`` (the classes and split the examples first defined); lane ``seed`` inits
+``CNN(rngs=nnx.Rngs(seed))`` and shuffles with ``np.random.default_rng(seed)``. For the first two
+tables every hyperparameter the optimizer takes (lr, gamma, beta3) is an *argument* of one jitted
+training program (a ``jax.lax.scan`` over all steps), so one compilation per (optimizer,
+refresh_base) serves every (lr, beta3, seed) lane. We measured ``jax.vmap`` over those lanes on this
+2-core CPU: vmapping a conv over per-lane weights becomes a grouped convolution that ran no faster
+per lane than the loop and took ~5x longer to compile, so the lanes are looped over one compiled
+program here (examples/gamma_sweep.py switched to an MLP for its vmapped sweep for the same reason).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Sequence
+import inspect
 import time
 from typing import Any
 
@@ -38,7 +39,7 @@ from tooling import data as datasets
 from tooling import models
 
 # The learning rates the earlier examples/digits_cnn.py tuned once on this GELU CNN (its
-# TUNED_LEARNING_RATES at commit 8695e43; the ReLU example's are in experiments/digits_comparison.py).
+# TUNED_LEARNING_RATES at commit 8695e43; the ReLU example's: experiments/digits_comparison.py).
 TUNED_LEARNING_RATES = {"anon": 1e-2, "adam": 1e-2, "sgd": 1e-1}
 # Learning-rate grids, 3 values each: the tuned rate, /3 and x3.
 LR_GRIDS = {
@@ -50,6 +51,7 @@ SWEEP_GAMMAS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 SWEEP_LRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 BETA3S = (0.1, 0.3, 0.5, 0.7, 0.9)
 REFRESH_BASES = (2, 3, 4)
+GUARD_FACTOR = inspect.signature(anon_optax.anon).parameters["guard_factor"].default
 
 
 class DigitsRunner:
@@ -69,7 +71,7 @@ class DigitsRunner:
     self.x_train, self.y_train = jnp.asarray(self.data.x_train), jnp.asarray(self.data.y_train)
     self.x_test, self.y_test = jnp.asarray(self.data.x_test), jnp.asarray(self.data.y_test)
     self.steps_per_epoch = len(self.data.x_train) // batch_size
-    self._programs: dict[tuple[str, int], Callable] = {}
+    self._programs: dict[tuple, Callable] = {}
     self.graphdef = None
 
   def init(self, seed: int):
@@ -87,15 +89,20 @@ class DigitsRunner:
     logits = nnx.merge(self.graphdef, params)(x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
-  def _program(self, name: str, refresh_base: int):
-    key = (name, refresh_base)
+  def _program(self, name: str, refresh_base: int, record: Callable | None = None):
+    """``record(opt_state, hp)``: a dict of values to return for every step (stacked)."""
+    key = (name, refresh_base, record)
     if key not in self._programs:
 
       def make_tx(hp):
-        # The earlier digits_cnn.make_optimizer, with Anon's beta3 and refresh_base exposed.
+        # The earlier digits_cnn.make_optimizer, with Anon's beta3, refresh_base and guard exposed.
         if name == "anon":
           return anon_optax.anon(
-            hp["lr"], gamma=hp["gamma"], beta3=hp["beta3"], refresh_base=refresh_base
+            hp["lr"],
+            gamma=hp["gamma"],
+            beta3=hp["beta3"],
+            refresh_base=refresh_base,
+            guard_factor=hp["factor"],
           )
         if name == "adam":
           return optax.adam(hp["lr"])
@@ -112,13 +119,14 @@ class DigitsRunner:
             params, self.x_train[idx], self.y_train[idx]
           )
           updates, opt_state = tx.update(grads, opt_state, params)
-          return (optax.apply_updates(params, updates), opt_state), loss
+          out = {"loss_curve": loss, **(record(opt_state, hp) if record else {})}
+          return (optax.apply_updates(params, updates), opt_state), out
 
-        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), order)
+        (params, _), outs = jax.lax.scan(step, (params, tx.init(params)), order)
         train_loss, _ = self._loss(params, self.x_train, self.y_train)
         _, logits = self._loss(params, self.x_test, self.y_test)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == self.y_test)
-        return {"test_accuracy": accuracy, "train_loss": train_loss, "loss_curve": losses}
+        return {"test_accuracy": accuracy, "train_loss": train_loss, **outs}
 
       self._programs[key] = jax.jit(train)
     return self._programs[key]
@@ -132,10 +140,16 @@ class DigitsRunner:
     gamma: float = 1.0,
     beta3: float = 0.5,
     refresh_base: int = 2,
+    factor: float = GUARD_FACTOR,
+    record: Callable | None = None,
   ) -> dict[str, Any]:
+    """One run; lr, gamma, beta3 and Anon's guard factor (traced: inf is the exact rule) are
+    arguments of the compiled program."""
     params, order = self.init(seed)
-    hp = {"lr": jnp.float32(lr), "gamma": jnp.float32(gamma), "beta3": jnp.float32(beta3)}
-    out = self._program(name, refresh_base if name == "anon" else 0)(params, order, hp)
+    hp = {
+      k: jnp.float32(v) for k, v in dict(lr=lr, gamma=gamma, beta3=beta3, factor=factor).items()
+    }
+    out = self._program(name, refresh_base if name == "anon" else 0, record)(params, order, hp)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -239,11 +253,17 @@ def adaptivity(
     list(gammas), tuple(lrs), tuple(seeds), epochs=epochs, batch_size=batch_size, hidden=hidden
   )
   seconds = time.perf_counter() - start
-  rows = best_per_gamma(out, gammas, lrs)
-  for r, j in zip(rows, range(len(gammas))):
-    i = list(lrs).index(r["learning_rate"])
-    r["train_loss_std"] = float(out["train_loss"][:, i, j].std())
-    r["test_accuracy_per_seed"] = out["test_accuracy"][:, i, j].tolist()
+  acc = np.nan_to_num(out["test_accuracy"].mean(0), nan=-1.0)  # (lrs, gammas); diverged: worst
+  rows = []
+  for j, g in enumerate(gammas):  # Per gamma, the learning rate with the best mean accuracy.
+    i = int(np.argmax(acc[:, j]))
+    accuracy, loss = out["test_accuracy"][:, i, j], out["train_loss"][:, i, j]
+    rows.append(
+      dict(optimizer="anon", gamma=float(g), learning_rate=float(lrs[i]))
+      | dict(test_accuracy=float(accuracy.mean()), test_accuracy_std=float(accuracy.std()))
+      | dict(train_loss=float(loss.mean()), train_loss_std=float(loss.std()))
+      | dict(test_accuracy_per_seed=accuracy.tolist())
+    )
   log(
     f"  gamma sweep ({len(seeds) * len(lrs) * len(gammas)} lanes, one vmap): "
     + ", ".join(f"{r['gamma']:g}:{100 * r['test_accuracy']:.1f}" for r in rows)
@@ -262,24 +282,13 @@ def adaptivity(
   }
 
 
-def sweep(
-  gammas,
-  learning_rates=(3e-3,),
-  seeds=(0,),
-  *,
-  epochs: int = 20,
-  batch_size: int = 64,
-  hidden: int = 128,
-  data: datasets.Dataset | None = None,
-  beta3: float = 0.5,
-  refresh_base: int = 2,
-) -> dict[str, np.ndarray]:
+def sweep(gammas, learning_rates, seeds, *, epochs: int, batch_size: int, hidden: int):
   """``examples/gamma_sweep.py``'s ``sweep``: one MLP per (seed, lr, gamma), one vmapped program.
 
   Returns arrays of shape (len(seeds), len(learning_rates), len(gammas)): "test_accuracy",
   "train_loss" (final loss on the whole training set) and "loss_curve" (..., steps) of batch losses.
   """
-  data = data or datasets.load_digits()
+  data = datasets.load_digits()
   x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
   steps_per_epoch = len(x_train) // batch_size
@@ -305,7 +314,7 @@ def sweep(
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
   def train_one(params, order, lr, gamma):
-    tx = anon_optax.anon(lr, gamma=gamma, beta3=beta3, refresh_base=refresh_base)
+    tx = anon_optax.anon(lr, gamma=gamma)
 
     def step(carry, idx):
       params, opt_state = carry
@@ -328,23 +337,3 @@ def sweep(
     params0, order, jnp.asarray(learning_rates, jnp.float32), jnp.asarray(gammas, jnp.float32)
   )
   return {k: np.asarray(v) for k, v in out.items()}
-
-
-def best_per_gamma(out: dict[str, np.ndarray], gammas, learning_rates) -> list[dict[str, Any]]:
-  """Per gamma: the learning rate with the best seed-mean test accuracy (NaN/diverged: worst)."""
-  acc = np.nan_to_num(out["test_accuracy"].mean(0), nan=-1.0)  # (lrs, gammas)
-  loss = out["train_loss"].mean(0)
-  rows = []
-  for j, g in enumerate(gammas):
-    i = int(np.argmax(acc[:, j]))
-    rows.append(
-      {
-        "optimizer": "anon",
-        "gamma": float(g),
-        "learning_rate": float(learning_rates[i]),
-        "test_accuracy": float(out["test_accuracy"][:, i, j].mean()),
-        "test_accuracy_std": float(out["test_accuracy"][:, i, j].std()),
-        "train_loss": float(loss[i, j]),
-      }
-    )
-  return rows

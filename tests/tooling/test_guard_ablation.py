@@ -5,23 +5,24 @@ import json
 import pytest
 
 from experiments.guard import ablation
-from experiments.guard import sweep
+from experiments.paper import vision
 
 
 class FakeDigits:
   """Returns an accuracy made of the run's arguments instead of training the CNN."""
 
-  def __init__(self, cfg, data):
-    del cfg, data
+  def __init__(self, **kwargs):
+    del kwargs
 
-  def run(self, seed, *, lr, factor, beta3, refresh_base):
+  def run(self, name, seed, *, lr, factor, beta3, refresh_base):
+    assert name == "anon"
     accuracy = lr + beta3 / 10 + refresh_base / 100 + seed / 1000 + (factor == float("inf")) / 1e4
     return dict(test_accuracy=accuracy, train_loss=0.1, loss_curve=[1.0, 0.5])
 
 
 @pytest.fixture(autouse=True)
 def fake_training(monkeypatch):
-  monkeypatch.setattr(sweep, "GuardedDigits", FakeDigits)
+  monkeypatch.setattr(vision, "DigitsRunner", FakeDigits)
   monkeypatch.setattr(ablation.datasets, "load_digits", lambda: None)
 
 
