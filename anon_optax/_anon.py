@@ -144,7 +144,8 @@ def scale_by_anon(
       preconditioner more than :math:`C` times the one a refresh at that step
       would give. Default 10.0.
     exact: if `True`, the authors' rule without the guard (then leave
-      ``guard_factor`` at its default). Default `False`.
+      ``guard_factor`` at its default: another value raises, unless it is
+      traced, when it cannot be checked and is ignored). Default `False`.
     mu_dtype: storage dtype of :math:`m`; `None` (default) keeps the
       parameters'. As in :func:`optax.adam`, float16 loses gradients below
       about 1e-5 (subnormal); floats under 16 bits are refused.
@@ -277,7 +278,8 @@ def anon(
       fine-tuning from a late checkpoint).
     guard_factor: :math:`C`, a finite number >= 1. Default 10.0.
     exact: if `True`, the authors' rule without the guard (then leave
-      ``guard_factor`` at its default). Default `False`.
+      ``guard_factor`` at its default: another value raises, unless it is
+      traced, when it cannot be checked and is ignored). Default `False`.
     mu_dtype: storage dtype of :math:`m`; `None` (default) keeps the
       parameters'. float16 is accepted, as in :func:`optax.adam`.
     nu_dtype: storage dtype of :math:`s`; `None` (default) keeps at least

@@ -201,7 +201,10 @@ def check_preconditioner(
     check_integer_in("max_refresh_interval", max_refresh_interval, 1, MAX_INT32)
   check_real("guard_factor", guard_factor, 1.0)
   check_bool("exact", exact)
-  if exact and isinstance(guard_factor, (int, float)) and guard_factor != DEFAULT_GUARD_FACTOR:
+  # A NumPy or concrete JAX scalar is checked like a Python number; a traced one cannot be
+  # (its value is unknown here), and the exact step, which has no guard, ignores it.
+  factor = _concrete_value("guard_factor", guard_factor, "a real number")
+  if exact and factor is not None and factor != DEFAULT_GUARD_FACTOR:
     raise ValueError(
       f"`guard_factor` ({guard_factor!r}) applies to the guarded step only; "
       "`exact=True` is the authors' rule, which has no guard."

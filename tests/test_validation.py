@@ -287,3 +287,38 @@ def test_sub_16_bit_mu_dtype_is_refused_at_construction(constructor, dtype):
 def test_mu_dtype_of_16_bits_or_more_is_accepted_as_by_adam(dtype):
   anon_optax.anon(1e-3, mu_dtype=dtype)
   optax.adam(1e-3, mu_dtype=dtype)
+
+
+# ----------------------------------------------------------------------------
+# A guard factor with exact=True, which has no guard.
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "factor",
+  [5.0, 5, np.float32(5.0), np.float64(5.0), np.int32(5), jnp.array(5.0), jnp.float32(5.0)],
+  ids=["float", "int", "np_float32", "np_float64", "np_int32", "jnp_array", "jnp_float32"],
+)
+@pytest.mark.parametrize("constructor", sorted(_CONSTRUCTORS))
+def test_concrete_guard_factor_with_exact_raises_whatever_its_type(constructor, factor):
+  # A NumPy or JAX scalar was accepted and silently ignored, where the Python float raised.
+  with pytest.raises(ValueError, match="`guard_factor`.*exact=True"):
+    _CONSTRUCTORS[constructor](exact=True, guard_factor=factor)
+
+
+@pytest.mark.parametrize("factor", [10.0, np.float32(10.0), jnp.array(10.0)])
+def test_default_guard_factor_with_exact_is_accepted_whatever_its_type(factor):
+  anon_optax.anon(1e-3, exact=True, guard_factor=factor)
+
+
+def test_traced_guard_factor_with_exact_is_not_checked():
+  # Its value is unknown at construction; the exact step has no guard to use it in.
+  def run(factor):
+    tx = anon_optax.anon(1e-2, exact=True, guard_factor=factor)
+    params = jnp.array([1.0, -2.0])
+    updates, _ = tx.update(jnp.array([0.5, 1.0]), tx.init(params), params)
+    return updates
+
+  step = jax.jit(run)
+  np.testing.assert_array_equal(step(jnp.float32(3.0)), step(jnp.float32(10.0)))
+  np.testing.assert_allclose(step(jnp.float32(3.0)), [-1e-2, -1e-2], rtol=1e-6)
