@@ -20,20 +20,14 @@ BENCHMARKS = ("memory", "compile_time", "vmapped_sweep", "step_time")
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true")
-  parser.add_argument(
-    "--only", default="", help="comma-separated subset of " + ",".join(BENCHMARKS)
-  )
-  args, rest = parser.parse_known_args()
-  only = {s.strip() for s in args.only.split(",") if s.strip()}
-  unknown = only - set(BENCHMARKS)
-  if unknown:
+  parser.add_argument("--only", default=",".join(BENCHMARKS), help="subset of the default")
+  args, extra = parser.parse_known_args()
+  only = [s.strip() for s in args.only.split(",") if s.strip()]
+  if unknown := set(only) - set(BENCHMARKS):
     parser.error(f"--only: unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
-  extra = list(rest)
   if args.quick:
     extra += ["--quick", "--out-dir", tempfile.mkdtemp(prefix="anon_bench_")]
-  for name in BENCHMARKS:
-    if only and name not in only:
-      continue
+  for name in [b for b in BENCHMARKS if b in only]:
     print(f"\n### python -m benchmarks.{name} {' '.join(extra)}", flush=True)
     subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *extra], check=True)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 import pathlib
 
-import jax
 import numpy as np
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
@@ -23,7 +22,7 @@ def leaf_sizes(num_params: int, num_leaves: int, seed: int = 0) -> list[tuple[in
   ``d``; the rest are 2-D matrices ``(rows, d)`` whose sizes are log-normally
   spread (the largest a few times the median, like embeddings and MLP weights
   next to attention projections). The total is within one row of
-  ``num_params``; :func:`tree_size` gives the exact count.
+  ``num_params``.
   """
   if num_leaves < 3:
     raise ValueError(f"num_leaves must be >= 3, got {num_leaves}.")
@@ -60,8 +59,3 @@ def make_tree(shapes: Sequence[tuple[int, ...]], seed: int = 0, scale: float = 1
     f"layer_{i:03d}": (scale * rng.standard_normal(s)).astype(np.float32)
     for i, s in enumerate(shapes)
   }
-
-
-def tree_size(tree) -> int:
-  """Total number of elements in a pytree of arrays."""
-  return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(tree)))

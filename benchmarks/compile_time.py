@@ -89,9 +89,7 @@ def eager_sample(make_tx, num_calls: int) -> tuple[float, float]:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument(
-    "--quick", action="store_true", help="tiny MLP only, 1 round, no warm-up round."
-  )
+  parser.add_argument("--quick", action="store_true", help="tiny MLP only, 1 round, no warm-up")
   parser.add_argument("--eager-calls", type=int, default=50)
   parser.add_argument("--out-dir", default=str(common.RESULTS_DIR))
   parser.add_argument("--name", default="compile_time")
@@ -123,13 +121,9 @@ def main(argv=None):
     samples = machine.interleaved(
       {n: contender(n) for n in optimizers}, rounds, warmup_rounds=warmup
     )
-    for n in optimizers:  # Drop the warm-up round's split too.
-      split[n]["lower"] = split[n]["lower"][warmup:]
-      split[n]["compile"] = split[n]["compile"][warmup:]
     summary = machine.summarise(samples, baselines=("adam",))
-    for n in optimizers:
-      summary[n]["lower"] = machine.summarise({n: split[n]["lower"]})[n]["median_s"]
-      summary[n]["compile"] = machine.summarise({n: split[n]["compile"]})[n]["median_s"]
+    for n in optimizers:  # Without the warm-up round's.
+      summary[n].update({k: statistics.median(v[warmup:]) for k, v in split[n].items()})
     results[model] = summary
 
   first: dict[str, list[float]] = {n: [] for n in optimizers}
@@ -151,14 +145,9 @@ def main(argv=None):
     eager_results[n]["cold_first_call_s"] = first[n][0]
     eager_results[n]["warm_first_call_s"] = statistics.median(first[n][warmup:])
 
+  config = dict(rounds=rounds, warmup_rounds=warmup, quick=args.quick, eager_shapes=EAGER_SHAPES)
   payload = {
-    "config": {
-      "rounds": rounds,
-      "warmup_rounds": warmup,
-      "quick": args.quick,
-      "eager_shapes": EAGER_SHAPES,
-      "eager_calls": args.eager_calls,
-    },
+    "config": {**config, "eager_calls": args.eager_calls},
     "results": results,
     "eager": eager_results,
   }

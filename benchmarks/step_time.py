@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from collections.abc import Sequence
+import importlib.util
 import inspect
 import re
 from typing import Any, NamedTuple
@@ -406,20 +407,14 @@ def build_contenders(params_np, grads, grads_np, start_step, counters, names, lo
     name: (lambda make=make: OptaxContender(make(), params_np, grads, start_step, counters))
     for name, make in optax_contenders.items()
   }
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-
-    del torch
-    threads = machine.jax_num_threads()
-    factories["torch"] = lambda: TorchAnonReference(
-      params_np, grads_np, start_step, counters, num_threads=threads
-    )
-    if threads > 1:
-      factories["torch_1thread"] = lambda: TorchAnonReference(
-        params_np, grads_np, start_step, counters, num_threads=1
+  threads = machine.jax_num_threads()
+  for name, num_threads in (("torch", threads), ("torch_1thread", 1 if threads > 1 else None)):
+    if num_threads and importlib.util.find_spec("torch"):
+      factories[name] = lambda n=num_threads: TorchAnonReference(
+        params_np, grads_np, start_step, counters, num_threads=n
       )
-  except ImportError:
-    log("torch not installed: skipping the PyTorch reference (pip install -e '.[bench]')")
+  if not importlib.util.find_spec("torch"):
+    log("torch not installed: no PyTorch reference (pip install -e '.[bench]')")
   contenders = {}
   for name in names:
     if name not in factories:
@@ -476,7 +471,7 @@ def run_size(
   params_np = common.make_tree(shapes, seed=0)
   grads_np = common.make_tree(shapes, seed=1, scale=1e-2)
   grads = jax.tree.map(jnp.asarray, grads_np)
-  exact = common.tree_size(params_np)
+  exact = int(sum(np.prod(s) for s in shapes))
   log(
     f"\n== {machine.size_label(num_params)} params ({exact} exact) in {len(shapes)} leaves; "
     f"{rounds} rounds x {window} steps =="
@@ -643,11 +638,9 @@ def main(argv=None):
     sizes = machine.parse_sizes(args.sizes)
     leaves = [int(x) for x in args.leaves.split(",")] if args.leaves else None
     leaves = leaves or [DEFAULT_LEAVES.get(n, 40) for n in sizes]
-  names = [n.strip() for n in args.contenders.split(",") if n.strip()] or (
-    QUICK_CONTENDERS if args.quick else ALL_CONTENDERS
-  )
-  unknown = sorted(set(names) - set(ALL_CONTENDERS))
-  if unknown:
+  names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+  names = names or (QUICK_CONTENDERS if args.quick else ALL_CONTENDERS)
+  if unknown := sorted(set(names) - set(ALL_CONTENDERS)):
     parser.error(f"--contenders: unknown {unknown}; choose from {','.join(ALL_CONTENDERS)}")
 
   results = []

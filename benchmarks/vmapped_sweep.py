@@ -16,11 +16,9 @@ order for every gamma. Two ways of driving training, both timed:
   all 8 models.
 * ``scan``: the whole run as one jitted `jax.lax.scan`; vmapped: one call.
 
-The vmapped program batches the parameters and the moments over the gammas and shares the
-optimizer's scalar step counters (see `batch_axes`). For each, the time of the runs alone and the
-time including the compile (a fresh function each round, so nothing is cached) are reported. The
-vmapped and sequential final parameters are compared (they must agree to round-off), and the test
-accuracy per gamma is recorded.
+The vmapped program batches the parameters and moments and shares the scalar step counters
+(`batch_axes`). Reported: the runs alone and with the compile (fresh each round), the agreement
+of the vmapped and sequential final parameters (round-off), and the test accuracy per gamma.
 """
 
 from __future__ import annotations
@@ -98,27 +96,16 @@ def batch_axes(tree):
 def time_mode(mode, vmapped, train, num_steps):
   """Fresh compile + one full sweep of 8 gammas; returns timings and params."""
   params0, state0, batches, train_step, run = make_programs(train, num_steps)
-  gammas = jnp.asarray(GAMMAS, jnp.float32)
-  n = len(GAMMAS)
-  if mode == "loop":
-    axes = batch_axes(state0)
-    fn = (
-      jax.vmap(train_step, in_axes=(0, axes, None, 0), out_axes=(0, axes, 0))
-      if vmapped
-      else train_step
-    )
-    jitted = jax.jit(fn, donate_argnums=(0, 1))
-    if vmapped:
-      args = (stack(params0, n), stack(state0, n), batches[0], gammas)
-    else:
-      args = (params0, state0, batches[0], gammas[0])
+  gammas, n, axes = jnp.asarray(GAMMAS, jnp.float32), len(GAMMAS), batch_axes(state0)
+  # loop: one step per call (the batch indices unbatched); scan: the whole run in one call.
+  fn, batch = (train_step, (batches[0],)) if mode == "loop" else (run, ())
+  if vmapped:
+    in_axes = (0, axes, *(None for _ in batch), 0)
+    fn = jax.vmap(fn, in_axes=in_axes, out_axes=(0, axes, 0))
+    args = (stack(params0, n), stack(state0, n), *batch, gammas)
   else:
-    axes = batch_axes(state0)
-    fn = jax.vmap(run, in_axes=(0, axes, 0), out_axes=(0, axes, 0)) if vmapped else run
-    jitted = jax.jit(fn, donate_argnums=(0, 1))
-    args = (
-      (stack(params0, n), stack(state0, n), gammas) if vmapped else (params0, state0, gammas[0])
-    )
+    args = (params0, state0, *batch, gammas[0])
+  jitted = jax.jit(fn, donate_argnums=(0, 1))
   t0 = machine.timer()
   compiled = jitted.lower(*args).compile()
   compile_s = machine.timer() - t0

@@ -4,13 +4,10 @@
     python docs/make_figures.py --only trajectories  # docs/figures/trajectories.png
     python docs/make_figures.py --only digits        # docs/results/digits_cnn.{json,md}, the curves
 
-The trajectory figure is the one from notebooks/anon_tour.ipynb (section 1): every optimizer at the
-learning rate, from one log-spaced grid, with the lowest mean loss over the second half of its
-500-step path. The digits table (`docs/results/digits_cnn.md`) and curves come from `python -m
-experiments.digits_comparison --json docs/results/digits_cnn.json` (run as a subprocess from the
-repository root): the CNN of `examples/digits_cnn.py` with its defaults (seed 0, 20 epochs, batch
-64), Anon and Adam at the example's learning rates, SGD with momentum and HVAdam at theirs; the
-figure is drawn from the per-epoch curves in that results file.
+The trajectory figure is notebooks/anon_tour.ipynb's (section 1): every optimizer at the rate of one
+log-spaced grid with the lowest mean loss over the second half of its 500-step path. The digits
+table and curves come from `python -m experiments.digits_comparison --json
+docs/results/digits_cnn.json` (each optimizer at its tuned rate, the example's defaults).
 """
 
 from __future__ import annotations

@@ -247,25 +247,14 @@ def compare(
   for name in optimizers:
     kw = anon_kw if name == "anon" else {}
     lr = TUNED_LEARNING_RATES[name]
-    runs = [
-      train(
-        make_optimizer(name, lr, **kw),
-        data,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=s,
-        curves=curves,
-      )
-      for s in range(seeds)
-    ]
+    sizes = dict(epochs=epochs, batch_size=batch_size, curves=curves)
+    runs = [train(make_optimizer(name, lr, **kw), data, seed=s, **sizes) for s in range(seeds)]
     acc = np.array([r["test_accuracy"] for r in runs])
     rows.append(
       {
         "optimizer": name,
         "learning_rate": lr,
-        **(
-          {"exact": kw.get("exact", False), **(kw.get("storage") or {})} if name == "anon" else {}
-        ),
+        **({"exact": kw.get("exact", False), **kw.get("storage", {})} if name == "anon" else {}),
         "test_accuracy_mean": float(acc.mean()),
         "test_accuracy_std": float(acc.std()),
         "train_loss_mean": float(np.mean([r["train_loss"] for r in runs])),
@@ -321,15 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     tune(optimizers, data, **kw)
     return
   storage = {k: getattr(args, k) for k in STORAGE_DTYPES if getattr(args, k)}
-  rows = compare(
-    optimizers,
-    data,
-    seeds=args.seeds,
-    exact=args.exact,
-    storage=storage,
-    curves=args.json is not None,
-    **kw,
-  )
+  anon_kw = dict(exact=args.exact, storage=storage, curves=args.json is not None)
+  rows = compare(optimizers, data, seeds=args.seeds, **anon_kw, **kw)
   results = {"dataset": args.dataset, "epochs": epochs, "batch_size": args.batch_size}
   results["results"] = rows
   if args.json is not None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 import datetime
+import importlib
 import json
 import os
 import pathlib
@@ -116,25 +117,18 @@ def timer() -> float:
 
 
 def _git_commit() -> str | None:
+  command, here = ["git", "rev-parse", "--short", "HEAD"], pathlib.Path(__file__).resolve().parent
   try:
     return subprocess.run(
-      ["git", "rev-parse", "--short", "HEAD"],
-      capture_output=True,
-      text=True,
-      cwd=pathlib.Path(__file__).resolve().parent,
-      check=True,
+      command, capture_output=True, text=True, cwd=here, check=True
     ).stdout.strip()
   except Exception:  # pylint: disable=broad-except
     return None
 
 
 def cpu_model() -> str:
-  """The CPU's model name, family, model and widest vector unit, from /proc/cpuinfo.
-
-  A virtual machine may report only "AMD EPYC" or "Intel Xeon Processor": the
-  family and model numbers and whether it has AVX-512 tell its generations apart
-  (their ratios differ). Else what `platform` knows.
-  """
+  """The CPU's model name, family, model and widest vector unit, from /proc/cpuinfo (a virtual
+  machine may report only "AMD EPYC": the rest tells its generations apart); else `platform`'s."""
   try:
     fields = {}
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
@@ -206,19 +200,13 @@ def machine_info() -> dict[str, Any]:
     "note": "CPU timings on a machine shared with other jobs; compare ratios "
     "from the same file, not absolute times across files.",
   }
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-
-    info["torch"] = torch.__version__
-    info["torch_threads"] = torch.get_num_threads()
-  except ImportError:
-    info["torch"] = None
-  try:
-    import anon_optax  # pylint: disable=import-outside-toplevel
-
-    info["anon_optax"] = getattr(anon_optax, "__version__", None)
-  except ImportError:
-    info["anon_optax"] = None
+  for name in ("anon_optax", "flax", "torch"):  # Optional: None where not installed.
+    try:
+      info[name] = importlib.import_module(name).__version__
+    except ImportError:
+      info[name] = None
+  if info["torch"]:
+    info["torch_threads"] = importlib.import_module("torch").get_num_threads()
   return info
 
 

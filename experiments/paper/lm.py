@@ -1,14 +1,9 @@
 """The language-model table: the char-level GPT of ``examples/char_gpt.py``, vmapped.
 
-Every optimizer gets the same model, the same step budget, the same warmup-cosine schedule shape and
-the same batches for a given seed. For one optimizer all ``(learning rate, gamma) x seeds`` runs are
-lanes of ONE ``jax.vmap``-ped, ``jax.jit``-ted program (Anon's three gammas included): the model is
-``tooling.models.GPT`` split once with ``nnx.split`` and merged inside the loss, and the steps run
-in ``jax.lax.scan``. Lane (lr, seed) is the run ``char_gpt.train`` would do with that seed.
-
-``char_gpt.make_optimizer`` builds its schedule with a Python branch on the peak learning rate, so
-it cannot take a traced one; :func:`make_optimizer` below is the same optimizer with a traced peak
-(the schedule is linear in its peak).
+Every optimizer gets the same model, step budget, warmup-cosine schedule shape and batches for a
+seed; all ``(learning rate, gamma) x seeds`` runs of one optimizer are lanes of ONE vmapped, jitted
+program (``tooling.models.GPT`` merged inside the loss, the steps in ``jax.lax.scan``), whose peak
+learning rate is traced (:func:`make_optimizer`; the schedule is linear in its peak).
 """
 
 from __future__ import annotations
@@ -89,39 +84,22 @@ def make_optimizer(name: str, learning_rate, steps: int, gamma=1.0) -> optax.Gra
 
 
 def train_lanes(
-  corpus: datasets.Corpus,
-  name: str,
-  learning_rates: Sequence[float],
-  gammas: Sequence[float],
-  seeds: Sequence[int],
-  *,
-  steps: int,
-  batch_size: int,
-  context: int,
-  width: int,
-  layers: int,
-  heads: int,
-  evals: int = 4,
-  eval_batches: int = 8,
+  corpus: datasets.Corpus, name: str, learning_rates, gammas, seeds, cfg: dict[str, Any]
 ) -> dict[str, np.ndarray]:
   """Trains ``len(seeds) x len(learning_rates)`` GPTs in one vmapped program.
 
-  ``learning_rates`` and ``gammas`` are paired lanes (gamma is ignored by all but Anon).
+  ``learning_rates`` and ``gammas`` are paired lanes (gamma is ignored by all but Anon); ``cfg``:
+  ``steps``, ``batch_size``, ``context``, ``width``, ``layers``, ``heads``, ``evals``.
   Returns arrays with leading axes (seed, lane): "val_loss" (final), "val_curve" (..., evals),
   "train_curve" (..., evals: mean batch loss over each eval interval) and "eval_steps" (evals,).
   """
+  steps, batch_size, context, evals = (cfg[k] for k in ("steps", "batch_size", "context", "evals"))
   if steps % evals:
     raise ValueError(f"steps {steps} must be a multiple of evals {evals}")
   graphdef, inits, train_b, val_b = None, [], [], []
   for seed in seeds:
-    model = models.GPT(
-      len(corpus.chars),
-      context=context,
-      width=width,
-      layers=layers,
-      heads=heads,
-      rngs=nnx.Rngs(seed),
-    )
+    sizes = {k: cfg[k] for k in ("context", "width", "layers", "heads")}
+    model = models.GPT(len(corpus.chars), **sizes, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
     inits.append(params)
     train_b.append(
@@ -129,7 +107,7 @@ def train_lanes(
         evals, steps // evals, batch_size, context + 1
       )
     )
-    val_b.append(datasets.sample_batches(corpus.val, eval_batches, batch_size, context, seed + 1))
+    val_b.append(datasets.sample_batches(corpus.val, 8, batch_size, context, seed + 1))
   params0 = jax.tree.map(lambda *p: jnp.stack(p), *inits)
   train_b, val_b = jnp.asarray(np.stack(train_b)), jnp.asarray(np.stack(val_b))
 
@@ -183,9 +161,6 @@ def run(
   One vmapped program per optimizer: Anon's gammas are lanes of the same program as its LRs.
   """
   corpus = datasets.load_corpus(max_chars=config.get("max_chars"))
-  model_kw = {
-    k: config[k] for k in ("steps", "batch_size", "context", "width", "layers", "heads", "evals")
-  }
   groups: dict[str, list] = {}
   for name, gamma in contenders:
     groups.setdefault(name, []).append(gamma)
@@ -194,14 +169,8 @@ def run(
     lrs = LR_GRIDS[name]
     lanes = [(lr, g) for g in gammas for lr in lrs]
     start = time.perf_counter()
-    out = train_lanes(
-      corpus,
-      name,
-      [lr for lr, _ in lanes],
-      [1.0 if g is None else g for _, g in lanes],
-      seeds,
-      **model_kw,
-    )
+    lrs_and_gammas = ([lr for lr, _ in lanes], [1.0 if g is None else g for _, g in lanes])
+    out = train_lanes(corpus, name, *lrs_and_gammas, seeds, config)
     seconds = time.perf_counter() - start
     log(f"  LM {name}: {len(seeds) * len(lanes)} runs in one vmapped program, {seconds:.0f}s")
     for k, gamma in enumerate(gammas):

@@ -115,23 +115,13 @@ def main(argv=None) -> dict:
   if "idu" in parts:
     lr = vision.LR_GRIDS["anon"][1]
     if "vision" in results:  # The ablation runs at Anon's selected learning rate, and a third.
-      lr = next(r for r in results["vision"]["rows"] if r["optimizer"] == "anon")[
-        "best_learning_rate"
+      (lr,) = [
+        r["best_learning_rate"] for r in results["vision"]["rows"] if r["optimizer"] == "anon"
       ]
     t = time.perf_counter()
-    ablations = []
-    for f in cfg["idu"]["lr_factors"]:
-      log(f"IDU ablation at lr={lr * f:g}")
-      ablations.append(
-        vision.idu_ablation(
-          runner,
-          seeds,
-          float(f"{lr * f:.2g}"),
-          log=log,
-          beta3s=cfg["idu"]["beta3s"],
-          refresh_bases=cfg["idu"]["refresh_bases"],
-        )
-      )
+    grid = {k: cfg["idu"][k] for k in ("beta3s", "refresh_bases")}
+    lrs = [float(f"{lr * f:.2g}") for f in cfg["idu"]["lr_factors"]]
+    ablations = [vision.idu_ablation(runner, seeds, lr, log=log, **grid) for lr in lrs]
     results["idu"] = {"ablations": ablations}
     results["seconds"]["idu"] = round(time.perf_counter() - t, 1)
   if "gamma" in parts:
@@ -156,24 +146,19 @@ def main(argv=None) -> dict:
 
 
 # The paper's GPT-2 small on OpenWebText table: validation loss.
-PAPER_LM = {
-  "anon (gamma=1)": 2.937,
-  "anon (gamma=1.1)": 2.927,
-  "anon (gamma=1.15)": 2.932,
-  "adamw": 2.934,
-  "lion": 2.992,
-  "muon": 3.092,
-}
+PAPER_LM = dict(
+  zip(
+    (*(f"anon (gamma={g})" for g in ("1", "1.1", "1.15")), "adamw", "lion", "muon"),
+    (2.937, 2.927, 2.932, 2.934, 2.992, 3.092),
+  )
+)
 PAPER_LM_NAMES = {"adamw": "Adam(W)", "lion": "Lion", "muon": "Muon"}
 # The paper's CIFAR-10 IDU ablation, a_n = 2^(n-1): test accuracy % at beta3 0.1 ... 0.9.
 PAPER_IDU = {0.1: 91.76, 0.3: 91.98, 0.5: 92.42, 0.7: 92.43, 0.9: 92.16}
 
 
 def _ranks(values) -> np.ndarray:
-  order = np.argsort(values, kind="stable")
-  ranks = np.empty(len(values), int)
-  ranks[order] = np.arange(1, len(values) + 1)
-  return ranks
+  return np.argsort(np.argsort(values, kind="stable"), kind="stable") + 1
 
 
 def _spearman(a, b) -> float:

@@ -9,15 +9,10 @@ tutorial's ReLU CNN, and ``experiments/digits_comparison.py`` compares optimizer
 * The adaptivity curve: :func:`sweep`, the program of ``examples/gamma_sweep.py`` (one vmapped
   program over gamma, lr and seed, on that example's MLP).
 
-Model, data, init and batch order: ``tooling.models.CNN``, ``tooling.models.MLP`` and
-``tooling.data.load_digits`` (the classes and split the examples first defined); lane ``seed`` inits
-``CNN(rngs=nnx.Rngs(seed))`` and shuffles with ``np.random.default_rng(seed)``. For the first two
-tables every hyperparameter the optimizer takes (lr, gamma, beta3) is an *argument* of one jitted
-training program (a ``jax.lax.scan`` over all steps), so one compilation per (optimizer,
-refresh_base) serves every (lr, beta3, seed) lane. We measured ``jax.vmap`` over those lanes on this
-2-core CPU: vmapping a conv over per-lane weights becomes a grouped convolution that ran no faster
-per lane than the loop and took ~5x longer to compile, so the lanes are looped over one compiled
-program here (examples/gamma_sweep.py switched to an MLP for its vmapped sweep for the same reason).
+Seed ``s`` inits ``CNN(rngs=nnx.Rngs(s))`` and shuffles with ``np.random.default_rng(s)``. For
+the CNN every hyperparameter (lr, gamma, beta3, the guard factor) is an *argument* of one jitted
+program (a ``jax.lax.scan`` over all steps), and the lanes are looped over it: a vmapped conv over
+per-lane weights is a grouped convolution, no faster per lane on a CPU and slower to compile.
 """
 
 from __future__ import annotations
