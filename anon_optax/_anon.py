@@ -178,6 +178,7 @@ def scale_by_anon(
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
   _validation.check_real("b1", b1, 0.0, 1.0)
+  b1 = _common.real_part(b1)
   mu_dtype = _validation.check_storage_dtype("mu_dtype", mu_dtype, complex_ok=True)
   # The preconditioner's arguments, by name (scale_by_idu takes the same ones).
   config = _idu.make_config(

@@ -55,6 +55,24 @@ def restored_dtype(update: Any, stored: Any, configured: Any = None, *, real: bo
   return real_statistics_dtype(dtype) if real else statistics_dtype(dtype)
 
 
+def real_part(value: Any) -> Any:
+  """A hyperparameter's real part; real numbers, schedules and `None` unchanged.
+
+  `optax.inject_hyperparams` casts float hyperparameters to the parameters'
+  dtype, so complex parameters get complex ``b1``, ``b2``, ... with a zero
+  imaginary part (`_validation` checks it where the value is concrete). They
+  are used as the real numbers they are, so that the statistics and the real
+  leaves' updates keep their real dtypes.
+  """
+  if isinstance(value, complex):
+    return value.real
+  if isinstance(value, (np.ndarray, np.generic)) and np.iscomplexobj(value):
+    return np.real(value)
+  if isinstance(value, jax.Array) and jnp.iscomplexobj(value):
+    return jnp.real(value)
+  return value
+
+
 def at_least_float32(value: Any) -> jax.Array:
   """A scalar hyperparameter as an array of at least float32.
 

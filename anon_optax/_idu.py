@@ -428,12 +428,15 @@ def make_config(
   _validation.check_preconditioner(
     b2, eps, gamma, beta3, refresh_base, max_refresh_interval, guard_factor, exact
   )
-  arguments = {name: value for name, value in locals().items() if name in CONFIG_ARGUMENTS}
+  # Complex numbers (with zero imaginary part) count as their real part.
+  arguments = {
+    name: _common.real_part(value) for name, value in locals().items() if name in CONFIG_ARGUMENTS
+  }
   arguments["nu_dtype"] = _validation.check_storage_dtype("nu_dtype", nu_dtype)
   arguments["precond_dtype"] = _validation.check_storage_dtype("precond_dtype", precond_dtype)
   return PreconditionerConfig(
     **arguments,
-    one_minus_b2=_common.exact_one_minus(b2),
+    one_minus_b2=_common.exact_one_minus(arguments["b2"]),
     check_schedule_at_run_time=not isinstance(refresh_base, int)
     or not (max_refresh_interval is None or isinstance(max_refresh_interval, int)),
   )

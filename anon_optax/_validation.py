@@ -2,11 +2,13 @@
 
 Hyperparameters given as Python numbers, NumPy scalars or concrete JAX scalars
 are checked at construction: their type (a real number; strings, `None`,
-booleans, complex numbers and non-scalar arrays raise a `TypeError` or
-`ValueError` naming the argument) and their range. Traced values (under
-`jax.jit`, `jax.vmap`, or `optax.inject_hyperparams` inside `jit`) are checked
-for their shape only: branching on their value in Python would fail or freeze
-one value into the compiled program. Schedules are evaluated by their users.
+booleans and non-scalar arrays raise a `TypeError` or `ValueError` naming the
+argument; a complex number counts as its real part if its imaginary part is
+zero, as `optax.inject_hyperparams` makes them for complex parameters) and
+their range. Traced values (under `jax.jit`, `jax.vmap`, or
+`optax.inject_hyperparams` inside `jit`) are checked for their shape only:
+branching on their value in Python would fail or freeze one value into the
+compiled program. Schedules are evaluated by their users.
 """
 
 import math
@@ -38,16 +40,24 @@ def _describe(low: float, high: float, high_inclusive: bool) -> str:
 def _concrete_value(name: str, value: Any, allowed: str) -> float | None:
   """``value`` as a float; `None` if it is traced.
 
+  A complex scalar with a zero imaginary part counts as its real part:
+  `optax.inject_hyperparams` casts every float hyperparameter to the
+  parameters' dtype, complex for complex parameters (as ``optax.adam`` takes
+  them). A traced complex one is taken as its real part unchecked.
+
   Raises:
-    TypeError: if ``value`` is not a real number or a real scalar array.
-    ValueError: if it is an array with more than one element.
+    TypeError: if ``value`` is not a number or a numeric scalar array.
+    ValueError: if it is an array with more than one element, or complex with
+      a nonzero imaginary part.
   """
   if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, str):
     raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type {type(value).__name__}.")
   if isinstance(value, numbers.Real):
     return float(value)
+  if isinstance(value, complex):
+    return _real_part(name, value, allowed)
   if isinstance(value, (np.ndarray, np.generic, jax.Array)):
-    if not (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)):
+    if not jnp.issubdtype(value.dtype, jnp.number):
       raise TypeError(f"`{name}` must be {allowed}, got an array of dtype {value.dtype}.")
     if np.ndim(value) != 0:
       raise ValueError(
@@ -55,8 +65,19 @@ def _concrete_value(name: str, value: Any, allowed: str) -> float | None:
       )
     if isinstance(value, jax_core.Tracer):
       return None
+    if jnp.issubdtype(value.dtype, jnp.complexfloating):
+      return _real_part(name, complex(value), allowed)
     return float(value)
   raise TypeError(f"`{name}` must be {allowed}, got {value!r} of type {type(value).__name__}.")
+
+
+def _real_part(name: str, value: complex, allowed: str) -> float:
+  if value.imag != 0:
+    raise ValueError(
+      f"`{name}` must be {allowed}, got {value!r}; a complex value (as "
+      "optax.inject_hyperparams makes for complex parameters) must have a zero imaginary part."
+    )
+  return value.real
 
 
 def check_real(

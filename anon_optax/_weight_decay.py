@@ -8,6 +8,7 @@ learning rate.
 import jax.numpy as jnp
 import optax
 
+from anon_optax import _common
 from anon_optax import _validation
 
 
@@ -48,6 +49,10 @@ def chain_with_weight_decay(
   """
   _validation.check_real_or_schedule("learning_rate", learning_rate)
   _validation.check_weight_decay(weight_decay, weight_decay_mode)
+  # Injected for complex parameters they are complex; used as real numbers, they leave the
+  # updates of real leaves in a mixed tree real.
+  learning_rate = _common.real_part(learning_rate)
+  weight_decay = _common.real_part(weight_decay)
   chained = _chain(scale_by, learning_rate, weight_decay, weight_decay_mode, mask)
   if mask is None:
     return chained

@@ -439,3 +439,77 @@ def test_flax_train_state_trains_and_matches_optax_loop():
   expected, expected_losses = _hand_rolled(loss_fn, params, tx, 30)
   np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
   _assert_close(state.params, expected, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# inject_hyperparams with complex parameters.
+# ----------------------------------------------------------------------------
+
+
+def _complex_params(real_leaf):
+  params = {
+    "w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3) * (1 - 0.5j),
+    "b": jnp.ones(3, jnp.complex64),
+  }
+  if real_leaf:
+    # inject_hyperparams makes the hyperparameters of the whole tree complex; the updates of a
+    # real leaf stay real, as without it. (optax.adam's become complex.)
+    params["scale"] = jnp.linspace(0.5, 1.5, 3, dtype=jnp.float32)
+  return params
+
+
+def _complex_grads(step, params):
+  def grad(p):
+    real = jnp.sin(3.0 * p.real + step)
+    if not jnp.iscomplexobj(p):
+      return real
+    return (real + 1j * jnp.cos(p.imag - 2.0 * step)).astype(p.dtype)
+
+  return jax.tree.map(grad, params)
+
+
+def _complex_trajectory(tx, steps=STEPS, jit=True, real_leaf=True):
+  params = _complex_params(real_leaf)
+  state = tx.init(params)
+  update = jax.jit(tx.update) if jit else tx.update
+  trajectory = []
+  for step in range(1, steps + 1):
+    updates, state = update(_complex_grads(step, params), state, params)
+    params = optax.apply_updates(params, updates)
+    trajectory.append(updates)
+  return trajectory
+
+
+_COMPLEX_INJECTABLE = {
+  "anon": anon_optax.anon,
+  "anon_exact": functools.partial(anon_optax.anon, exact=True),
+  "hvadam": anon_optax.hvadam,
+}
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+@pytest.mark.parametrize("name", sorted(_COMPLEX_INJECTABLE))
+def test_inject_hyperparams_with_complex_params_equals_plain_hyperparams(name, jit):
+  # optax.inject_hyperparams casts every float hyperparameter to the parameters' dtype, so with
+  # complex parameters b1, b2, ... arrive complex (imaginary part zero), as optax.adam takes them.
+  factory = _COMPLEX_INJECTABLE[name]
+  hyperparams = dict(learning_rate=1e-2, b1=0.8, b2=0.99, gamma=0.5)
+  # HVAdam's real leaves still get complex updates from complex hyperparameters, as Adam's do.
+  real_leaf = name != "hvadam"
+  injected = optax.inject_hyperparams(factory)(**hyperparams)
+  injected = _complex_trajectory(injected, jit=jit, real_leaf=real_leaf)
+  plain = _complex_trajectory(factory(**hyperparams), jit=jit, real_leaf=real_leaf)
+  # Injected values are float32 where the plain ones are Python numbers (1 - b2 is formed in
+  # float32), so they agree to float32 round-off, amplified a little by the refreshes.
+  for got, want in zip(injected, plain):
+    assert jax.tree.map(lambda x: x.dtype, got) == jax.tree.map(lambda x: x.dtype, want)
+    _assert_close(got, want, rtol=2e-4, atol=1e-7)
+
+
+def test_inject_hyperparams_complex_and_real_hyperparameters_agree_bitwise():
+  # A complex hyperparameter with zero imaginary part is its real part, exactly.
+  hyperparams = dict(learning_rate=1e-2, b1=0.8, b2=0.99, gamma=1.1, beta3=0.3)
+  as_complex = optax.inject_hyperparams(anon_optax.anon)(**hyperparams)
+  as_real = optax.inject_hyperparams(anon_optax.anon, hyperparam_dtype=jnp.float32)(**hyperparams)
+  for got, want in zip(_complex_trajectory(as_complex), _complex_trajectory(as_real)):
+    _assert_equal(got, want)

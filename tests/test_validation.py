@@ -322,3 +322,34 @@ def test_traced_guard_factor_with_exact_is_not_checked():
   step = jax.jit(run)
   np.testing.assert_array_equal(step(jnp.float32(3.0)), step(jnp.float32(10.0)))
   np.testing.assert_allclose(step(jnp.float32(3.0)), [-1e-2, -1e-2], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Complex hyperparameters, as optax.inject_hyperparams makes them for complex parameters.
+# ----------------------------------------------------------------------------
+
+_COMPLEX_CHECKED = ["b1", "b2", "eps", "gamma", "beta3", "guard_factor"]
+
+
+@pytest.mark.parametrize("name", _COMPLEX_CHECKED)
+@pytest.mark.parametrize(
+  "wrap", [complex, np.complex64, lambda x: jnp.asarray(x, jnp.complex64)], ids=["py", "np", "jnp"]
+)
+def test_complex_hyperparameter_with_zero_imaginary_part_counts_as_real(name, wrap):
+  value = {"b1": 0.8, "b2": 0.99, "eps": 1e-12, "gamma": 1.5, "beta3": 0.3, "guard_factor": 5.0}
+  anon_optax.anon(wrap(1e-3), **{name: wrap(value[name])})
+  if name != "b1":
+    anon_optax.scale_by_idu(**{name: wrap(value[name])})
+  if name in ("b1", "b2", "eps", "gamma"):
+    anon_optax.hvadam(wrap(1e-3), **{name: wrap(value[name])})
+
+
+@pytest.mark.parametrize("name", [*_COMPLEX_CHECKED, "learning_rate", "weight_decay"])
+def test_complex_hyperparameter_with_imaginary_part_raises(name):
+  with pytest.raises(ValueError, match=f"`{name}`.*imaginary part"):
+    anon_optax.anon(**{"learning_rate": 1e-3, name: jnp.asarray(0.5 + 0.1j, jnp.complex64)})
+
+
+def test_complex_hyperparameters_are_range_checked_by_their_real_part():
+  with pytest.raises(ValueError, match=r"`b1` must be a real number in \[0, 1\)"):
+    anon_optax.anon(1e-3, b1=np.complex64(1.5))
