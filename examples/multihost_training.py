@@ -1,53 +1,45 @@
-"""Multi-process (multi-host) training of the digits CNN with Anon on JAX's distributed runtime.
+"""Sharded training of the digits CNN with Anon: one process on N devices, or many processes.
 
-One program for every scale: each process owns some devices, all processes' devices form one
-global ``("fsdp",)`` mesh, every parameter and its optimizer state (Anon's ``mu``, ``nu`` and
-``precond``) is split over that mesh, and every batch is split over it too (FSDP / ZeRO-3: the
-fsdp axis is also the data-parallel axis). Each process loads and feeds only its own rows of each
-global batch (``jax.make_array_from_process_local_data``); only process 0 logs. Orbax checkpoints
-(``CheckpointManager``: asynchronous, the last ``--keep`` kept) are written collectively every
+Every parameter and its optimizer state (Anon's ``mu``, ``nu`` and ``precond``) is split over the
+``"fsdp"`` axis of a global ``("data", "fsdp")`` device mesh, and every batch over both axes (FSDP /
+ZeRO-3: the fsdp axis is also a data-parallel one). ``nnx.Optimizer`` gives each state array its
+parameter's sharding; the script checks that in every process. Each process loads and feeds only
+its own rows of each global batch (``jax.make_array_from_process_local_data``); only process 0
+logs. Orbax checkpoints (asynchronous, the last ``--keep`` kept) are written collectively every
 ``--save-every`` steps, and a start resumes from the latest complete one, whatever topology wrote
 it (Orbax reshards on restore).
 
-Launching:
-  * SLURM, Open MPI, a TPU pod: start one copy per host (``srun``, ``mpirun``, every TPU VM);
-    ``jax.distributed.initialize()`` detects the cluster::
+One process on this machine's CPU, as ``--devices-per-process`` simulated devices (the flag only
+affects the CPU backend; on GPUs/TPUs the real devices are used)::
 
-        srun python examples/multihost_training.py --checkpoint-dir /shared/ckpt
+    python examples/multihost_training.py --single-process                 # mesh data=1 x fsdp=8
+    python examples/multihost_training.py --single-process --mesh 2,4 --quick
 
-  * Explicitly, on every host ``i`` of ``N`` (the coordinator is process 0's host)::
+Several processes: start one copy per host (``srun``, ``mpirun``, every TPU VM);
+``jax.distributed.initialize()`` detects the cluster, or give the coordinator (process 0's host)::
 
-        python examples/multihost_training.py --coordinator host0:1234 --num-processes N \\
-            --process-id i --checkpoint-dir /shared/ckpt
+    srun python examples/multihost_training.py --checkpoint-dir /shared/ckpt
+    python examples/multihost_training.py --coordinator host0:1234 --num-processes N \\
+        --process-id i --checkpoint-dir /shared/ckpt
+    python tests/multihost_launcher.py --processes 2 \\
+        examples/multihost_training.py --devices-per-process 4 --quick     # 2 local processes
 
-  * On this machine, N processes of ``--devices-per-process`` CPU devices each, talking through
-    gloo collectives: the explicit command above with ``--coordinator localhost:1234``, once per
-    process, or the tests' launcher, which starts them all and appends those three flags::
-
-        python tests/multihost_launcher.py --processes 2 \\
-            examples/multihost_training.py --devices-per-process 4 --quick
-
-Without any of these (and no cluster detected) it runs as one process on
-``--devices-per-process`` simulated CPU devices (or on the real GPUs/TPUs).
-
-A lost process: the distributed runtime's heartbeat (``--heartbeat-timeout``) makes every other
-process exit with an error naming the lost task; a watchdog (``--step-timeout``) ends a process
-whose training makes no progress at all. A checkpoint is written to a temporary directory and
-renamed when every process has finished writing, so a crash never leaves a half-written checkpoint
-as the latest; rerunning the same command resumes from the last complete one.
+A lost process: the runtime's heartbeat (``--heartbeat-timeout``) makes every other process exit
+with an error naming it; a watchdog (``--step-timeout``) ends a process whose training makes no
+progress. A checkpoint is written to a temporary directory and renamed once every process has
+written its shards, so the latest checkpoint is always complete; rerun the command to resume.
 
 The last line on stdout (process 0) is one JSON object::
 
     {"results": [{"optimizer": "anon", "weight_decay_mode": "l2", "test_accuracy": ...,
                   "train_loss": ..., "seconds": ..., "resumed_from_step": null, ...}],
-     "processes": 2, "devices": 8, "mesh": {"fsdp": 8}}
+     "processes": 2, "devices": 8, "mesh": {"data": 1, "fsdp": 8}}
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-import dataclasses
 import importlib.util
 import json
 import os
@@ -55,7 +47,6 @@ import pathlib
 import sys
 import threading
 import time
-from typing import Any
 
 from flax import nnx
 import jax
@@ -73,159 +64,72 @@ import anon_optax
 
 WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
 OPTIMIZERS = ("anon", "hvadam")
-FSDP = "fsdp"
 
 
-# ----------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerSpec:
-  name: str  # "anon" or "hvadam"
-  weight_decay_mode: str  # "l2", "decoupled" or "fixed"
-
-  @property
-  def label(self) -> str:
-    return f"{self.name}-{self.weight_decay_mode}"
-
-
-def parse_optimizers(text: str, default_mode: str) -> list[OptimizerSpec]:
-  """'anon,anon:decoupled,hvadam' -> specs; a name without ':MODE' uses --weight-decay-mode."""
-  specs = []
-  for item in filter(None, (s.strip() for s in text.split(","))):
-    name, _, mode = item.partition(":")
-    mode = mode or default_mode
-    if name not in OPTIMIZERS:
-      raise ValueError(f"--optimizers: unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
-    if mode not in WEIGHT_DECAY_MODES:
+def parse_optimizers(text: str, default_mode: str) -> list[tuple[str, str]]:
+  """'anon,anon:decoupled,hvadam' -> [(name, weight decay mode)]; no ':MODE': the default."""
+  specs = [item.strip().partition(":")[::2] for item in text.split(",") if item.strip()]
+  specs = [(name, mode or default_mode) for name, mode in specs]
+  for name, mode in specs:
+    if name not in OPTIMIZERS or mode not in WEIGHT_DECAY_MODES:
       raise ValueError(
-        f"--optimizers: unknown weight decay mode {mode!r} in {item!r}; "
-        f"expected one of {WEIGHT_DECAY_MODES}"
+        f"--optimizers: {name}:{mode}? names {OPTIMIZERS}, modes {WEIGHT_DECAY_MODES}"
       )
-    specs.append(OptimizerSpec(name, mode))
-  if not specs:
-    raise ValueError("--optimizers: give at least one optimizer, e.g. 'anon' or 'anon,hvadam'")
-  if len({s.label for s in specs}) != len(specs):
-    raise ValueError(f"--optimizers: {text!r} names the same configuration twice")
+  if not specs or len(set(specs)) != len(specs):
+    raise ValueError(f"--optimizers: {text!r}: give each configuration once, e.g. 'anon,hvadam'")
   return specs
-
-
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  launch = parser.add_argument_group("processes and devices")
-  launch.add_argument(
-    "--devices-per-process",
-    type=int,
-    default=8,
-    metavar="D",
-    help="simulated CPU devices per process when on CPU (0: don't simulate)",
-  )
-  launch.add_argument(
-    "--coordinator",
-    default=None,
-    metavar="HOST:PORT",
-    help="process 0's address; with --num-processes and --process-id",
-  )
-  launch.add_argument("--num-processes", type=int, default=None)
-  launch.add_argument("--process-id", type=int, default=None)
-  launch.add_argument(
-    "--single-process", action="store_true", help="do not look for a cluster; run as one process"
-  )
-  launch.add_argument(
-    "--heartbeat-timeout",
-    type=int,
-    default=60,
-    metavar="S",
-    help="seconds without heartbeats before the runtime declares a process lost",
-  )
-  launch.add_argument(
-    "--init-timeout",
-    type=int,
-    default=300,
-    metavar="S",
-    help="seconds to wait for every process to join",
-  )
-  launch.add_argument("--shutdown-timeout", type=int, default=60, metavar="S")
-  launch.add_argument(
-    "--step-timeout",
-    type=float,
-    default=900,
-    metavar="S",
-    help="watchdog: exit if no step completes for S seconds (0: off)",
-  )
-  train_args = parser.add_argument_group("training")
-  train_args.add_argument(
-    "--optimizers",
-    default="anon",
-    metavar="NAME[:MODE],...",
-    help="anon and/or hvadam, each optionally with a weight decay mode "
-    "(l2, decoupled, fixed), e.g. 'anon:decoupled,hvadam'",
-  )
-  train_args.add_argument("--lr", type=float, default=1e-2)
-  train_args.add_argument("--gamma", type=float, default=1.0, help="Anon's gamma")
-  train_args.add_argument("--weight-decay", type=float, default=0.0)
-  train_args.add_argument("--weight-decay-mode", default="l2", choices=WEIGHT_DECAY_MODES)
-  train_args.add_argument("--steps", type=int, default=600)
-  train_args.add_argument("--batch-size", type=int, default=64, help="global batch size")
-  train_args.add_argument("--width", type=int, default=32, help="channels of the first conv")
-  train_args.add_argument("--hidden", type=int, default=128, help="units of the dense layer")
-  train_args.add_argument("--seed", type=int, default=0)
-  train_args.add_argument("--log-every", type=int, default=50)
-  train_args.add_argument(
-    "--quick", action="store_true", help="a short run: 40 steps, a checkpoint every 10"
-  )
-  train_args.add_argument("--no-progress", dest="progress", action="store_false")
-  ckpt = parser.add_argument_group("checkpoints and outputs")
-  ckpt.add_argument(
-    "--checkpoint-dir",
-    default=None,
-    help="Orbax checkpoints go to DIR/<optimizer>-<mode>; resumed from on start",
-  )
-  ckpt.add_argument("--save-every", type=int, default=100, metavar="K")
-  ckpt.add_argument("--keep", type=int, default=3, metavar="N", help="checkpoints kept")
-  ckpt.add_argument(
-    "--resume-step",
-    type=int,
-    default=None,
-    help="resume from this checkpoint instead of the latest",
-  )
-  ckpt.add_argument(
-    "--save-params",
-    default=None,
-    metavar="DIR",
-    help="process 0 writes the final parameters to DIR/<optimizer>-<mode>_step<N>.npz",
-  )
-  ckpt.add_argument(
-    "--snapshot-steps",
-    default="",
-    metavar="S1,S2",
-    help="also write the parameters after these steps (with --save-params)",
-  )
-  return parser
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
   """Parses and checks the command line; --quick shortens whatever was left at its default."""
-  parser = build_parser()
-  args = parser.parse_args(argv)
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--devices-per-process", type=int, default=8, help="simulated CPU devices")
+  p.add_argument("--mesh", default=None, help="DATA,FSDP sizes (default: 1,all devices)")
+  p.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address")
+  p.add_argument("--num-processes", type=int, default=None)
+  p.add_argument("--process-id", type=int, default=None)
+  p.add_argument("--single-process", action="store_true", help="don't look for a cluster")
+  p.add_argument("--heartbeat-timeout", type=int, default=60, help="seconds to a lost process")
+  p.add_argument("--init-timeout", type=int, default=300, help="seconds for all to join")
+  p.add_argument("--shutdown-timeout", type=int, default=60)
+  p.add_argument("--step-timeout", type=float, default=900, help="watchdog seconds (0: off)")
+  p.add_argument("--optimizers", default="anon", help="e.g. 'anon:decoupled,hvadam' (NAME[:MODE])")
+  p.add_argument("--lr", type=float, default=1e-2)
+  p.add_argument("--gamma", type=float, default=1.0, help="Anon's gamma")
+  p.add_argument("--exact", action="store_true", help="Anon's exact rule (no step guard)")
+  p.add_argument("--weight-decay", type=float, default=0.0)
+  p.add_argument("--weight-decay-mode", default="l2", choices=WEIGHT_DECAY_MODES)
+  p.add_argument("--steps", type=int, default=600)
+  p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+  p.add_argument("--width", type=int, default=32, help="channels of the first conv")
+  p.add_argument("--hidden", type=int, default=128, help="units of the dense layer")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--log-every", type=int, default=50)
+  p.add_argument("--quick", action="store_true", help="40 steps, a checkpoint every 10")
+  p.add_argument("--no-progress", dest="progress", action="store_false")
+  p.add_argument("--checkpoint-dir", default=None, help="Orbax checkpoints, DIR/<opt>-<mode>")
+  p.add_argument("--save-every", type=int, default=100, metavar="K")
+  p.add_argument("--keep", type=int, default=3, metavar="N", help="checkpoints kept")
+  p.add_argument("--resume-step", type=int, default=None, help="instead of the latest")
+  p.add_argument("--save-params", default=None, metavar="DIR", help="final params, as .npz")
+  p.add_argument("--snapshot-steps", default="", metavar="S1,S2", help="more .npz params")
+  args = p.parse_args(argv)
   if args.quick:
-    defaults = {"steps": 40, "save_every": 10, "log_every": 10}
-    for name, value in defaults.items():
-      if getattr(args, name) == parser.get_default(name):
+    for name, value in {"steps": 40, "save_every": 10, "log_every": 10}.items():
+      if getattr(args, name) == p.get_default(name):
         setattr(args, name, value)
   try:
     args.optimizers = parse_optimizers(args.optimizers, args.weight_decay_mode)
     args.snapshot_steps = {int(s) for s in args.snapshot_steps.split(",") if s.strip()}
+    args.mesh = args.mesh and tuple(int(s) for s in args.mesh.split(","))
   except ValueError as e:
-    parser.error(str(e))
+    p.error(str(e))
   for name in ("steps", "batch_size", "save_every", "keep", "log_every", "width", "hidden"):
     if getattr(args, name) < 1:
-      parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+      p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
   explicit = (args.coordinator, args.num_processes, args.process_id)
-  if any(v is not None for v in explicit) and any(v is None for v in explicit):
-    parser.error("--coordinator, --num-processes and --process-id go together")
+  if None in explicit and any(v is not None for v in explicit):
+    p.error("--coordinator, --num-processes and --process-id go together")
   return args
 
 
@@ -235,97 +139,53 @@ def log(*args) -> None:
     print(*args, flush=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# Model: the digits CNN, each parameter split over the "fsdp" axis where its size allows
-# ----------------------------------------------------------------------------------------------
-
-
-def _fsdp_spec(shape: tuple[int, ...], axis: int, mesh_size: int) -> tuple[str | None, ...]:
-  """Shards dimension `axis` over "fsdp" if the mesh divides it; otherwise replicates the array."""
-  names = [None] * len(shape)
-  if shape[axis] % mesh_size == 0:
-    names[axis] = FSDP
-  return tuple(names)
-
-
 class CNN(nnx.Module):
-  """Two 3x3 conv layers, a 2x2 average pool, two dense layers (GELU), FSDP-annotated.
+  """Two 3x3 convs, a 2x2 average pool, two dense layers (GELU); FSDP-annotated parameters.
 
   Conv kernels and biases are split along their output channels, dense kernels along their input
-  features; an array whose dimension the mesh does not divide is replicated (the 10-class bias).
+  features; an array the fsdp axis does not divide is replicated (the 10-class bias).
   """
 
-  def __init__(
-    self,
-    *,
-    width: int,
-    hidden: int,
-    mesh_size: int,
-    rngs: nnx.Rngs,
-    image_shape: tuple[int, int, int] = (8, 8, 1),
-    num_classes: int = 10,
-  ):
-    height, w, channels = image_shape
+  def __init__(self, *, width: int, hidden: int, fsdp: int, rngs: nnx.Rngs):
+    def sharded(init, shape, axis):
+      names = [None] * len(shape)
+      if shape[axis] % fsdp == 0:
+        names[axis] = "fsdp"
+      return nnx.with_partitioning(init, tuple(names))
+
     kernel, zeros = nnx.initializers.lecun_normal(), nnx.initializers.zeros_init()
 
-    def sharded(init, shape, axis):
-      return nnx.with_partitioning(init, _fsdp_spec(shape, axis, mesh_size))
-
     def conv(c_in, c_out):
-      return nnx.Conv(
-        c_in,
-        c_out,
-        kernel_size=(3, 3),
-        rngs=rngs,
-        kernel_init=sharded(kernel, (3, 3, c_in, c_out), 3),
-        bias_init=sharded(zeros, (c_out,), 0),
-      )
+      kernel_init = sharded(kernel, (3, 3, c_in, c_out), 3)
+      bias_init = sharded(zeros, (c_out,), 0)
+      return nnx.Conv(c_in, c_out, (3, 3), kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
 
     def dense(d_in, d_out):
-      return nnx.Linear(
-        d_in,
-        d_out,
-        rngs=rngs,
-        kernel_init=sharded(kernel, (d_in, d_out), 0),
-        bias_init=sharded(zeros, (d_out,), 0),
-      )
+      kernel_init, bias_init = sharded(kernel, (d_in, d_out), 0), sharded(zeros, (d_out,), 0)
+      return nnx.Linear(d_in, d_out, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
 
-    self.conv1 = conv(channels, width)
-    self.conv2 = conv(width, 2 * width)
-    self.linear1 = dense((height // 2) * (w // 2) * 2 * width, hidden)
-    self.linear2 = dense(hidden, num_classes)
+    self.conv1, self.conv2 = conv(1, width), conv(width, 2 * width)
+    self.linear1, self.linear2 = dense(4 * 4 * 2 * width, hidden), dense(hidden, 10)
 
   def __call__(self, x):
-    x = nnx.gelu(self.conv1(x))
-    x = nnx.gelu(self.conv2(x))
+    x = nnx.gelu(self.conv2(nnx.gelu(self.conv1(x))))
     x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-    x = x.reshape(x.shape[0], -1)
-    x = nnx.gelu(self.linear1(x))
+    x = nnx.gelu(self.linear1(x.reshape(x.shape[0], -1)))
     return self.linear2(x)
 
 
-# ----------------------------------------------------------------------------------------------
-# Data: every process computes the same global batch order and loads only its own rows
-# ----------------------------------------------------------------------------------------------
-
-
 def load_digits(seed: int = 0, test_fraction: float = 0.25) -> dict[str, np.ndarray]:
-  """scikit-learn's 1797 8x8 digits scaled to [0, 1]; a seeded, stratified train/test split.
+  """scikit-learn's 1797 8x8 digits in [0, 1]; a seeded, stratified train/test split.
 
   Read from the CSV file scikit-learn ships, without importing scikit-learn: that import costs
   about 2 s of CPU, paid by every process of every launch.
   """
   spec = importlib.util.find_spec("sklearn")
-  path = (
-    None
-    if spec is None
-    else (pathlib.Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz")
-  )
-  if path is None or not path.exists():
+  path = spec and pathlib.Path(spec.submodule_search_locations[0]) / "datasets/data/digits.csv.gz"
+  if not path or not path.exists():
     raise SystemExit("error: the digits data come with scikit-learn: pip install scikit-learn")
   table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # 64 pixels (0-16), then the label.
-  x = (table[:, :64] / 16.0).reshape(-1, 8, 8, 1)
-  y = table[:, 64].astype(np.int32)
+  x, y = (table[:, :64] / 16.0).reshape(-1, 8, 8, 1), table[:, 64].astype(np.int32)
   rng = np.random.default_rng(seed)
   is_test = np.zeros(len(y), bool)
   for label in np.unique(y):
@@ -336,68 +196,34 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> dict[str, np.ndar
 
 
 def global_batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> np.ndarray:
-  """Rows of global batch `step` (0-based): a function of (seed, step) only, so a resumed run
-  and every process see exactly the batches of an uninterrupted run."""
-  per_epoch = num_examples // batch_size
-  epoch, i = divmod(step, per_epoch)
+  """Rows of global batch `step`: a function of (seed, step) only, so a resumed run and every
+  process see exactly the batches of an uninterrupted run."""
+  epoch, i = divmod(step, num_examples // batch_size)
   perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
   return perm[i * batch_size : (i + 1) * batch_size]
 
 
-def process_rows(sharding: NamedSharding, global_rows: int) -> slice:
-  """The contiguous block of a batch's leading axis held by this process's devices."""
-  index_map = sharding.addressable_devices_indices_map((global_rows,))
-  starts = sorted({idx[0].indices(global_rows)[:2] for idx in index_map.values()})
-  lo, hi = starts[0][0], starts[-1][1]
-  covered = sum(b - a for a, b in starts)
-  if covered != hi - lo:
-    raise RuntimeError(f"this process's rows {starts} are not contiguous; reorder the mesh")
-  return slice(lo, hi)
-
-
 def put_batch(sharding: NamedSharding, x: np.ndarray, y: np.ndarray, rows: np.ndarray):
   """Loads this process's share of `rows` (indices into x, y) and assembles the global arrays."""
-  mine = rows[process_rows(sharding, len(rows))]
-  local_x, local_y = x[mine], y[mine]  # A real loader would read only these rows from storage.
-  return (
-    jax.make_array_from_process_local_data(sharding, local_x, (len(rows), *x.shape[1:])),
-    jax.make_array_from_process_local_data(sharding, local_y, (len(rows),)),
+  blocks = {
+    i[0].indices(len(rows))[:2]
+    for i in sharding.addressable_devices_indices_map((len(rows),)).values()
+  }
+  lo, hi = min(b[0] for b in blocks), max(b[1] for b in blocks)
+  if sum(b - a for a, b in blocks) != hi - lo:
+    raise RuntimeError(f"this process's rows {sorted(blocks)} are not contiguous")
+  mine = rows[lo:hi]  # A real loader would read only these rows from storage.
+  return tuple(
+    jax.make_array_from_process_local_data(sharding, a[mine], (len(rows), *a.shape[1:]))
+    for a in (x, y)
   )
 
 
-# ----------------------------------------------------------------------------------------------
-# Optimizers, creation, steps
-# ----------------------------------------------------------------------------------------------
-
-
-def make_optimizer(
-  spec: OptimizerSpec, learning_rate: float, gamma: float, weight_decay: float
-) -> optax.GradientTransformation:
-  kw = {"weight_decay": weight_decay, "weight_decay_mode": spec.weight_decay_mode}
-  if spec.name == "anon":
-    return anon_optax.anon(learning_rate, gamma=gamma, **kw)
-  return anon_optax.hvadam(learning_rate, **kw)
-
-
-def create_sharded(
-  tx: optax.GradientTransformation, *, seed: int, width: int, hidden: int, mesh_size: int
-):
-  """Builds model and optimizer inside jit so every array is born on its shards (in a mesh).
-
-  ``nnx.Optimizer`` gives each state leaf its parameter's partitioning, so Anon's mu, nu and
-  precond are split exactly like the parameter they belong to.
-  """
-
-  @nnx.jit
-  def create():
-    model = CNN(width=width, hidden=hidden, mesh_size=mesh_size, rngs=nnx.Rngs(seed))
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    state = nnx.state((model, optimizer))
-    state = jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state))
-    nnx.update((model, optimizer), state)
-    return model, optimizer
-
-  return create()
+def make_optimizer(name: str, mode: str, args) -> optax.GradientTransformation:
+  kw = {"weight_decay": args.weight_decay, "weight_decay_mode": mode}
+  if name == "anon":
+    return anon_optax.anon(args.lr, gamma=args.gamma, exact=args.exact, **kw)
+  return anon_optax.hvadam(args.lr, **kw)
 
 
 def loss_fn(model: CNN, x, y):
@@ -418,236 +244,195 @@ def eval_step(model: CNN, x, y):
   return loss, jnp.mean(jnp.argmax(logits, -1) == y)
 
 
-def checkpoint_tree(model: CNN, optimizer: nnx.Optimizer) -> dict[str, Any]:
+def checkpoint_tree(model: CNN, optimizer: nnx.Optimizer) -> dict:
   """Parameters and optimizer state as nested dicts of global arrays (what Orbax saves)."""
   return {
-    "model": nnx.to_pure_dict(nnx.state(model)),
-    "optimizer": nnx.to_pure_dict(nnx.state(optimizer)),
+    k: nnx.to_pure_dict(nnx.state(m)) for k, m in (("model", model), ("optimizer", optimizer))
   }
 
 
-def restore_into(model: CNN, optimizer: nnx.Optimizer, restored: dict[str, Any]) -> None:
-  for module, tree in ((model, restored["model"]), (optimizer, restored["optimizer"])):
-    state = nnx.state(module)
-    nnx.replace_by_pure_dict(state, tree)
-    nnx.update(module, state)
-
-
 def sharding_rows(tree) -> dict[str, tuple[tuple[int, ...], str]]:
-  rows = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-    spec = leaf.sharding.spec if isinstance(leaf.sharding, NamedSharding) else P()
-    rows[jax.tree_util.keystr(path)] = (tuple(leaf.shape), str(spec))
-  return rows
+  """Path -> (shape, partition spec) of every array of a pure-dict tree."""
+  return {
+    jax.tree_util.keystr(path): (leaf.shape, str(getattr(leaf.sharding, "spec", P())))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+  }
 
 
 def state_sharded_like_params(model: CNN, optimizer: nnx.Optimizer) -> tuple[bool, int]:
-  """Whether every state leaf shaped like a parameter (path ending in its path) shares its spec,
-  and how many such leaves there are (3 per parameter for Anon: mu, nu, precond)."""
+  """Whether every state array shaped like a parameter (path ending in its path) shares its spec,
+  and how many such arrays there are (3 per parameter for Anon: mu, nu, precond)."""
   params = sharding_rows(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-  matched, ok = 0, True
-  for path, (shape, spec) in sharding_rows(nnx.to_pure_dict(nnx.state(optimizer))).items():
-    for p_path, (p_shape, p_spec) in params.items():
-      if path.endswith(p_path) and shape == p_shape:
-        matched += 1
-        ok &= spec == p_spec
-  return ok and matched > 0, matched
+  state = sharding_rows(nnx.to_pure_dict(nnx.state(optimizer)))
+  pairs = [(s, params[p]) for path, s in state.items() for p in params if path.endswith(p)]
+  pairs = [(s, p) for s, p in pairs if s[0] == p[0]]
+  return bool(pairs) and all(s == p for s, p in pairs), len(pairs)
 
 
 def gather_params(model: CNN) -> dict[str, np.ndarray]:
   """Every parameter as one global numpy array on every process (a collective: all must call)."""
-  flat = {
-    jax.tree_util.keystr(path): leaf
-    for path, leaf in jax.tree_util.tree_leaves_with_path(
-      nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    )
-  }
-  if jax.process_count() == 1:
-    return {k: np.asarray(v) for k, v in flat.items()}
-  return dict(zip(flat, multihost_utils.process_allgather(list(flat.values()), tiled=True)))
-
-
-# ----------------------------------------------------------------------------------------------
-# Faults: a watchdog against silent hangs
-# ----------------------------------------------------------------------------------------------
+  leaves = jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  names, arrays = [jax.tree_util.keystr(p) for p, _ in leaves], [a for _, a in leaves]
+  if jax.process_count() > 1:
+    arrays = multihost_utils.process_allgather(arrays, tiled=True)
+  return {k: np.asarray(v) for k, v in zip(names, arrays)}
 
 
 class Watchdog:
-  """Ends the process if no training step completes for `timeout` seconds.
+  """Ends the process (exit status 3) if no training step completes for `timeout` seconds.
 
-  The distributed runtime already ends every process when one stops sending heartbeats; this
-  catches what heartbeats cannot: a peer that is alive but stuck (e.g. a wedged filesystem).
+  The runtime already ends every process when one stops sending heartbeats; this catches a peer
+  that is alive but stuck (e.g. on a wedged filesystem).
   """
 
   def __init__(self, timeout: float):
-    self.timeout = timeout
-    self.last_progress = time.monotonic()
-    self.what = "starting"
-    self._stop = threading.Event()
+    self.timeout, self.last, self.what = timeout, time.monotonic(), "starting"
+    self.stopped = threading.Event()
     if timeout > 0:
-      threading.Thread(target=self._watch, daemon=True, name="watchdog").start()
+      threading.Thread(target=self._watch, daemon=True).start()
 
   def progress(self, what: str) -> None:
-    self.last_progress, self.what = time.monotonic(), what
-
-  def stop(self) -> None:
-    self._stop.set()
+    self.last, self.what = time.monotonic(), what
 
   def _watch(self) -> None:
-    while not self._stop.wait(min(5.0, self.timeout / 4)):
-      idle = time.monotonic() - self.last_progress
-      if idle > self.timeout:
+    while not self.stopped.wait(min(5.0, self.timeout / 4)):
+      if (idle := time.monotonic() - self.last) > self.timeout:
         sys.stderr.write(
           f"error: process {jax.process_index()}: no training progress for {idle:.0f} s "
-          f"(--step-timeout {self.timeout:g}; last: {self.what}); a peer process is probably "
-          "stuck or lost. Exiting; rerun to resume from the latest complete checkpoint.\n"
+          f"(--step-timeout {self.timeout:g}; last: {self.what}); a peer is probably stuck or "
+          "lost. Exiting; rerun to resume from the latest complete checkpoint.\n"
         )
         sys.stderr.flush()
         os._exit(3)
 
 
-# ----------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------
+def open_checkpoints(args, label: str, model: CNN, optimizer: nnx.Optimizer):
+  """The label's CheckpointManager, after restoring the model from its latest (or chosen) step."""
+  options = ocp.CheckpointManagerOptions(
+    # Exactly every K steps (Orbax's interval policy would also save the first step).
+    should_save_fn=lambda step, last_saved: step % args.save_every == 0,
+    max_to_keep=args.keep,
+    enable_async_checkpointing=True,
+    # A crash mid-save leaves "<step>.orbax-checkpoint-tmp", never a step directory; the next
+    # start deletes such leftovers.
+    cleanup_tmp_directories=True,
+  )
+  root = (
+    args.checkpoint_dir if "://" in args.checkpoint_dir else os.path.abspath(args.checkpoint_dir)
+  )
+  manager = ocp.CheckpointManager(f"{root.rstrip('/')}/{label}", options=options)
+  saved = sorted(manager.all_steps())
+  step = manager.latest_step() if args.resume_step is None else args.resume_step
+  if step is not None and (step not in saved or saved[-1] != step):
+    raise SystemExit(
+      f"error: --resume-step {step}: {manager.directory} holds the checkpoints {saved}; "
+      "resume from one of them with no later one (move those away)"
+    )
+  if step is not None:
+    # The abstract target carries this topology's shardings: Orbax reads and reshards.
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, checkpoint_tree(model, optimizer))
+    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    for module, tree in ((model, restored["model"]), (optimizer, restored["optimizer"])):
+      state = nnx.state(module)
+      nnx.replace_by_pure_dict(state, tree)
+      nnx.update(module, state)
+    log(f"{label}: resumed from the checkpoint of step {step} ({manager.directory})")
+  return manager, step
 
 
-def train(
-  spec: OptimizerSpec,
-  args,
-  mesh: jax.sharding.Mesh,
-  data: dict[str, np.ndarray],
-  watchdog: Watchdog,
-  on_step: Callable[[str, int], None] | None = None,
-) -> dict[str, Any]:
+def train(name, mode, args, mesh, data, watchdog, on_step=None) -> dict:
   """Trains one optimizer to --steps, resuming from and writing to its checkpoint directory.
 
-  ``on_step(label, step)``, if given, is called after each completed step, once the step's
-  checkpoint save has started.
+  ``on_step(label, step)``, if given, is called after each step, once its checkpoint save started.
   """
-  tx = make_optimizer(spec, args.lr, args.gamma, args.weight_decay)
-  batch_sharding = NamedSharding(mesh, P(FSDP))
-  model, optimizer = create_sharded(
-    tx, seed=args.seed, width=args.width, hidden=args.hidden, mesh_size=mesh.size
-  )
+  label = f"{name}-{mode}"
+  batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
 
-  manager = None
-  resumed_from = None
-  if args.checkpoint_dir:
-    every = args.save_every
-    options = ocp.CheckpointManagerOptions(
-      # Exactly every K steps (Orbax's interval policy would also save the first step).
-      should_save_fn=lambda step, last_saved: step % every == 0,
-      max_to_keep=args.keep,
-      enable_async_checkpointing=True,
-      # A crash mid-save leaves "<step>.orbax-checkpoint-tmp", never a step directory; the
-      # next start deletes such leftovers.
-      cleanup_tmp_directories=True,
+  @nnx.jit
+  def create():  # Inside jit, so that every array is born on its shards.
+    model = CNN(
+      width=args.width, hidden=args.hidden, fsdp=mesh.shape["fsdp"], rngs=nnx.Rngs(args.seed)
     )
-    root = args.checkpoint_dir  # A local path, or a URL Orbax understands (gs://...).
-    if "://" not in root:
-      root = os.path.abspath(root)
-    manager = ocp.CheckpointManager(f"{root.rstrip('/')}/{spec.label}", options=options)
-    step = manager.latest_step() if args.resume_step is None else args.resume_step
-    if step is not None and step not in manager.all_steps():
-      raise SystemExit(
-        f"error: --resume-step {step}: no complete checkpoint of that step in "
-        f"{manager.directory} (found {sorted(manager.all_steps())})"
-      )
-    newer = [s for s in manager.all_steps() if step is not None and s > step]
-    if newer:
-      raise SystemExit(
-        f"error: --resume-step {step}: {manager.directory} also holds the later "
-        f"checkpoints {sorted(newer)}, which this run would overwrite; move them "
-        "away or use another --checkpoint-dir"
-      )
-    if step is not None:
-      # The abstract target carries this topology's shardings: Orbax reads and reshards.
-      target = jax.tree.map(ocp.utils.to_shape_dtype_struct, checkpoint_tree(model, optimizer))
-      restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-      restore_into(model, optimizer, restored)
-      resumed_from = int(step)
-      log(f"{spec.label}: resumed from the checkpoint of step {step} ({manager.directory})")
+    optimizer = nnx.Optimizer(model, make_optimizer(name, mode, args), wrt=nnx.Param)
+    state = nnx.state((model, optimizer))
+    nnx.update(
+      (model, optimizer), jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state))
+    )
+    return model, optimizer
 
+  model, optimizer = create()
+  manager, resumed_from = None, None
+  if args.checkpoint_dir:
+    manager, resumed_from = open_checkpoints(args, label, model, optimizer)
   x_train, y_train = data["x_train"], data["y_train"]
-  start_step = resumed_from or 0
-  snapshots = {}
-  loss = None
-  start = time.perf_counter()
+  snapshots, loss, start = {}, None, time.perf_counter()
   bar = tqdm(
-    range(start_step, args.steps),
-    desc=f"{spec.label} on {mesh.size} devices",
+    range(resumed_from or 0, args.steps),
+    desc=f"{label} on {mesh.size} devices",
     file=sys.stderr,
     disable=jax.process_index() != 0 or not args.progress,
   )
   for step in bar:
     rows = global_batch_indices(step, len(x_train), args.batch_size, args.seed)
-    x, y = put_batch(batch_sharding, x_train, y_train, rows)
-    loss = train_step(model, optimizer, x, y)
+    loss = train_step(model, optimizer, *put_batch(batch_sharding, x_train, y_train, rows))
     done = step + 1  # Steps completed; checkpoint k holds the state after k steps.
     if manager is not None:
-      # Every process calls save: each writes its own shards, then process 0 commits (renames
-      # the temporary directory) once all have finished; this returns once the write started.
-      manager.save(
-        done,
-        args=ocp.args.StandardSave(checkpoint_tree(model, optimizer)),
-        force=done == args.steps,
-      )
+      # Every process writes its own shards, then process 0 commits (renames the temporary
+      # directory) once all have finished; this returns once the write started.
+      tree = checkpoint_tree(model, optimizer)
+      manager.save(done, args=ocp.args.StandardSave(tree), force=done == args.steps)
     if done in args.snapshot_steps:
       snapshots[done] = gather_params(model)
     if done % args.log_every == 0 or done == args.steps:
       bar.set_postfix(loss=f"{float(loss):.4f}")
-      log(f"{spec.label} step {done} loss {float(loss):.6f}")
-    watchdog.progress(f"{spec.label} step {done}")
+      log(f"{label} step {done} loss {float(loss):.6f}")
+    watchdog.progress(f"{label} step {done}")
     if on_step is not None:
-      on_step(spec.label, done)
+      on_step(label, done)
   bar.close()
-  train_loss = None if loss is None else float(loss)
   seconds = time.perf_counter() - start
   if manager is not None:
     manager.wait_until_finished()
     manager.close()
 
   n_test = len(data["x_test"]) // mesh.size * mesh.size  # Divisible by the devices.
-  x_test, y_test = put_batch(batch_sharding, data["x_test"], data["y_test"], np.arange(n_test))
-  test_loss, test_accuracy = (float(v) for v in eval_step(model, x_test, y_test))
+  test = put_batch(batch_sharding, data["x_test"], data["y_test"], np.arange(n_test))
+  test_loss, test_accuracy = (float(v) for v in eval_step(model, *test))
   final_params = gather_params(model)
   ok, matched = state_sharded_like_params(model, optimizer)
-  # Every process checks its own arrays after training; process 0 reports them all.
-  per_process_ok = (
-    multihost_utils.process_allgather(np.int32(ok)) if jax.process_count() > 1 else np.array([ok])
-  )
+  # Every process checks its own arrays; process 0 reports them all.
+  every_ok = multihost_utils.process_allgather(np.int32(ok)) if jax.process_count() > 1 else [ok]
   if args.save_params and jax.process_index() == 0:
     out = pathlib.Path(args.save_params)
     out.mkdir(parents=True, exist_ok=True)
-    for when, params in [*snapshots.items(), ("final", final_params)]:
-      np.savez(out / f"{spec.label}_step{args.steps if when == 'final' else when}.npz", **params)
+    for when, params in [*snapshots.items(), (args.steps, final_params)]:
+      np.savez(out / f"{label}_step{when}.npz", **params)
+  param_specs = sharding_rows(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   return {
-    "optimizer": spec.name,
-    "weight_decay_mode": spec.weight_decay_mode,
+    "optimizer": name,
+    "weight_decay_mode": mode,
     "weight_decay": args.weight_decay,
     "learning_rate": args.lr,
-    "gamma": args.gamma if spec.name == "anon" else None,
+    "gamma": args.gamma if name == "anon" else None,
+    **({"exact": True} if args.exact and name == "anon" else {}),
     "steps": args.steps,
     "resumed_from_step": resumed_from,
     "latest_checkpoint": None if manager is None else manager.latest_step(),
-    "train_loss": train_loss,
+    "train_loss": None if loss is None else float(loss),
     "test_loss": test_loss,
     "test_accuracy": test_accuracy,
     "test_examples": n_test,
     "seconds": round(seconds, 2),
-    "state_sharded_like_params": [bool(v) for v in np.ravel(per_process_ok)],
+    "state_sharded_like_params": [bool(v) for v in np.ravel(every_ok)],
     "state_leaves_like_params": matched,
-    "param_specs": {
-      k: s for k, (_, s) in sharding_rows(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()
-    },
+    "param_specs": {k: spec for k, (_, spec) in param_specs.items()},
   }
 
 
 def initialize_distributed(args) -> None:
   """Joins the distributed runtime: explicit flags, else an auto-detected cluster, else alone."""
-  if args.devices_per_process > 0 and "xla_force_host_platform_device_count" not in os.environ.get(
-    "XLA_FLAGS", ""
-  ):
+  flags = os.environ.get("XLA_FLAGS", "")
+  if args.devices_per_process > 0 and "xla_force_host_platform_device_count" not in flags:
     jax.config.update("jax_num_cpu_devices", args.devices_per_process)  # CPU backend only.
   # CPU collectives across processes (harmless on GPU/TPU hosts).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -670,13 +455,14 @@ def main(argv: list[str] | None = None, *, on_step: Callable[[str, int], None] |
   args = parse_args(sys.argv[1:] if argv is None else argv)
   initialize_distributed(args)
   watchdog = Watchdog(args.step_timeout)
-  # Auto axes: the compiler propagates shardings from the annotated parameters and batch.
-  mesh = jax.make_mesh((jax.device_count(),), (FSDP,), axis_types=(AxisType.Auto,))
-  if args.batch_size % mesh.size:
+  shape = args.mesh or (1, jax.device_count())
+  if shape[0] * shape[1] != jax.device_count() or args.batch_size % jax.device_count():
     raise SystemExit(
-      f"error: --batch-size {args.batch_size} must be divisible by the "
-      f"{mesh.size} devices of the mesh"
+      f"error: the mesh {shape} and --batch-size {args.batch_size} must fit the "
+      f"{jax.device_count()} devices (mesh sizes multiplying to it, a batch divisible by it)"
     )
+  # Auto axes: the compiler propagates shardings from the annotated parameters and batch.
+  mesh = jax.make_mesh(shape, ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
   log(
     f"jax {jax.__version__}: {jax.process_count()} process(es) x {jax.local_device_count()} "
     f"{jax.devices()[0].platform} device(s) = mesh {dict(mesh.shape)}"
@@ -684,25 +470,16 @@ def main(argv: list[str] | None = None, *, on_step: Callable[[str, int], None] |
   data = load_digits(args.seed)
   results = []
   with jax.set_mesh(mesh):
-    for spec in args.optimizers:
-      row = train(spec, args, mesh, data, watchdog, on_step)
-      results.append(row)
+    for name, mode in args.optimizers:
+      results.append(row := train(name, mode, args, mesh, data, watchdog, on_step))
       log(
-        f"{spec.label}: test_accuracy={row['test_accuracy']:.4f} "
-        f"train_loss={row['train_loss']} {row['seconds']:.1f}s; optimizer state sharded like "
-        f"the parameters in every process: {all(row['state_sharded_like_params'])}"
+        f"{name}-{mode}: test_accuracy={row['test_accuracy']:.4f} train_loss={row['train_loss']} "
+        f"{row['seconds']:.1f}s; optimizer state sharded like the parameters in every process: "
+        f"{all(row['state_sharded_like_params'])}"
       )
-  watchdog.stop()
-  log(
-    json.dumps(
-      {
-        "results": results,
-        "processes": jax.process_count(),
-        "devices": jax.device_count(),
-        "mesh": {FSDP: mesh.size},
-      }
-    )
-  )
+  watchdog.stopped.set()
+  out = {"results": results, "processes": jax.process_count(), "devices": jax.device_count()}
+  log(json.dumps({**out, "mesh": {k: int(v) for k, v in mesh.shape.items()}}))
   if jax.process_count() > 1:
     jax.distributed.shutdown()
 

@@ -156,7 +156,6 @@ def run_with_kill(process: int, step: int, program: str, argv: list[str]) -> Non
   """Runs ``program``'s ``main(argv)``; process ``process`` SIGKILLs itself after ``step``."""
   spec = importlib.util.spec_from_file_location("program", program)
   module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # Its dataclasses look their module up there.
   spec.loader.exec_module(module)
 
   def on_step(label: str, done: int) -> None:

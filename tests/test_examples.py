@@ -103,16 +103,18 @@ def test_char_gpt_quick(package_only):
 
 
 @pytest.mark.slow
-def test_sharded_training_quick_on_8_simulated_devices(package_only):
+def test_multihost_training_as_one_process_on_a_2x4_mesh_of_8_simulated_devices(package_only):
   # Force exactly 8 CPU devices, whatever the host has.
   env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  out, proc = run_example("sharded_training.py", package_only, env=env)
+  args = ("--single-process", "--mesh", "2,4", "--no-progress")
+  out, _ = run_example("multihost_training.py", package_only, *args, env=env)
   check_rows(out, "test_accuracy")
-  assert out["devices"] == 8
-  assert out["mesh"] == {"data": 2, "fsdp": 4}
-  assert out["state_sharded_like_params"] is True
-  assert "precond" in proc.stdout and "'fsdp'" in proc.stdout
-  assert out["results"][0]["test_accuracy"] >= 0.6
+  assert (out["processes"], out["devices"], out["mesh"]) == (1, 8, {"data": 2, "fsdp": 4})
+  (row,) = out["results"]
+  # mu, nu and precond of each of the 8 parameters are sharded like their parameter.
+  assert row["state_sharded_like_params"] == [True] and row["state_leaves_like_params"] == 24
+  assert row["param_specs"]["['linear1']['kernel']"].startswith("P('fsdp'"), row["param_specs"]
+  assert row["test_accuracy"] >= 0.6, row
 
 
 @pytest.mark.slow
