@@ -27,10 +27,6 @@ from sklearn import model_selection
 
 import anon_optax
 
-# ----------------------------------------------------------------------------------------------
-# Model
-# ----------------------------------------------------------------------------------------------
-
 
 class CNN(nnx.Module):
   """The CNN of the Flax NNX MNIST tutorial: two 3x3 convolutions, each followed by a 2x2 average
@@ -51,11 +47,6 @@ class CNN(nnx.Module):
     x = x.reshape(x.shape[0], -1)  # Flatten.
     x = nnx.relu(self.linear1(x))
     return self.linear2(x)
-
-
-# ----------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------
 
 
 class Dataset(NamedTuple):
@@ -84,10 +75,6 @@ def batches(x, y, batch_size: int, rng: np.random.Generator):
     yield x[idx], y[idx]
 
 
-# ----------------------------------------------------------------------------------------------
-# Optimizers
-# ----------------------------------------------------------------------------------------------
-
 # Tuned once with this script's defaults (seed 0, 20 epochs, batch 64): the rate of the grid
 # 3e-4, 1e-3, 3e-3, 1e-2 with the best final test accuracy (anon 0.9778, adam 0.9800). The grid is
 # `python -m experiments.digits_comparison --tune`; every measured point is in its docstring.
@@ -99,11 +86,6 @@ def make_optimizers() -> dict[str, optax.GradientTransformation]:
     "anon": anon_optax.anon(LEARNING_RATES["anon"]),
     "adam": optax.adam(LEARNING_RATES["adam"]),
   }
-
-
-# ----------------------------------------------------------------------------------------------
-# Training and evaluation
-# ----------------------------------------------------------------------------------------------
 
 
 def loss_fn(model: CNN, x, y):

@@ -16,20 +16,25 @@ seeds), with its train loss; ``--lrs 3e-3`` gives the fixed-learning-rate curve 
     python examples/gamma_sweep.py --gammas=-0.5,0,0.5,1,1.5 --lrs 3e-3 --seeds 3 --plot sweep.png
     python examples/gamma_sweep.py --quick             # a few seconds (CI)
 
-The last line on stdout is one JSON object::
-
-    {"results": [{"optimizer": "anon", "gamma": -0.5, "learning_rate": ..., "test_accuracy": ...,
-                  "train_loss": ...}, ...], "seconds": ..., "grid": {...}}
+``--out DIR`` writes ``DIR/gamma_sweep.json`` and its Markdown table ``DIR/gamma_sweep.md``. The
+last line on stdout is one JSON object: ``{"results": [{"optimizer": "anon", "gamma": -0.5,
+"learning_rate": ..., "test_accuracy": ..., "train_loss": ...}, ...], "seconds": ...,
+"grid": {...}}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import pathlib
+import platform
+import shlex
+import subprocess
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 from flax import nnx
 import jax
@@ -41,25 +46,14 @@ from tqdm.auto import tqdm
 import anon_optax
 
 
-class Dataset(NamedTuple):
-  x_train: np.ndarray  # float32, (n, 8, 8, 1), in [0, 1]
-  y_train: np.ndarray  # int32, (n,)
-  x_test: np.ndarray
-  y_test: np.ndarray
+def load_digits():
+  """(x_train, x_test, y_train, y_test): the 8x8 digits in [0, 1], digits_cnn.py's split."""
+  from sklearn import datasets  # pylint: disable=import-outside-toplevel
+  from sklearn import model_selection  # pylint: disable=import-outside-toplevel
 
-
-def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
-  """sklearn's 1797 8x8 digits scaled to [0, 1]; the fixed stratified split of digits_cnn.py."""
-  from sklearn.datasets import load_digits as _load
-  from sklearn.model_selection import train_test_split
-
-  digits = _load()
-  x = (digits.images / 16.0).astype(np.float32)[..., None]
-  y = digits.target.astype(np.int32)
-  x_train, x_test, y_train, y_test = train_test_split(
-    x, y, test_size=test_fraction, random_state=seed, stratify=y
-  )
-  return Dataset(x_train, y_train, x_test, y_test)
+  digits = datasets.load_digits()
+  x, y = (digits.images / 16.0).astype(np.float32)[..., None], digits.target.astype(np.int32)
+  return model_selection.train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
 
 
 class MLP(nnx.Module):
@@ -69,12 +63,10 @@ class MLP(nnx.Module):
   convolution, which is slow on CPU, while a batch of dense layers is a batched matmul.
   """
 
-  def __init__(
-    self, in_features: int = 64, hidden: int = 128, num_classes: int = 10, *, rngs: nnx.Rngs
-  ):
+  def __init__(self, in_features: int = 64, hidden: int = 128, *, rngs: nnx.Rngs):
     self.linear1 = nnx.Linear(in_features, hidden, rngs=rngs)
     self.linear2 = nnx.Linear(hidden, hidden, rngs=rngs)
-    self.linear3 = nnx.Linear(hidden, num_classes, rngs=rngs)
+    self.linear3 = nnx.Linear(hidden, 10, rngs=rngs)
 
   def __call__(self, x):
     x = x.reshape(x.shape[0], -1)
@@ -83,38 +75,24 @@ class MLP(nnx.Module):
     return self.linear3(x)
 
 
-DEFAULT_GAMMAS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
-DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+DEFAULT_GAMMAS = "-0.5,-0.25,0,0.25,0.5,0.75,1,1.25,1.5"
+DEFAULT_LRS = "1e-5,1e-4,1e-3,1e-2,1e-1,1,10"
 
 
-def sweep(
-  gammas,
-  learning_rates=(3e-3,),
-  seeds=(0,),
-  *,
-  epochs: int = 20,
-  batch_size: int = 64,
-  hidden: int = 128,
-  data: Dataset | None = None,
-  beta3: float = 0.5,
-  refresh_base: int = 2,
-) -> dict[str, np.ndarray]:
+def sweep(gammas, learning_rates=(3e-3,), seeds=(0,), *, epochs=20, batch_size=64, hidden=128):
   """Trains one MLP per (seed, learning rate, gamma) in a single vmapped program.
 
   Returns arrays of shape (len(seeds), len(learning_rates), len(gammas)): "test_accuracy",
   "train_loss" (final loss on the whole training set) and "loss_curve" (..., steps) of batch losses.
   """
-  data = data or load_digits()
-  x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-  x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+  x_train, x_test, y_train, y_test = map(jnp.asarray, load_digits())
   steps_per_epoch = len(x_train) // batch_size
 
   # One init and one batch order per seed, shared by every (lr, gamma) lane of that seed.
   graphdef = None
   inits, orders = [], []
   for seed in seeds:
-    model = MLP(int(np.prod(data.x_train.shape[1:])), hidden, rngs=nnx.Rngs(seed))
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params = nnx.split(MLP(64, hidden, rngs=nnx.Rngs(seed)), nnx.Param)
     inits.append(params)
     rng = np.random.default_rng(seed)
     orders.append(
@@ -130,7 +108,7 @@ def sweep(
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
   def train_one(params, order, lr, gamma):
-    tx = anon_optax.anon(lr, gamma=gamma, beta3=beta3, refresh_base=refresh_base)
+    tx = anon_optax.anon(lr, gamma=gamma)
 
     def step(carry, idx):
       params, opt_state = carry
@@ -157,119 +135,106 @@ def sweep(
 
 def best_per_gamma(out: dict[str, np.ndarray], gammas, learning_rates) -> list[dict[str, Any]]:
   """Per gamma: the learning rate with the best seed-mean test accuracy (NaN/diverged: worst)."""
-  acc = np.nan_to_num(out["test_accuracy"].mean(0), nan=-1.0)  # (lrs, gammas)
-  loss = out["train_loss"].mean(0)
-  rows = []
-  for j, g in enumerate(gammas):
-    i = int(np.argmax(acc[:, j]))
-    rows.append(
-      {
-        "optimizer": "anon",
-        "gamma": float(g),
-        "learning_rate": float(learning_rates[i]),
-        "test_accuracy": float(out["test_accuracy"][:, i, j].mean()),
-        "test_accuracy_std": float(out["test_accuracy"][:, i, j].std()),
-        "train_loss": float(loss[i, j]),
-      }
-    )
-  return rows
+  best = np.argmax(np.nan_to_num(out["test_accuracy"].mean(0), nan=-1.0), axis=0)  # Per gamma.
+  accuracy = lambda i, j: out["test_accuracy"][:, i, j]
+  return [
+    {
+      "optimizer": "anon",
+      "gamma": float(g),
+      "learning_rate": float(learning_rates[i]),
+      "test_accuracy": float(accuracy(i, j).mean()),
+      "test_accuracy_std": float(accuracy(i, j).std()),
+      "train_loss": float(out["train_loss"][:, i, j].mean()),
+    }
+    for j, (g, i) in enumerate(zip(gammas, best))
+  ]
 
 
-def plot_sweep(rows, path: str, out=None, learning_rates=None, gammas=None) -> None:
-  import matplotlib
+def plot_sweep(rows, path: str, out, learning_rates, gammas) -> None:
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.4))
-  g = [r["gamma"] for r in rows]
-  ax_acc.errorbar(
-    g,
-    [r["test_accuracy"] for r in rows],
-    yerr=[r["test_accuracy_std"] for r in rows],
-    marker="o",
-    capsize=3,
-    label="best lr per gamma",
-  )
-  ax_loss.plot(g, [r["train_loss"] for r in rows], marker="o", label="best lr per gamma")
-  if out is not None and len(learning_rates) > 1:
-    for i, lr in enumerate(learning_rates):
-      ax_acc.plot(
-        gammas, out["test_accuracy"][:, i].mean(0), alpha=0.35, ls="--", label=f"lr={lr:g}"
-      )
-      ax_loss.plot(gammas, out["train_loss"][:, i].mean(0), alpha=0.35, ls="--", label=f"lr={lr:g}")
-  ax_acc.set(xlabel="gamma", ylabel="test accuracy", ylim=(0.8, 1.0))
-  ax_loss.set(xlabel="gamma", ylabel="final train loss", yscale="log")
-  ax_loss.set_ylim(top=10.0)  # Diverged lanes would otherwise squash the axis.
-  ax_acc.legend(fontsize=7)
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+  acc, std = ([r[k] for r in rows] for k in ("test_accuracy", "test_accuracy_std"))
+  axes[0].errorbar(gammas, acc, yerr=std, marker="o", capsize=3, label="best lr per gamma")
+  axes[1].plot(gammas, [r["train_loss"] for r in rows], marker="o", label="best lr per gamma")
+  for ax, key in zip(axes, ("test_accuracy", "train_loss")):
+    for i, lr in enumerate(learning_rates if len(learning_rates) > 1 else []):
+      ax.plot(gammas, out[key][:, i].mean(0), alpha=0.35, ls="--", label=f"lr={lr:g}")
+  axes[0].set(xlabel="gamma", ylabel="test accuracy", ylim=(0.8, 1.0))
+  # Diverged lanes would otherwise squash the loss axis.
+  axes[1].set(xlabel="gamma", ylabel="final train loss", yscale="log", ylim=(None, 10.0))
+  axes[0].legend(fontsize=7)
   fig.suptitle("Anon on digits: adaptivity (gamma) vs accuracy and train loss")
   fig.tight_layout()
-  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
-def _floats(text: str) -> list[float]:
-  return [float(t) for t in text.split(",") if t.strip()]
+def write_results(out_dir: str, name: str, payload: dict, table: str) -> None:
+  """DIR/NAME.json (the payload and the machine) and DIR/NAME.md: the table under one line naming
+  the CPU, the git commit, the date and the command, as every results file of the repository."""
+  try:
+    cpuinfo = pathlib.Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in cpuinfo)}
+    cpu = "{model name} (family {cpu family}, model {model})".format_map(fields)
+  except (OSError, KeyError):
+    cpu = platform.processor() or platform.machine()
+  git = ["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD"]
+  try:
+    commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or None
+  except OSError:  # No git.
+    commit = None
+  date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  command = shlex.join(["python", *sys.argv])
+  machine = dict(cpu=cpu, cores=os.cpu_count(), git_commit=commit, date=date, command=command)
+  machine.update(jax=jax.__version__, devices=f"{jax.device_count()} {jax.default_backend()}")
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  data = {"benchmark": name, "machine": machine, **payload}
+  (out / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+  source = (
+    f"Measured on {cpu} ({os.cpu_count()} cores), commit {commit or 'not recorded'}, "
+    f"{date[:10]}, by `{command}`"
+  )
+  (out / f"{name}.md").write_text(f"{source}; numbers in `{name}.json`.\n\n{table.strip()}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument(
-    "--gammas",
-    default=",".join(map(str, DEFAULT_GAMMAS)),
-    help="comma-separated; use --gammas=-0.5,... for negative values",
-  )
-  parser.add_argument(
-    "--lrs",
-    default=",".join(map(str, DEFAULT_LRS)),
-    help="learning-rate grid shared by every gamma",
-  )
+  parser.add_argument("--gammas", default=DEFAULT_GAMMAS, help="--gammas=-0.5,... if negative")
+  parser.add_argument("--lrs", default=DEFAULT_LRS, help="learning rates, the same per gamma")
   parser.add_argument("--seeds", type=int, default=1, help="number of seeds (vmapped as well)")
   parser.add_argument("--epochs", type=int, default=20)
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--hidden", type=int, default=128, help="width of the MLP's hidden layers")
   parser.add_argument("--plot", default=None, metavar="PATH", help="save a PNG of the curves")
+  parser.add_argument("--out", default=None, metavar="DIR", help="write gamma_sweep.json and .md")
   parser.add_argument("--quick", action="store_true", help="a few seconds, for CI")
   args = parser.parse_args(argv)
-
-  gammas, lrs = _floats(args.gammas), _floats(args.lrs)
-  epochs = args.epochs
+  gammas, lrs = ([float(t) for t in text.split(",") if t] for text in (args.gammas, args.lrs))
+  epochs, seeds = args.epochs, list(range(args.seeds))
   if args.quick:
     gammas, lrs, epochs = [0.0, 1.0], [3e-3, 3e-2], 3
-  seeds = list(range(args.seeds))
   n = len(gammas) * len(lrs) * len(seeds)
-  print(
-    f"jax {jax.__version__} on {jax.devices()[0].platform}; {len(gammas)} gammas x "
-    f"{len(lrs)} lrs x {len(seeds)} seeds = {n} runs of {epochs} epochs in one vmap",
-    flush=True,
-  )
   start = time.perf_counter()
-  with tqdm(total=1, desc=f"vmapped sweep ({n} runs)", file=sys.stderr) as bar:
+  with tqdm(total=1, desc=f"{n} runs of {epochs} epochs in one vmap", file=sys.stderr) as bar:
     out = sweep(gammas, lrs, seeds, epochs=epochs, batch_size=args.batch_size, hidden=args.hidden)
     bar.update(1)
-  seconds = time.perf_counter() - start
+  seconds = round(time.perf_counter() - start, 2)  # Compilation included.
   rows = best_per_gamma(out, gammas, lrs)
-  print(f"{'gamma':>6s} {'best lr':>8s} {'test acc':>9s} {'train loss':>11s}")
-  for r in rows:
-    print(
-      f"{r['gamma']:>6g} {r['learning_rate']:>8g} {r['test_accuracy']:>9.4f} "
-      f"{r['train_loss']:>11.4g}"
-    )
-  print(f"{seconds:.1f}s for the whole sweep (compile included)", flush=True)
+  table = ["| gamma | best lr | test accuracy | final train loss |", "|---|---|---|---|"]
+  table += [
+    f"| {r['gamma']:g} | {r['learning_rate']:g} | {r['test_accuracy']:.4f} "
+    f"| {r['train_loss']:.4f} |"
+    for r in rows
+  ]
+  print("\n".join(table) + f"\n\n{seconds:.1f} s for the whole sweep, compilation included")
   if args.plot:
     plot_sweep(rows, args.plot, out, lrs, gammas)
-    print(f"saved {args.plot}", flush=True)
-  print(
-    json.dumps(
-      {
-        "results": rows,
-        "seconds": round(seconds, 2),
-        "grid": {"gammas": gammas, "learning_rates": lrs, "seeds": len(seeds), "epochs": epochs},
-      }
-    ),
-    flush=True,
-  )
+  grid = {"gammas": gammas, "learning_rates": lrs, "seeds": len(seeds), "epochs": epochs}
+  results = {"results": rows, "seconds": seconds, "grid": grid}
+  if args.out:
+    write_results(args.out, "gamma_sweep", results, "\n".join(table))
+  print(json.dumps(results), flush=True)
 
 
 if __name__ == "__main__":
