@@ -8,11 +8,6 @@ there) and ``train_loss``. ``python -m experiments.workloads.run`` runs them all
 docs/workloads.md.
 """
 
-WORKLOADS = (
-  "nnx_cnn",
-  "linen_trainstate",
-  "reduce_on_plateau",
-  "lookahead",
-  "multisteps",
-  "char_gpt",
+WORKLOADS = tuple(
+  "nnx_cnn linen_trainstate reduce_on_plateau lookahead multisteps char_gpt".split()
 )

@@ -33,15 +33,8 @@ EVAL_BATCHES = 8
 # Pure-Python standard-library modules present in every CPython 3.10+, all plain ASCII: together
 # they use about 90 of the 256 byte values.
 CORPUS_MODULES = (
-  "_weakrefset.py",
-  "abc.py",
-  "bisect.py",
-  "colorsys.py",
-  "copy.py",
-  "fnmatch.py",
-  "genericpath.py",
-  "glob.py",
-  "linecache.py",
+  *("_weakrefset.py", "abc.py", "bisect.py", "colorsys.py", "copy.py", "fnmatch.py"),
+  *("genericpath.py", "glob.py", "linecache.py"),
 )
 
 
@@ -116,28 +109,20 @@ def eval_step(model: NanoLM, batch):
   return loss_fn(model, batch, deterministic=True)
 
 
-def run(
-  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
-) -> dict:
+def run(optimizer_name: str, learning_rate=LEARNING_RATE, seed: int = 0, quick: bool = False):
   train_ids, val_ids = corpus()
   model = NanoLM(rngs=nnx.Rngs(seed))
   tx = common.make_optimizer(optimizer_name, learning_rate, adamw_weight_decay=WEIGHT_DECAY)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   step = nnx.cached_partial(train_step, model, optimizer)
-  rng = np.random.default_rng(seed)
-  watch = common.NonFiniteWatch()
-  total = QUICK_STEPS if quick else STEPS
-  check_every = 50
-  for i in range(total):
+  rng, watch = np.random.default_rng(seed), common.NonFiniteWatch()
+  for i in range(QUICK_STEPS if quick else STEPS):
     watch.record(*step(windows(train_ids, rng, BATCH_SIZE)))
-    if (i + 1) % check_every == 0 and not watch.check():
+    if (i + 1) % 50 == 0 and not watch.check():  # Check every 50 steps.
       break
-  # The same held-out windows for every seed and optimizer.
-  val_rng = np.random.default_rng(12345)
-  val_loss = np.mean(
-    [float(eval_step(model, windows(val_ids, val_rng, BATCH_SIZE))) for _ in range(EVAL_BATCHES)]
-  )
-  used = int(np.unique(train_ids).size)
-  return common.result(
-    val_loss, "loss", watch, min(50, len(watch.losses)), vocab_used=used, vocab_size=VOCAB_SIZE
-  )
+  val_rng = np.random.default_rng(12345)  # The same held-out windows for every run.
+  val = [
+    float(eval_step(model, windows(val_ids, val_rng, BATCH_SIZE))) for _ in range(EVAL_BATCHES)
+  ]
+  vocab = {"vocab_used": int(np.unique(train_ids).size), "vocab_size": VOCAB_SIZE}
+  return common.result(np.mean(val), "loss", watch, min(50, len(watch.losses)), **vocab)

@@ -15,7 +15,6 @@ import functools
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from experiments.workloads import common
@@ -63,41 +62,19 @@ def eval_step(params, batch):
   return common.cross_entropy_and_accuracy(logits, batch["label"])
 
 
-def run(
-  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
-) -> dict:
+def run(optimizer_name: str, learning_rate=LEARNING_RATE, seed: int = 0, quick: bool = False):
   data = common.digits()
-  count = len(data["train_label"])
-  num_epochs = QUICK_EPOCHS if quick else EPOCHS
-  learning_rate_fn = create_learning_rate_fn(
-    learning_rate,
-    num_epochs,
-    QUICK_WARMUP_EPOCHS if quick else WARMUP_EPOCHS,
-    common.steps_per_epoch(count, BATCH_SIZE),
-  )
+  per_epoch = len(data["train_label"]) // BATCH_SIZE
+  epochs, warmup = (QUICK_EPOCHS, QUICK_WARMUP_EPOCHS) if quick else (EPOCHS, WARMUP_EPOCHS)
+  learning_rate_fn = create_learning_rate_fn(learning_rate, epochs, warmup, per_epoch)
   params = model.init(jax.random.key(seed), data["train_image"][:1])["params"]
-  state = train_state.TrainState.create(
-    apply_fn=model.apply, params=params, tx=common.make_optimizer(optimizer_name, learning_rate_fn)
-  )
-  rng = np.random.default_rng(seed)
-  watch = common.NonFiniteWatch()
-  for _ in range(num_epochs):
-    for idx in common.epoch_batches(rng, count, BATCH_SIZE):
-      state, metrics, finite = train_step(
-        state,
-        {"image": data["train_image"][idx], "label": data["train_label"][idx]},
-        learning_rate_fn,
-      )
-      watch.record(metrics["loss"], finite)
-    if not watch.check():
-      break
-  test_loss, test_accuracy = eval_step(
-    state.params, {"image": data["test_image"], "label": data["test_label"]}
-  )
-  return common.result(
-    test_accuracy,
-    "accuracy",
-    watch,
-    common.steps_per_epoch(count, BATCH_SIZE),
-    test_loss=float(test_loss),
-  )
+  tx = common.make_optimizer(optimizer_name, learning_rate_fn)
+  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+  def step(state, batch):
+    state, metrics, finite = train_step(state, batch, learning_rate_fn)
+    return state, metrics["loss"], finite
+
+  state, watch = common.train_epochs(step, state, epochs=epochs, batch_size=BATCH_SIZE, seed=seed)
+  test_loss, test_accuracy = eval_step(state.params, common.test_batch())
+  return common.result(test_accuracy, "accuracy", watch, per_epoch, test_loss=float(test_loss))

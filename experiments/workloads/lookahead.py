@@ -14,7 +14,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from experiments.workloads import common
@@ -48,36 +47,22 @@ def train_step(optimizer, params: optax.LookaheadParams, opt_state, batch):
   return params, opt_state, loss, jnp.isfinite(loss) & common.all_finite(params)
 
 
-def run(
-  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
-) -> dict:
+def run(optimizer_name: str, learning_rate=LEARNING_RATE, seed: int = 0, quick: bool = False):
   data = common.digits()
-  count = len(data["train_label"])
   optimizer = make_optimizer(optimizer_name, learning_rate)
   initial_params = model.init(jax.random.key(seed), data["train_image"][:1])["params"]
   params = optax.LookaheadParams.init_synced(initial_params)
-  opt_state = optimizer.init(params)
-  rng = np.random.default_rng(seed)
-  watch = common.NonFiniteWatch()
-  for _ in range(QUICK_EPOCHS if quick else EPOCHS):
-    for idx in common.epoch_batches(rng, count, BATCH_SIZE):
-      params, opt_state, loss, finite = train_step(
-        optimizer,
-        params,
-        opt_state,
-        {"image": data["train_image"][idx], "label": data["train_label"][idx]},
-      )
-      watch.record(loss, finite)
-    if not watch.check():
-      break
+
+  def step(carry, batch):
+    params, opt_state, loss, finite = train_step(optimizer, *carry, batch)
+    return (params, opt_state), loss, finite
+
+  epochs = QUICK_EPOCHS if quick else EPOCHS
+  carry = (params, optimizer.init(params))
+  (params, _), watch = common.train_epochs(
+    step, carry, epochs=epochs, batch_size=BATCH_SIZE, seed=seed
+  )
   # Evaluated on the slow parameters, as the example does.
-  test_loss, test_accuracy = jax.jit(loss_accuracy)(
-    params.slow, {"image": data["test_image"], "label": data["test_label"]}
-  )
-  return common.result(
-    test_accuracy,
-    "accuracy",
-    watch,
-    common.steps_per_epoch(count, BATCH_SIZE),
-    test_loss=float(test_loss),
-  )
+  test_loss, test_accuracy = jax.jit(loss_accuracy)(params.slow, common.test_batch())
+  per_epoch = len(data["train_label"]) // BATCH_SIZE
+  return common.result(test_accuracy, "accuracy", watch, per_epoch, test_loss=float(test_loss))

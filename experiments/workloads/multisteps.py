@@ -14,7 +14,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from experiments.workloads import common
@@ -48,34 +47,19 @@ def update(optimizer, params, opt_state, batch):
   return params, opt_state, loss, jnp.isfinite(loss) & common.all_finite(params)
 
 
-def run(
-  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
-) -> dict:
+def run(optimizer_name: str, learning_rate=LEARNING_RATE, seed: int = 0, quick: bool = False):
   data = common.digits()
-  count = len(data["train_label"])
   optimizer = make_optimizer(optimizer_name, learning_rate)
   params = model.init(jax.random.key(seed), data["train_image"][:1])["params"]
-  opt_state = optimizer.init(params)
-  rng = np.random.default_rng(seed)
-  watch = common.NonFiniteWatch()
-  for _ in range(QUICK_EPOCHS if quick else EPOCHS):
-    for idx in common.epoch_batches(rng, count, MICRO_BATCH_SIZE):
-      params, opt_state, loss, finite = update(
-        optimizer,
-        params,
-        opt_state,
-        {"image": data["train_image"][idx], "label": data["train_label"][idx]},
-      )
-      watch.record(loss, finite)
-    if not watch.check():
-      break
-  test_loss, test_accuracy = jax.jit(loss_accuracy)(
-    params, {"image": data["test_image"], "label": data["test_label"]}
+
+  def step(carry, batch):
+    params, opt_state, loss, finite = update(optimizer, *carry, batch)
+    return (params, opt_state), loss, finite
+
+  epochs = QUICK_EPOCHS if quick else EPOCHS
+  (params, _), watch = common.train_epochs(
+    step, (params, optimizer.init(params)), epochs=epochs, batch_size=MICRO_BATCH_SIZE, seed=seed
   )
-  return common.result(
-    test_accuracy,
-    "accuracy",
-    watch,
-    common.steps_per_epoch(count, MICRO_BATCH_SIZE),
-    test_loss=float(test_loss),
-  )
+  test_loss, test_accuracy = jax.jit(loss_accuracy)(params, common.test_batch())
+  per_epoch = len(data["train_label"]) // MICRO_BATCH_SIZE
+  return common.result(test_accuracy, "accuracy", watch, per_epoch, test_loss=float(test_loss))

@@ -13,7 +13,6 @@ import functools
 
 from flax import nnx
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from experiments.workloads import common
@@ -72,10 +71,7 @@ def eval_step(model: CNN, metrics: nnx.MultiMetric, batch):
   metrics.update(loss=loss, logits=logits, labels=batch["label"])
 
 
-def run(
-  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
-) -> dict:
-  data = common.digits()
+def run(optimizer_name: str, learning_rate=LEARNING_RATE, seed: int = 0, quick: bool = False):
   model = CNN(rngs=nnx.Rngs(seed))
   tx = common.make_optimizer(
     optimizer_name, learning_rate, adamw_weight_decay=WEIGHT_DECAY, b1=MOMENTUM
@@ -85,23 +81,16 @@ def run(
   # cached_partial skips re-walking the module graph on every call, as the tutorial suggests
   # for speed; the traced function is the same.
   step = nnx.cached_partial(train_step, model, optimizer, metrics)
-  rng = np.random.default_rng(seed)
-  watch = common.NonFiniteWatch()
-  count = len(data["train_label"])
-  for _ in range(QUICK_EPOCHS if quick else EPOCHS):
-    model.train()
-    for idx in common.epoch_batches(rng, count, BATCH_SIZE):
-      watch.record(*step({"image": data["train_image"][idx], "label": data["train_label"][idx]}))
-    if not watch.check():
-      break
+  model.train()
+  epochs = QUICK_EPOCHS if quick else EPOCHS
+  _, watch = common.train_epochs(
+    lambda _, batch: (None, *step(batch)), None, epochs=epochs, batch_size=BATCH_SIZE, seed=seed
+  )
   model.eval()
   metrics.reset()
-  eval_step(model, metrics, {"image": data["test_image"], "label": data["test_label"]})
+  eval_step(model, metrics, common.test_batch())
   test = metrics.compute()
+  per_epoch = len(common.digits()["train_label"]) // BATCH_SIZE
   return common.result(
-    test["accuracy"],
-    "accuracy",
-    watch,
-    common.steps_per_epoch(count, BATCH_SIZE),
-    test_loss=float(test["loss"]),
+    test["accuracy"], "accuracy", watch, per_epoch, test_loss=float(test["loss"])
   )

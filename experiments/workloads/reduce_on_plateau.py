@@ -15,7 +15,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from experiments.workloads import common
@@ -56,37 +55,21 @@ def train_step(solver, params, opt_state, batch):
   return params, opt_state, loss, jnp.isfinite(loss) & common.all_finite(params)
 
 
-def run(
-  optimizer_name: str, learning_rate: float = LEARNING_RATE, seed: int = 0, quick: bool = False
-) -> dict:
+def run(optimizer_name: str, learning_rate=LEARNING_RATE, seed: int = 0, quick: bool = False):
   data = common.digits()
-  count = len(data["train_label"])
-  per_epoch = common.steps_per_epoch(count, BATCH_SIZE)
+  per_epoch = len(data["train_label"]) // BATCH_SIZE
   solver = make_solver(optimizer_name, learning_rate, per_epoch)
   params = model.init(jax.random.key(seed), data["train_image"][:1])["params"]
-  opt_state = solver.init(params)
-  rng = np.random.default_rng(seed)
-  watch = common.NonFiniteWatch()
-  for _ in range(QUICK_EPOCHS if quick else EPOCHS):
-    for idx in common.epoch_batches(rng, count, BATCH_SIZE):
-      params, opt_state, loss, finite = train_step(
-        solver,
-        params,
-        opt_state,
-        {"image": data["train_image"][idx], "label": data["train_label"][idx]},
-      )
-      watch.record(loss, finite)
-    if not watch.check():
-      break
-  test_loss, test_accuracy = jax.jit(loss_accuracy)(
-    params, {"image": data["test_image"], "label": data["test_label"]}
+
+  def step(carry, batch):
+    params, opt_state, loss, finite = train_step(solver, *carry, batch)
+    return (params, opt_state), loss, finite
+
+  epochs = QUICK_EPOCHS if quick else EPOCHS
+  (params, opt_state), watch = common.train_epochs(
+    step, (params, solver.init(params)), epochs=epochs, batch_size=BATCH_SIZE, seed=seed
   )
-  plateau_scale = float(optax.tree_utils.tree_get(opt_state, "scale"))
-  return common.result(
-    test_accuracy,
-    "accuracy",
-    watch,
-    per_epoch,
-    test_loss=float(test_loss),
-    final_lr_scale=plateau_scale,
-  )
+  test_loss, test_accuracy = jax.jit(loss_accuracy)(params, common.test_batch())
+  scale = float(optax.tree_utils.tree_get(opt_state, "scale"))  # The plateau's lr factor.
+  extra = {"test_loss": float(test_loss), "final_lr_scale": scale}
+  return common.result(test_accuracy, "accuracy", watch, per_epoch, **extra)

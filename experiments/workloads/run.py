@@ -4,35 +4,29 @@
     python -m experiments.workloads.run --quick               # shorter training (CI, tests)
     python -m experiments.workloads.run --workloads lookahead,multisteps --optimizers adam,anon
 
-Writes every run and a per-(workload, optimizer) summary to a JSON file (with package versions,
-git commit and date) and, for full runs, renders the summary table into docs/workloads.md between
-its markers. Each optimizer uses the learning rate of the documentation example the workload
-follows. The target, per workload: Anon's default is never non-finite and its mean over seeds is
-within 2 accuracy points of Adam(W)'s (at most 0.02 below), or for a loss within 5% (at most
-1.05 times Adam(W)'s).
+Writes every run and a per-(workload, optimizer) summary to ``results/workloads.json`` (or
+``--json PATH``) and the summary table beside it (``workloads.md``, whose first line names the CPU,
+commit, date and command; docs/workloads.md includes it). ``--render PATH`` rewrites the table of
+a results file from the file alone. Each optimizer uses the learning rate of the documentation
+example the workload follows. The target, per workload: Anon's default is never non-finite and its
+mean over seeds is within 2 accuracy points of Adam(W)'s (at most 0.02 below), or for a loss
+within 5% (at most 1.05 times Adam(W)'s).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
-import json
 import math
 import pathlib
-import platform
-import subprocess
 import sys
 import time
 
 from experiments.workloads import common
 from experiments.workloads import WORKLOADS
+from tooling import machine
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-DOCS = REPO / "docs" / "workloads.md"
-TABLE_START = "<!-- workloads-table:start -->"
-TABLE_END = "<!-- workloads-table:end -->"
 COLUMN_TITLES = {
   "adam": "Adam(W)",
   "anon": "anon default",
@@ -47,8 +41,7 @@ DIVERGED_TRAIN_LOSS = 10.0  # A final training loss above this marks a (finite) 
 def csv_list(allowed):
   def parse(text: str) -> list[str]:
     names = [n for n in text.split(",") if n]
-    unknown = [n for n in names if n not in allowed]
-    if unknown or not names:
+    if not names or set(names) - set(allowed):
       raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
     return names
 
@@ -67,72 +60,14 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
   parser.add_argument(
-    "--json",
-    type=pathlib.Path,
-    default=None,
-    help="output file (default results/workloads.json, or "
-    "results/workloads_quick.json with --quick)",
+    "--json", type=pathlib.Path, default=None, help="default results/workloads[_quick].json"
   )
-  parser.add_argument(
-    "--docs",
-    type=pathlib.Path,
-    default=None,
-    help="markdown file whose table to replace (default docs/workloads.md for "
-    "a full run; quick runs leave the docs alone unless given)",
-  )
-  parser.add_argument("--no-docs", action="store_true", help="do not touch any markdown file")
-  parser.add_argument(
-    "--render",
-    type=pathlib.Path,
-    default=None,
-    metavar="JSON",
-    help="run nothing: render the table of an earlier results file into "
-    "--docs (default docs/workloads.md)",
-  )
+  parser.add_argument("--render", type=pathlib.Path, default=None, metavar="JSON", help="run none")
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error(f"--seeds must be >= 1, got {args.seeds}")
-  if args.json is None:
-    args.json = RESULTS / ("workloads_quick.json" if args.quick else "workloads.json")
-  if args.docs is None and (args.render or not args.quick):
-    args.docs = DOCS
-  if args.no_docs:
-    args.docs = None
+  args.json = args.json or RESULTS / ("workloads_quick.json" if args.quick else "workloads.json")
   return args
-
-
-def provenance() -> dict:
-  import flax
-  import jax
-  import numpy
-  import optax
-  import sklearn
-
-  from anon_optax import __version__ as anon_optax_version
-
-  def git(*cmd):
-    try:
-      return subprocess.run(
-        ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True
-      ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-      return None
-
-  return {
-    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    "git_commit": git("rev-parse", "--short", "HEAD"),
-    "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-    "versions": {
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "optax": optax.__version__,
-      "flax": flax.__version__,
-      "numpy": numpy.__version__,
-      "scikit-learn": sklearn.__version__,
-      "anon_optax": anon_optax_version,
-    },
-    "device": f"{jax.devices()[0].platform}: {platform.processor() or platform.machine()}",
-  }
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -167,84 +102,62 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 def target_met(adam: dict, anon: dict) -> bool:
   """Anon's default finite on every seed and within the tolerance of Adam(W)'s mean."""
-  if anon["nonfinite_seeds"] or not math.isfinite(anon["mean"]):
+  adam_mean, anon_mean = float(adam["mean"]), float(anon["mean"])  # The file's "nan": NaN.
+  if anon["nonfinite_seeds"] or not math.isfinite(anon_mean):
     return False
-  if not math.isfinite(adam["mean"]):
+  if not math.isfinite(adam_mean):
     return True  # Adam(W) itself failed; Anon's default stayed finite.
   if anon["metric_name"] == "accuracy":
-    return anon["mean"] >= adam["mean"] - ACCURACY_TOLERANCE
-  return anon["mean"] <= adam["mean"] * (1 + LOSS_TOLERANCE)
+    return anon_mean >= adam_mean - ACCURACY_TOLERANCE
+  return anon_mean <= adam_mean * (1 + LOSS_TOLERANCE)
 
 
 def format_cell(row: dict) -> str:
-  digits = 3
-  value = (
-    "NaN"
-    if not math.isfinite(row["mean"])
-    else f"{row['mean']:.{digits}f} ± {row['spread']:.{digits}f}"
-  )
+  mean = float(row["mean"])
+  value = "NaN" if not math.isfinite(mean) else f"{mean:.3f} ± {float(row['spread']):.3f}"
   if row["nonfinite_seeds"]:
-    seeds = len(row["seeds"])
     value += (
-      f"; non-finite in {row['nonfinite_seeds']}/{seeds} seeds, "
+      f"; non-finite in {row['nonfinite_seeds']}/{len(row['seeds'])} seeds, "
       f"first at step {row['first_nonfinite_step']}"
     )
   else:
     # A run that blew up but stayed finite: say so, with its training loss (chance is ln 10 = 2.3
     # for the digits and ln 256 = 5.5 for the bytes; a trained model is far below).
-    worst = max(row.get("train_losses", []), default=math.nan)
+    worst = max(map(float, row.get("train_losses", [])), default=math.nan)
     if math.isfinite(worst) and worst > DIVERGED_TRAIN_LOSS:
       value += f"; diverged, train loss up to {worst:.2g}"
   return value
 
 
-def render_table(summary: list[dict], meta: dict) -> str:
+def render(report: dict) -> str:
+  """The Markdown table of a results file: one row per workload, one column per optimizer."""
+  summary = report["summary"]
   optimizers = [o for o in common.ALL_OPTIMIZERS if any(r["optimizer"] == o for r in summary)]
   header = ["workload", "metric", *[COLUMN_TITLES[o] for o in optimizers]]
   with_target = {"adam", "anon"} <= set(optimizers)
-  if with_target:
-    header.append("target met")
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines = ["| " + " | ".join(header + ["target met"] * with_target) + " |"]
+  lines.append("|" + "---|" * (len(header) + with_target))
   for workload in WORKLOADS:
     rows = {r["optimizer"]: r for r in summary if r["workload"] == workload}
     if not rows:
       continue
-    any_row = next(iter(rows.values()))
-    cells = [f"`{workload}`", f"{any_row['metric_name']} (lr {any_row['learning_rate']:g})"]
+    first = next(iter(rows.values()))
+    cells = [f"`{workload}`", f"{first['metric_name']} (lr {first['learning_rate']:g})"]
     cells += [format_cell(rows[o]) if o in rows else "" for o in optimizers]
     if with_target:
-      if "adam" in rows and "anon" in rows:
-        cells.append("yes" if target_met(rows["adam"], rows["anon"]) else "**no**")
-      else:
-        cells.append("")
+      both = "adam" in rows and "anon" in rows
+      cells.append(("yes" if target_met(rows["adam"], rows["anon"]) else "**no**") if both else "")
     lines.append("| " + " | ".join(cells) + " |")
-  seeds = sorted({s for r in summary for s in r["seeds"]})
-  dirty = " (with local changes)" if meta["git_dirty"] else ""
-  return "\n".join(
-    [
-      f"Command: `{meta['command']}` ({'quick' if meta['quick'] else 'full'} mode, seeds "
-      f"{', '.join(map(str, seeds))}; {meta['total_seconds']:.0f} s in all on "
-      f"{meta['device']}). Commit `{meta['git_commit']}`{dirty}, "
-      f"{meta['date']}; jax {meta['versions']['jax']}, optax {meta['versions']['optax']}, "
-      f"flax {meta['versions']['flax']}. Cells: mean ± half the range over seeds of the final "
-      f"test accuracy (or held-out loss).",
-      "",
-      *lines,
-    ]
+  seeds = ", ".join(map(str, sorted({s for r in summary for s in r["seeds"]})))
+  caption = (
+    f"{'Quick' if report['quick'] else 'Full'} mode, seeds {seeds}, "
+    f"{report['total_seconds']:.0f} s in all. Cells: mean ± half the range over seeds of the final "
+    "test accuracy (or held-out loss)."
   )
+  return "\n".join([caption, "", *lines])
 
 
-def write_docs(path: pathlib.Path, table: str) -> None:
-  text = path.read_text(encoding="utf-8")
-  start, end = text.find(TABLE_START), text.find(TABLE_END)
-  if start < 0 or end < start:
-    raise ValueError(f"{path} lacks the markers {TABLE_START} ... {TABLE_END}")
-  path.write_text(
-    text[: start + len(TABLE_START)] + "\n" + table + "\n" + text[end:], encoding="utf-8"
-  )
-
-
-def run_all(workloads, optimizers, seeds: int, quick: bool, log=sys.stderr) -> list[dict]:
+def run_all(workloads, optimizers, seeds: int, quick: bool) -> list[dict]:
   runs = []
   for workload in workloads:
     module = importlib.import_module(f"experiments.workloads.{workload}")
@@ -252,22 +165,14 @@ def run_all(workloads, optimizers, seeds: int, quick: bool, log=sys.stderr) -> l
       for seed in range(seeds):
         start = time.perf_counter()
         out = module.run(optimizer, module.LEARNING_RATE, seed, quick=quick)
-        seconds = time.perf_counter() - start
-        runs.append(
-          dict(
-            workload=workload,
-            optimizer=optimizer,
-            seed=seed,
-            learning_rate=module.LEARNING_RATE,
-            seconds=round(seconds, 2),
-            **out,
-          )
-        )
+        seconds = round(time.perf_counter() - start, 2)
+        run = dict(workload=workload, optimizer=optimizer, seed=seed, seconds=seconds, **out)
+        runs.append(dict(run, learning_rate=module.LEARNING_RATE))
         print(
           f"{workload:18s} {optimizer:10s} seed {seed}: {out['metric_name']} "
           f"{out['final_metric']:.4g}, first non-finite step {out['first_nonfinite_step']}, "
           f"{seconds:.1f} s",
-          file=log,
+          file=sys.stderr,
           flush=True,
         )
   return runs
@@ -287,39 +192,27 @@ def json_safe(value):
 def main(argv=None) -> dict:
   args = parse_args(argv)
   if args.render:
-    report = json.loads(args.render.read_text(encoding="utf-8"))
-    if args.docs:
-      write_docs(args.docs, report["table"])
-    print(report["table"])
-    return report
-  meta = provenance()
-  meta["command"] = " ".join(["python -m experiments.workloads.run", *(argv or sys.argv[1:])])
-  meta["quick"] = args.quick
+    print(machine.render_results(args.render, render).read_text())
+    return {}
   start = time.perf_counter()
   runs = run_all(args.workloads, args.optimizers, args.seeds, args.quick)
-  meta["total_seconds"] = round(time.perf_counter() - start, 1)
   summary = summarize(runs)
   by_key = {(r["workload"], r["optimizer"]): r for r in summary}
   for row in summary:
     if row["optimizer"] == "anon" and (row["workload"], "adam") in by_key:
       row["target_met"] = target_met(by_key[(row["workload"], "adam")], row)
-  table = render_table(summary, meta)
   report = dict(
-    meta,
+    quick=args.quick,
+    total_seconds=round(time.perf_counter() - start, 1),
     target=(
-      f"anon default finite on every seed and its mean within "
-      f"{ACCURACY_TOLERANCE:g} accuracy (or {LOSS_TOLERANCE:.0%} loss) "
-      f"of Adam(W)'s"
+      f"anon default finite on every seed and its mean within {ACCURACY_TOLERANCE:g} accuracy "
+      f"(or {LOSS_TOLERANCE:.0%} loss) of Adam(W)'s"
     ),
     summary=summary,
     runs=runs,
-    table=table,
   )
-  args.json.parent.mkdir(parents=True, exist_ok=True)
-  args.json.write_text(json.dumps(json_safe(report), indent=1) + "\n", encoding="utf-8")
-  if args.docs:
-    write_docs(args.docs, table)
-  print(table)
+  report = json_safe(report)
+  machine.write_results(args.json.stem, report, render(report), args.json.parent)
   return report
 
 

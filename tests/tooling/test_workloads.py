@@ -145,7 +145,6 @@ def test_quick_suite_guard_trains_where_exact_rule_blows_up(tmp_path):
     "--quick",
     "--seeds",
     "1",
-    "--no-docs",
     "--workloads",
     ",".join(workloads),
     "--optimizers",
