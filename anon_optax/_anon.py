@@ -193,6 +193,7 @@ def scale_by_anon(
 
   def update_fn(updates, state, params=None):
     _validation.check_updates_match(updates, state.nu)
+    _validation.check_params_match(params, state.nu)
     numbers, static = _idu.split_config(config, _common.resolve_schedule(config.gamma, state.count))
     # Jitted, with the numbers as arguments: an eager call compiles once, not
     # op by op, and under the caller's jit it is inlined.

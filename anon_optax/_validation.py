@@ -262,6 +262,32 @@ def check_updates_match(updates: optax.Updates, reference: optax.Updates) -> Non
       )
 
 
+def check_params_match(params: optax.Params | None, reference: optax.Updates) -> None:
+  """Raises `ValueError` unless ``params`` (if given) has the tree and shapes of ``reference``.
+
+  ``reference`` is a state entry built from the parameters at ``init``. Without
+  this check an extra leaf in ``params`` is silently dropped (the leaves are
+  zipped), and a missing one fails inside JAX ("Too few leaves").
+  """
+  if params is None:
+    return
+  params_tree = jax.tree.structure(params)
+  reference_tree = jax.tree.structure(reference)
+  if params_tree != reference_tree:
+    raise ValueError(
+      "The parameters passed to update (`params`) do not have the structure of those the "
+      f"optimizer was initialised with: got {params_tree}, expected {reference_tree}."
+    )
+  for (path, leaf), expected in zip(
+    jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(reference)
+  ):
+    if jnp.shape(leaf) != jnp.shape(expected):
+      raise ValueError(
+        f"`params` at {jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}, but the "
+        f"optimizer was initialised with a parameter of shape {jnp.shape(expected)} there."
+      )
+
+
 def check_mask(mask: Any, params: optax.Params) -> None:
   """Raises `ValueError` naming `mask` unless it is a prefix of ``params``' structure."""
   if mask is None:

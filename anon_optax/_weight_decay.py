@@ -44,8 +44,9 @@ def chain_with_weight_decay(
   Raises:
     ValueError: for a non-finite learning rate, a weight decay out of its
       range, an unknown mode (Python numbers only; schedules and traced values
-      are not inspected), or, at ``init``, a mask that does not fit the
-      parameters.
+      are not inspected); at ``init``, a mask that does not fit the
+      parameters; at ``update``, updates or ``params`` whose tree or shapes
+      are not those of the parameters given to ``init``.
   """
   _validation.check_real_or_schedule("learning_rate", learning_rate)
   _validation.check_weight_decay(weight_decay, weight_decay_mode)
@@ -54,14 +55,23 @@ def chain_with_weight_decay(
   learning_rate = _common.real_part(learning_rate)
   weight_decay = _common.real_part(weight_decay)
   chained = _chain(scale_by, learning_rate, weight_decay, weight_decay_mode, mask)
-  if mask is None:
-    return chained
+  # Where `scale_by`'s state is in the chain's: after the decay in "l2" mode, first otherwise.
+  position = 1 if weight_decay_mode == "l2" else 0
 
   def init_fn(params):
     _validation.check_mask(mask, params)
     return chained.init(params)
 
-  return optax.GradientTransformationExtraArgs(init_fn, chained.update)
+  def update_fn(updates, state, params=None, **extra_args):
+    # Checked before the weight decay, which maps the updates and the parameters together and
+    # would fail inside JAX, or drop an extra parameter leaf. The scaling's first moment has
+    # the tree and shapes of the parameters given to `init`.
+    reference = state[position].mu
+    _validation.check_updates_match(updates, reference)
+    _validation.check_params_match(params, reference)
+    return chained.update(updates, state, params, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _chain(scale_by, learning_rate, weight_decay, weight_decay_mode, mask):

@@ -1,6 +1,7 @@
 """Hyperparameter validation: early, clear errors for bad Python numbers only."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -353,3 +354,68 @@ def test_complex_hyperparameter_with_imaginary_part_raises(name):
 def test_complex_hyperparameters_are_range_checked_by_their_real_part():
   with pytest.raises(ValueError, match=r"`b1` must be a real number in \[0, 1\)"):
     anon_optax.anon(1e-3, b1=np.complex64(1.5))
+
+
+# ----------------------------------------------------------------------------
+# `params` passed to update must match the parameters the optimizer was initialised with.
+# ----------------------------------------------------------------------------
+
+_PARAMS_CHECKED = {
+  "scale_by_anon": anon_optax.scale_by_anon,
+  "anon_l2": lambda: anon_optax.anon(1e-3, weight_decay=1e-2),
+  "anon_decoupled": lambda: anon_optax.anon(1e-3, weight_decay=1e-2, weight_decay_mode="decoupled"),
+  "anon_fixed": lambda: anon_optax.anon(1e-3, weight_decay=1e-2, weight_decay_mode="fixed"),
+  "anon_masked": lambda: anon_optax.anon(1e-3, weight_decay=1e-2, mask={"w": True, "b": False}),
+  "anon_injected": lambda: optax.inject_hyperparams(anon_optax.anon)(learning_rate=1e-3),
+}
+_BAD_PARAMS = {
+  # An extra leaf was silently dropped; a missing one failed inside JAX ("Too few leaves").
+  "extra_leaf": {"w": jnp.ones(3), "b": jnp.ones(2), "c": jnp.ones(2)},
+  "missing_leaf": {"w": jnp.ones(3)},
+  "other_container": [jnp.ones(3), jnp.ones(2)],
+}
+
+
+@pytest.mark.parametrize("params", sorted(_BAD_PARAMS))
+@pytest.mark.parametrize("constructor", sorted(_PARAMS_CHECKED))
+def test_params_of_another_structure_raise_naming_params_and_both_structures(constructor, params):
+  tx = _PARAMS_CHECKED[constructor]()
+  good = {"w": jnp.ones(3), "b": jnp.ones(2)}
+  state = tx.init(good)
+  bad = _BAD_PARAMS[params]
+  expected = rf"`params`.*got {re.escape(str(jax.tree.structure(bad)))}.*expected "
+  expected += re.escape(str(jax.tree.structure(good)))
+  for update in (tx.update, jax.jit(tx.update)):
+    with pytest.raises(ValueError, match=expected):
+      update(good, state, bad)
+
+
+@pytest.mark.parametrize("constructor", sorted(_PARAMS_CHECKED))
+def test_params_leaf_of_another_shape_raises(constructor):
+  tx = _PARAMS_CHECKED[constructor]()
+  good = {"w": jnp.ones(3), "b": jnp.ones(2)}
+  with pytest.raises(ValueError, match=r"`params` at \['b'\] has shape \(\),.*shape \(2,\)"):
+    tx.update(good, tx.init(good), {"w": jnp.ones(3), "b": jnp.ones(())})
+
+
+@pytest.mark.parametrize("constructor", sorted(_PARAMS_CHECKED))
+def test_matching_or_absent_params_pass(constructor):
+  tx = _PARAMS_CHECKED[constructor]()
+  good = {"w": jnp.ones(3), "b": jnp.ones(2)}
+  state = tx.init(good)
+  tx.update(good, state, {"w": jnp.zeros(3), "b": jnp.zeros(2)})
+  if constructor == "scale_by_anon" or constructor == "anon_decoupled":
+    return
+  with pytest.raises(ValueError, match="not passing `params`"):  # optax's, for the weight decay.
+    tx.update(good, state)
+
+
+def test_chain_checks_updates_before_the_weight_decay_maps_them_with_params():
+  # With l2 decay the decay runs first; mismatched gradients are named as such there too.
+  tx = anon_optax.anon(1e-3, weight_decay=1e-2)
+  good = {"w": jnp.ones(3), "b": jnp.ones(2)}
+  state = tx.init(good)
+  with pytest.raises(ValueError, match="updates.*structure"):
+    tx.update({"w": jnp.ones(3)}, state, good)
+  with pytest.raises(ValueError, match=r"\['b'\] has shape \(3,\)"):
+    tx.update({"w": jnp.ones(3), "b": jnp.ones(3)}, state, good)
