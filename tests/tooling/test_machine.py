@@ -2,6 +2,7 @@
 when and by what command the numbers were measured."""
 
 import json
+import pathlib
 
 from tooling import machine
 
@@ -38,3 +39,14 @@ def test_render_results_names_what_the_file_records_not_today(tmp_path):
   path.write_text(json.dumps({"rows": []}))
   source = machine.render_results(path, _render, "python -m x").read_text().splitlines()[0]
   assert "date not recorded, by `python -m x`" in source
+
+
+def test_every_committed_results_file_has_its_table():
+  """Every results file under benchmarks/results/ has its Markdown table beside it, and every
+  table beside a results file starts with its source line."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  benchmarks = sorted((root / "benchmarks" / "results").glob("*.json"))
+  assert benchmarks and all(path.with_suffix(".md").is_file() for path in benchmarks)
+  for table in [*root.glob("benchmarks/results/*.md"), *root.glob("experiments/*/results/*.md")]:
+    if table.with_suffix(".json").is_file():
+      assert table.read_text().startswith("Measured on "), table
