@@ -56,10 +56,9 @@ def _first_moment(update, moment, b1):
   return (1 - b1) * jnp.asarray(update).astype(dtype) + b1 * moment.astype(dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "mu_dtype"))
-def _anon_update(updates, state, params, b1, numbers, *, static, mu_dtype):
-  """One step of :func:`scale_by_anon`; ``static._replace(**numbers)`` is its config."""
-  config = static._replace(**numbers)
+@functools.partial(jax.jit, static_argnames=("mu_dtype",))
+def _anon_update(updates, state, params, b1, config: _idu.PreconditionerConfig, *, mu_dtype):
+  """One step of :func:`scale_by_anon`, with ``config``'s gamma at this step."""
   scale, new_state = _idu.preconditioner_step(updates, state, config, config.gamma)
   # The moment is computed in at least float32 and stored in its dtype; the
   # step uses the stored value, so that no parameter-sized float32 moment is
@@ -180,9 +179,17 @@ def scale_by_anon(
   _validation.check_real("b1", b1, 0.0, 1.0)
   b1 = _common.real_part(b1)
   mu_dtype = _validation.check_storage_dtype("mu_dtype", mu_dtype, complex_ok=True)
-  # The preconditioner's arguments, by name (scale_by_idu takes the same ones).
   config = _idu.make_config(
-    **{name: value for name, value in locals().items() if name in _idu.CONFIG_ARGUMENTS}
+    b2=b2,
+    eps=eps,
+    gamma=gamma,
+    beta3=beta3,
+    refresh_base=refresh_base,
+    max_refresh_interval=max_refresh_interval,
+    guard_factor=guard_factor,
+    exact=exact,
+    nu_dtype=nu_dtype,
+    precond_dtype=precond_dtype,
   )
 
   def init_fn(params):
@@ -194,10 +201,10 @@ def scale_by_anon(
   def update_fn(updates, state, params=None):
     _validation.check_updates_match(updates, state.nu)
     _validation.check_params_match(params, state.nu)
-    numbers, static = _idu.split_config(config, _common.resolve_schedule(config.gamma, state.count))
-    # Jitted, with the numbers as arguments: an eager call compiles once, not
-    # op by op, and under the caller's jit it is inlined.
-    return _anon_update(updates, state, params, b1, numbers, static=static, mu_dtype=mu_dtype)
+    # Jitted, with the config's numbers as arguments: an eager call compiles
+    # once, not op by op, and under the caller's jit it is inlined.
+    config_now = config.at_step(state.count)
+    return _anon_update(updates, state, params, b1, config_now, mu_dtype=mu_dtype)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -12,6 +12,7 @@ algorithm, the numerics (no power of :math:`\sigma` is formed, so large
 authors' code are in the repository's ``docs/algorithm.md``.
 """
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -356,14 +357,34 @@ def _at_most_largest_finite(x: jax.Array, dtype: Any) -> jax.Array:
 # ----------------------------------------------------------------------------
 
 
-class PreconditionerConfig(NamedTuple):
+@functools.partial(
+  jax.tree_util.register_dataclass,
+  data_fields=[
+    "b2",
+    "eps",
+    "gamma",
+    "beta3",
+    "refresh_base",
+    "max_refresh_interval",
+    "guard_factor",
+    "one_minus_b2",
+  ],
+  meta_fields=["exact", "nu_dtype", "precond_dtype", "check_schedule_at_run_time"],
+)
+@dataclasses.dataclass(frozen=True)
+class PreconditionerConfig:
   """The hyperparameters of the preconditioner, checked once at construction.
 
-  Attributes mirror the arguments of :func:`scale_by_idu`; the dtypes are
-  canonical or `None`. ``one_minus_b2`` is :math:`1 - b_2` formed exactly for
-  a Python ``b2`` (`None` for an array), and ``check_schedule_at_run_time``
-  says whether ``refresh_base`` or ``max_refresh_interval`` is an array,
-  whose value :func:`invalid_schedule_to_nan` checks in the step.
+  A pytree: the jitted step takes it as an argument, its numbers (the data
+  fields) traced, so that one compiled program serves every value and an
+  eager call compiles once; the rest (the meta fields) are static. The
+  numbers are the arguments of :func:`scale_by_idu` of the same names (real
+  parts; see :func:`anon_optax._common.real_part`); ``one_minus_b2`` is
+  :math:`1 - b_2` formed exactly for a Python ``b2`` (`None` for an array).
+  ``nu_dtype`` and ``precond_dtype`` are canonical or `None`, and
+  ``check_schedule_at_run_time`` says whether ``refresh_base`` or
+  ``max_refresh_interval`` is an array, whose value
+  :func:`invalid_schedule_to_nan` checks in the step.
   """
 
   b2: Any
@@ -373,42 +394,15 @@ class PreconditionerConfig(NamedTuple):
   refresh_base: Any
   max_refresh_interval: Any
   guard_factor: Any
+  one_minus_b2: Any
   exact: bool
   nu_dtype: Any
   precond_dtype: Any
-  one_minus_b2: Any = None
-  check_schedule_at_run_time: bool = False
+  check_schedule_at_run_time: bool
 
-
-# The arguments of make_config, as scale_by_idu and scale_by_anon name them.
-CONFIG_ARGUMENTS = (
-  "b2",
-  "eps",
-  "gamma",
-  "beta3",
-  "refresh_base",
-  "max_refresh_interval",
-  "guard_factor",
-  "exact",
-  "nu_dtype",
-  "precond_dtype",
-)
-
-# The numbers of a config, passed to the jitted step as arguments (so that one
-# compiled program serves every value); the rest are static.
-_NUMBERS = (*CONFIG_ARGUMENTS[:7], "one_minus_b2")
-
-
-def split_config(config: PreconditionerConfig, gamma: Any):
-  """``(numbers, static)``: the config's numbers (``gamma`` at this step) and the rest.
-
-  ``static`` is hashable (a jit static argument); ``static._replace(**numbers)``
-  is the config again.
-  """
-  numbers = {name: getattr(config, name) for name in _NUMBERS}
-  numbers["gamma"] = gamma
-  numbers = {name: value for name, value in numbers.items() if value is not None}
-  return numbers, config._replace(**{name: None for name in numbers})
+  def at_step(self, count: jax.Array) -> "PreconditionerConfig":
+    """This config with ``gamma`` evaluated at ``count`` if it is a schedule."""
+    return dataclasses.replace(self, gamma=_common.resolve_schedule(self.gamma, count))
 
 
 def make_config(
@@ -429,14 +423,19 @@ def make_config(
     b2, eps, gamma, beta3, refresh_base, max_refresh_interval, guard_factor, exact
   )
   # Complex numbers (with zero imaginary part) count as their real part.
-  arguments = {
-    name: _common.real_part(value) for name, value in locals().items() if name in CONFIG_ARGUMENTS
-  }
-  arguments["nu_dtype"] = _validation.check_storage_dtype("nu_dtype", nu_dtype)
-  arguments["precond_dtype"] = _validation.check_storage_dtype("precond_dtype", precond_dtype)
+  real = _common.real_part
   return PreconditionerConfig(
-    **arguments,
-    one_minus_b2=_common.exact_one_minus(arguments["b2"]),
+    b2=real(b2),
+    eps=real(eps),
+    gamma=real(gamma),
+    beta3=real(beta3),
+    refresh_base=real(refresh_base),
+    max_refresh_interval=real(max_refresh_interval),
+    guard_factor=real(guard_factor),
+    one_minus_b2=_common.exact_one_minus(real(b2)),
+    exact=exact,
+    nu_dtype=_validation.check_storage_dtype("nu_dtype", nu_dtype),
+    precond_dtype=_validation.check_storage_dtype("precond_dtype", precond_dtype),
     check_schedule_at_run_time=not isinstance(refresh_base, int)
     or not (max_refresh_interval is None or isinstance(max_refresh_interval, int)),
   )
@@ -674,9 +673,8 @@ def one_minus(config: PreconditionerConfig) -> Any:
   return 1 - _common.at_least_float32(config.b2)
 
 
-@functools.partial(jax.jit, static_argnames=("static",))
-def _idu_update(updates, state, numbers, static):
-  config = static._replace(**numbers)
+@jax.jit
+def _idu_update(updates, state, config: PreconditionerConfig):
   scale, new_state = preconditioner_step(updates, state, config, config.gamma)
   validity = invalid_schedule_to_nan(config)
   if validity is not None:
@@ -752,7 +750,18 @@ def scale_by_idu(
     Zhang et al., `Anon: Extrapolating Adaptivity Beyond SGD and Adam
     <https://arxiv.org/abs/2605.02317>`_, 2026
   """
-  config = make_config(**locals())  # Every argument of scale_by_idu configures it.
+  config = make_config(
+    b2=b2,
+    eps=eps,
+    gamma=gamma,
+    beta3=beta3,
+    refresh_base=refresh_base,
+    max_refresh_interval=max_refresh_interval,
+    guard_factor=guard_factor,
+    exact=exact,
+    nu_dtype=nu_dtype,
+    precond_dtype=precond_dtype,
+  )
 
   def init_fn(params):
     return ScaleByIDUState(**init_counters_and_statistics(params, config))
@@ -760,9 +769,8 @@ def scale_by_idu(
   def update_fn(updates, state, params=None):
     del params
     _validation.check_updates_match(updates, state.nu)
-    numbers, static = split_config(config, _common.resolve_schedule(config.gamma, state.count))
-    # Jitted, with the numbers as arguments: an eager call compiles once, not
-    # op by op, and under the caller's jit it is inlined.
-    return _idu_update(updates, state, numbers, static)
+    # Jitted, with the config's numbers as arguments: an eager call compiles
+    # once, not op by op, and under the caller's jit it is inlined.
+    return _idu_update(updates, state, config.at_step(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
