@@ -12,6 +12,7 @@ products over the whole parameter tree, so one transformation is one
 parameter group of the authors' code.
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -143,6 +144,59 @@ def _divide_or_zero(numerator, denominator):
   )
 
 
+def _weighting(g, m, h, gamma, eps):
+  """``w = r / (q + gamma r + eps) * r`` for ``r = |g - h|^2``, ``q = |g - m|^2``; never NaN.
+
+  With finite inputs and ``gamma >= 0`` the formula is NaN exactly where
+  ``r`` overflows (``inf / inf``, or ``0 * inf`` at ``gamma = 0``). ``w`` is
+  ``r`` there, inf: the second moment becomes inf and the coordinate's Adam
+  step 0, as `optax.adam`'s is for such gradients (``w`` is that large
+  unless ``gamma`` or ``q / r`` is). Where only ``q`` or ``gamma r``
+  overflows, the formula gives 0, not NaN. Elsewhere ``w`` is the formula's,
+  bit for bit.
+  """
+  r = _real_product(g - h, g - h)
+  q = _real_product(g - m, g - m)
+  w = _divide_or_zero(r, q + gamma * r + eps) * r
+  # A compare and a select. Evaluated exactly there, from differences scaled
+  # down, w took this pass 1.2-1.7x its time (float32 on CPU), for a regime
+  # where Adam's step is 0 too.
+  return jnp.where(jnp.isnan(w), r, w)
+
+
+def _rescaled_inner_products(mu_leaves, hidden_leaves, bias1, dtype):
+  """The tree-wide ``(MM, ML, LL)`` times ``2**(-2 e)``, ``2**e`` above every ``|m|`` and ``|h|``.
+
+  For gradients whose inner products overflow, though their elements do not:
+  ``k`` and the agreement are ratios of the three sums, unchanged by the
+  common factor.
+  """
+  largest = functools.reduce(
+    jnp.maximum,
+    [jnp.max(jnp.abs(x), initial=0).astype(dtype) for x in (*mu_leaves, *hidden_leaves)],
+  )
+  scale = jax.lax.stop_gradient(jnp.ldexp(jnp.ones([], dtype), -jnp.frexp(largest)[1]))
+  sums = []
+  for m, h in zip(mu_leaves, hidden_leaves):
+    leaf_scale = scale.astype(jnp.real(m).dtype)
+    sums.append(_partial_inner_products(m * leaf_scale, h * leaf_scale, bias1))
+  zero = jnp.zeros([], dtype)
+  return tuple(sum((x[i].astype(dtype) for x in sums), zero) for i in range(3))
+
+
+def _agreement(mm, ml, ll):
+  """``(k, delta)``: the momentum's agreement with the hidden vector, from the tree-wide sums.
+
+  ``k h + (1 - k) mh`` is the point of smallest norm on the line through
+  ``h`` and ``mh``, and ``delta`` its norm over that of ``mh`` (0 where
+  either is 0). Both are unchanged when the three sums share a factor.
+  """
+  k = _divide_or_zero(mm - ml, mm + ll - 2 * ml)
+  vv = jnp.abs(k**2 * ll + (1 - k) ** 2 * mm + 2 * k * (1 - k) * ml)
+  cosine_denominator = _sqrt_or_zero(vv) * _sqrt_or_zero(mm)
+  return k, _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator)
+
+
 def _sqrt_or_zero(x):
   """``sqrt(x)`` for ``x >= 0``, with a zero derivative at 0 instead of an infinite one.
 
@@ -201,10 +255,7 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   def second_moment(g, m, v, h):
     """``v`` from the new first moment ``m`` and the old hidden vector ``h``."""
     real = lambda x: x.astype(v.dtype)
-    g = g.astype(m.dtype)
-    r = _real_product(g - h, g - h)
-    q = _real_product(g - m, g - m)
-    w = _divide_or_zero(r, q + real(gamma_) * r + real(eps_)) * r
+    w = _weighting(g.astype(m.dtype), m, h, real(gamma_), real(eps_))
     return (real(b2_) * v + real(one_minus_b2) * w + real(eps_)) / real(one)
 
   leaves = jax.tree.leaves
@@ -222,12 +273,15 @@ def _update(updates, state, params, b1, b2, eps, gamma, one_minus_b1, one_minus_
   sums = [_partial_inner_products(m, h, bias1 * one) for m, h in zip(mu_leaves, hidden_leaves)]
   zero = jnp.zeros([], scalar_dtype)
   mm, ml, ll = (sum((x[i].astype(scalar_dtype) for x in sums), zero) for i in range(3))
-
-  # Agreement between the momentum and the hidden vector, tree-wide.
-  k = _divide_or_zero(mm - ml, mm + ll - 2 * ml)
-  vv = jnp.abs(k**2 * ll + (1 - k) ** 2 * mm + 2 * k * (1 - k) * ml)
-  cosine_denominator = _sqrt_or_zero(vv) * _sqrt_or_zero(mm)
-  delta = _divide_or_zero(k * ml + (1 - k) * mm, cosine_denominator)
+  k, delta = _agreement(mm, ml, ll)
+  # Gradients above about sqrt(largest float / size) overflow the sums, or
+  # the agreement's terms, though not the elements. The agreement is then
+  # recomputed from scaled leaves, in a branch that other steps do not run.
+  k, delta = jax.lax.cond(
+    jnp.isfinite(k) & jnp.isfinite(delta),
+    lambda: (k, delta),
+    lambda: _agreement(*_rescaled_inner_products(mu_leaves, hidden_leaves, bias1, scalar_dtype)),
+  )
 
   # Branches: restart, skip, switch-off, extra step. A zero momentum leaves
   # the agreement undefined, and a NaN one fails `<=`: both skip. (No NaN

@@ -428,6 +428,68 @@ def test_healthy_steps_trip_no_nan_or_inf_debugging(flag, jit):
 
 
 # ----------------------------------------------------------------------------
+# Huge finite gradients: squares and inner products beyond float32's range.
+# ----------------------------------------------------------------------------
+
+
+def _unit_gradients(num_steps=12, size=64, seed=8, num_growth=6):
+  """Largest magnitude 1: growth along one direction (restarts, switch-offs), then noise."""
+  rng = np.random.default_rng(seed)
+  direction = rng.uniform(-1.0, 1.0, size)
+  steps = [1.3**t * direction + 0.01 * rng.uniform(-1.0, 1.0, size) for t in range(num_growth)]
+  steps += [1.3**num_growth * rng.uniform(-1.0, 1.0, size) for _ in range(num_steps - num_growth)]
+  largest = max(np.max(np.abs(x)) for x in steps)
+  return [x / largest for x in steps]
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+@pytest.mark.parametrize("scale", [1e20, 1e30, 3e38])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_huge_finite_gradients_give_finite_updates(scale, jit, gamma):
+  """optax.adam's updates are 0 there (its second moment is inf); HVAdam's must not be NaN."""
+  tx = anon_optax.hvadam(1e-3, gamma=gamma)
+  params = {"w": jnp.zeros(64, jnp.float32)}
+  state = tx.init(params)
+  update = jax.jit(tx.update) if jit else tx.update
+  for step, unit in enumerate(_unit_gradients()):
+    grads = {"w": jnp.asarray(scale * unit, jnp.float32)}
+    assert bool(jnp.all(jnp.isfinite(grads["w"])))
+    updates, state = update(grads, state, params)
+    non_finite = int(jnp.sum(~jnp.isfinite(updates["w"])))
+    assert non_finite == 0, f"step {step}: {non_finite} of 64 updates not finite"
+    params = optax.apply_updates(params, updates)
+
+
+# With these gammas no second moment leaves float32's range: w = r^2 / (q + gamma r + eps) is
+# at most r / gamma. (At gamma = 0 one would, and its step be 0 against the reference's.)
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_gradients_whose_inner_products_overflow_match_the_reference(gamma):
+  """|g| up to 3e18 on 256 elements: the squares fit float32, their sums over the leaf do not.
+
+  The agreement is a ratio of the sums, so it is computed from rescaled sums;
+  branches and parameters follow the float64 reference at float32 precision.
+  """
+  grads = [[3e18 * u] for u in _unit_gradients(size=256)]
+  assert all(np.all(np.isfinite(np.square(g[0]).astype(np.float32))) for g in grads)
+  with np.errstate(over="ignore"):
+    assert not all(np.isfinite(np.sum(np.square(g[0]), dtype=np.float32)) for g in grads)
+  trace = ref.hvadam_reference([np.zeros(256)], grads, learning_rate=LR, gamma=gamma)
+  assert {"restart", "switch_off", "extra_step"} <= set(trace.branches), trace.branches
+  tx = anon_optax.hvadam(LR, gamma=gamma)
+  params = jnp.zeros(256, jnp.float32)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for step, (step_grads, expected) in enumerate(zip(grads, trace.params)):
+    before = _hvadam_state(state)
+    updates, state = update(jnp.asarray(step_grads[0], jnp.float32), state, params)
+    params = optax.apply_updates(params, updates)
+    assert _branch(before, _hvadam_state(state)) == trace.branches[step], step
+    np.testing.assert_allclose(
+      params, expected[0], rtol=1e-4, atol=1e-4 * np.max(np.abs(expected[0]))
+    )
+
+
+# ----------------------------------------------------------------------------
 # Optax behaviour: dtypes, traced hyperparameters, validation.
 # ----------------------------------------------------------------------------
 
