@@ -752,7 +752,7 @@ def test_integer_parameters_raise():
     ({"b1": "0.9"}, TypeError, r"`b1` must be a real number in \[0, 1\)"),
     ({"b2": None}, TypeError, "`b2`"),
     ({"eps": True}, TypeError, "`eps`"),
-    ({"gamma": 1.0 + 0.5j}, TypeError, "`gamma`"),
+    ({"gamma": 1.0 + 0.5j}, ValueError, "`gamma`.*imaginary part"),
     ({"gamma": jnp.array([0.0, 1.0])}, ValueError, r"`gamma` .*shape \(2,\)"),
     ({"b1": np.full((1,), 0.9)}, ValueError, r"`b1` .*shape \(1,\)"),
     ({"gamma": jnp.array(jnp.nan)}, ValueError, "`gamma`"),
