@@ -90,22 +90,48 @@ def at_least_float32(value: Any) -> jax.Array:
 def one_known_at_run_time(count: jax.typing.ArrayLike, dtype: Any) -> jax.Array:
   """``1 + 0 * count`` in ``dtype``: exactly 1, but not a constant XLA can fold.
 
-  Dividing a new moment by it makes recomputing the moment too costly for
-  XLA's fusion, so a later pass reads it back from its (donated, overwritten)
-  buffer instead of recomputing it from the old one, which XLA would have to
-  copy. Where XLA turns this division into a multiplication by the reciprocal,
-  use :func:`read_back_from_memory`. (On CPU `jax.lax.optimization_barrier`
-  does not help: XLA drops barriers before it fuses.)
+  An XLA:CPU memory device (HVAdam's step uses it). Dividing a new moment by
+  it makes recomputing the moment too costly for XLA's fusion, so a later pass
+  reads it back from its (donated, overwritten) buffer instead of recomputing
+  it from the old one, which XLA would have to copy. What it saves, from
+  ``benchmarks/results/memory.md`` (``python -m benchmarks.memory``; AMD EPYC
+  family 25, 4M float32 parameters in 40 leaves): HVAdam's jitted step needs
+  0.19 parameter bytes of scratch with it and 3.19 without it (peak 5.19
+  against 8.19). On CPU `jax.lax.optimization_barrier` does not do this: XLA
+  drops barriers before it fuses.
   """
   return 1 + 0 * jnp.asarray(count, dtype)
+
+
+def never_at_run_time(count: jax.typing.ArrayLike) -> jax.Array:
+  """`False`, computed from the step count so that XLA cannot fold it.
+
+  An XLA:CPU memory device (HVAdam's step uses it): ``where(never, a, b)`` is
+  ``b``, but makes the pass that computes it read ``a``, which orders that pass
+  after the one that writes ``a``. (Bit 31 of a 32-bit integer, shifted down,
+  is 0 or 1, never more.) What it saves, from ``benchmarks/results/memory.md``
+  (``python -m benchmarks.memory``; AMD EPYC family 25, 4M float32 parameters
+  in 40 leaves): HVAdam's jitted step needs 0.19 parameter bytes of scratch
+  with it and 0.56 without it (a copy of its old hidden vector).
+  """
+  return (jnp.asarray(count, jnp.uint32) >> 31) > 1
 
 
 def read_back_from_memory(moment: jax.Array, like: jax.Array) -> jax.Array:
   """``moment``, bit for bit, in a form that later passes read from memory.
 
-  As :func:`one_known_at_run_time`, but dividing by ones computed per element
-  (``1 + 0 * isnan(like)``, ``like`` any array of the moment's shape), which
-  XLA cannot rewrite as a multiplication and so does not recompute.
+  An XLA:CPU memory device (Anon's guarded step uses it for the new
+  accumulator, which the guard reads in the parameters' pass). It divides by
+  ones computed per element (``1 + 0 * isnan(like)``, ``like`` any array of
+  the moment's shape), which XLA can neither fold nor turn into a
+  multiplication, so it reads the new moment back instead of recomputing it
+  from the old one, overwritten in place (which would need a copy). What it
+  saves, from ``benchmarks/results/memory.md`` (``python -m benchmarks.memory``;
+  AMD EPYC family 25, 4M float32 parameters in 40 leaves): the default step
+  needs 0.0001 parameter bytes of scratch with it and 1.0001 (a whole copy of
+  the accumulator) without it, peak 5.0 against 6.0; its time is that of the
+  step without the division (``benchmarks/results/guard_cost.md``, AMD EPYC
+  family 26: 1.00x ``floor_exact``, paired, at 4M and 64M).
   ``tests/test_memory.py`` checks the compiled step's scratch.
   """
   ones = 1 + 0 * jnp.isnan(like).astype(moment.dtype)

@@ -13,13 +13,16 @@ Step: ``jax.jit(step, donate_argnums=(0, 1))`` of ``update`` + ``apply_updates``
 abstract arguments and compiled (nothing is run); from XLA's ``memory_analysis()``: ``temp``
 (scratch the step needs besides its arguments and outputs) and ``peak`` = arguments + outputs that
 do not alias a donated argument + temp, each per parameter byte. The scratch covers both branches of
-Anon's refresh ``cond``, so it holds for normal and refresh steps alike.
+Anon's refresh ``cond``, so it holds for normal and refresh steps alike. The ``... off`` rows are
+the package with one of its XLA:CPU memory devices (:data:`DEVICES_OFF`) replaced by the plain
+expression it stands for: what the device saves.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+import contextlib
 from typing import Any
 
 import jax
@@ -28,6 +31,7 @@ import numpy as np
 import optax
 
 import anon_optax
+from anon_optax import _common
 from benchmarks import common
 from tooling import machine
 
@@ -85,6 +89,40 @@ def contenders():
   return out
 
 
+# The package's XLA:CPU memory devices, each switched off (replaced by the plain expression it
+# stands for) to measure what it saves: the contender's name -> (optimizer, helper, stand-in).
+DEVICES_OFF = {
+  "anon, read_back_from_memory off": (
+    lambda: anon_optax.anon(1e-3),
+    "read_back_from_memory",
+    lambda moment, like: moment,
+  ),
+  "anon_optax.hvadam, one_known_at_run_time off": (
+    lambda: anon_optax.hvadam(1e-3),
+    "one_known_at_run_time",
+    lambda count, dtype: jnp.asarray(1, dtype),
+  ),
+  "anon_optax.hvadam, never_at_run_time off": (
+    lambda: anon_optax.hvadam(1e-3),
+    "never_at_run_time",
+    lambda count: jnp.asarray(False),
+  ),
+}
+
+
+@contextlib.contextmanager
+def device_off(helper: str, stand_in):
+  """Replaces ``anon_optax._common.<helper>`` by ``stand_in`` (and retraces) while active."""
+  original = getattr(_common, helper)
+  setattr(_common, helper, stand_in)
+  jax.clear_caches()  # The package's jitted steps were traced with the device.
+  try:
+    yield
+  finally:
+    setattr(_common, helper, original)
+    jax.clear_caches()
+
+
 def measure(
   num_params: int,
   num_leaves: int,
@@ -98,14 +136,19 @@ def measure(
   all) and parameter dtype, with its ``ratio_vs_adam``.
   """
   shapes = common.leaf_sizes(num_params, num_leaves)
-  chosen = {n: make for n, make in contenders().items() if names is None or n in names}
+  chosen = {n: (make, None) for n, make in contenders().items()}
+  chosen.update(
+    {n: (make, (helper, stand_in)) for n, (make, helper, stand_in) in DEVICES_OFF.items()}
+  )
+  chosen = {n: c for n, c in chosen.items() if names is None or n in names}
   results = []
   for param_dtype in param_dtypes:
     params = {f"layer_{i:03d}": jax.ShapeDtypeStruct(s, param_dtype) for i, s in enumerate(shapes)}
-    for name, make in chosen.items():
+    for name, (make, switched_off) in chosen.items():
       tx = make()
       sb, pb, ratio = state_ratio(tx, params)
-      temp, peak = step_memory(tx, params)
+      with device_off(*switched_off) if switched_off else contextlib.nullcontext():
+        temp, peak = step_memory(tx, params)
       results.append(
         {
           "optimizer": name,

@@ -45,6 +45,7 @@ import optax
 
 import anon_optax
 from anon_optax import _common
+from anon_optax import _hvadam
 from anon_optax import _idu
 from benchmarks import common
 from tooling import machine
@@ -55,7 +56,7 @@ GUARD = inspect.signature(anon_optax.anon).parameters["guard_factor"].default
 
 ALL_CONTENDERS = tuple(
   "anon anon_exact anon_bf16_mu_precond anon_bf16_all floor floor_exact adam adamw sgd_momentum"
-  " lion hvadam torch torch_1thread".split()
+  " lion hvadam hvadam_no_fold torch torch_1thread".split()
 )
 QUICK_CONTENDERS = ("anon", "anon_exact", "floor", "floor_exact", "adam", "torch")
 
@@ -407,6 +408,20 @@ def build_contenders(params_np, grads, grads_np, start_step, counters, names, lo
     name: (lambda make=make: OptaxContender(make(), params_np, grads, start_step, counters))
     for name, make in optax_contenders.items()
   }
+
+  def hvadam_no_fold():
+    # HVAdam with every leaf's inner products reduced without `_hvadam._FOLD`'s slices: what that
+    # XLA:CPU device saves. The caches are cleared so that the step is traced without it.
+    folds_from = _hvadam._FOLD_MIN_SIZE
+    _hvadam._FOLD_MIN_SIZE = 1 << 62
+    jax.clear_caches()
+    try:
+      return OptaxContender(anon_optax.hvadam(LR), params_np, grads, start_step, counters)
+    finally:
+      _hvadam._FOLD_MIN_SIZE = folds_from
+      jax.clear_caches()
+
+  factories["hvadam_no_fold"] = hvadam_no_fold
   threads = machine.jax_num_threads()
   for name, num_threads in (("torch", threads), ("torch_1thread", 1 if threads > 1 else None)):
     if num_threads and importlib.util.find_spec("torch"):
@@ -542,6 +557,7 @@ LABELS = {  # Row labels, in this order; other contenders follow by name, then t
   "sgd_momentum": "optax.sgd (momentum 0.9)",
   "lion": "optax.lion",
   "hvadam": "anon_optax.hvadam",
+  "hvadam_no_fold": "anon_optax.hvadam, inner products without _FOLD",
   "torch": "PyTorch per-tensor, {threads} threads",
   "torch_1thread": "PyTorch per-tensor, 1 thread",
   "copy": "copy (streaming, in place)",
