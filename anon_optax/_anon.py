@@ -96,7 +96,7 @@ def scale_by_anon(
   *,
   beta3: jax.typing.ArrayLike = 0.5,
   refresh_base: int = 2,
-  max_refresh_interval: int | None = None,
+  max_refresh_interval: int | str | None = "auto",
   guard_factor: jax.typing.ArrayLike = 10.0,
   exact: bool = False,
   mu_dtype: jax.typing.DTypeLike | None = None,
@@ -120,9 +120,10 @@ def scale_by_anon(
       m_t / (1 - b_1^t)
 
   where the refresh steps are :math:`a_k = \mathrm{refresh\_base}^k` (1, 2, 4,
-  8, ...), :math:`C` is ``guard_factor`` and the min (the guard) is skipped at
-  refresh steps. ``exact=True`` is the authors' rule:
-  :math:`\text{update}_t = v \odot m_t / (1 - b_1^t)`. Like
+  8, ...) until they are 256 steps apart (``max_refresh_interval``), then
+  every 256 steps; :math:`C` is ``guard_factor`` and the min (the guard) is
+  skipped at refresh steps. ``exact=True`` is the authors' rule, with no cap
+  on the gap: :math:`\text{update}_t = v \odot m_t / (1 - b_1^t)`. Like
   :func:`optax.scale_by_adam`, the output carries no learning rate and no
   sign; see :func:`anon` for the full optimizer.
 
@@ -137,8 +138,10 @@ def scale_by_anon(
       Default 0.5 (the authors' harmonic mean).
     refresh_base: integer >= 2; refreshes happen at steps
       ``refresh_base**k``. Default 2.
-    max_refresh_interval: `None` (default: no cap) or an integer >= 1, the
-      most steps between two refreshes, also on a resumed state.
+    max_refresh_interval: the most steps between two refreshes (also on a
+      resumed state): an integer >= 1, `None` (no cap), or ``"auto"``
+      (default): 256 under the guard, so that late in a long run :math:`v`
+      follows the gradients' current scale; no cap with ``exact=True``.
     guard_factor: :math:`C`, a finite number >= 1: a step never uses a
       preconditioner more than :math:`C` times the one a refresh at that step
       would give. Default 10.0.
@@ -221,7 +224,7 @@ def anon(
   mask: optax.MaskOrFn | None = None,
   beta3: jax.typing.ArrayLike = 0.5,
   refresh_base: int = 2,
-  max_refresh_interval: int | None = None,
+  max_refresh_interval: int | str | None = "auto",
   guard_factor: jax.typing.ArrayLike = 10.0,
   exact: bool = False,
   mu_dtype: jax.typing.DTypeLike | None = None,
@@ -248,11 +251,12 @@ def anon(
     \theta_{t+1} &= \theta_t - \eta_t \min\left(v,\ C \sigma_t^{-\gamma/2}
       \right) \odot m_t / (1 - b_1^t)
 
-  with :math:`a_k = \mathrm{refresh\_base}^k` and :math:`C` =
-  ``guard_factor``. The min (the guard) keeps a preconditioner refreshed while
+  with :math:`a_k = \mathrm{refresh\_base}^k` until the refreshes are
+  ``max_refresh_interval`` (256) steps apart, then every 256 steps, and
+  :math:`C` = ``guard_factor``. The min (the guard) keeps a preconditioner refreshed while
   a gradient was tiny (a ReLU unit dead for the first batches) from
   multiplying it when it returns; ``exact=True`` drops it, which is the
-  authors' rule. It is the chain of weight decay (by ``weight_decay_mode``),
+  authors' rule (and keeps their schedule, uncapped). It is the chain of weight decay (by ``weight_decay_mode``),
   :func:`scale_by_anon` and :func:`optax.scale_by_learning_rate`; the
   derivation and the guard's measurements are in the repository's
   ``docs/algorithm.md``.
@@ -282,9 +286,10 @@ def anon(
       Default 0.5 (the authors' harmonic mean).
     refresh_base: integer >= 2; refreshes happen at steps
       ``refresh_base**k``. Default 2.
-    max_refresh_interval: `None` (default: no cap) or an integer >= 1, the
-      most steps between two refreshes, also on a resumed state (useful for
-      fine-tuning from a late checkpoint).
+    max_refresh_interval: the most steps between two refreshes (also on a
+      resumed state): an integer >= 1, `None` (no cap), or ``"auto"``
+      (default): 256 under the guard, which keeps long runs' final loss near
+      Adam's; no cap with ``exact=True`` (the authors' schedule).
     guard_factor: :math:`C`, a finite number >= 1. Default 10.0.
     exact: if `True`, the authors' rule without the guard (then leave
       ``guard_factor`` at its default: another value raises, unless it is

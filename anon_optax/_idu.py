@@ -419,6 +419,7 @@ def make_config(
   precond_dtype,
 ) -> PreconditionerConfig:
   """Validates the preconditioner's arguments and bundles them."""
+  max_refresh_interval = _validation.resolve_max_refresh_interval(max_refresh_interval, exact)
   _validation.check_preconditioner(
     b2, eps, gamma, beta3, refresh_base, max_refresh_interval, guard_factor, exact
   )
@@ -690,7 +691,7 @@ def scale_by_idu(
   *,
   beta3: jax.typing.ArrayLike = 0.5,
   refresh_base: int = 2,
-  max_refresh_interval: int | None = None,
+  max_refresh_interval: int | str | None = "auto",
   guard_factor: jax.typing.ArrayLike = 10.0,
   exact: bool = False,
   nu_dtype: jax.typing.DTypeLike | None = None,
@@ -713,8 +714,10 @@ def scale_by_idu(
     \text{output}_t &= \min\left(v,\ C \sigma_t^{-\gamma/2}\right) \odot u_t
 
   with refresh steps :math:`a_k` = 1, ``refresh_base``, ``refresh_base**2``,
-  ... and :math:`C` = ``guard_factor`` (the min is skipped at refresh steps).
-  ``exact=True`` is the authors' rule: :math:`\text{output}_t = v \odot u_t`.
+  ... until they are ``max_refresh_interval`` (256) steps apart, then every
+  256 steps, and :math:`C` = ``guard_factor`` (the min is skipped at refresh
+  steps). ``exact=True`` is the authors' rule, uncapped:
+  :math:`\text{output}_t = v \odot u_t`.
 
   Args:
     b2: as in :func:`anon_optax.scale_by_anon`, in [0, 1); default 0.999.
@@ -722,7 +725,8 @@ def scale_by_idu(
     gamma: as there (0 gives :math:`v = 1`); default 1.0.
     beta3: as there, in [0, 1); default 0.5.
     refresh_base: as there, an integer >= 2; default 2.
-    max_refresh_interval: as there, `None` (default) or an integer >= 1.
+    max_refresh_interval: as there, ``"auto"`` (default: 256, or no cap with
+      ``exact=True``), `None` (no cap) or an integer >= 1.
     guard_factor: as there, a finite number >= 1; default 10.0.
     exact: as there; default `False`.
     nu_dtype: as there; default `None` (at least float32); bfloat16 halves

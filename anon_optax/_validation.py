@@ -27,6 +27,11 @@ WEIGHT_DECAY_MODES = ("l2", "decoupled", "fixed")
 # uses a preconditioner more than 10 times the one a refresh at that step would give
 # (docs/algorithm.md, "Choosing C", has the measurements that chose it).
 DEFAULT_GUARD_FACTOR = 10.0
+# The most steps between two refreshes of the default rule (exact=False) when none is given: the
+# refreshes come at 1, 2, 4, ..., 256, 512 and then every 256 steps, so that late in a long run
+# the preconditioner follows the gradients' current scale (docs/algorithm.md, "Long runs", has the
+# measurements that chose it). exact=True keeps the authors' schedule.
+DEFAULT_MAX_REFRESH_INTERVAL = 256
 
 
 def _describe(low: float, high: float, high_inclusive: bool) -> str:
@@ -207,6 +212,21 @@ def check_storage_dtype(name: str, dtype: Any, *, complex_ok: bool = False) -> A
       "not promote narrower floats implicitly, so the first update would fail."
     )
   return jax.dtypes.canonicalize_dtype(canonical)
+
+
+def resolve_max_refresh_interval(max_refresh_interval: Any, exact: Any) -> Any:
+  """``"auto"``: :data:`DEFAULT_MAX_REFRESH_INTERVAL`, or `None` (no cap) with ``exact=True``.
+
+  Any other value is returned as it is (:func:`check_preconditioner` checks it).
+  """
+  if isinstance(max_refresh_interval, str):
+    if max_refresh_interval != "auto":
+      raise ValueError(
+        "`max_refresh_interval` must be 'auto', None or an integer in "
+        f"[1, {MAX_INT32}], got {max_refresh_interval!r}."
+      )
+    return None if exact is True else DEFAULT_MAX_REFRESH_INTERVAL
+  return max_refresh_interval
 
 
 def check_preconditioner(

@@ -412,7 +412,8 @@ def test_counter_near_int32_limit_keeps_running_without_refresh():
 
 def test_last_int32_refresh_happens_and_then_none():
   params = jnp.array([1.0, -2.0, 3.0])
-  tx = anon_optax.scale_by_anon(gamma=1.0)
+  # The powers of two alone (the default also refreshes every 256 steps).
+  tx = anon_optax.scale_by_anon(gamma=1.0, max_refresh_interval=None)
   update = jax.jit(tx.update)
   state = _warm_state(update, tx.init(params), params)
   state = state._replace(
@@ -431,7 +432,8 @@ def test_last_int32_refresh_happens_and_then_none():
 
 
 def test_saturated_step_counter_never_refreshes():
-  tx = anon_optax.scale_by_anon(gamma=1.0)
+  # The powers of two alone: with a cap, refreshes go on every `max_refresh_interval` steps.
+  tx = anon_optax.scale_by_anon(gamma=1.0, max_refresh_interval=None)
   params = jnp.ones(3)
   state = tx.init(params)
   _, state = tx.update(jnp.ones(3), state)

@@ -121,7 +121,12 @@ def test_restoring_into_another_refresh_base_follows_the_documented_schedule():
   # refreshes at 16, 48 and 144.
   params = jnp.array([1.0, -2.0, 0.5])
   grads = jnp.array([0.3, -0.1, 2.0])
-  old_tx, new_tx = anon_optax.anon(1e-3), anon_optax.anon(1e-3, refresh_base=3)
+  # The powers of the base alone (the default also caps the gap at 256 steps).
+  uncapped = dict(max_refresh_interval=None)
+  old_tx, new_tx = (
+    anon_optax.anon(1e-3, **uncapped),
+    anon_optax.anon(1e-3, refresh_base=3, **uncapped),
+  )
   state = old_tx.init(params)
   old_update, new_update = jax.jit(old_tx.update), jax.jit(new_tx.update)
   for _ in range(10):

@@ -90,13 +90,26 @@ def test_refresh_uses_the_steps_accumulated_since_the_last_one(refresh_base, cap
 
 def _refresh_steps_after_resume(resume_at, cap, num_steps):
   """Steps that refresh when an uncapped run is resumed at `resume_at` with a cap."""
-  uncapped = anon_optax.scale_by_idu()
+  uncapped = anon_optax.scale_by_idu(max_refresh_interval=None)
   state = uncapped.init(jnp.zeros(2))
   run = jax.jit(
     lambda s: jax.lax.fori_loop(0, resume_at, lambda _, s: uncapped.update(jnp.ones(2), s)[1], s)
   )
   state = run(state)
   return _refreshes_in(anon_optax.scale_by_idu(max_refresh_interval=cap), state, num_steps)
+
+
+def test_default_caps_the_gap_at_256_steps_and_exact_keeps_the_authors_schedule():
+  powers = [2**k for k in range(12)]  # 1, 2, ..., 2048
+  capped = powers[:10] + list(range(768, 2049, 256))  # ..., 256, 512, then every 256 steps
+
+  def refreshes(**kwargs):
+    tx = anon_optax.scale_by_idu(**kwargs)
+    return _refreshes_in(tx, tx.init(jnp.zeros(2)), 2048)
+
+  assert refreshes() == refreshes(max_refresh_interval="auto") == capped
+  assert refreshes(exact=True) == refreshes(max_refresh_interval=None) == powers
+  assert refreshes(exact=True, max_refresh_interval=256) == capped
 
 
 def test_cap_set_on_resume_takes_effect_at_once():

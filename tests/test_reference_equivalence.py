@@ -22,6 +22,10 @@ import pytest
 import anon_optax
 
 NUM_STEPS = 300  # base 2 refreshes at 1, 2, 4, ..., 256: 9 refreshes.
+# The default rule's cap on the gap between refreshes (docs/algorithm.md, "Long runs"): over
+# NUM_STEPS it changes nothing; LONG_NUM_STEPS spans capped refreshes (768, 1024, 1280).
+DEFAULT_MAX_REFRESH_INTERVAL = 256
+LONG_NUM_STEPS = 1300
 LR = 1e-2
 
 # float64: both sides compute the same formula in the same precision; what is
@@ -126,6 +130,9 @@ def _reference(params, grads, num_steps=NUM_STEPS, **kwargs):
   kwargs["guard"] = (
     None if exact else inspect.signature(anon_optax.anon).parameters["guard_factor"].default
   )
+  # The default rule caps the gap between refreshes (docs/algorithm.md, "Long runs"); the
+  # authors' rule does not.
+  kwargs.setdefault("max_refresh_interval", None if exact else DEFAULT_MAX_REFRESH_INTERVAL)
   leaves, treedef = jax.tree.flatten(params)
   is_complex = any(np.iscomplexobj(x) for x in leaves)
   dtype = np.complex128 if is_complex else np.float64
@@ -332,6 +339,30 @@ def test_refresh_cap_matches_reference(refresh_base, cap, exact, dtype):
     _assert_matches(
       actual, _reference(params, grads, **dict(kwargs, max_refresh_interval=None)), dtype
     )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("gamma", [-0.5, 0.5, 1.15])
+def test_default_refreshes_every_256_steps_from_512_as_the_reference(gamma, dtype):
+  """Over 1300 steps the default refreshes at 768, 1024 and 1280 too, the authors' rule only at
+  1024; each matches the reference of its own schedule, not the other's."""
+  kwargs = dict(learning_rate=1e-3, gamma=gamma, beta3=0.7)
+  with _precision(dtype):
+    params = _params(8, dtype)
+    grads = _waking_grad_stack(8, params, LONG_NUM_STEPS)
+    default = _scan_trajectory(_anon(**kwargs, exact=False), params, grads)
+    exact = _scan_trajectory(_anon(**kwargs), params, grads)
+  capped = dict(max_refresh_interval=DEFAULT_MAX_REFRESH_INTERVAL)
+  uncapped = dict(max_refresh_interval=None)
+  _assert_matches(default, _reference(params, grads, LONG_NUM_STEPS, **kwargs, exact=False), dtype)
+  _assert_matches(exact, _reference(params, grads, LONG_NUM_STEPS, **kwargs), dtype)
+  _assert_matches(exact, _reference(params, grads, LONG_NUM_STEPS, **kwargs, **uncapped), dtype)
+  with pytest.raises(AssertionError):  # The comparison sees the schedule.
+    _assert_matches(
+      default, _reference(params, grads, LONG_NUM_STEPS, **kwargs, exact=False, **uncapped), dtype
+    )
+  with pytest.raises(AssertionError):
+    _assert_matches(exact, _reference(params, grads, LONG_NUM_STEPS, **kwargs, **capped), dtype)
 
 
 def _linear_schedule(init_value, end_value, transition_steps):

@@ -419,3 +419,11 @@ def test_chain_checks_updates_before_the_weight_decay_maps_them_with_params():
     tx.update({"w": jnp.ones(3)}, state, good)
   with pytest.raises(ValueError, match=r"\['b'\] has shape \(3,\)"):
     tx.update({"w": jnp.ones(3), "b": jnp.ones(3)}, state, good)
+
+
+@pytest.mark.parametrize("value", ["never", "", "AUTO"])
+def test_max_refresh_interval_string_other_than_auto_raises(value):
+  with pytest.raises(
+    ValueError, match=r"`max_refresh_interval` must be 'auto', None or an integer"
+  ):
+    anon_optax.anon(1e-3, max_refresh_interval=value)
