@@ -10,8 +10,8 @@ For every size, every contender holds its own parameters and optimizer state, al
 gradient tree. A few real steps bring the state to steady state; then the step counters are set to
 those ``anon_optax.anon`` itself holds after ``--start-step`` steps (read off a real run,
 :func:`anon_counters`), so the refresh schedule is the package's. Each sample is a window of
-consecutive steps; past step 1000 a refresh comes once every 1024..2048 steps, so the timed windows
-hold none (the JSON lists the refresh steps they went through). The refresh step's own cost is timed
+consecutive steps; past step 1000 the default refreshes every 256 steps, so a few windows hold one
+refresh, as the default's steps do (the JSON lists the refresh steps they went through). The refresh step's own cost is timed
 alone against a normal step (t = 1024 against t = 1001, interleaved).
 
 Contenders (interleaved round-robin, order rotated every round): ``anon``

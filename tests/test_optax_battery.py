@@ -55,7 +55,9 @@ _ROSENBROCK = {  # name -> (learning rate, steps, tolerance)
   "anon_gamma_0": (3e-3, 10_000, 5e-2),
   "anon_gamma_0.5": (3e-3, 10_000, 5e-2),
   "anon_gamma_1": (1e-2, 10_000, 5e-2),
-  "anon_gamma_1.5": (1e-1, 10_000, 5e-2),
+  # Under the default's refresh cap (every 256 steps from step 512) the best rate of the grid is
+  # 1e-2 (within 1e-6 of the optimum; 1e-1, best without the cap, ends 0.22 away).
+  "anon_gamma_1.5": (1e-2, 10_000, 5e-2),
   "anon_decoupled": (1e-2, 10_000, 5e-2),
   # Base 3 refreshes less often (1, 3, 9, ..., 6561): it needs more steps.
   "anon_base3_beta3": (1e-1, 20_000, 5e-2),

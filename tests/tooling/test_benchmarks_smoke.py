@@ -167,8 +167,8 @@ def test_step_time_takes_the_refresh_schedule_from_anon():
   counters = step_time.anon_counters(1100)
   assert counters["count"][1000 - 1] == 1000
   assert counters["next_refresh"][1000 - 1] == 1024
-  assert counters["num_refreshes"][1000 - 1] == 10  # At steps 1, 2, 4, ..., 512.
-  assert step_time.refresh_steps(counters, 1, 1100) == [2**k for k in range(11)]
+  assert counters["num_refreshes"][1000 - 1] == 11  # At steps 1, 2, 4, ..., 512 and 768.
+  assert step_time.refresh_steps(counters, 1, 1100) == [2**k for k in range(10)] + [768, 1024]
   assert step_time.refresh_steps(counters, 1001, 1064) == [1024]
   assert step_time.refresh_steps(counters, 1065, 1100) == []
 
@@ -225,7 +225,7 @@ def test_jump_state_sets_every_contenders_counters():
     assert count is None or int(count) == 1000
   anon_state = step_time.jump_state(step_time.make_anon().init(params), 1000, counters)
   assert int(optax.tree_utils.tree_get(anon_state, "next_refresh")) == 1024
-  assert int(optax.tree_utils.tree_get(anon_state, "num_refreshes")) == 10
+  assert int(optax.tree_utils.tree_get(anon_state, "num_refreshes")) == 11  # ..., 512, 768.
 
 
 def test_hlo_loops_counts_parameter_sized_fusions_of_entry():
