@@ -263,23 +263,35 @@ def check_params(params: optax.Params) -> None:
       )
 
 
+def _check_tree_and_shapes(tree, reference, structure_message: str, shape_message: str) -> None:
+  """Raises `ValueError` unless ``tree`` has the structure and leaf shapes of ``reference``.
+
+  The messages are formatted with ``got`` and ``expected`` (the structures), and ``path``,
+  ``got`` and ``expected`` (the leaf and both shapes).
+  """
+  tree_structure, reference_structure = jax.tree.structure(tree), jax.tree.structure(reference)
+  if tree_structure != reference_structure:
+    raise ValueError(structure_message.format(got=tree_structure, expected=reference_structure))
+  for (path, leaf), expected in zip(
+    jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(reference)
+  ):
+    if jnp.shape(leaf) != jnp.shape(expected):
+      raise ValueError(
+        shape_message.format(
+          path=jax.tree_util.keystr(path), got=jnp.shape(leaf), expected=jnp.shape(expected)
+        )
+      )
+
+
 def check_updates_match(updates: optax.Updates, reference: optax.Updates) -> None:
   """Raises `ValueError` unless ``updates`` has the tree and shapes of ``reference``."""
-  updates_tree = jax.tree.structure(updates)
-  state_tree = jax.tree.structure(reference)
-  if updates_tree != state_tree:
-    raise ValueError(
-      "The updates (gradients) do not have the structure of the parameters "
-      f"the optimizer was initialised with: got {updates_tree}, expected {state_tree}."
-    )
-  for (path, update), moment in zip(
-    jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(reference)
-  ):
-    if jnp.shape(update) != jnp.shape(moment):
-      raise ValueError(
-        f"The update at {jax.tree_util.keystr(path)} has shape {jnp.shape(update)}, "
-        f"but the parameter it updates has shape {jnp.shape(moment)}."
-      )
+  _check_tree_and_shapes(
+    updates,
+    reference,
+    "The updates (gradients) do not have the structure of the parameters "
+    "the optimizer was initialised with: got {got}, expected {expected}.",
+    "The update at {path} has shape {got}, but the parameter it updates has shape {expected}.",
+  )
 
 
 def check_params_match(params: optax.Params | None, reference: optax.Updates) -> None:
@@ -291,21 +303,14 @@ def check_params_match(params: optax.Params | None, reference: optax.Updates) ->
   """
   if params is None:
     return
-  params_tree = jax.tree.structure(params)
-  reference_tree = jax.tree.structure(reference)
-  if params_tree != reference_tree:
-    raise ValueError(
-      "The parameters passed to update (`params`) do not have the structure of those the "
-      f"optimizer was initialised with: got {params_tree}, expected {reference_tree}."
-    )
-  for (path, leaf), expected in zip(
-    jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(reference)
-  ):
-    if jnp.shape(leaf) != jnp.shape(expected):
-      raise ValueError(
-        f"`params` at {jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}, but the "
-        f"optimizer was initialised with a parameter of shape {jnp.shape(expected)} there."
-      )
+  _check_tree_and_shapes(
+    params,
+    reference,
+    "The parameters passed to update (`params`) do not have the structure of those the "
+    "optimizer was initialised with: got {got}, expected {expected}.",
+    "`params` at {path} has shape {got}, but the optimizer was initialised with a parameter "
+    "of shape {expected} there.",
+  )
 
 
 def check_mask(mask: Any, params: optax.Params) -> None:

@@ -129,3 +129,20 @@ def run_on_eight_devices(script: str, *args: str, timeout: int) -> dict:
 def eight_devices():
   """`run_on_eight_devices`: ``eight_devices(script, *args, timeout=...)`` -> its JSON results."""
   return run_on_eight_devices
+
+
+def assert_restored_state_returns_to_configured_dtypes(tx, saved_state, params):
+  """A state restored with other dtypes is back in ``tx``'s configured dtypes after one step."""
+  import chex  # pylint: disable=import-outside-toplevel
+  import flax.serialization  # pylint: disable=import-outside-toplevel  (not in the oldest env)
+
+  grads = jax.tree.map(lambda p: 0.1 * p + 0.05, params)
+  # flax.serialization restores the saved arrays as they are (no cast to the target's).
+  restored = flax.serialization.from_bytes(
+    tx.init(params), flax.serialization.to_bytes(saved_state)
+  )
+  chex.assert_trees_all_equal_dtypes(restored, saved_state)
+  update = jax.jit(tx.update)
+  fresh = update(grads, tx.init(params), params)[1]
+  _, restored = update(grads, restored, params)
+  chex.assert_trees_all_equal_dtypes(restored, fresh)

@@ -14,8 +14,8 @@ import subprocess
 import sys
 
 import chex
+from conftest import assert_restored_state_returns_to_configured_dtypes
 from conftest import count_compilations
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,22 +147,7 @@ _COMPACT = dict(mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16, precond_dtype=jnp.
 def test_restored_anon_state_returns_to_the_configured_dtypes(source, target):
   params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
   state = anon_optax.anon(1e-3, **source).init(params)
-  _assert_restored_state_returns_to_configured_dtypes(
-    anon_optax.anon(1e-3, **target), state, params
-  )
-
-
-def _assert_restored_state_returns_to_configured_dtypes(tx, saved_state, params):
-  grads = jax.tree.map(lambda p: 0.1 * p + 0.05, params)
-  # flax.serialization restores the saved arrays as they are (no cast to the target's).
-  restored = flax.serialization.from_bytes(
-    tx.init(params), flax.serialization.to_bytes(saved_state)
-  )
-  chex.assert_trees_all_equal_dtypes(restored, saved_state)
-  update = jax.jit(tx.update)
-  fresh = update(grads, tx.init(params), params)[1]
-  _, restored = update(grads, restored, params)
-  chex.assert_trees_all_equal_dtypes(restored, fresh)
+  assert_restored_state_returns_to_configured_dtypes(anon_optax.anon(1e-3, **target), state, params)
 
 
 def _injected_step(name, value):

@@ -31,10 +31,10 @@ import functools
 import resource
 
 import chex
+from conftest import assert_restored_state_returns_to_configured_dtypes
 from conftest import COMPILE_EVENT
 from conftest import count_compilations
 from conftest import UPDATE_DTYPE_PAIRS
-import flax.serialization
 import hvadam_reference as ref
 import jax
 import jax.numpy as jnp
@@ -685,16 +685,7 @@ def test_restored_hvadam_state_returns_to_the_configured_dtypes():
   saved_state = jax.tree.map(
     lambda x: x.astype(jnp.bfloat16) if x.dtype == jnp.float32 else x, tx.init(params)
   )
-  grads = jax.tree.map(lambda p: 0.1 * p + 0.05, params)
-  # flax.serialization restores the saved arrays as they are (no cast to the target's).
-  restored = flax.serialization.from_bytes(
-    tx.init(params), flax.serialization.to_bytes(saved_state)
-  )
-  chex.assert_trees_all_equal_dtypes(restored, saved_state)
-  update = jax.jit(tx.update)
-  fresh = update(grads, tx.init(params), params)[1]
-  _, restored = update(grads, restored, params)
-  chex.assert_trees_all_equal_dtypes(restored, fresh)
+  assert_restored_state_returns_to_configured_dtypes(tx, saved_state, params)
 
 
 def test_complex_gradients_of_real_parameters_raise():
