@@ -457,13 +457,7 @@ def scale_by_hvadam(
           "scale_by_hvadam got complex gradients for real parameters; "
           "the parameters must be complex too."
         )
-    if params is not None and (jax.tree.structure(params) != jax.tree.structure(state.mu)):
-      raise ValueError(
-        "The parameters passed to update do not have the structure of "
-        "those the optimizer was initialised with: got "
-        f"{jax.tree.structure(params)}, expected "
-        f"{jax.tree.structure(state.mu)}."
-      )
+    _validation.check_params_match(params, state.mu)
     return _update(
       updates,
       state,
